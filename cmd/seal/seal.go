@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/tang"
+)
+
+const usage = `usage: seal COMMAND [ARGS]
+
+Seal secrets into Clevis-compatible JWEs and open them again.
+
+  seal encrypt tang CONFIG [-y] [-i IN] [-o OUT]   seal to a Tang server
+  seal encrypt sss CONFIG [-y] [-i IN] [-o OUT]    seal to t of n pins
+  seal decrypt [-i IN] [-o OUT]                    recover the secret
+  seal inspect [-i IN] [--json]                    show a JWE's pins, offline
+
+CONFIG is the JSON that clevis takes, for example
+  '{"url":"http://tang:7500","thp":"THUMBPRINT"}'
+  '{"t":2,"pins":{"tang":[{"url":...,"thp":...},{"url":...,"thp":...}]}}'
+
+Input is read from standard input and output written to standard output
+unless -i or -o name files. Exit codes: 0 ok, 1 failure, 2 usage or
+configuration error, 3 Tang server not trusted.
+`
+
+// maxPlaintext bounds what encrypt reads: sealed secrets are keys, not files.
+const maxPlaintext = 16 << 20
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return cli.Usage("no command given")
+	}
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "encrypt":
+		return encrypt(ctx, rest, stdin, stdout, stderr)
+	case "decrypt":
+		return decrypt(ctx, rest, stdin, stdout)
+	case "inspect":
+		return inspect(rest, stdin, stdout)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	default:
+		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage,
+			"commands are encrypt, decrypt and inspect; run 'seal help'")
+	}
+}
+
+type ioFlags struct {
+	in, out string
+	timeout time.Duration
+}
+
+func (f *ioFlags) register(fs *flag.FlagSet, withOut bool) {
+	fs.StringVar(&f.in, "i", "", "read input from `FILE` instead of standard input")
+	if withOut {
+		fs.StringVar(&f.out, "o", "", "write output to `FILE` instead of standard output")
+	}
+	fs.DurationVar(&f.timeout, "timeout", 2*time.Minute, "give up after this `duration`")
+}
+
+func (f *ioFlags) input(stdin io.Reader) (io.ReadCloser, error) {
+	if f.in == "" || f.in == "-" {
+		return io.NopCloser(stdin), nil
+	}
+	file, err := os.Open(f.in)
+	if err != nil {
+		return nil, cli.WithHint(err, cli.ExitUsage, "")
+	}
+	return file, nil
+}
+
+// output writes data to -o FILE (created 0600, never over a symlink's
+// target silently) or stdout. It is called only once the result is known
+// good, so a failure leaves nothing behind.
+func (f *ioFlags) output(stdout io.Writer, data []byte) error {
+	if f.out == "" || f.out == "-" {
+		_, err := stdout.Write(data)
+		return err
+	}
+	tmp, err := os.CreateTemp(dirOf(f.out), ".seal-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), f.out)
+}
+
+func dirOf(path string) string {
+	if i := strings.LastIndexByte(path, '/'); i >= 0 {
+		return path[:i+1]
+	}
+	return "."
+}
+
+func encrypt(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("seal encrypt", flag.ContinueOnError)
+	var f ioFlags
+	f.register(fs, true)
+	var tofu bool
+	fs.BoolVar(&tofu, "y", false, "trust a Tang advertisement without a pinned thumbprint")
+	fs.BoolVar(&tofu, "trust-on-first-use", false, "same as -y")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 2 {
+		return cli.WithHint(errors.New("encrypt takes a pin and its configuration"), cli.ExitUsage,
+			`seal encrypt tang '{"url":"http://tang:7500","thp":"..."}' < secret > secret.jwe`)
+	}
+	pin, config := pos[0], pos[1]
+	in, err := f.input(stdin)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	plain, err := memguard.NewBufferFromEntireReader(io.LimitReader(in, maxPlaintext+1))
+	if err != nil {
+		return fmt.Errorf("reading the secret: %w", err)
+	}
+	defer plain.Destroy()
+	if plain.Size() > maxPlaintext {
+		return cli.Usage("the secret is larger than %d bytes", maxPlaintext)
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	jwe, err := unlock.Encrypt(ctx, pin, []byte(config), plain.Bytes(), &unlock.Options{TrustOnFirstUse: tofu})
+	if err != nil {
+		return explain(err)
+	}
+	return f.output(stdout, jwe)
+}
+
+func decrypt(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("seal decrypt", flag.ContinueOnError)
+	var f ioFlags
+	f.register(fs, true)
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return cli.WithHint(fmt.Errorf("decrypt takes no arguments, got %q", pos), cli.ExitUsage, "seal decrypt < secret.jwe > secret")
+	}
+	data, err := readJWE(&f, stdin)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	plain, err := unlock.Decrypt(ctx, data, nil)
+	if err != nil {
+		return explain(err)
+	}
+	defer plain.Destroy()
+	return f.output(stdout, plain.Bytes())
+}
+
+func inspect(args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("seal inspect", flag.ContinueOnError)
+	var f ioFlags
+	f.register(fs, false)
+	var asJSON bool
+	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) == 1 && f.in == "" {
+		f.in = pos[0]
+	} else if len(pos) != 0 {
+		return cli.Usage("inspect takes at most one file")
+	}
+	data, err := readJWE(&f, stdin)
+	if err != nil {
+		return err
+	}
+	node, err := unlock.Inspect(data)
+	if err != nil {
+		return explain(err)
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(node)
+	}
+	node.Format(stdout)
+	return nil
+}
+
+func readJWE(f *ioFlags, stdin io.Reader) ([]byte, error) {
+	in, err := f.input(stdin)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	data, err := io.ReadAll(io.LimitReader(in, unlock.MaxJWE+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the JWE: %w", err)
+	}
+	return data, nil
+}
+
+// explain attaches the hint and exit code that fit an unlock error.
+func explain(err error) error {
+	var untrusted *unlock.UntrustedError
+	switch {
+	case errors.As(err, &untrusted):
+		thp := "THUMBPRINT"
+		if len(untrusted.Thumbprints) > 0 {
+			thp = untrusted.Thumbprints[0]
+		}
+		return cli.WithHint(err, cli.ExitTrust, fmt.Sprintf(
+			"compare with the server's own list (sealgate thp --dir DIR, or tang-show-keys PORT on it), then add \"thp\":%q to the config;\nor pass -y to trust on first use", thp))
+	case errors.Is(err, tang.ErrUntrusted):
+		return cli.WithHint(err, cli.ExitTrust,
+			"the server's signing keys are not the ones you pinned: it was re-keyed, or something is in the middle;\ncheck the thumbprint on the server itself before pinning a new one")
+	case errors.Is(err, tang.ErrBadSignature):
+		return cli.WithHint(err, cli.ExitTrust, "the advertisement was altered on its way, or the server is not a Tang server")
+	case errors.Is(err, unlock.ErrJSONSerialization):
+		return cli.WithHint(err, cli.ExitFailure, "convert it to the compact form with: jose jwe fmt -i FILE -c")
+	case errors.Is(err, unlock.ErrNotEnoughShares):
+		return cli.WithHint(err, cli.ExitFailure, "bring enough of the servers named above back, then try again")
+	case errors.Is(err, tang.ErrUnknownKey):
+		return cli.WithHint(err, cli.ExitFailure, "restore the server's key (rotated keys are kept as .NAME.jwk files), or seal the secret again")
+	case errors.Is(err, tang.ErrUnreachable):
+		return cli.WithHint(err, cli.ExitFailure, "check that the Tang server is running and reachable from this host")
+	case errors.Is(err, unlock.ErrTampered):
+		return cli.WithHint(err, cli.ExitFailure, "restore the JWE from a good copy; it cannot be opened as it is")
+	case errors.Is(err, unlock.ErrMalformed):
+		return cli.WithHint(err, cli.ExitFailure, "the input must be a whole compact JWE as written by seal or clevis encrypt")
+	case errors.Is(err, unlock.ErrUnknownPin), errors.Is(err, unlock.ErrBadConfig):
+		return cli.WithHint(err, cli.ExitUsage, `pins are tang ('{"url":...,"thp":...}') and sss ('{"t":N,"pins":{"tang":[...]}}')`)
+	}
+	return err
+}

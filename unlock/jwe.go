@@ -1,0 +1,215 @@
+package unlock
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/sealproxy/sealproxy/unlock/tang"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
+)
+
+var b64 = base64.RawURLEncoding
+
+var (
+	// ErrMalformed reports input that is not a well-formed Clevis JWE.
+	ErrMalformed = errors.New("malformed JWE")
+	// ErrJSONSerialization reports a JWE in the JSON serialization, which
+	// Clevis does not use.
+	ErrJSONSerialization = errors.New("JWE is in JSON serialization; clevis uses the compact form")
+	// ErrUnknownPin reports a pin this build does not implement.
+	ErrUnknownPin = errors.New("unsupported clevis pin")
+	// ErrTampered reports a JWE that failed authentication: its header,
+	// IV, ciphertext or tag was altered, or the key recovered is not the
+	// one it was sealed with.
+	ErrTampered = errors.New("JWE failed authentication: it was altered or belongs to other keys")
+)
+
+// MaxJWE bounds the size of a JWE we parse; a sealed key is a few KiB.
+const MaxJWE = 1 << 20
+
+const (
+	encA256GCM = "A256GCM"
+	ivSize     = 12
+	tagSize    = 16
+	cekSize    = 32
+)
+
+// header is the JWE protected header as Clevis writes it.
+type header struct {
+	Alg    string      `json:"alg"`
+	Enc    string      `json:"enc"`
+	Zip    string      `json:"zip,omitempty"`
+	Kid    string      `json:"kid,omitempty"`
+	Epk    *tang.JWK   `json:"epk,omitempty"`
+	Clevis *clevisNode `json:"clevis,omitempty"`
+}
+
+type clevisNode struct {
+	Pin  string    `json:"pin"`
+	Tang *tangNode `json:"tang,omitempty"`
+	SSS  *sssNode  `json:"sss,omitempty"`
+}
+
+type tangNode struct {
+	URL string          `json:"url"`
+	Adv json.RawMessage `json:"adv"`
+}
+
+type sssNode struct {
+	JWE []string `json:"jwe"`
+	P   string   `json:"p"`
+	T   int      `json:"t"`
+}
+
+// jwe is a parsed compact JWE.
+type jwe struct {
+	protected  string // base64url header as it appeared: the AAD
+	header     header
+	iv         []byte
+	ciphertext []byte
+	tag        []byte
+}
+
+// parseJWE parses the compact serialization. Surrounding white space is
+// forgiven (a file may end in a newline); everything else must be exact.
+func parseJWE(data []byte) (*jwe, error) {
+	data = bytes.TrimSpace(data)
+	if len(data) > MaxJWE {
+		return nil, fmt.Errorf("%w: larger than %d bytes", ErrMalformed, MaxJWE)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: input is empty", ErrMalformed)
+	}
+	if data[0] == '{' {
+		return nil, ErrJSONSerialization
+	}
+	parts := strings.Split(string(data), ".")
+	if len(parts) != 5 {
+		return nil, fmt.Errorf("%w: found %d of 5 dot-separated parts (truncated or not a JWE)", ErrMalformed, len(parts))
+	}
+	if parts[1] != "" {
+		return nil, fmt.Errorf("%w: a clevis JWE has an empty encrypted-key part", ErrMalformed)
+	}
+	j := &jwe{protected: parts[0]}
+	rawHeader, err := b64.DecodeString(parts[0])
+	if err != nil {
+		return nil, fmt.Errorf("%w: protected header is not base64url", ErrMalformed)
+	}
+	dec := json.NewDecoder(bytes.NewReader(rawHeader))
+	if err := dec.Decode(&j.header); err != nil {
+		return nil, fmt.Errorf("%w: protected header is not JSON: %v", ErrMalformed, err)
+	}
+	if j.header.Enc != encA256GCM {
+		return nil, fmt.Errorf("%w: enc %q is not supported (clevis uses A256GCM)", ErrMalformed, j.header.Enc)
+	}
+	if j.header.Zip != "" {
+		return nil, fmt.Errorf("%w: compressed (zip) JWEs are not supported", ErrMalformed)
+	}
+	if j.header.Clevis == nil || j.header.Clevis.Pin == "" {
+		return nil, fmt.Errorf("%w: header has no clevis pin", ErrMalformed)
+	}
+	for i, dst := range []*[]byte{&j.iv, &j.ciphertext, &j.tag} {
+		if *dst, err = b64.DecodeString(parts[i+2]); err != nil {
+			return nil, fmt.Errorf("%w: part %d is not base64url", ErrMalformed, i+3)
+		}
+	}
+	if len(j.iv) != ivSize || len(j.tag) != tagSize {
+		return nil, fmt.Errorf("%w: IV must be %d bytes and tag %d bytes (truncated?)", ErrMalformed, ivSize, tagSize)
+	}
+	return j, nil
+}
+
+// sealContent encrypts plaintext under cek with hdr as the protected
+// header and returns the compact JWE.
+func sealContent(hdr *header, cek, plaintext []byte) ([]byte, error) {
+	rawHeader, err := json.Marshal(hdr)
+	if err != nil {
+		return nil, err
+	}
+	protected := b64.EncodeToString(rawHeader)
+	iv := make([]byte, ivSize)
+	if _, err := rand.Read(iv); err != nil {
+		return nil, err
+	}
+	gcm, err := newGCM(cek)
+	if err != nil {
+		return nil, err
+	}
+	sealed := gcm.Seal(nil, iv, plaintext, []byte(protected))
+	ct, tag := sealed[:len(sealed)-tagSize], sealed[len(sealed)-tagSize:]
+	out := protected + ".." + b64.EncodeToString(iv) + "." + b64.EncodeToString(ct) + "." + b64.EncodeToString(tag)
+	return []byte(out), nil
+}
+
+// openContent decrypts straight into locked memory, so the plaintext never
+// exists on the Go heap.
+func openContent(j *jwe, cek []byte) (*memguard.LockedBuffer, error) {
+	gcm, err := newGCM(cek)
+	if err != nil {
+		return nil, err
+	}
+	sealed := make([]byte, 0, len(j.ciphertext)+tagSize)
+	sealed = append(append(sealed, j.ciphertext...), j.tag...)
+	if len(j.ciphertext) == 0 {
+		if _, err := gcm.Open(nil, j.iv, sealed, []byte(j.protected)); err != nil {
+			return nil, ErrTampered
+		}
+		return memguard.NewBuffer(0), nil
+	}
+	buf := memguard.NewBuffer(len(j.ciphertext))
+	dst := buf.Bytes()
+	out, err := gcm.Open(dst[:0], j.iv, sealed, []byte(j.protected))
+	if err != nil {
+		buf.Destroy()
+		return nil, ErrTampered
+	}
+	if &out[0] != &dst[0] {
+		// Open did not decrypt in place: the plaintext is on the heap.
+		wipe.Bytes(out)
+		buf.Destroy()
+		return nil, errors.New("internal error: AES-GCM did not decrypt into locked memory")
+	}
+	return buf, nil
+}
+
+func newGCM(cek []byte) (cipher.AEAD, error) {
+	if len(cek) != cekSize {
+		return nil, fmt.Errorf("content key is %d bytes, want %d", len(cek), cekSize)
+	}
+	block, err := aes.NewCipher(cek)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+// concatKDF derives the A256GCM content key from the ECDH-ES shared secret
+// z (RFC 7518 §4.6.2: one SHA-256 round, AlgorithmID = enc, empty
+// PartyUInfo and PartyVInfo, 256-bit output). The caller wipes the result.
+func concatKDF(z []byte, enc string) []byte {
+	h := sha256.New()
+	var n [4]byte
+	writeLen := func(v uint32) {
+		binary.BigEndian.PutUint32(n[:], v)
+		h.Write(n[:])
+	}
+	writeLen(1) // round counter
+	h.Write(z)
+	writeLen(uint32(len(enc)))
+	h.Write([]byte(enc))
+	writeLen(0)           // PartyUInfo
+	writeLen(0)           // PartyVInfo
+	writeLen(cekSize * 8) // SuppPubInfo: key length in bits
+	return h.Sum(make([]byte, 0, cekSize))
+}

@@ -1,0 +1,204 @@
+package tang
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+var (
+	// ErrUnreachable reports a Tang server that could not be reached in time.
+	ErrUnreachable = errors.New("tang server unreachable")
+	// ErrBadResponse reports an answer that is not what a Tang server sends.
+	ErrBadResponse = errors.New("bad response from Tang server")
+	// ErrRejected reports a request the server refused as malformed (400).
+	ErrRejected = errors.New("tang server rejected the request")
+)
+
+// DefaultTimeout bounds one request to a Tang server when the caller's
+// context has no earlier deadline.
+const DefaultTimeout = 10 * time.Second
+
+// maxRecoveryResponse bounds a /rec answer: one JWK point.
+const maxRecoveryResponse = 16 << 10
+
+// Client talks to Tang servers. The zero value is ready to use.
+type Client struct {
+	// HTTP is the client to use; nil means one with Timeout.
+	HTTP *http.Client
+	// Timeout bounds each request; zero means DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Error is a failed exchange with a Tang server; it names the server and
+// unwraps to one of the package's sentinel errors.
+type Error struct {
+	URL    string
+	Op     string // "fetching the advertisement", "recovering key KID"
+	Status int    // HTTP status, if the server answered
+	Err    error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("tang %s: %s: %v", e.URL, e.Op, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+func (c *Client) httpClient() *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return defaultHTTP
+}
+
+// defaultHTTP does not keep connections alive: tangd runs one process per
+// connection behind socat or systemd, and a recovery is a handful of
+// requests at start-up, after which an idle pooled connection only holds a
+// server process open.
+var defaultHTTP = &http.Client{Transport: &http.Transport{
+	Proxy:                  http.ProxyFromEnvironment,
+	DisableKeepAlives:      true,
+	TLSHandshakeTimeout:    DefaultTimeout,
+	MaxResponseHeaderBytes: 16 << 10,
+}}
+
+func (c *Client) timeout() time.Duration {
+	if c.Timeout > 0 {
+		return c.Timeout
+	}
+	return DefaultTimeout
+}
+
+// BaseURL checks a Tang URL and drops a trailing slash, as clevis would
+// otherwise request "//adv".
+func BaseURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("tang URL %q must look like http://host:port", raw)
+	}
+	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("tang URL %q must not carry credentials, a query or a fragment", raw)
+	}
+	return strings.TrimRight(raw, "/"), nil
+}
+
+// Advertisement fetches and verifies the server's advertisement. With thp it
+// asks for /adv/{thp} and checks that a signing key with that thumbprint
+// signed it; without, the caller decides about trust.
+func (c *Client) Advertisement(ctx context.Context, tangURL, thp string) (*Advertisement, error) {
+	base, err := BaseURL(tangURL)
+	if err != nil {
+		return nil, err
+	}
+	path := base + "/adv"
+	if thp != "" {
+		path += "/" + url.PathEscape(thp)
+	}
+	op := "fetching the advertisement"
+	body, status, err := c.do(ctx, http.MethodGet, path, nil, maxAdvertisement)
+	if err != nil {
+		return nil, &Error{URL: base, Op: op, Status: status, Err: err}
+	}
+	adv, err := ParseAdvertisement(body)
+	if err != nil {
+		return nil, &Error{URL: base, Op: op, Status: status, Err: err}
+	}
+	if thp != "" {
+		if err := adv.Trust(thp); err != nil {
+			return nil, &Error{URL: base, Op: op, Status: status, Err: err}
+		}
+	}
+	return adv, nil
+}
+
+// Recover sends the blinded point to /rec/{kid} and unblinds the answer,
+// returning z = K.x. The caller wipes z; b can be reused for a retry.
+func (c *Client) Recover(ctx context.Context, tangURL, kid string, b *Blind) ([]byte, error) {
+	base, err := BaseURL(tangURL)
+	if err != nil {
+		return nil, err
+	}
+	op := "recovering with key " + kid
+	req, err := json.Marshal(b.Request())
+	if err != nil {
+		return nil, err
+	}
+	body, status, err := c.do(ctx, http.MethodPost, base+"/rec/"+url.PathEscape(kid), req, maxRecoveryResponse)
+	if err != nil {
+		if errors.Is(err, ErrUnknownKey) {
+			err = fmt.Errorf("%w: the Tang server no longer has key %s: was it deleted?", ErrUnknownKey, kid)
+		}
+		return nil, &Error{URL: base, Op: op, Status: status, Err: err}
+	}
+	var y JWK
+	if err := json.Unmarshal(body, &y); err != nil {
+		return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: answer is not a JWK", ErrBadResponse)}
+	}
+	z, err := b.Unblind(&y)
+	if err != nil {
+		return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: %w", ErrBadResponse, err)}
+	}
+	return z, nil
+}
+
+// do performs one request and maps HTTP failures to sentinel errors. The
+// response body is read through a limit and always closed.
+func (c *Client) do(ctx context.Context, method, target string, body []byte, limit int64) ([]byte, int, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout())
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return nil, 0, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/jwk+json")
+	}
+	resp, err := c.httpClient().Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnreachable, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, resp.StatusCode, fmt.Errorf("%w: reading the answer: %v", ErrUnreachable, err)
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 404)", ErrUnknownKey)
+	case resp.StatusCode == http.StatusForbidden:
+		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 403)", ErrWrongKeyUse)
+	case resp.StatusCode == http.StatusBadRequest:
+		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 400)", ErrRejected)
+	case resp.StatusCode >= 500:
+		return nil, resp.StatusCode, fmt.Errorf("%w: HTTP %d", ErrUnreachable, resp.StatusCode)
+	default:
+		return nil, resp.StatusCode, fmt.Errorf("%w: HTTP %d", ErrBadResponse, resp.StatusCode)
+	}
+	if int64(len(data)) > limit {
+		return nil, resp.StatusCode, fmt.Errorf("%w: answer larger than %d bytes", ErrBadResponse, limit)
+	}
+	return data, resp.StatusCode, nil
+}
+
+// unwrapURLError drops the *url.Error wrapper, whose text repeats the URL
+// that our Error already names.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return errors.New("timed out")
+		}
+		return ue.Err
+	}
+	return err
+}

@@ -1,0 +1,268 @@
+package tang
+
+import (
+	"crypto/ecdsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/sealproxy/sealproxy/unlock/wipe"
+)
+
+var (
+	// ErrNoKeys reports a key directory without an active key pair.
+	ErrNoKeys = errors.New("no Tang keys")
+	// ErrUnknownKey reports a key id (thumbprint) the server does not have.
+	ErrUnknownKey = errors.New("unknown Tang key")
+	// ErrWrongKeyUse reports a key id that names a key which may not do
+	// what was asked (recovering with a signing key).
+	ErrWrongKeyUse = errors.New("tang key may not be used for this")
+)
+
+// Keys is the content of a tangd key directory: one JWK per *.jwk file;
+// files whose names start with "." hold rotated keys, which are no longer
+// advertised but still recover old bindings.
+type Keys struct {
+	active  []*JWK
+	rotated []*JWK
+	payload []byte // the public JWK set of the active keys
+	adv     []byte // payload signed by the active signing keys
+	signers []*ecdsa.PrivateKey
+}
+
+// LoadKeys reads a tangd-compatible key directory.
+func LoadKeys(dir string) (*Keys, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading Tang key directory: %w", err)
+	}
+	ks := &Keys{}
+	for _, e := range entries {
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".jwk") {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		k, err := loadKeyFile(path)
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasPrefix(e.Name(), ".") {
+			ks.rotated = append(ks.rotated, k)
+		} else {
+			ks.active = append(ks.active, k)
+		}
+	}
+	if err := ks.prepare(); err != nil {
+		return nil, fmt.Errorf("tang key directory %s: %w", dir, err)
+	}
+	return ks, nil
+}
+
+func loadKeyFile(path string) (*JWK, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading Tang key: %w", err)
+	}
+	defer wipe.Bytes(data)
+	k, err := ParseJWK(data)
+	if err != nil {
+		return nil, fmt.Errorf("tang key %s: %w", path, err)
+	}
+	if k.D == "" {
+		return nil, fmt.Errorf("tang key %s: %w: it has no private part", path, ErrBadKey)
+	}
+	if len(k.KeyOps) == 0 {
+		// tangd would use such a key for everything; refuse to guess.
+		return nil, fmt.Errorf("tang key %s: %w: it has no key_ops, so its use is ambiguous", path, ErrBadKey)
+	}
+	if !k.IsExchange() && !(k.Can(OpSign) && k.IsSigning()) {
+		return nil, fmt.Errorf("tang key %s: %w: key_ops %v allow neither signing nor recovery", path, ErrBadKey, k.KeyOps)
+	}
+	return k, nil
+}
+
+func (ks *Keys) prepare() error {
+	var pubs []*JWK
+	for _, k := range ks.active {
+		pubs = append(pubs, k.Public())
+		if k.Can(OpSign) {
+			priv, err := k.ecdsaPrivate()
+			if err != nil {
+				return err
+			}
+			ks.signers = append(ks.signers, priv)
+		}
+	}
+	hasExchange := slices.ContainsFunc(ks.active, (*JWK).IsExchange)
+	if len(ks.signers) == 0 || !hasExchange {
+		return fmt.Errorf("%w: need an active signing key and an active exchange key", ErrNoKeys)
+	}
+	var err error
+	if ks.payload, err = json.Marshal(struct {
+		Keys []*JWK `json:"keys"`
+	}{pubs}); err != nil {
+		return err
+	}
+	ks.adv, err = signAdvertisement(ks.payload, ks.signers)
+	return err
+}
+
+// Advertisement returns the advertisement (JWS JSON). With a thumbprint it
+// is additionally signed by the (possibly rotated) signing key with that
+// thumbprint, so clients that pinned an old key can follow a rotation.
+func (ks *Keys) Advertisement(thp string) ([]byte, error) {
+	if thp == "" {
+		return ks.adv, nil
+	}
+	k := ks.find(thp)
+	if k == nil || !k.Can(OpSign) {
+		return nil, fmt.Errorf("%w: no signing key with thumbprint %s", ErrUnknownKey, thp)
+	}
+	signers := slices.Clone(ks.signers)
+	if !slices.Contains(ks.active, k) {
+		priv, err := k.ecdsaPrivate()
+		if err != nil {
+			return nil, err
+		}
+		signers = append(signers, priv)
+	}
+	return signAdvertisement(ks.payload, signers)
+}
+
+// Recover performs the server side of the exchange with the key whose
+// thumbprint is kid: it returns s·X.
+func (ks *Keys) Recover(kid string, x *JWK) (*JWK, error) {
+	k := ks.find(kid)
+	if k == nil {
+		return nil, fmt.Errorf("%w %s", ErrUnknownKey, kid)
+	}
+	if !k.IsExchange() {
+		return nil, fmt.Errorf("%w: key %s is not an exchange key", ErrWrongKeyUse, kid)
+	}
+	return exchange(k, x)
+}
+
+// Thumbprints returns the SHA-256 thumbprints of the active signing keys.
+func (ks *Keys) Thumbprints() []string {
+	var out []string
+	for _, k := range ks.active {
+		if k.IsSigning() {
+			out = append(out, k.Thumbprint())
+		}
+	}
+	return out
+}
+
+func (ks *Keys) find(thp string) *JWK {
+	for _, k := range ks.active {
+		if k.HasThumbprint(thp) {
+			return k
+		}
+	}
+	for _, k := range ks.rotated {
+		if k.HasThumbprint(thp) {
+			return k
+		}
+	}
+	return nil
+}
+
+// Keygen creates a new signing key (ES512) and exchange key (ECMR) on P-521
+// in dir, named by their SHA-256 thumbprints as tangd-keygen names them.
+// It returns the new signing key's thumbprint.
+func Keygen(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("creating Tang key directory: %w", err)
+	}
+	sig, err := generateKey(AlgSign, []string{OpSign, OpVerify})
+	if err != nil {
+		return "", err
+	}
+	exc, err := generateKey(AlgExchange, []string{OpDeriveKey})
+	if err != nil {
+		return "", err
+	}
+	for _, k := range []*JWK{sig, exc} {
+		if err := writeKeyFile(filepath.Join(dir, k.Thumbprint()+".jwk"), k); err != nil {
+			return "", err
+		}
+	}
+	return sig.Thumbprint(), nil
+}
+
+// Rotate hides the active keys (renames them to dot-files: they keep
+// recovering old bindings but are no longer advertised) and generates a
+// new pair, like tangd-rotate-keys. It returns the new signing thumbprint.
+func Rotate(dir string) (string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return "", fmt.Errorf("reading Tang key directory: %w", err)
+	}
+	// Generate first, so a failure leaves the directory serving.
+	var old []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".jwk") && !strings.HasPrefix(e.Name(), ".") {
+			old = append(old, e.Name())
+		}
+	}
+	thp, err := Keygen(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, name := range old {
+		if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, "."+name)); err != nil {
+			return "", fmt.Errorf("rotating Tang key: %w", err)
+		}
+	}
+	return thp, nil
+}
+
+func generateKey(alg string, ops []string) (*JWK, error) {
+	c := curves["P-521"]
+	d := make([]byte, c.size())
+	defer wipe.Bytes(d)
+	if err := c.randomScalar(d); err != nil {
+		return nil, err
+	}
+	pt, err := c.baseMul(d)
+	if err != nil {
+		return nil, err
+	}
+	k := jwkFromPoint(c, pt, alg, ops)
+	k.D = b64.EncodeToString(d)
+	return k, nil
+}
+
+// writeKeyFile writes a key readable by its owner and group only (as
+// tangd-keygen's umask does) without ever replacing an existing file.
+func writeKeyFile(path string, k *JWK) error {
+	data, err := json.Marshal(k)
+	if err != nil {
+		return err
+	}
+	defer wipe.Bytes(data)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o440)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("tang key %s already exists", path)
+		}
+		return fmt.Errorf("writing Tang key: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("writing Tang key: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return fmt.Errorf("writing Tang key: %w", err)
+	}
+	return f.Close()
+}
+

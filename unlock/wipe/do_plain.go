@@ -1,0 +1,11 @@
+//go:build !goexperiment.runtimesecret
+
+package wipe
+
+// Do runs f. This build lacks GOEXPERIMENT=runtimesecret, so registers,
+// stack and heap allocations made by f are not erased; only the buffers
+// callers wipe themselves are.
+func Do(f func()) { f() }
+
+// Erasing reports whether Do erases more than the caller's own buffers.
+func Erasing() bool { return false }
