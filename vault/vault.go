@@ -1,0 +1,123 @@
+// Package vault keeps private keys in custody and hands them out as
+// crypto.Signer: sealed keys recovered through unlock into memguard
+// enclaves, PKCS#11 tokens, the Windows certificate store, and (for
+// development only) plain PEM files.
+package vault
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/sealproxy/sealproxy/unlock"
+)
+
+// Key is a private key in custody. RSA keys also implement
+// crypto.Decrypter. Close releases the key (wipes an enclave, logs out of
+// a token); a closed key must not be used.
+type Key interface {
+	crypto.Signer
+	Close() error
+}
+
+var (
+	// ErrBadRef reports a key reference that cannot be parsed.
+	ErrBadRef = errors.New("bad key reference")
+	// ErrPlaintextRefused reports a file: key without AllowPlaintext.
+	ErrPlaintextRefused = errors.New("plaintext key files are refused")
+	// ErrUnavailable reports a backend this build or platform lacks.
+	ErrUnavailable = errors.New("key backend unavailable")
+	// ErrKeyMismatch reports a key whose public half is not the certificate's.
+	ErrKeyMismatch = errors.New("private key does not match certificate")
+)
+
+// Options say where and how keys are opened.
+type Options struct {
+	// BaseDir resolves relative paths (the config file's directory).
+	BaseDir string
+	// AllowPlaintext permits file: keys (development only).
+	AllowPlaintext bool
+	// Unlock configures the recovery of sealed: keys.
+	Unlock *unlock.Options
+	// Log receives warnings (a nil logger discards them).
+	Log *slog.Logger
+}
+
+func (o *Options) log() *slog.Logger {
+	if o == nil || o.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Log
+}
+
+func (o *Options) path(p string) string {
+	if o == nil || o.BaseDir == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(o.BaseDir, p)
+}
+
+// Ref is a parsed key reference. Its String and LogValue never show a PIN.
+type Ref struct {
+	Scheme string // sealed, file, pkcs11, winstore
+	// Path is the file of sealed: and file: references.
+	Path string
+	// Opaque is the rest of a pkcs11: or winstore: reference, parsed by
+	// its backend.
+	Opaque string
+}
+
+// ParseRef parses a key reference: sealed:PATH, file:PATH,
+// pkcs11:ATTRS?QUERY (RFC 7512) or winstore:QUERY.
+func ParseRef(s string) (Ref, error) {
+	scheme, rest, ok := strings.Cut(s, ":")
+	if !ok || rest == "" {
+		return Ref{}, fmt.Errorf("%w: want SCHEME:VALUE with scheme sealed, pkcs11, winstore or file", ErrBadRef)
+	}
+	switch scheme {
+	case "sealed", "file":
+		return Ref{Scheme: scheme, Path: rest}, nil
+	case "pkcs11", "winstore":
+		return Ref{Scheme: scheme, Opaque: rest}, nil
+	}
+	return Ref{}, fmt.Errorf("%w: unknown scheme %q (sealed, pkcs11, winstore or file)", ErrBadRef, scheme)
+}
+
+// String returns the reference with any PIN redacted.
+func (r Ref) String() string {
+	if r.Path != "" {
+		return r.Scheme + ":" + r.Path
+	}
+	return r.Scheme + ":" + redactPIN(r.Opaque)
+}
+
+// LogValue logs the redacted form.
+func (r Ref) LogValue() slog.Value { return slog.StringValue(r.String()) }
+
+// redactPIN hides the value of any pin-value attribute (RFC 7512 query).
+func redactPIN(s string) string {
+	parts := strings.FieldsFunc(s, func(r rune) bool { return r == '&' || r == '?' || r == ';' })
+	for _, p := range parts {
+		if name, _, ok := strings.Cut(p, "="); ok && strings.EqualFold(name, "pin-value") {
+			s = strings.Replace(s, p, name+"=REDACTED", 1)
+		}
+	}
+	return s
+}
+
+// Open opens the key a reference names.
+func Open(ctx context.Context, ref string, opts *Options) (Key, error) {
+	r, err := ParseRef(ref)
+	if err != nil {
+		return nil, err
+	}
+	switch r.Scheme {
+	case "file":
+		return openFile(r, opts)
+	}
+	return nil, fmt.Errorf("%w: %s keys are not implemented in this build", ErrUnavailable, r.Scheme)
+}
