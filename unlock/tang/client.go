@@ -102,6 +102,12 @@ func (c *Client) Advertisement(ctx context.Context, tangURL, thp string) (*Adver
 	op := "fetching the advertisement"
 	body, status, err := c.do(ctx, http.MethodGet, path, nil, maxAdvertisement)
 	if err != nil {
+		if thp != "" && status == http.StatusNotFound {
+			// tangd answers /adv/{thp} with 404 when no signing key has
+			// that thumbprint: the pinned key is not there, which is a
+			// trust failure, not a missing recovery key.
+			err = fmt.Errorf("%w: the server has no signing key with thumbprint %s (HTTP 404)", ErrUntrusted, thp)
+		}
 		return nil, &Error{URL: base, Op: op, Status: status, Err: err}
 	}
 	adv, err := ParseAdvertisement(body)
