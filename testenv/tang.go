@@ -67,7 +67,8 @@ func EmbeddedTang(t testing.TB) *Tang {
 	return ServeEmbeddedTang(t, dir, thp)
 }
 
-// ServeEmbeddedTang serves an existing key directory with our server.
+// ServeEmbeddedTang serves an existing key directory with our server (as
+// `sealgate serve` does). An empty thp is looked up from the server.
 func ServeEmbeddedTang(t testing.TB, dir, thp string) *Tang {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -76,7 +77,9 @@ func ServeEmbeddedTang(t testing.TB, dir, thp string) *Tang {
 	}
 	s := &Tang{URL: "http://" + ln.Addr().String(), Dir: dir, Thp: thp, t: t, addr: ln.Addr().String()}
 	serve := func(ln net.Listener) error {
-		keys, err := tang.LoadKeys(dir)
+		// A KeyDir, as `sealgate serve` uses: the server follows rotations
+		// of dir (tang.Rotate or tangd-rotate-keys) without a restart.
+		keys, err := tang.OpenKeyDir(dir)
 		if err != nil {
 			ln.Close()
 			return err
@@ -98,7 +101,26 @@ func ServeEmbeddedTang(t testing.TB, dir, thp string) *Tang {
 		t.Fatalf("serving Tang: %v", err)
 	}
 	t.Cleanup(s.Stop)
+	if s.Thp == "" {
+		s.Thp = TangShowKeys(t, s)[0]
+	}
 	return s
+}
+
+// SealgateRotate rotates s's key directory the way `sealgate rotate` does
+// (tang.Rotate), whichever server serves it, and returns the new signing
+// thumbprint, which it also checks the running server now advertises.
+func SealgateRotate(t testing.TB, s *Tang) string {
+	t.Helper()
+	thp, err := tang.Rotate(s.Dir)
+	if err != nil {
+		t.Fatalf("rotating Tang keys in %s: %v", s.Dir, err)
+	}
+	if got := TangShowKeys(t, s); len(got) != 1 || got[0] != thp {
+		t.Fatalf("after rotation %s advertises %v, want only the new key %s", s.URL, got, thp)
+	}
+	s.Thp = thp
+	return thp
 }
 
 // TangdTools are the Debian tang 11 programs RealTang runs.
