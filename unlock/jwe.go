@@ -142,19 +142,30 @@ func sealContent(hdr *header, cek, plaintext []byte) ([]byte, error) {
 	if _, err := rand.Read(iv); err != nil {
 		return nil, err
 	}
-	gcm, err := newGCM(cek)
+	var sealed []byte
+	wipe.Do(func() {
+		var gcm cipher.AEAD
+		if gcm, err = newGCM(cek); err == nil {
+			sealed = gcm.Seal(nil, iv, plaintext, []byte(protected))
+		}
+	})
 	if err != nil {
 		return nil, err
 	}
-	sealed := gcm.Seal(nil, iv, plaintext, []byte(protected))
 	ct, tag := sealed[:len(sealed)-tagSize], sealed[len(sealed)-tagSize:]
 	out := protected + ".." + b64.EncodeToString(iv) + "." + b64.EncodeToString(ct) + "." + b64.EncodeToString(tag)
 	return []byte(out), nil
 }
 
 // openContent decrypts straight into locked memory, so the plaintext never
-// exists on the Go heap.
-func openContent(j *jwe, cek []byte) (*memguard.LockedBuffer, error) {
+// exists on the Go heap. The AES key schedule is a heap value of the
+// standard library's; wipe.Do erases it once it is garbage.
+func openContent(j *jwe, cek []byte) (buf *memguard.LockedBuffer, err error) {
+	wipe.Do(func() { buf, err = openContentIn(j, cek) })
+	return buf, err
+}
+
+func openContentIn(j *jwe, cek []byte) (*memguard.LockedBuffer, error) {
 	gcm, err := newGCM(cek)
 	if err != nil {
 		return nil, err

@@ -28,22 +28,30 @@ func Bind(srv *JWK) (epk *JWK, z []byte, err error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	k := make([]byte, c.size())
-	defer wipe.Bytes(k)
-	if err := c.randomScalar(k); err != nil {
-		return nil, nil, err
-	}
-	C, err := c.baseMul(k)
-	if err != nil {
-		return nil, nil, err
-	}
-	K, err := c.mul(S, k)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer wipe.Bytes(K)
+	var C []byte
 	z = make([]byte, c.size())
-	copy(z, K[1:1+c.size()])
+	// The point arithmetic runs inside wipe.Do: nistec's internal
+	// representations of c and K are heap values we cannot clear ourselves.
+	wipe.Do(func() {
+		k := make([]byte, c.size())
+		defer wipe.Bytes(k)
+		if err = c.randomScalar(k); err != nil {
+			return
+		}
+		if C, err = c.baseMul(k); err != nil {
+			return
+		}
+		var K []byte
+		if K, err = c.mul(S, k); err != nil {
+			return
+		}
+		copy(z, K[1:1+c.size()])
+		wipe.Bytes(K)
+	})
+	if err != nil {
+		wipe.Bytes(z)
+		return nil, nil, err
+	}
 	return jwkFromPoint(c, C, "", nil), z, nil
 }
 
@@ -75,15 +83,17 @@ func NewBlind(srv, epk *JWK) (*Blind, error) {
 		return nil, fmt.Errorf("%w: epk: %w", ErrBadExchange, err)
 	}
 	b := &Blind{c: c, S: S, e: make([]byte, c.size())}
-	if err := c.randomScalar(b.e); err != nil {
-		return nil, err
-	}
-	E, err := c.baseMul(b.e)
+	wipe.Do(func() {
+		if err = c.randomScalar(b.e); err != nil {
+			return
+		}
+		var E []byte
+		if E, err = c.baseMul(b.e); err != nil {
+			return
+		}
+		b.X, err = c.add(C, E)
+	})
 	if err != nil {
-		b.Wipe()
-		return nil, err
-	}
-	if b.X, err = c.add(C, E); err != nil {
 		b.Wipe()
 		return nil, err
 	}
@@ -113,18 +123,24 @@ func (b *Blind) Unblind(y *JWK) ([]byte, error) {
 	if err := b.c.check(Y); err != nil {
 		return nil, fmt.Errorf("%w: server's point: %w", ErrBadExchange, err)
 	}
-	eS, err := b.c.mul(b.S, b.e)
+	z := make([]byte, b.c.size())
+	wipe.Do(func() {
+		var eS, K []byte
+		if eS, err = b.c.mul(b.S, b.e); err != nil {
+			return
+		}
+		defer wipe.Bytes(eS)
+		if K, err = b.c.sub(Y, eS); err != nil {
+			err = fmt.Errorf("%w: %w", ErrBadExchange, err)
+			return
+		}
+		copy(z, K[1:1+b.c.size()])
+		wipe.Bytes(K)
+	})
 	if err != nil {
+		wipe.Bytes(z)
 		return nil, err
 	}
-	defer wipe.Bytes(eS)
-	K, err := b.c.sub(Y, eS)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadExchange, err)
-	}
-	defer wipe.Bytes(K)
-	z := make([]byte, b.c.size())
-	copy(z, K[1:1+b.c.size()])
 	return z, nil
 }
 
@@ -148,7 +164,8 @@ func exchange(key *JWK, x *JWK) (*JWK, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadExchange, err)
 	}
-	Y, err := c.mul(X, s)
+	var Y []byte
+	wipe.Do(func() { Y, err = c.mul(X, s) })
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadExchange, err)
 	}
