@@ -265,4 +265,3 @@ func writeKeyFile(path string, k *JWK) error {
 	}
 	return f.Close()
 }
-

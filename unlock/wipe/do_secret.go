@@ -13,4 +13,6 @@ func Do(f func()) { secret.Do(f) }
 
 // Erasing reports whether Do erases more than the caller's own buffers.
 // (secret.Do is a plain call on platforms other than linux/amd64 and arm64.)
-func Erasing() bool { return runtime.GOOS == "linux" && (runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64") }
+func Erasing() bool {
+	return runtime.GOOS == "linux" && (runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64")
+}
