@@ -3,6 +3,7 @@ package vault
 import (
 	"crypto"
 	"fmt"
+	"io"
 	"os"
 )
 
@@ -22,10 +23,28 @@ func openFile(r Ref, opts *Options) (Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("key %s: %w", r, err)
 	}
-	return heapKey{signer}, nil
+	k := heapKey{Signer: signer, name: r.String()}
+	if _, ok := signer.(crypto.Decrypter); ok {
+		return heapRSAKey{k}, nil
+	}
+	return k, nil
 }
 
 // heapKey is a key in ordinary process memory (file: keys only).
-type heapKey struct{ crypto.Signer }
+type heapKey struct {
+	crypto.Signer
+	name string
+}
+
+func (k heapKey) String() string { return k.name }
 
 func (heapKey) Close() error { return nil }
+
+// heapRSAKey is a heapKey that also decrypts (TLS 1.2 RSA key exchange);
+// only RSA keys may be crypto.Decrypters, or crypto/tls offers RSA key
+// exchange with them.
+type heapRSAKey struct{ heapKey }
+
+func (k heapRSAKey) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	return k.Signer.(crypto.Decrypter).Decrypt(rand, ciphertext, opts)
+}

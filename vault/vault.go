@@ -118,6 +118,8 @@ func Open(ctx context.Context, ref string, opts *Options) (Key, error) {
 	switch r.Scheme {
 	case "file":
 		return openFile(r, opts)
+	case "sealed":
+		return openSealed(ctx, r, opts)
 	}
 	return nil, fmt.Errorf("%w: %s keys are not implemented in this build", ErrUnavailable, r.Scheme)
 }

@@ -1,0 +1,202 @@
+package vault
+
+import (
+	"context"
+	"crypto"
+	"crypto/rsa"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+
+	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
+)
+
+// maxJWE bounds the size of a sealed key file: a PEM key of RSA-8192 is
+// under 7 KiB, its JWE with a few Tang servers well under 64 KiB.
+const maxJWE = 1 << 20
+
+// ErrClosed reports the use of a key after Close.
+var ErrClosed = errors.New("key is closed")
+
+// openSealed recovers a sealed: key through unlock and moves its secret
+// into custody.
+func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
+	data, err := readLimited(opts.path(r.Path), maxJWE)
+	if err != nil {
+		return nil, fmt.Errorf("reading sealed key %s: %w", r, err)
+	}
+	var uo *unlock.Options
+	if opts != nil {
+		uo = opts.Unlock
+	}
+	buf, err := unlock.Decrypt(ctx, data, uo)
+	if err != nil {
+		return nil, fmt.Errorf("recovering sealed key %s: %w", r, err)
+	}
+	defer buf.Destroy()
+	k, err := newSealedKey(r.String(), buf.Bytes(), custodyBox)
+	if err != nil {
+		return nil, fmt.Errorf("sealed key %s: %w", r, err)
+	}
+	return k.asKey(), nil
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("file is larger than %d bytes", limit)
+	}
+	return data, nil
+}
+
+type custodyMode int
+
+const (
+	// custodyBox: sealed under the arena's key, opened into long-lived
+	// locked scratch buffers (the default).
+	custodyBox custodyMode = iota
+	// custodyEnclave: a memguard Enclave opened per signature.
+	custodyEnclave
+)
+
+// newSealedKey parses a PEM private key (which stays where the caller
+// keeps it, in locked memory) and moves its secret numbers into custody.
+// Every copy made on the way is wiped, or erased by wipe.Do.
+func newSealedKey(name string, pemData []byte, mode custodyMode) (*sealedKey, error) {
+	var (
+		shape  keyShape
+		c      custody
+		outErr error
+	)
+	wipe.Do(func() {
+		signer, err := ParsePrivateKeyPEM(pemData)
+		if err != nil {
+			outErr = err
+			return
+		}
+		var secret []byte
+		shape, secret, err = splitKey(signer)
+		if err != nil {
+			outErr = err
+			return
+		}
+		defer wipe.Bytes(secret)
+		switch mode {
+		case custodyEnclave:
+			c, outErr = newEnclaveCustody(secret)
+		default:
+			var a *arena
+			if a, outErr = defaultArena(); outErr == nil {
+				c, outErr = newBoxCustody(a, secret)
+			}
+		}
+	})
+	if outErr != nil {
+		return nil, outErr
+	}
+	k := &sealedKey{name: name, shape: shape, custody: c}
+	defaultScrubber().touch()
+	return k, nil
+}
+
+// asKey returns k as a Key that is also a crypto.Decrypter for RSA, and
+// only for RSA: crypto/tls offers RSA key exchange to any key that is one.
+func (k *sealedKey) asKey() Key {
+	if _, ok := k.shape.pub.(*rsa.PublicKey); ok {
+		return sealedRSAKey{k}
+	}
+	return k
+}
+
+// sealedRSAKey adds crypto.Decrypter to an RSA sealedKey.
+type sealedRSAKey struct{ *sealedKey }
+
+// Decrypt decrypts an RSA ciphertext (TLS 1.2 RSA key exchange).
+func (k sealedRSAKey) Decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	return k.decrypt(rand, ciphertext, opts)
+}
+
+// sealedKey is a private key in custody. It implements crypto.Signer and,
+// for RSA, crypto.Decrypter; it is safe for concurrent use.
+type sealedKey struct {
+	name  string // the redacted reference
+	shape keyShape
+
+	mu      sync.RWMutex // Close excludes signing
+	custody custody      // nil once closed
+}
+
+func (k *sealedKey) String() string { return k.name }
+
+func (k *sealedKey) Public() crypto.PublicKey { return k.shape.pub }
+
+// Sign signs digest with the key: the secret is decrypted into locked
+// scratch memory, the key rebuilt and used inside wipe.Do, and every copy
+// wiped before Sign returns.
+func (k *sealedKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	out := make([]byte, 0, k.shape.sigMax)
+	err := k.use(func(s crypto.Signer) error {
+		var err error
+		out, err = signWith(s, rand, digest, opts, out)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("signing with key %s: %w", k.name, err)
+	}
+	return out, nil
+}
+
+func (k *sealedKey) decrypt(rand io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	if _, ok := k.shape.pub.(*rsa.PublicKey); !ok {
+		return nil, fmt.Errorf("decrypting with key %s: not an RSA key", k.name)
+	}
+	out := make([]byte, 0, k.shape.sigMax)
+	err := k.use(func(s crypto.Signer) error {
+		pt, err := s.(*rsa.PrivateKey).Decrypt(rand, ciphertext, opts)
+		out = append(out, pt...)
+		wipe.Bytes(pt)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("decrypting with key %s: %w", k.name, err)
+	}
+	return out, nil
+}
+
+func (k *sealedKey) use(f func(crypto.Signer) error) error {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.custody == nil {
+		return ErrClosed
+	}
+	var err error
+	wipe.Do(func() {
+		err = k.custody.with(func(secret []byte) error {
+			return k.shape.rebuild(secret, f)
+		})
+	})
+	defaultScrubber().touch()
+	return err
+}
+
+// Close destroys the key's custody; later signatures fail with ErrClosed.
+func (k *sealedKey) Close() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.custody != nil {
+		k.custody.destroy()
+		k.custody = nil
+	}
+	return nil
+}

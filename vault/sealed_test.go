@@ -1,0 +1,250 @@
+package vault
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock"
+)
+
+var modes = []struct {
+	name string
+	mode custodyMode
+}{{"box", custodyBox}, {"enclave", custodyEnclave}}
+
+// verify checks that sig is a valid signature of msg by pub.
+func verify(t *testing.T, pub crypto.PublicKey, msg, sig []byte) {
+	t.Helper()
+	digest := sha256.Sum256(msg)
+	var ok bool
+	switch pub := pub.(type) {
+	case *ecdsa.PublicKey:
+		ok = ecdsa.VerifyASN1(pub, digest[:], sig)
+	case *rsa.PublicKey:
+		ok = rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, nil) == nil
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(pub, msg, sig)
+	}
+	if !ok {
+		t.Fatalf("signature does not verify")
+	}
+}
+
+func signMsg(k crypto.Signer, msg []byte) ([]byte, error) {
+	if _, ok := k.Public().(ed25519.PublicKey); ok {
+		return k.Sign(rand.Reader, msg, crypto.Hash(0))
+	}
+	digest := sha256.Sum256(msg)
+	var opts crypto.SignerOpts = crypto.SHA256
+	if _, ok := k.Public().(*rsa.PublicKey); ok {
+		opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
+	}
+	return k.Sign(rand.Reader, digest[:], opts)
+}
+
+func TestSealedKeySigns(t *testing.T) {
+	msg := []byte("the handshake transcript")
+	for _, tk := range testKeys(t) {
+		for enc, p := range tk.pems {
+			for _, m := range modes {
+				t.Run(tk.name+"/"+enc+"/"+m.name, func(t *testing.T) {
+					pemCopy := bytes.Clone(p)
+					k, err := newSealedKey("sealed:test.jwe", pemCopy, m.mode)
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer k.Close()
+					pub := k.Public().(interface{ Equal(crypto.PublicKey) bool })
+					if !pub.Equal(tk.signer.Public()) {
+						t.Fatal("public key differs from the original")
+					}
+					for range 3 {
+						sig, err := signMsg(k, msg)
+						if err != nil {
+							t.Fatal(err)
+						}
+						verify(t, k.Public(), msg, sig)
+					}
+					if err := CheckCertificate(k, mustLeaf(t, tk.signer)); err != nil {
+						t.Fatal(err)
+					}
+					if err := k.Close(); err != nil {
+						t.Fatal(err)
+					}
+					if _, err := signMsg(k, msg); !errors.Is(err, ErrClosed) {
+						t.Fatalf("sign after Close: got %v, want ErrClosed", err)
+					}
+				})
+			}
+		}
+	}
+}
+
+func mustLeaf(t *testing.T, k crypto.Signer) *x509.Certificate {
+	t.Helper()
+	c, _ := selfSigned(t, k)
+	return c.Leaf
+}
+
+func TestSealedRSADecrypts(t *testing.T) {
+	for _, tk := range testKeys(t) {
+		r, ok := tk.signer.(*rsa.PrivateKey)
+		if !ok {
+			continue
+		}
+		k, err := newSealedKey("sealed:rsa.jwe", bytes.Clone(tk.pems["PKCS1"]), custodyBox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		secret := []byte("pre-master secret, 48 bytes long, for TLS 1.2!!")
+		ct, err := rsa.EncryptPKCS1v15(rand.Reader, &r.PublicKey, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := k.asKey().(crypto.Decrypter)
+		pt, err := d.Decrypt(rand.Reader, ct, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(pt, secret) {
+			t.Fatal("decrypted plaintext differs")
+		}
+	}
+}
+
+func TestSealedKeyTLS(t *testing.T) {
+	for _, tk := range testKeys(t) {
+		k, err := newSealedKey("sealed:tls.jwe", bytes.Clone(tk.pems["PKCS8"]), custodyBox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer k.Close()
+		cert, pool := selfSigned(t, tk.signer)
+		cert.PrivateKey = k.asKey()
+		versions := []uint16{tls.VersionTLS13, tls.VersionTLS12}
+		for _, v := range versions {
+			srv := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: v, MaxVersion: v}
+			cli := &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: v, MaxVersion: v}
+			if err := handshake(srv, cli); err != nil {
+				t.Errorf("%s TLS %x: %v", tk.name, v, err)
+			}
+		}
+		if _, ok := tk.signer.(*rsa.PrivateKey); ok {
+			// TLS 1.2 with RSA key exchange uses the key's Decrypt.
+			srv := &tls.Config{Certificates: []tls.Certificate{cert}, MaxVersion: tls.VersionTLS12,
+				CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
+			cli := &tls.Config{RootCAs: pool, ServerName: "localhost", MaxVersion: tls.VersionTLS12,
+				CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
+			if err := handshake(srv, cli); err != nil {
+				t.Errorf("RSA key exchange: %v", err)
+			}
+		}
+	}
+}
+
+func TestOpenSealedThroughTang(t *testing.T) {
+	srv := testenv.EmbeddedTang(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	tk := testKeys(t)[0]
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(srv.Config()), tk.pems["SEC1"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "key.jwe"), jwe, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	k, err := Open(ctx, "sealed:key.jwe", &Options{BaseDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	sig, err := signMsg(k, []byte("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, tk.signer.Public(), []byte("m"), sig)
+
+	// With Tang gone the key cannot be recovered, and the error names it.
+	srv.Stop()
+	_, err = Open(ctx, "sealed:key.jwe", &Options{BaseDir: dir})
+	if err == nil || !strings.Contains(err.Error(), "sealed:key.jwe") {
+		t.Fatalf("open without Tang: got %v, want an error naming sealed:key.jwe", err)
+	}
+}
+
+func TestOpenSealedBadInputs(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("garbage.jwe", []byte("not a jwe"))
+	write("big.jwe", bytes.Repeat([]byte("a"), maxJWE+1))
+	for _, ref := range []string{"sealed:missing.jwe", "sealed:garbage.jwe", "sealed:big.jwe"} {
+		_, err := Open(context.Background(), ref, &Options{BaseDir: dir})
+		if err == nil || !strings.Contains(err.Error(), ref) {
+			t.Errorf("Open(%s): got %v, want an error naming it", ref, err)
+		}
+	}
+}
+
+func TestNewSealedKeyBadPEM(t *testing.T) {
+	for _, data := range []string{"", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+		"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"} {
+		if _, err := newSealedKey("sealed:x", []byte(data), custodyBox); err == nil {
+			t.Errorf("newSealedKey(%q) succeeded", data)
+		}
+	}
+}
+
+func TestCheckCertificateMismatch(t *testing.T) {
+	keys := testKeys(t)
+	k, err := newSealedKey("sealed:a.jwe", bytes.Clone(keys[0].pems["PKCS8"]), custodyBox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	other, _ := selfSigned(t, keys[1].signer)
+	err = CheckCertificate(k, other.Leaf)
+	if !errors.Is(err, ErrKeyMismatch) {
+		t.Fatalf("got %v, want ErrKeyMismatch", err)
+	}
+	for _, want := range []string{"sealed:a.jwe", "CN=localhost", "P-256", "P-384"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+// Only RSA keys may be crypto.Decrypters: crypto/tls offers TLS 1.2 RSA key
+// exchange to any key that is one.
+func TestOnlyRSADecrypts(t *testing.T) {
+	for _, tk := range testKeys(t) {
+		k, err := newSealedKey("sealed:k", bytes.Clone(tk.pems["PKCS8"]), custodyBox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, isRSA := tk.signer.(*rsa.PrivateKey)
+		if _, ok := k.asKey().(crypto.Decrypter); ok != isRSA {
+			t.Errorf("%s: crypto.Decrypter = %v, want %v", tk.name, ok, isRSA)
+		}
+		k.Close()
+	}
+}
