@@ -175,6 +175,11 @@ func decrypt(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	defer cancel()
 	plain, err := unlock.Decrypt(ctx, data, nil)
 	if err != nil {
+		if errors.Is(err, unlock.ErrUnknownPin) && !errors.Is(err, unlock.ErrNotEnoughShares) {
+			// Not a configuration mistake (exit 2) as in encrypt: the JWE
+			// needs a pin this program does not have.
+			return cli.WithHint(err, cli.ExitFailure, "open it with clevis decrypt on a host that has that pin")
+		}
 		return explain(err)
 	}
 	defer plain.Destroy()
