@@ -165,7 +165,7 @@ func decrypt(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 		return err
 	}
 	if len(pos) != 0 {
-		return cli.WithHint(fmt.Errorf("decrypt takes no arguments, got %q", pos), cli.ExitUsage, "seal decrypt < secret.jwe > secret")
+		return cli.WithHint(fmt.Errorf("decrypt takes no arguments, got %q", pos), cli.ExitUsage, "name the input with -i: seal decrypt -i secret.jwe > secret")
 	}
 	data, err := readJWE(&f, stdin)
 	if err != nil {
