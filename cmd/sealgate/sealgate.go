@@ -88,11 +88,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 func loadKeys(dir string) (*tang.Keys, error) {
 	keys, err := tang.LoadKeys(dir)
+	var bad *tang.KeyFileError
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, tang.ErrNoKeys):
 		return nil, cli.WithHint(err, cli.ExitUsage, "create keys first: sealgate keygen --dir "+dir)
-	case errors.Is(err, tang.ErrBadKey):
-		return nil, cli.WithHint(err, cli.ExitUsage, "move the file named above out of the directory, or restore it from a backup")
+	case errors.As(err, &bad):
+		return nil, cli.WithHint(err, cli.ExitUsage, "move "+bad.Path+" out of the directory, or restore it from a backup")
 	}
 	return keys, err
 }

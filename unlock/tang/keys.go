@@ -63,6 +63,16 @@ func LoadKeys(dir string) (*Keys, error) {
 	return ks, nil
 }
 
+// KeyFileError names a key file of a directory that cannot be used, so a
+// command can tell the operator which file to move or restore.
+type KeyFileError struct {
+	Path string
+	Err  error
+}
+
+func (e *KeyFileError) Error() string { return "tang key " + e.Path + ": " + e.Err.Error() }
+func (e *KeyFileError) Unwrap() error { return e.Err }
+
 func loadKeyFile(path string) (*JWK, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -71,17 +81,17 @@ func loadKeyFile(path string) (*JWK, error) {
 	defer wipe.Bytes(data)
 	k, err := ParseJWK(data)
 	if err != nil {
-		return nil, fmt.Errorf("tang key %s: %w", path, err)
+		return nil, &KeyFileError{path, err}
 	}
 	if k.D == "" {
-		return nil, fmt.Errorf("tang key %s: %w: it has no private part", path, ErrBadKey)
+		return nil, &KeyFileError{path, fmt.Errorf("%w: it has no private part", ErrBadKey)}
 	}
 	if len(k.KeyOps) == 0 {
 		// tangd would use such a key for everything; refuse to guess.
-		return nil, fmt.Errorf("tang key %s: %w: it has no key_ops, so its use is ambiguous", path, ErrBadKey)
+		return nil, &KeyFileError{path, fmt.Errorf("%w: it has no key_ops, so its use is ambiguous", ErrBadKey)}
 	}
 	if !k.IsExchange() && !(k.Can(OpSign) && k.IsSigning()) {
-		return nil, fmt.Errorf("tang key %s: %w: key_ops %v allow neither signing nor recovery", path, ErrBadKey, k.KeyOps)
+		return nil, &KeyFileError{path, fmt.Errorf("%w: key_ops %v allow neither signing nor recovery", ErrBadKey, k.KeyOps)}
 	}
 	return k, nil
 }
