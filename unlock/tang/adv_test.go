@@ -1,10 +1,12 @@
 package tang_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -272,5 +274,45 @@ func TestAdvertisementOfImpostor(t *testing.T) {
 	err = adv.Trust(victim.sig.Thumbprint())
 	if !errors.Is(err, tang.ErrUntrusted) || !strings.Contains(err.Error(), impostor.sig.Thumbprint()) {
 		t.Fatalf("Trust(victim) = %v, want ErrUntrusted naming %s", err, impostor.sig.Thumbprint())
+	}
+}
+
+// TestParseTangdAdvertisement parses advertisements served by Debian's
+// tangd 11 (testdata, captured with `tangd DIR < request`): the flattened
+// form for one signing key, the general form for two. tangd writes its JSON
+// with spaces, which a hand-rolled parser might trip on.
+func TestParseTangdAdvertisement(t *testing.T) {
+	for file, want := range map[string][]string{
+		"tangd11-adv-flattened.json": {"w2mgmSa1Nu7RSJ8KPt1xxrn3igtiCQhSK-rmAdCjF1E"},
+		"tangd11-adv-general.json":   {"QGw1DxsL6TbDUxZIdiMbCiqQOSnACdnSx8Mb78VES2Y", "w2mgmSa1Nu7RSJ8KPt1xxrn3igtiCQhSK-rmAdCjF1E"},
+	} {
+		t.Run(file, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("testdata", file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			adv, err := tang.ParseAdvertisement(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := adv.SigningThumbprints()
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				t.Fatalf("signing thumbprints %v, want %v (tangd's key file names)", got, want)
+			}
+			for _, thp := range want {
+				if err := adv.Trust(thp); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := adv.ExchangeKey(); err != nil {
+				t.Fatal(err)
+			}
+			// Tampering with tangd's own signature is noticed too.
+			bad := bytes.Replace(data, []byte(`"signature": "`), []byte(`"signature": "AAAA`), 1)
+			if _, err := tang.ParseAdvertisement(bad); !errors.Is(err, tang.ErrBadSignature) {
+				t.Fatalf("tampered tangd advertisement: %v, want ErrBadSignature", err)
+			}
+		})
 	}
 }
