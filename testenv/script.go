@@ -37,6 +37,8 @@ import (
 //	advertises URL THP...   wait until URL answers, then require that its
 //	                        verified advertisement lists exactly these
 //	                        signing keys (! advertises: not exactly these)
+//	envfrom NAME FILE       set $NAME to FILE's content without surrounding
+//	                        white space (FILE may be stdout or stderr)
 //	tamper PART IN OUT      copy the compact JWE IN to OUT with the first
 //	                        character of PART (iv, ciphertext or tag) changed
 //
@@ -56,6 +58,7 @@ func ScriptParams(dir string) testscript.Params {
 			"freeport":   cmdFreeport,
 			"advertises": cmdAdvertises,
 			"tamper":     cmdTamper,
+			"envfrom":    cmdEnvfrom,
 		},
 	}
 }
@@ -262,4 +265,11 @@ func cmdTamper(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	parts[part] = string(b)
 	ts.Check(os.WriteFile(ts.MkAbs(args[2]), []byte(strings.Join(parts, ".")), 0o600))
+}
+
+func cmdEnvfrom(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: envfrom NAME FILE")
+	}
+	ts.Setenv(args[0], strings.TrimSpace(ts.ReadFile(args[1])))
 }
