@@ -6,6 +6,7 @@ require (
 	filippo.io/nistec v0.0.4
 	github.com/BurntSushi/toml v1.6.0
 	github.com/awnumar/memguard v0.23.0
+	github.com/prometheus/client_golang v1.25.0
 	github.com/rogpeppe/go-internal v1.16.0
 	golang.org/x/crypto v0.41.0
 	golang.org/x/sys v0.48.0
@@ -13,5 +14,12 @@ require (
 
 require (
 	github.com/awnumar/memcall v0.4.0 // indirect
+	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/prometheus/client_model v0.6.3 // indirect
+	github.com/prometheus/common v0.72.0 // indirect
+	github.com/prometheus/procfs v0.22.0 // indirect
 	golang.org/x/tools v0.26.0 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 )

@@ -1,0 +1,267 @@
+// Package config reads sealproxy's TOML configuration strictly: unknown
+// keys, type errors and inconsistent settings are refused with file:line.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+// ErrInvalid is matched (errors.Is) by every configuration error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Modes of a listener (the seeds' taxonomy).
+const (
+	ModeOffload = "offload" // TLS in, plain out
+	ModeBridge  = "bridge"  // TLS in, TLS out
+	ModeEncrypt = "encrypt" // plain in, TLS out
+	ModeConnect = "connect" // mTLS in, then CONNECT host:port to an allowed destination
+)
+
+// Defaults applied by Load where a setting is absent.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultConnectTimeout   = 10 * time.Second
+	DefaultIdleTimeout      = 5 * time.Minute
+	DefaultCloseTimeout     = 10 * time.Second
+	DefaultShutdownTimeout  = 30 * time.Second
+	DefaultMinVersion       = "1.2"
+)
+
+// Config is a whole configuration file.
+type Config struct {
+	// Path is the file it was read from; Dir resolves relative paths.
+	Path string `toml:"-"`
+	Dir  string `toml:"-"`
+
+	// AllowPlaintextKeys permits file: keys (development only).
+	AllowPlaintextKeys bool `toml:"allow_plaintext_keys"`
+	// MaxConnections bounds connections over all listeners (0: no bound).
+	MaxConnections int `toml:"max_connections"`
+	// ShutdownTimeout bounds the drain of open connections at stop.
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout"`
+
+	Keys      []Key      `toml:"key"`
+	Listeners []Listener `toml:"listener"`
+	Admin     Admin      `toml:"admin"`
+}
+
+// Key is a certificate chain and the private key that goes with it.
+type Key struct {
+	Name   string `toml:"name"`
+	Cert   string `toml:"cert"`   // PEM chain, leaf first
+	Source string `toml:"source"` // vault reference: sealed:, pkcs11:, winstore:, file:
+}
+
+// Listener is one listening socket and what it does with connections.
+type Listener struct {
+	Name   string   `toml:"name"`
+	Listen string   `toml:"listen"` // host:port, or unix:PATH
+	Mode   string   `toml:"mode"`
+	Keys   []string `toml:"keys"` // names of [[key]]; SNI chooses, the first is the default
+
+	// Backend is one destination; Backends a list tried in order
+	// (failover) or in turn (Balance = "round_robin"). host:port or unix:PATH.
+	Backend  string   `toml:"backend"`
+	Backends []string `toml:"backends"`
+	Balance  string   `toml:"balance"` // failover (default) | round_robin
+
+	MaxConnections   int           `toml:"max_connections"`
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	ConnectTimeout   time.Duration `toml:"connect_timeout"`
+	IdleTimeout      time.Duration `toml:"idle_timeout"`
+	CloseTimeout     time.Duration `toml:"close_timeout"`
+	MaxLifetime      time.Duration `toml:"max_lifetime"`
+
+	TLS      TLS      `toml:"tls"`
+	Upstream Upstream `toml:"upstream"`
+	Connect  Connect  `toml:"connect"`
+}
+
+// TLS is the policy of the listener's TLS side (offload, bridge, connect).
+type TLS struct {
+	MinVersion   string   `toml:"min_version"` // 1.0 .. 1.3; default 1.2
+	MaxVersion   string   `toml:"max_version"`
+	ALPN         []string `toml:"alpn"`
+	CipherSuites []string `toml:"cipher_suites"` // TLS 1.2 only; Go names
+	Curves       []string `toml:"curves"`
+	ClientAuth   string   `toml:"client_auth"` // none (default) | request | require
+	ClientCA     string   `toml:"client_ca"`   // PEM bundle
+	Allow        Allow    `toml:"allow"`
+}
+
+// Allow rules on client certificates: a certificate passes if any rule
+// of any kind matches; no rules at all allow every verified certificate.
+type Allow struct {
+	CN   []string `toml:"cn"`
+	DNS  []string `toml:"dns"` // wildcards *.example.com
+	URI  []string `toml:"uri"` // a trailing * matches any suffix
+	OU   []string `toml:"ou"`
+	SPKI []string `toml:"spki"` // base64 SHA-256 of SubjectPublicKeyInfo
+}
+
+// Upstream is the TLS client side of bridge and encrypt listeners.
+type Upstream struct {
+	CA         string   `toml:"ca"`          // PEM bundle; empty: system roots
+	ServerName string   `toml:"server_name"` // default: the backend's host
+	ClientKey  string   `toml:"client_key"`  // name of a [[key]] to present
+	ALPN       []string `toml:"alpn"`
+	MinVersion string   `toml:"min_version"`
+	MaxVersion string   `toml:"max_version"`
+}
+
+// Connect is the routing map of a connect listener.
+type Connect struct {
+	// Allow lists permitted destinations as host:port; the host may be
+	// a wildcard *.example.com and the port may be *.
+	Allow []string `toml:"allow"`
+}
+
+// Admin is the listener of /metrics, /healthz and /readyz.
+type Admin struct {
+	Listen string `toml:"listen"`
+}
+
+// Load reads, decodes and validates a configuration file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading configuration: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates configuration data; path names it in
+// errors and its directory resolves relative paths.
+func Parse(path string, data []byte) (*Config, error) {
+	cfg := &Config{Path: path, Dir: filepath.Dir(path)}
+	loc := locate(data)
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			e := &Error{File: path, Line: pe.Position.Line, Path: pe.LastKey, Msg: pe.Message}
+			if e.Path != "" {
+				e.Path = loc.indexed(e.Path, e.Line)
+			}
+			return nil, e
+		}
+		// Type errors are not ParseErrors; the decoder puts their line and
+		// key only in the message.
+		if m := typeErrRE.FindStringSubmatch(err.Error()); m != nil {
+			line, _ := strconv.Atoi(m[1])
+			return nil, &Error{File: path, Line: line, Path: loc.indexed(m[2], line), Msg: m[3]}
+		}
+		return nil, &Error{File: path, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
+	}
+	var errs Errors
+	undecoded := map[string]bool{}
+	for _, k := range md.Undecoded() {
+		key := k.String()
+		undecoded[key] = true
+		if len(k) > 1 && undecoded[k[:len(k)-1].String()] {
+			continue // reported with its unknown table
+		}
+		p, line := loc.find(key)
+		errs = append(errs, &Error{File: path, Line: line, Path: p, Msg: "unknown setting"})
+	}
+	if len(errs) > 0 {
+		return nil, errs.err()
+	}
+	v := validator{file: path, loc: loc}
+	v.validate(cfg)
+	if len(v.errs) > 0 {
+		return nil, v.errs.err()
+	}
+	return cfg, nil
+}
+
+// Resolve makes p absolute relative to the configuration file's directory.
+func (c *Config) Resolve(p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.Dir, p)
+}
+
+// Key returns the key with the given name, or nil.
+func (c *Config) Key(name string) *Key {
+	for i := range c.Keys {
+		if c.Keys[i].Name == name {
+			return &c.Keys[i]
+		}
+	}
+	return nil
+}
+
+// BackendList returns the listener's backends in order.
+func (l *Listener) BackendList() []string {
+	if l.Backend != "" {
+		return []string{l.Backend}
+	}
+	return l.Backends
+}
+
+// Error is one configuration problem with its position.
+type Error struct {
+	File string
+	Line int    // 0 when unknown
+	Path string // key path such as listener[0].mode
+	Msg  string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Path != "" {
+		b.WriteString(e.Path)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// Is makes every configuration error match ErrInvalid.
+func (e *Error) Is(target error) bool { return target == ErrInvalid }
+
+// Errors is several configuration problems, in file order.
+type Errors []*Error
+
+func (es Errors) err() error {
+	if len(es) == 1 {
+		return es[0]
+	}
+	return es
+}
+
+func (es Errors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return fmt.Sprintf("%d problems:\n  %s", len(es), strings.Join(parts, "\n  "))
+}
+
+// Unwrap returns the individual errors.
+func (es Errors) Unwrap() []error {
+	out := make([]error, len(es))
+	for i, e := range es {
+		out[i] = e
+	}
+	return out
+}

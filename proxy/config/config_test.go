@@ -1,0 +1,132 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestExampleFromIssue(t *testing.T) {
+	cfg, err := Load("testdata/example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Keys) != 1 || cfg.Keys[0].Source != "sealed:web.key.jwe" {
+		t.Fatalf("keys = %+v", cfg.Keys)
+	}
+	l := cfg.Listeners[0]
+	if l.Mode != ModeOffload || l.Backend != "127.0.0.1:9000" || l.Keys[0] != "web" {
+		t.Fatalf("listener = %+v", l)
+	}
+	if got, want := cfg.Resolve(cfg.Keys[0].Cert), filepath.Join("testdata", "web.crt"); got != want {
+		t.Errorf("Resolve = %q, want %q (relative to the config file)", got, want)
+	}
+	if l.HandshakeTimeout != DefaultHandshakeTimeout || l.TLS.MinVersion != "1.2" {
+		t.Errorf("defaults not applied: %+v", l)
+	}
+	if cfg.Admin.Listen != "127.0.0.1:9090" {
+		t.Errorf("admin = %+v", cfg.Admin)
+	}
+}
+
+const base = `[[key]]
+name = "web"
+cert = "web.crt"
+source = "sealed:web.key.jwe"
+
+[[listener]]
+name = "web"
+listen = "127.0.0.1:8443"
+mode = "offload"
+keys = ["web"]
+backend = "127.0.0.1:9000"
+`
+
+func TestErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		toml string
+		want []string // substrings of the error, in order
+	}{
+		{"unknown top-level key", base + "bogus = 1\n", []string{"c.toml:12: listener[0].bogus: unknown setting"}},
+		{"unknown key in table", base + "[admin]\nlisten = \"127.0.0.1:1\"\nport = 3\n", []string{"c.toml:14: admin.port: unknown setting"}},
+		{"unknown table", base + "[listener.tlss]\nmin_version = \"1.2\"\n", []string{"c.toml:12: listener[0].tlss: unknown setting"}},
+		{"unknown key second listener", base + "\n[[listener]]\nname = \"b\"\nlisten = \"127.0.0.1:1\"\nmode = \"offload\"\nkeys = [\"web\"]\nbackend = \"x:1\"\nbakend = \"y:1\"\n",
+			[]string{"c.toml:19: listener[1].bakend: unknown setting"}},
+		{"type error", strings.Replace(base, `keys = ["web"]`, `keys = "web"`, 1), []string{"c.toml:10: listener[0].keys: incompatible types"}},
+		{"type error duration", base + "handshake_timeout = 10\nidle_timeout = \"ten\"\n", []string{"c.toml:13", "idle_timeout", "invalid duration"}},
+		{"syntax error", base + "name = \n", []string{"c.toml:12"}},
+		{"unknown key name", strings.Replace(base, `keys = ["web"]`, `keys = ["web", "api"]`, 1), []string{`c.toml:10: listener[0].keys: unknown key "api"`}},
+		{"duplicate key", base + "[[key]]\nname = \"web\"\ncert = \"a\"\nsource = \"sealed:b\"\n", []string{`c.toml:13: key[1].name: duplicate key name "web"`}},
+		{"bad mode", strings.Replace(base, `"offload"`, `"offlaod"`, 1), []string{`c.toml:9: listener[0].mode: unknown mode "offlaod"`}},
+		{"missing backend", strings.Replace(base, "backend = \"127.0.0.1:9000\"\n", "", 1), []string{"listener[0].backend: missing"}},
+		{"plaintext refused", strings.Replace(base, "sealed:", "file:", 1), []string{"key[0].source", "allow_plaintext_keys"}},
+		{"no listener", "[admin]\nlisten = \"127.0.0.1:9\"\n", []string{"no [[listener]]"}},
+		{"duplicate listener", base + "\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8443\"\nmode = \"offload\"\nkeys = [\"web\"]\nbackend = \"x:1\"\n",
+			[]string{"2 problems", `c.toml:14: listener[1].name: duplicate listener name "web"`, `c.toml:15: listener[1].listen: 127.0.0.1:8443 is also`}},
+		{"bad version", base + "[listener.tls]\nmin_version = \"1.3\"\nmax_version = \"1.2\"\n", []string{"c.toml:14: listener[0].tls.max_version: 1.2 is below"}},
+		{"connect needs mTLS", strings.Replace(strings.Replace(base, `"offload"`, `"connect"`, 1), "backend = \"127.0.0.1:9000\"\n", "[listener.connect]\nallow = [\"db:5432\"]\n", 1),
+			[]string{"client_auth", "only authenticated clients"}},
+		{"encrypt with keys", strings.Replace(base, `"offload"`, `"encrypt"`, 1), []string{"listener[0].keys: mode encrypt"}},
+		{"client key unknown", strings.Replace(base, `"offload"`, `"bridge"`, 1) + "[listener.upstream]\nclient_key = \"nope\"\n", []string{"c.toml:13: listener[0].upstream.client_key: unknown key"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.toml", []byte(tt.toml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error %v does not match ErrInvalid", err)
+			}
+			msg := err.Error()
+			rest := msg
+			for _, w := range tt.want {
+				i := strings.Index(rest, w)
+				if i < 0 {
+					t.Fatalf("error\n%s\nlacks %q", msg, w)
+				}
+				rest = rest[i+len(w):]
+			}
+		})
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	data, err := os.ReadFile("testdata/full.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse("testdata/full.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Listeners) != 4 {
+		t.Fatalf("%d listeners", len(cfg.Listeners))
+	}
+}
+
+func FuzzConfig(f *testing.F) {
+	for _, name := range []string{"example.toml", "full.toml"} {
+		data, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(base + "[listener.tls]\nalpn = [\n \"h2\",\n]\ncipher_suites = '''\n'''\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse("fuzz.toml", data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) && !strings.HasPrefix(err.Error(), "fuzz.toml") {
+				t.Fatalf("error without position prefix: %v", err)
+			}
+			return
+		}
+		if len(cfg.Listeners) == 0 {
+			t.Fatal("valid config without listeners")
+		}
+	})
+}

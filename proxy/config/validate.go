@@ -1,0 +1,320 @@
+package config
+
+import (
+	"crypto/tls"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type validator struct {
+	file string
+	loc  *locator
+	errs Errors
+}
+
+func (v *validator) errorf(path, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.file, Line: v.loc.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) validate(c *Config) {
+	if c.MaxConnections < 0 {
+		v.errorf("max_connections", "must not be negative")
+	}
+	if c.ShutdownTimeout < 0 {
+		v.errorf("shutdown_timeout", "must not be negative")
+	} else if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	keys := map[string]bool{}
+	for i := range c.Keys {
+		k := &c.Keys[i]
+		p := fmt.Sprintf("key[%d]", i)
+		switch {
+		case k.Name == "":
+			v.errorf(p+".name", "missing: every [[key]] needs a name")
+		case keys[k.Name]:
+			v.errorf(p+".name", "duplicate key name %q", k.Name)
+		}
+		keys[k.Name] = true
+		if k.Cert == "" {
+			v.errorf(p+".cert", "missing: the PEM certificate chain of key %q", k.Name)
+		}
+		if k.Source == "" {
+			v.errorf(p+".source", "missing: where the private key is (sealed:FILE, pkcs11:..., winstore:..., file:FILE)")
+		} else if scheme, rest, ok := strings.Cut(k.Source, ":"); !ok || rest == "" || !oneOf(scheme, "sealed", "pkcs11", "winstore", "file") {
+			v.errorf(p+".source", "want sealed:FILE, pkcs11:..., winstore:... or file:FILE")
+		} else if scheme == "file" && !c.AllowPlaintextKeys {
+			v.errorf(p+".source", "file: keys are plaintext and need allow_plaintext_keys = true (development only); seal the key with 'seal encrypt'")
+		}
+	}
+	if len(c.Listeners) == 0 {
+		v.errs = append(v.errs, &Error{File: v.file, Msg: "no [[listener]]: nothing to do"})
+	}
+	names := map[string]bool{}
+	addrs := map[string]string{}
+	if c.Admin.Listen != "" {
+		v.address("admin.listen", c.Admin.Listen)
+		addrs[c.Admin.Listen] = "admin"
+	}
+	for i := range c.Listeners {
+		l := &c.Listeners[i]
+		p := fmt.Sprintf("listener[%d]", i)
+		switch {
+		case l.Name == "":
+			v.errorf(p+".name", "missing: every [[listener]] needs a name")
+		case names[l.Name]:
+			v.errorf(p+".name", "duplicate listener name %q", l.Name)
+		}
+		names[l.Name] = true
+		if l.Listen == "" {
+			v.errorf(p+".listen", "missing: the address to listen on (host:port or unix:PATH)")
+		} else {
+			v.address(p+".listen", l.Listen)
+			if other, dup := addrs[l.Listen]; dup {
+				v.errorf(p+".listen", "%s is also the address of %s", l.Listen, other)
+			}
+			addrs[l.Listen] = "listener " + strconv.Quote(l.Name)
+		}
+		v.listener(c, p, l, keys)
+	}
+}
+
+func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]bool) {
+	switch l.Mode {
+	case ModeOffload, ModeBridge, ModeEncrypt, ModeConnect:
+	case "":
+		v.errorf(p+".mode", "missing: offload, bridge, encrypt or connect")
+	default:
+		v.errorf(p+".mode", "unknown mode %q (want offload, bridge, encrypt or connect)", l.Mode)
+	}
+	tlsIn := l.Mode != ModeEncrypt
+	tlsOut := l.Mode == ModeBridge || l.Mode == ModeEncrypt
+	if tlsIn && l.Mode != "" && len(l.Keys) == 0 {
+		v.errorf(p+".keys", "missing: mode %s terminates TLS and needs at least one key", l.Mode)
+	}
+	if !tlsIn && len(l.Keys) > 0 {
+		v.errorf(p+".keys", "mode encrypt accepts plain connections and presents no certificate; use upstream.client_key for a client certificate")
+	}
+	seen := map[string]bool{}
+	for _, k := range l.Keys {
+		if !keys[k] {
+			v.errorf(p+".keys", "unknown key %q (no [[key]] has this name)", k)
+		} else if seen[k] {
+			v.errorf(p+".keys", "key %q listed twice", k)
+		}
+		seen[k] = true
+	}
+	switch {
+	case l.Backend != "" && len(l.Backends) > 0:
+		v.errorf(p+".backends", "set backend or backends, not both")
+	case l.Mode == ModeConnect:
+		if l.Backend != "" || len(l.Backends) > 0 {
+			v.errorf(p+".backend", "mode connect takes its destination from CONNECT; use connect.allow instead")
+		}
+	case l.Backend == "" && len(l.Backends) == 0:
+		v.errorf(p+".backend", "missing: where to send connections (host:port or unix:PATH)")
+	}
+	for i, b := range l.BackendList() {
+		path := p + ".backend"
+		if l.Backend == "" {
+			path = fmt.Sprintf("%s.backends[%d]", p, i)
+		}
+		v.address(path, b)
+	}
+	if !oneOf(l.Balance, "", "failover", "round_robin") {
+		v.errorf(p+".balance", "unknown balance %q (want failover or round_robin)", l.Balance)
+	}
+	if l.MaxConnections < 0 {
+		v.errorf(p+".max_connections", "must not be negative")
+	}
+	for _, d := range []struct {
+		name string
+		val  *time.Duration
+		def  time.Duration
+	}{
+		{"handshake_timeout", &l.HandshakeTimeout, DefaultHandshakeTimeout},
+		{"connect_timeout", &l.ConnectTimeout, DefaultConnectTimeout},
+		{"idle_timeout", &l.IdleTimeout, DefaultIdleTimeout},
+		{"close_timeout", &l.CloseTimeout, DefaultCloseTimeout},
+		{"max_lifetime", &l.MaxLifetime, 0},
+	} {
+		if *d.val < 0 {
+			v.errorf(p+"."+d.name, "must not be negative")
+		} else if *d.val == 0 {
+			*d.val = d.def
+		}
+	}
+
+	t := &l.TLS
+	if !tlsIn && !isZeroTLS(t) {
+		v.errorf(p+".tls", "mode encrypt accepts plain connections: [listener.tls] does not apply (see [listener.upstream])")
+	}
+	if t.MinVersion == "" {
+		t.MinVersion = DefaultMinVersion
+	}
+	v.versions(p+".tls", t.MinVersion, t.MaxVersion)
+	for _, name := range t.CipherSuites {
+		if _, ok := CipherSuite(name); !ok {
+			v.errorf(p+".tls.cipher_suites", "unknown or insecure TLS 1.2 cipher suite %q (use Go's names, e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)", name)
+		}
+	}
+	for _, name := range t.Curves {
+		if _, ok := Curve(name); !ok {
+			v.errorf(p+".tls.curves", "unknown curve %q (want X25519MLKEM768, X25519, P256, P384 or P521)", name)
+		}
+	}
+	switch t.ClientAuth {
+	case "", "none":
+		if t.ClientCA != "" || !isZeroAllow(&t.Allow) {
+			v.errorf(p+".tls.client_auth", "client_ca and allow rules need client_auth = \"require\" or \"request\"")
+		}
+	case "request", "require":
+		if t.ClientCA == "" {
+			v.errorf(p+".tls.client_ca", "missing: client_auth = %q needs the CA bundle that issues client certificates", t.ClientAuth)
+		}
+	default:
+		v.errorf(p+".tls.client_auth", "unknown client_auth %q (want none, request or require)", t.ClientAuth)
+	}
+	for _, pin := range t.Allow.SPKI {
+		if b, err := base64.StdEncoding.DecodeString(pin); err != nil || len(b) != 32 {
+			v.errorf(p+".tls.allow.spki", "pin %q is not the base64 of a SHA-256 digest", pin)
+		}
+	}
+	if l.Mode == ModeConnect && t.ClientAuth != "require" {
+		v.errorf(p+".tls.client_auth", "mode connect needs client_auth = \"require\": only authenticated clients may open tunnels")
+	}
+
+	u := &l.Upstream
+	if !tlsOut && !isZeroUpstream(u) {
+		v.errorf(p+".upstream", "[listener.upstream] applies only to modes bridge and encrypt")
+	}
+	if tlsOut {
+		if u.MinVersion == "" {
+			u.MinVersion = DefaultMinVersion
+		}
+		v.versions(p+".upstream", u.MinVersion, u.MaxVersion)
+		if u.ClientKey != "" && !keys[u.ClientKey] {
+			v.errorf(p+".upstream.client_key", "unknown key %q (no [[key]] has this name)", u.ClientKey)
+		}
+	}
+	if l.Mode == ModeConnect && len(l.Connect.Allow) == 0 {
+		v.errorf(p+".connect.allow", "missing: mode connect needs the destinations clients may reach (host:port, *.example.com:443)")
+	}
+	if l.Mode != ModeConnect && len(l.Connect.Allow) > 0 {
+		v.errorf(p+".connect", "[listener.connect] applies only to mode connect")
+	}
+	for _, d := range l.Connect.Allow {
+		host, port, err := net.SplitHostPort(d)
+		if err != nil || host == "" || (port != "*" && !validPort(port)) {
+			v.errorf(p+".connect.allow", "destination %q: want host:port, the port may be *", d)
+		}
+	}
+}
+
+func (v *validator) address(path, addr string) {
+	if rest, ok := strings.CutPrefix(addr, "unix:"); ok {
+		if rest == "" {
+			v.errorf(path, "unix: needs a socket path")
+		}
+		return
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.errorf(path, "address %q: want host:port or unix:PATH", addr)
+		return
+	}
+	if !validPort(port) {
+		v.errorf(path, "address %q: bad port", addr)
+	}
+}
+
+func (v *validator) versions(path, min, max string) {
+	lo, ok := Version(min)
+	if !ok {
+		v.errorf(path+".min_version", "unknown TLS version %q (want 1.0, 1.1, 1.2 or 1.3)", min)
+	}
+	if max == "" {
+		return
+	}
+	hi, ok2 := Version(max)
+	if !ok2 {
+		v.errorf(path+".max_version", "unknown TLS version %q (want 1.0, 1.1, 1.2 or 1.3)", max)
+	}
+	if ok && ok2 && hi < lo {
+		v.errorf(path+".max_version", "%s is below min_version %s", max, min)
+	}
+}
+
+func validPort(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+func oneOf(s string, set ...string) bool {
+	for _, x := range set {
+		if s == x {
+			return true
+		}
+	}
+	return false
+}
+
+func isZeroAllow(a *Allow) bool {
+	return len(a.CN)+len(a.DNS)+len(a.URI)+len(a.OU)+len(a.SPKI) == 0
+}
+
+func isZeroTLS(t *TLS) bool {
+	return t.MinVersion == "" && t.MaxVersion == "" && len(t.ALPN) == 0 && len(t.CipherSuites) == 0 &&
+		len(t.Curves) == 0 && t.ClientAuth == "" && t.ClientCA == "" && isZeroAllow(&t.Allow)
+}
+
+func isZeroUpstream(u *Upstream) bool {
+	return u.CA == "" && u.ServerName == "" && u.ClientKey == "" && len(u.ALPN) == 0 && u.MinVersion == "" && u.MaxVersion == ""
+}
+
+// Version maps "1.0".."1.3" to crypto/tls constants.
+func Version(s string) (uint16, bool) {
+	switch s {
+	case "1.0":
+		return tls.VersionTLS10, true
+	case "1.1":
+		return tls.VersionTLS11, true
+	case "1.2":
+		return tls.VersionTLS12, true
+	case "1.3":
+		return tls.VersionTLS13, true
+	}
+	return 0, false
+}
+
+// CipherSuite maps a Go cipher suite name to its ID; insecure suites are
+// refused.
+func CipherSuite(name string) (uint16, bool) {
+	for _, cs := range tls.CipherSuites() {
+		if cs.Name == name {
+			return cs.ID, true
+		}
+	}
+	return 0, false
+}
+
+// Curve maps a curve name to its ID.
+func Curve(name string) (tls.CurveID, bool) {
+	switch name {
+	case "X25519MLKEM768":
+		return tls.X25519MLKEM768, true
+	case "X25519":
+		return tls.X25519, true
+	case "P256", "P-256", "CurveP256":
+		return tls.CurveP256, true
+	case "P384", "P-384", "CurveP384":
+		return tls.CurveP384, true
+	case "P521", "P-521", "CurveP521":
+		return tls.CurveP521, true
+	}
+	return 0, false
+}
