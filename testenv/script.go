@@ -47,6 +47,13 @@ func ScriptParams(dir string) testscript.Params {
 	return testscript.Params{
 		Dir: dir,
 		Setup: func(env *testscript.Env) error {
+			// Under -race each command is a race-enabled binary, which
+			// sleeps 1s at exit by default; with dozens of commands per
+			// script that is most of the run. A race is still reported
+			// (exit 66 and a report on stderr, which the goldens catch).
+			if env.Getenv("GORACE") == "" {
+				env.Setenv("GORACE", "atexit_sleep_ms=10")
+			}
 			s := &scriptState{tangs: map[string]*scriptTang{}}
 			env.Values[scriptStateKey{}] = s
 			env.Defer(s.stopAll)
