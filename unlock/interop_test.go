@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sealproxy/sealproxy/testenv"
@@ -291,4 +293,29 @@ func TestInteropNestedSSS(t *testing.T) {
 	b.Stop()
 	t.Run("clevis→ours", func(t *testing.T) { decryptOK(t, theirs, secret) })
 	t.Run("ours→clevis", func(t *testing.T) { clevisOpens(t, ours, secret) })
+}
+
+// Old bindings pin SHA-1 thumbprints (27 characters): clevis still accepts
+// them, and so must we, against tangd and against our server. The SHA-1
+// thumbprint comes from jose, not from our code.
+func TestInteropSHA1Thumbprint(t *testing.T) {
+	t.Parallel()
+	needClevis(t)
+	jose := testenv.LookTool(t, "jose", "jose")
+	secret := randomSecret(t, 32)
+	for name, srv := range map[string]*testenv.Tang{"tangd": testenv.RealTang(t), "ours": testenv.EmbeddedTang(t)} {
+		t.Run(name, func(t *testing.T) {
+			key := filepath.Join(srv.Dir, srv.Thp+".jwk")
+			r := testenv.RunTool(t, jose, nil, "jwk", "thp", "-a", "S1", "-i", key)
+			thp := strings.TrimSpace(string(r.Stdout))
+			if r.Code != 0 || len(thp) != 27 {
+				t.Fatalf("jose jwk thp -a S1 -i %s: exit %d, %q; stderr:\n%s", key, r.Code, thp, r.Stderr)
+			}
+			cfg := fmt.Sprintf(`{"url":%q,"thp":%q}`, srv.URL, thp)
+			theirs := testenv.ClevisEncrypt(t, "tang", cfg, secret)
+			ours := ourEncrypt(t, "tang", cfg, secret)
+			decryptOK(t, theirs, secret)
+			clevisOpens(t, ours, secret)
+		})
+	}
 }
