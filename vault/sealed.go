@@ -37,6 +37,9 @@ func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
 		return nil, fmt.Errorf("recovering sealed key %s: %w", r, err)
 	}
 	defer buf.Destroy()
+	if !wipe.Erasing() {
+		opts.log().Warn("built without GOEXPERIMENT=runtimesecret: copies of the key the standard library makes while signing stay in freed memory until it is reused", "key", r)
+	}
 	k, err := newSealedKey(r.String(), buf.Bytes(), custodyBox)
 	if err != nil {
 		return nil, fmt.Errorf("sealed key %s: %w", r, err)

@@ -1,0 +1,420 @@
+//go:build linux
+
+package vault
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
+)
+
+// The custody proof: a separate process holds a key, serves TLS with it on
+// 127.0.0.1, and after handshakes and a scrub its whole readable memory is
+// searched for the key's secret numbers and encodings.
+//
+// The child is this test binary re-executed with keyholderEnv set (see
+// TestMain). It prints "addr ADDR" once it serves and "scrubbed N" after
+// each idle scrub; it exits when its stdin closes.
+const keyholderEnv = "SEALPROXY_TEST_KEYHOLDER"
+
+func TestMain(m *testing.M) {
+	if ref := os.Getenv(keyholderEnv); ref != "" {
+		if err := keyholder(ref); err != nil {
+			fmt.Fprintln(os.Stderr, "keyholder:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// keyholder is the child process: open ref, serve TLS with it (certificate
+// from SEALPROXY_TEST_CERT), report scrubs, exit when stdin closes.
+func keyholder(ref string) error {
+	// Root reads a non-dumpable process's memory (CAP_SYS_PTRACE); an
+	// unprivileged parent cannot, so the child stays dumpable then.
+	if err := Harden(HardenOptions{KeepDumpable: os.Getuid() != 0}); err != nil {
+		return err
+	}
+	key, err := Open(context.Background(), ref, &Options{AllowPlaintext: true})
+	if err != nil {
+		return err
+	}
+	defer key.Close()
+	certPEM, err := os.ReadFile(os.Getenv("SEALPROXY_TEST_CERT"))
+	if err != nil {
+		return err
+	}
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return fmt.Errorf("no certificate in SEALPROXY_TEST_CERT")
+	}
+	// Plain keys do not kick the scrubber themselves; with a plain key, the
+	// scrub only marks the point where the parent scans.
+	var signer crypto.Signer = key
+	if _, sealed := key.(*sealedKey); !sealed {
+		signer = touching{key}
+	}
+	cert := tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: signer}
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}})
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if err := c.(*tls.Conn).Handshake(); err != nil {
+					return
+				}
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	go func() {
+		for {
+			n, done := Scrubs()
+			<-done
+			fmt.Printf("scrubbed %d\n", n+1)
+		}
+	}()
+	fmt.Printf("addr %s\n", ln.Addr())
+	io.Copy(io.Discard, os.Stdin)
+	return nil
+}
+
+// touching kicks the scrubber after each signature of a plain key.
+type touching struct{ crypto.Signer }
+
+func (k touching) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	defer defaultScrubber().touch()
+	return k.Signer.Sign(rand, digest, opts)
+}
+
+// needles are the byte strings that would betray a key.
+type needle struct {
+	name string
+	b    []byte
+}
+
+func keyNeedles(t *testing.T, k crypto.Signer, pems ...[]byte) []needle {
+	t.Helper()
+	var ns []needle
+	num := func(name string, x *big.Int, size int) {
+		be := x.FillBytes(make([]byte, size))
+		ns = append(ns, needle{name + " big-endian", be})
+		le := slices.Clone(be)
+		slices.Reverse(le)
+		ns = append(ns, needle{name + " little-endian", le})
+	}
+	switch k := k.(type) {
+	case *ecdsa.PrivateKey:
+		num("scalar", k.D, (k.Curve.Params().N.BitLen()+7)/8)
+		der, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns = append(ns, needle{"SEC 1 DER", der})
+	case *rsa.PrivateKey:
+		num("d", k.D, k.Size())
+		num("p", k.Primes[0], len(k.Primes[0].Bytes()))
+		num("q", k.Primes[1], len(k.Primes[1].Bytes()))
+		ns = append(ns, needle{"PKCS#1 DER", x509.MarshalPKCS1PrivateKey(k)})
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns = append(ns, needle{"PKCS#8 DER", der})
+	for _, p := range pems {
+		// The first line of base64 after the header: 48 bytes of DER.
+		lines := strings.Split(string(p), "\n")
+		ns = append(ns, needle{"PEM text " + strings.Trim(lines[0], "-"), []byte(lines[1])})
+	}
+	return ns
+}
+
+// scanProcess reads every readable mapping of pid and counts each needle.
+func scanProcess(t *testing.T, pid int, ns []needle) (map[string]int, int64) {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatalf("reading maps: %v", err)
+	}
+	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatalf("opening /proc/%d/mem: %v (a non-dumpable process needs CAP_SYS_PTRACE)", pid, err)
+	}
+	defer mem.Close()
+	counts := map[string]int{}
+	var scanned int64
+	for line := range strings.Lines(string(maps)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[1][0] != 'r' {
+			continue
+		}
+		if len(f) >= 6 && (f[5] == "[vvar]" || f[5] == "[vvar_vclock]" || f[5] == "[vsyscall]") {
+			continue
+		}
+		lo, hi, _ := strings.Cut(f[0], "-")
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		end, err2 := strconv.ParseUint(hi, 16, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("bad maps line %q", line)
+		}
+		buf := make([]byte, end-start)
+		n, _ := mem.ReadAt(buf, int64(start))
+		buf = buf[:n]
+		scanned += int64(n)
+		for _, nd := range ns {
+			if c := bytes.Count(buf, nd.b); c > 0 {
+				counts[nd.name] += c
+				t.Logf("%s found %d× in %s %s", nd.name, c, f[0], strings.Join(f[5:], " "))
+			}
+		}
+	}
+	return counts, scanned
+}
+
+// holder is a running child process.
+type holder struct {
+	cmd    *exec.Cmd
+	stdin  io.Closer
+	addr   string
+	events chan string
+}
+
+func startHolder(t *testing.T, bin, ref, certFile string) *holder {
+	t.Helper()
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), keyholderEnv+"="+ref, "SEALPROXY_TEST_CERT="+certFile)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &holder{cmd: cmd, stdin: stdin, events: make(chan string, 100)}
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Wait()
+	})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			h.events <- sc.Text()
+		}
+		close(h.events)
+	}()
+	select {
+	case ev, ok := <-h.events:
+		if !ok || !strings.HasPrefix(ev, "addr ") {
+			t.Fatalf("key holder did not start (got %q)", ev)
+		}
+		h.addr = strings.TrimPrefix(ev, "addr ")
+	case <-time.After(30 * time.Second):
+		t.Fatal("key holder did not start in 30s")
+	}
+	return h
+}
+
+// handshakes runs n TLS 1.3 and TLS 1.2 handshakes against the holder.
+func (h *holder) handshakes(t *testing.T, pool *x509.CertPool, n int) {
+	t.Helper()
+	for i := range n {
+		v := uint16(tls.VersionTLS13)
+		if i%2 == 1 {
+			v = tls.VersionTLS12
+		}
+		c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: v, MaxVersion: v})
+		if err != nil {
+			t.Fatalf("handshake %d: %v", i, err)
+		}
+		c.Close()
+	}
+}
+
+// awaitScrub waits for the holder's first idle scrub after now.
+func (h *holder) awaitScrub(t *testing.T) {
+	t.Helper()
+	// Drain scrubs reported before the handshakes ended.
+	for {
+		select {
+		case ev := <-h.events:
+			t.Logf("holder: %s (before the last handshake)", ev)
+			continue
+		default:
+		}
+		break
+	}
+	select {
+	case ev, ok := <-h.events:
+		if !ok {
+			t.Fatal("key holder exited")
+		}
+		t.Logf("holder: %s", ev)
+	case <-time.After(30 * time.Second):
+		t.Fatal("key holder did not scrub within 30s of going idle")
+	}
+}
+
+type scanCase struct {
+	name string
+	key  crypto.Signer
+}
+
+func scanKeys(t *testing.T) []scanCase {
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rk *rsa.PrivateKey
+	for _, tk := range testKeys(t) {
+		if r, ok := tk.signer.(*rsa.PrivateKey); ok {
+			rk = r
+		}
+	}
+	return []scanCase{{"P-256", ec}, {"RSA-2048", rk}}
+}
+
+// secretBinary returns a test binary built with GOEXPERIMENT=runtimesecret:
+// this one if it was, else a fresh build of this package's tests.
+func secretBinary(t *testing.T) string {
+	t.Helper()
+	if wipe.Erasing() {
+		bin, err := os.Executable()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bin
+	}
+	goTool := testenv.LookTool(t, "go", "golang-go")
+	bin := filepath.Join(t.TempDir(), "vault-secret.test")
+	cmd := exec.Command(goTool, "test", "-c", "-o", bin, ".")
+	cmd.Env = append(os.Environ(), "GOEXPERIMENT=runtimesecret", "GOFLAGS=")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the test binary with GOEXPERIMENT=runtimesecret: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestCustodyMemoryScan is the custody proof: a process holding sealed keys
+// has no copy of them in its readable memory after serving handshakes and
+// going idle, while the same scan of a process holding the key plainly
+// (file:) finds it.
+//
+// The holder must be built with GOEXPERIMENT=runtimesecret, as sealproxy
+// must be: without it the standard library's derived copies of the key
+// (crypto/ecdsa's per-key cache, crypto/rsa's precomputed values, math/big
+// temporaries) survive in freed heap memory. When this binary was built
+// without the experiment, it scans a holder built from it too and logs
+// what it finds, without failing.
+func TestCustodyMemoryScan(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes and scans their memory")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretBin := secretBinary(t)
+	srv := testenv.EmbeddedTang(t)
+	dir := t.TempDir()
+	for _, sc := range scanKeys(t) {
+		t.Run(sc.name, func(t *testing.T) {
+			der, err := x509.MarshalPKCS8PrivateKey(sc.key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+			cert, pool := selfSigned(t, sc.key)
+			certFile := filepath.Join(dir, sc.name+".crt")
+			if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			plainFile := filepath.Join(dir, sc.name+".pem")
+			if err := os.WriteFile(plainFile, keyPEM, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			jwe, err := unlock.Encrypt(context.Background(), "tang", []byte(srv.Config()), keyPEM, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sealedFile := filepath.Join(dir, sc.name+".jwe")
+			if err := os.WriteFile(sealedFile, jwe, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			needles := keyNeedles(t, sc.key, keyPEM)
+
+			type holderCase struct {
+				name, bin, ref string
+				wantNone       bool // the sealed key with runtime/secret
+				wantSome       bool // the plain control
+			}
+			cases := []holderCase{
+				{"plain", secretBin, "file:" + plainFile, false, true},
+				{"sealed", secretBin, "sealed:" + sealedFile, true, false},
+			}
+			if self != secretBin {
+				cases = append(cases, holderCase{"sealed-without-runtimesecret", self, "sealed:" + sealedFile, false, false})
+			}
+			for _, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					h := startHolder(t, c.bin, c.ref, certFile)
+					h.handshakes(t, pool, 20)
+					h.awaitScrub(t)
+					counts, scanned := scanProcess(t, h.cmd.Process.Pid, needles)
+					total := 0
+					for _, n := range counts {
+						total += n
+					}
+					t.Logf("%s key, %s: scanned %d MiB, %d occurrences %v",
+						sc.name, c.name, scanned>>20, total, counts)
+					if scanned == 0 {
+						t.Fatal("scanned nothing")
+					}
+					if c.wantNone && total != 0 {
+						t.Errorf("the sealed key's process memory holds %d copies of key material: %v", total, counts)
+					}
+					if c.wantSome && total == 0 {
+						t.Errorf("the scan found nothing in a process holding the key in the clear: the scan is broken")
+					}
+				})
+			}
+		})
+	}
+}
