@@ -41,6 +41,9 @@ import (
 const keyholderEnv = "SEALPROXY_TEST_KEYHOLDER"
 
 func TestMain(m *testing.M) {
+	if os.Getenv(memlockEnv) != "" {
+		memlockChild()
+	}
 	if ref := os.Getenv(keyholderEnv); ref != "" {
 		if err := keyholder(ref); err != nil {
 			fmt.Fprintln(os.Stderr, "keyholder:", err)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+
+	"github.com/awnumar/memguard"
 )
 
 // ErrMemlock reports a locked-memory limit too small for the keys: memguard
@@ -59,3 +61,10 @@ func memlockError(limit uint64, need int) error {
 }
 
 func roundKiB(n int) int { return (n + 1023) / 1024 }
+
+// Purge wipes every secret the vault holds (memguard's key and all locked
+// buffers, including the scratch arena) and is the last thing a daemon
+// does before exiting; no key may be used afterwards. memguard.CatchSignal
+// is not used: it replaces every signal handler, so the daemon does its
+// own signal handling and calls Purge on its way out.
+func Purge() { memguard.Purge() }
