@@ -1,0 +1,213 @@
+package proxy
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/sealproxy/sealproxy/proxy/config"
+)
+
+// KeyOpener returns the private key of a configured [[key]]. The caller
+// keeps custody: it decides when keys are closed (after a reload, at exit).
+type KeyOpener func(ctx context.Context, k *config.Key) (crypto.Signer, error)
+
+// Build turns a validated configuration into listener configurations:
+// it reads certificate chains and CA bundles, opens the keys the
+// listeners use through open, and checks each key against its
+// certificate. With a nil open it only reads and checks the files (as
+// `sealproxy check` does, without touching any key).
+func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*ListenerConfig, error) {
+	chains := map[string][][]byte{}
+	certs := map[string]*tls.Certificate{}
+	key := func(name string) (*tls.Certificate, error) {
+		if c, ok := certs[name]; ok {
+			return c, nil
+		}
+		k := cfg.Key(name)
+		chain, ok := chains[name]
+		if !ok {
+			var err error
+			if chain, err = loadChain(cfg.Resolve(k.Cert)); err != nil {
+				return nil, fmt.Errorf("key %q: %w", name, err)
+			}
+			chains[name] = chain
+		}
+		if open == nil {
+			return nil, nil
+		}
+		signer, err := open(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("opening key %q: %w", name, err)
+		}
+		c, err := NewCertificate(name, chain, signer)
+		if err != nil {
+			return nil, err
+		}
+		certs[name] = c
+		return c, nil
+	}
+
+	var out []*ListenerConfig
+	for i := range cfg.Listeners {
+		l := &cfg.Listeners[i]
+		lc := &ListenerConfig{
+			Name: l.Name, Listen: l.Listen, Mode: l.Mode,
+			RoundRobin: l.Balance == "round_robin", ConnectAllow: l.Connect.Allow,
+			MaxConns: l.MaxConnections, HandshakeTimeout: l.HandshakeTimeout, ConnectTimeout: l.ConnectTimeout,
+			IdleTimeout: l.IdleTimeout, CloseTimeout: l.CloseTimeout, MaxLifetime: l.MaxLifetime,
+		}
+		for _, b := range l.BackendList() {
+			lc.Backends = append(lc.Backends, ParseBackend(b))
+		}
+		if l.Mode != config.ModeEncrypt {
+			var served []*tls.Certificate
+			for _, name := range l.Keys {
+				c, err := key(name)
+				if err != nil {
+					return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+				}
+				served = append(served, c)
+			}
+			tc, err := serverTLS(cfg, &l.TLS, served, open != nil)
+			if err != nil {
+				return nil, fmt.Errorf("listener %q: %w", l.Name, err)
+			}
+			lc.TLS = tc
+		}
+		if l.Mode == config.ModeBridge || l.Mode == config.ModeEncrypt {
+			var client *tls.Certificate
+			if l.Upstream.ClientKey != "" {
+				c, err := key(l.Upstream.ClientKey)
+				if err != nil {
+					return nil, fmt.Errorf("listener %q: upstream client key: %w", l.Name, err)
+				}
+				client = c
+			}
+			uc, err := upstreamTLS(cfg, &l.Upstream, client)
+			if err != nil {
+				return nil, fmt.Errorf("listener %q: upstream: %w", l.Name, err)
+			}
+			lc.Upstream = uc
+		}
+		if open != nil {
+			if err := lc.check(); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, lc)
+	}
+	return out, nil
+}
+
+func serverTLS(cfg *config.Config, t *config.TLS, served []*tls.Certificate, withKeys bool) (*tls.Config, error) {
+	tc := &tls.Config{NextProtos: t.ALPN}
+	if withKeys {
+		chooser, err := NewCertChooser(served)
+		if err != nil {
+			return nil, err
+		}
+		tc.GetCertificate = chooser.GetCertificate
+	}
+	tc.MinVersion, _ = config.Version(t.MinVersion)
+	tc.MaxVersion, _ = config.Version(t.MaxVersion)
+	for _, name := range t.CipherSuites {
+		id, _ := config.CipherSuite(name)
+		tc.CipherSuites = append(tc.CipherSuites, id)
+	}
+	for _, name := range t.Curves {
+		id, _ := config.Curve(name)
+		tc.CurvePreferences = append(tc.CurvePreferences, id)
+	}
+	switch t.ClientAuth {
+	case "request":
+		tc.ClientAuth = tls.VerifyClientCertIfGiven
+	case "require":
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	if t.ClientCA != "" {
+		pool, err := loadPool(cfg.Resolve(t.ClientCA))
+		if err != nil {
+			return nil, fmt.Errorf("client_ca: %w", err)
+		}
+		tc.ClientCAs = pool
+	}
+	rules := &AllowRules{CN: t.Allow.CN, DNS: t.Allow.DNS, URI: t.Allow.URI, OU: t.Allow.OU}
+	for _, p := range t.Allow.SPKI {
+		pin, err := ParseSPKIPin(p)
+		if err != nil {
+			return nil, err
+		}
+		rules.SPKI = append(rules.SPKI, pin)
+	}
+	tc.VerifyConnection = rules.VerifyConnection()
+	return tc, nil
+}
+
+func upstreamTLS(cfg *config.Config, u *config.Upstream, client *tls.Certificate) (*tls.Config, error) {
+	tc := &tls.Config{
+		ServerName: u.ServerName,
+		NextProtos: u.ALPN,
+		// No session tickets: a ticket arriving after the handshake would
+		// make an idle upstream connection hold a copy buffer.
+		SessionTicketsDisabled: true,
+	}
+	tc.MinVersion, _ = config.Version(u.MinVersion)
+	tc.MaxVersion, _ = config.Version(u.MaxVersion)
+	if u.CA != "" {
+		pool, err := loadPool(cfg.Resolve(u.CA))
+		if err != nil {
+			return nil, fmt.Errorf("ca: %w", err)
+		}
+		tc.RootCAs = pool
+	}
+	if client != nil {
+		tc.Certificates = []tls.Certificate{*client}
+	}
+	return tc, nil
+}
+
+// loadChain reads a PEM certificate chain, leaf first.
+func loadChain(path string) ([][]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading certificate chain: %w", err)
+	}
+	var chain [][]byte
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", path, len(chain)+1, err)
+		}
+		chain = append(chain, block.Bytes)
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
+	}
+	return chain, nil
+}
+
+// loadPool reads a PEM CA bundle.
+func loadPool(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, errors.New(path + ": no PEM CERTIFICATE block")
+	}
+	return pool, nil
+}

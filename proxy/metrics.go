@@ -1,0 +1,80 @@
+package proxy
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the proxy's Prometheus collectors.
+type Metrics struct {
+	Accepted         *prometheus.CounterVec   // listener
+	Active           *prometheus.GaugeVec     // listener
+	Rejected         *prometheus.CounterVec   // listener, reason
+	HandshakeErrors  *prometheus.CounterVec   // listener, kind
+	HandshakeSeconds *prometheus.HistogramVec // listener
+	BytesIn          *prometheus.CounterVec   // listener: client → backend
+	BytesOut         *prometheus.CounterVec   // listener: backend → client
+	BackendErrors    *prometheus.CounterVec   // listener, backend
+	Closed           *prometheus.CounterVec   // listener, reason
+	Reloads          *prometheus.CounterVec   // result
+}
+
+// NewMetrics makes the collectors and registers them with reg (nil: not
+// registered, as in tests that only read them).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealproxy_connections_accepted_total", Help: "Connections accepted.",
+		}, []string{"listener"}),
+		Active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sealproxy_connections_active", Help: "Connections open now.",
+		}, []string{"listener"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealproxy_connections_rejected_total", Help: "Connections refused, by reason.",
+		}, []string{"listener", "reason"}),
+		HandshakeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealproxy_handshake_errors_total", Help: "Failed client TLS handshakes, by kind.",
+		}, []string{"listener", "kind"}),
+		HandshakeSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sealproxy_handshake_duration_seconds", Help: "Duration of successful client TLS handshakes.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"listener"}),
+		BytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealproxy_bytes_in_total", Help: "Bytes relayed from clients to backends.",
+		}, []string{"listener"}),
+		BytesOut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealproxy_bytes_out_total", Help: "Bytes relayed from backends to clients.",
+		}, []string{"listener"}),
+		BackendErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealproxy_backend_dial_errors_total", Help: "Failed backend connections (dial or upstream TLS).",
+		}, []string{"listener", "backend"}),
+		Closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealproxy_connections_closed_total", Help: "Connections closed, by reason.",
+		}, []string{"listener", "reason"}),
+		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sealproxy_reloads_total", Help: "Configuration reloads, by result.",
+		}, []string{"result"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Accepted, m.Active, m.Rejected, m.HandshakeErrors, m.HandshakeSeconds,
+			m.BytesIn, m.BytesOut, m.BackendErrors, m.Closed, m.Reloads)
+	}
+	return m
+}
+
+// listenerMetrics caches one listener's children: the hot path adds to
+// counters without label lookups.
+type listenerMetrics struct {
+	accepted, bytesIn, bytesOut prometheus.Counter
+	active                      prometheus.Gauge
+	handshake                   prometheus.Observer
+}
+
+func (m *Metrics) forListener(name string) *listenerMetrics {
+	return &listenerMetrics{
+		accepted:  m.Accepted.WithLabelValues(name),
+		bytesIn:   m.BytesIn.WithLabelValues(name),
+		bytesOut:  m.BytesOut.WithLabelValues(name),
+		active:    m.Active.WithLabelValues(name),
+		handshake: m.HandshakeSeconds.WithLabelValues(name),
+	}
+}

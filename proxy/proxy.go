@@ -1,0 +1,119 @@
+// Package proxy is sealproxy's data plane: TLS listeners that offload,
+// bridge, encrypt or tunnel (CONNECT) TCP connections to backends.
+//
+// It knows keys only as crypto.Signer inside tls.Certificate values; where
+// keys come from (sealed files, HSMs, the Windows store) is the caller's
+// business. A Server serves one listener; a Group runs many and reloads
+// them atomically.
+package proxy
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"strings"
+	"time"
+)
+
+// Modes of a listener.
+const (
+	ModeOffload = "offload" // TLS in, plain out
+	ModeBridge  = "bridge"  // TLS in, TLS out
+	ModeEncrypt = "encrypt" // plain in, TLS out
+	ModeConnect = "connect" // mTLS in, CONNECT host:port, relay
+)
+
+// ListenerConfig is everything a Server needs for new connections. A
+// Server holds one at a time and swaps it atomically (Server.Update);
+// connections keep the one they started with.
+type ListenerConfig struct {
+	Name   string
+	Listen string // host:port or unix:PATH
+	Mode   string
+
+	// TLS accepts client connections (offload, bridge, connect); its
+	// GetCertificate usually is a CertChooser's.
+	TLS *tls.Config
+	// Upstream dials TLS to the backend (bridge, encrypt). An empty
+	// ServerName is filled with each backend's host.
+	Upstream *tls.Config
+
+	Backends   []Backend
+	RoundRobin bool
+	// ConnectAllow lists the destinations a connect listener permits.
+	ConnectAllow []string
+
+	MaxConns         int // 0: no per-listener bound
+	HandshakeTimeout time.Duration
+	ConnectTimeout   time.Duration
+	IdleTimeout      time.Duration
+	CloseTimeout     time.Duration
+	MaxLifetime      time.Duration // 0: unlimited
+}
+
+// Backend is a destination: TCP host:port or a unix socket.
+type Backend struct {
+	Network string // tcp or unix
+	Address string
+}
+
+// ParseBackend parses host:port or unix:PATH.
+func ParseBackend(s string) Backend {
+	if p, ok := strings.CutPrefix(s, "unix:"); ok {
+		return Backend{Network: "unix", Address: p}
+	}
+	return Backend{Network: "tcp", Address: s}
+}
+
+func (b Backend) String() string {
+	if b.Network == "unix" {
+		return "unix:" + b.Address
+	}
+	return b.Address
+}
+
+// host is the name to verify a TLS backend against by default.
+func (b Backend) host() string {
+	if b.Network != "tcp" {
+		return ""
+	}
+	h, _, err := net.SplitHostPort(b.Address)
+	if err != nil {
+		return b.Address
+	}
+	return h
+}
+
+// Listen opens the listening socket of an address (host:port or unix:PATH).
+func Listen(addr string) (net.Listener, error) {
+	b := ParseBackend(addr)
+	return net.Listen(b.Network, b.Address)
+}
+
+// Options are shared by the servers of one process.
+type Options struct {
+	Log     *slog.Logger
+	Metrics *Metrics
+	// Global bounds connections over all servers sharing it.
+	Global *Limiter
+	// ShutdownTimeout bounds the drain when Serve's context ends; then
+	// the remaining connections are closed. Default 30s.
+	ShutdownTimeout time.Duration
+}
+
+func (o *Options) withDefaults() Options {
+	var out Options
+	if o != nil {
+		out = *o
+	}
+	if out.Log == nil {
+		out.Log = slog.New(slog.DiscardHandler)
+	}
+	if out.Metrics == nil {
+		out.Metrics = NewMetrics(nil)
+	}
+	if out.ShutdownTimeout <= 0 {
+		out.ShutdownTimeout = 30 * time.Second
+	}
+	return out
+}

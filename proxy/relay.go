@@ -1,0 +1,222 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// bufSize is the copy buffer: larger than a TLS record's plaintext
+// (16 KiB), so one Read drains a whole record and nothing stays buffered
+// inside crypto/tls (see recordConn).
+const bufSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// endpoint is one side of a relayed connection.
+type endpoint struct {
+	rw  net.Conn  // bytes are read and written here: a *tls.Conn or the socket
+	raw net.Conn  // the socket: deadlines, readiness, half-close
+	tls *tls.Conn // nil for plain sides
+}
+
+func plainEndpoint(c net.Conn) *endpoint { return &endpoint{rw: c, raw: c} }
+
+func tlsEndpoint(t *tls.Conn, raw net.Conn) *endpoint { return &endpoint{rw: t, raw: raw, tls: t} }
+
+// closeWrite half-closes: close_notify on TLS, then FIN where the socket
+// supports it.
+func (e *endpoint) closeWrite() {
+	if e.tls != nil {
+		_ = e.tls.CloseWrite()
+	}
+	if cw, ok := e.raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
+
+func (e *endpoint) close() {
+	if e.tls != nil {
+		// Do not let a dead peer hold Close for crypto/tls's 5s alert write.
+		_ = e.raw.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = e.tls.Close()
+		return
+	}
+	_ = e.raw.Close()
+}
+
+// recordConn hands crypto/tls at most one TLS record at a time: reads stop
+// at record boundaries, so after tls.Conn.Read returns a record's data
+// (with a buffer larger than any record) nothing is left in its input
+// buffer, and waiting for the socket to become readable cannot strand
+// buffered bytes. It costs one extra read per record.
+type recordConn struct {
+	net.Conn
+	hdr  [5]byte
+	nhdr int
+	left int // bytes of the current record's body still to read
+}
+
+func (r *recordConn) Read(p []byte) (int, error) {
+	if r.left == 0 {
+		if need := len(r.hdr) - r.nhdr; len(p) > need {
+			p = p[:need]
+		}
+		n, err := r.Conn.Read(p)
+		copy(r.hdr[r.nhdr:], p[:n])
+		r.nhdr += n
+		if r.nhdr == len(r.hdr) {
+			r.left = int(binary.BigEndian.Uint16(r.hdr[3:]))
+			r.nhdr = 0
+		}
+		return n, err
+	}
+	if len(p) > r.left {
+		p = p[:r.left]
+	}
+	n, err := r.Conn.Read(p)
+	r.left -= n
+	return n, err
+}
+
+// Close reasons, a fixed vocabulary for logs and metrics.
+const (
+	reasonClientClosed  = "client_closed"
+	reasonBackendClosed = "backend_closed"
+	reasonClientError   = "client_error"
+	reasonBackendError  = "backend_error"
+	reasonIdle          = "idle_timeout"
+	reasonCloseTimeout  = "close_timeout"
+	reasonLifetime      = "max_lifetime"
+	reasonShutdown      = "shutdown"
+)
+
+// relay copies both ways between a client and a backend.
+type relay struct {
+	idle, closeTimeout time.Duration
+	last               atomic.Int64 // unix nanoseconds of the last byte moved
+	halfClosed         atomic.Bool
+	in, out            atomic.Int64
+	inC, outC          prometheus.Counter
+	once               sync.Once
+	client, backend    *endpoint
+}
+
+type direction struct {
+	src, dst       *endpoint
+	n              *atomic.Int64
+	c              prometheus.Counter
+	srcIsClient    bool
+	eof            bool
+	timeout        bool
+	readErr, wrErr error
+}
+
+// run relays until both directions end and returns why it ended: the
+// first direction to finish decides.
+func (r *relay) run() string {
+	r.touch()
+	up := &direction{src: r.client, dst: r.backend, n: &r.in, c: r.inC, srcIsClient: true}
+	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC}
+	first := make(chan *direction, 2)
+	go func() { r.copy(up); first <- up }()
+	r.copy(down)
+	first <- down
+	d := <-first
+	<-first
+	r.closeAll()
+	switch {
+	case d.timeout && r.halfClosed.Load():
+		return reasonCloseTimeout
+	case d.timeout:
+		return reasonIdle
+	case d.eof && d.srcIsClient:
+		return reasonClientClosed
+	case d.eof:
+		return reasonBackendClosed
+	case (d.readErr != nil) == d.srcIsClient:
+		return reasonClientError
+	}
+	return reasonBackendError
+}
+
+func (r *relay) closeAll() {
+	r.once.Do(func() {
+		r.client.close()
+		r.backend.close()
+	})
+}
+
+func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }
+
+func (r *relay) limit() time.Duration {
+	if r.halfClosed.Load() {
+		return r.closeTimeout
+	}
+	return r.idle
+}
+
+func (r *relay) deadline() time.Time {
+	return time.Unix(0, r.last.Load()).Add(r.limit())
+}
+
+// copy moves bytes from d.src to d.dst. It borrows a buffer only once
+// the source is readable, so idle connections hold none.
+func (r *relay) copy(d *direction) {
+	for {
+		_ = d.src.raw.SetReadDeadline(r.deadline())
+		err := waitReadable(d.src.raw)
+		if err == nil {
+			bp := bufPool.Get().(*[]byte)
+			n, rerr := d.src.rw.Read(*bp)
+			if n > 0 {
+				_ = d.dst.raw.SetWriteDeadline(time.Now().Add(r.limit()))
+				_, werr := d.dst.rw.Write((*bp)[:n])
+				bufPool.Put(bp)
+				r.touch()
+				d.n.Add(int64(n))
+				d.c.Add(float64(n))
+				if werr != nil {
+					d.wrErr = werr
+					r.closeAll()
+					return
+				}
+			} else {
+				bufPool.Put(bp)
+			}
+			err = rerr
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if time.Now().Before(r.deadline()) {
+				continue // the other direction moved bytes: not idle
+			}
+			d.timeout = true
+			r.closeAll()
+			return
+		case errors.Is(err, io.EOF):
+			d.eof = true
+			r.touch() // the close_timeout starts now
+			d.dst.closeWrite()
+			if r.halfClosed.Swap(true) {
+				return // both ways closed
+			}
+			// The other direction now has close_timeout of silence left.
+			_ = d.dst.raw.SetReadDeadline(r.deadline())
+			return
+		default:
+			d.readErr = err
+			r.closeAll()
+			return
+		}
+	}
+}

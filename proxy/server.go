@@ -1,0 +1,504 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Server serves one listener. Build it with NewServer, run it with Serve,
+// and swap its configuration with Update while it runs.
+type Server struct {
+	ln    net.Listener
+	opts  Options
+	local *Limiter
+	state atomic.Pointer[serverState]
+	rr    atomic.Uint64
+
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+type serverState struct {
+	cfg *ListenerConfig
+	m   *listenerMetrics
+}
+
+// NewServer makes a server for ln; it does not start accepting.
+func NewServer(ln net.Listener, cfg *ListenerConfig, opts *Options) (*Server, error) {
+	s := &Server{ln: ln, opts: opts.withDefaults(), local: NewLimiter(0), conns: map[*conn]struct{}{}}
+	if err := s.Update(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Addr is the listening address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Config returns the configuration new connections use.
+func (s *Server) Config() *ListenerConfig { return s.state.Load().cfg }
+
+// Update swaps the configuration for new connections; open connections
+// keep theirs. An invalid configuration is refused and the old one stays.
+func (s *Server) Update(cfg *ListenerConfig) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	s.local.SetMax(cfg.MaxConns)
+	s.state.Store(&serverState{cfg: cfg, m: s.opts.Metrics.forListener(cfg.Name)})
+	return nil
+}
+
+func (c *ListenerConfig) check() error {
+	switch c.Mode {
+	case ModeOffload, ModeBridge, ModeConnect:
+		if c.TLS == nil {
+			return fmt.Errorf("listener %q: mode %s needs a TLS configuration", c.Name, c.Mode)
+		}
+	case ModeEncrypt:
+	default:
+		return fmt.Errorf("listener %q: unknown mode %q", c.Name, c.Mode)
+	}
+	if (c.Mode == ModeBridge || c.Mode == ModeEncrypt) && c.Upstream == nil {
+		return fmt.Errorf("listener %q: mode %s needs an upstream TLS configuration", c.Name, c.Mode)
+	}
+	if c.Mode != ModeConnect && len(c.Backends) == 0 {
+		return fmt.Errorf("listener %q: no backend", c.Name)
+	}
+	if c.Mode == ModeConnect && len(c.ConnectAllow) == 0 {
+		return fmt.Errorf("listener %q: mode connect needs an allow-list", c.Name)
+	}
+	return nil
+}
+
+// Serve accepts connections until ctx ends, then stops accepting, lets
+// open connections finish for up to Options.ShutdownTimeout, closes the
+// rest and returns.
+//
+// A connection slot (global and per listener) is taken before Accept. When
+// none is free the loop still accepts, tries once more, and refuses the
+// connection at once (counted as rejected) instead of leaving clients to
+// hang in the kernel's backlog.
+func (s *Server) Serve(ctx context.Context) error {
+	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelHard()
+	stop := context.AfterFunc(ctx, func() { _ = s.ln.Close() })
+	defer stop()
+
+	var (
+		backoff time.Duration
+		serr    error
+	)
+	for {
+		refused := s.acquire()
+		raw, err := s.ln.Accept()
+		if err != nil {
+			if refused == "" {
+				s.release()
+			}
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				if ctx.Err() == nil {
+					serr = err
+				}
+				break
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.opts.Log.Warn("accept failed; backing off", "listener", s.Config().Name, "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+			}
+			continue
+		}
+		backoff = 0
+		if refused != "" {
+			if refused = s.acquire(); refused != "" {
+				s.refuse(raw, refused)
+				continue
+			}
+		}
+		st := s.state.Load()
+		c := &conn{s: s, cfg: st.cfg, m: st.m, raw: raw, start: time.Now()}
+		c.ctx, c.cancel = context.WithCancel(hard)
+		s.track(c, true)
+		s.wg.Add(1)
+		go s.handle(c)
+	}
+
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	t := time.NewTimer(s.opts.ShutdownTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.mu.Lock()
+		for c := range s.conns {
+			c.force(reasonShutdown)
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	return serr
+}
+
+func (s *Server) acquire() string {
+	if !s.opts.Global.TryAcquire() {
+		return "global_limit"
+	}
+	if !s.local.TryAcquire() {
+		s.opts.Global.Release()
+		return "listener_limit"
+	}
+	return ""
+}
+
+func (s *Server) release() {
+	s.local.Release()
+	s.opts.Global.Release()
+}
+
+func (s *Server) refuse(raw net.Conn, reason string) {
+	name := s.Config().Name
+	s.opts.Metrics.Rejected.WithLabelValues(name, reason).Inc()
+	s.opts.Log.Debug("connection refused", "listener", name, "remote", raw.RemoteAddr().String(), "reason", reason)
+	if tc, ok := raw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // reset: the client learns at once
+	}
+	_ = raw.Close()
+}
+
+func (s *Server) track(c *conn, add bool) {
+	s.mu.Lock()
+	if add {
+		s.conns[c] = struct{}{}
+	} else {
+		delete(s.conns, c)
+	}
+	s.mu.Unlock()
+}
+
+// conn is one client connection while it is handled.
+type conn struct {
+	s      *Server
+	cfg    *ListenerConfig
+	m      *listenerMetrics
+	raw    net.Conn
+	start  time.Time
+	ctx    context.Context
+	cancel context.CancelFunc
+	forced atomic.Pointer[string]
+
+	mu      sync.Mutex
+	backend net.Conn
+
+	sni, client, backendName string
+}
+
+// force closes the connection from outside (lifetime, shutdown).
+func (c *conn) force(reason string) {
+	c.forced.CompareAndSwap(nil, &reason)
+	c.cancel()
+	_ = c.raw.Close()
+	c.mu.Lock()
+	if c.backend != nil {
+		_ = c.backend.Close()
+	}
+	c.mu.Unlock()
+}
+
+func (c *conn) setBackend(b net.Conn) {
+	c.mu.Lock()
+	c.backend = b
+	forced := c.forced.Load() != nil
+	c.mu.Unlock()
+	if forced {
+		_ = b.Close()
+	}
+}
+
+func (s *Server) handle(c *conn) {
+	defer s.wg.Done()
+	defer s.release()
+	defer s.track(c, false)
+	defer c.cancel()
+	c.m.accepted.Inc()
+	c.m.active.Inc()
+	defer c.m.active.Dec()
+	if c.cfg.MaxLifetime > 0 {
+		t := time.AfterFunc(c.cfg.MaxLifetime, func() { c.force(reasonLifetime) })
+		defer t.Stop()
+	}
+	var (
+		reason string
+		err    error
+		r      *relay
+	)
+	defer func() {
+		if f := c.forced.Load(); f != nil {
+			reason = *f
+		}
+		s.opts.Metrics.Closed.WithLabelValues(c.cfg.Name, reason).Inc()
+		attrs := []slog.Attr{
+			slog.String("listener", c.cfg.Name),
+			slog.String("remote", c.raw.RemoteAddr().String()),
+			slog.String("sni", c.sni),
+			slog.String("client", c.client),
+			slog.String("backend", c.backendName),
+			slog.Int64("bytes_in", 0),
+			slog.Int64("bytes_out", 0),
+			slog.Duration("duration", time.Since(c.start)),
+			slog.String("reason", reason),
+		}
+		if r != nil {
+			attrs[5] = slog.Int64("bytes_in", r.in.Load())
+			attrs[6] = slog.Int64("bytes_out", r.out.Load())
+		}
+		if err != nil {
+			attrs = append(attrs, slog.String("err", err.Error()))
+		}
+		s.opts.Log.LogAttrs(context.Background(), slog.LevelInfo, "connection closed", attrs...)
+	}()
+
+	client := plainEndpoint(c.raw)
+	if c.cfg.Mode != ModeEncrypt {
+		var tc *tls.Conn
+		tc, err = s.handshake(c)
+		if err != nil {
+			_ = c.raw.Close()
+			reason = "handshake_failed"
+			return
+		}
+		client = tlsEndpoint(tc, c.raw)
+	}
+
+	backends := c.cfg.Backends
+	var connectReply bool
+	var early []byte
+	if c.cfg.Mode == ModeConnect {
+		var dest string
+		dest, early, err = readConnect(c, client.tls)
+		if err != nil {
+			client.close()
+			reason = "connect_refused"
+			return
+		}
+		backends = []Backend{{Network: "tcp", Address: dest}}
+		connectReply = true
+	}
+
+	var back *endpoint
+	back, err = s.dialBackend(c, backends)
+	if err != nil {
+		if connectReply {
+			_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+			_, _ = io.WriteString(client.rw, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+		}
+		client.close()
+		reason = "backend_unavailable"
+		return
+	}
+	if connectReply {
+		_ = c.raw.SetWriteDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+		_, err = io.WriteString(client.rw, "HTTP/1.1 200 Connection established\r\n\r\n")
+		if err == nil && len(early) > 0 {
+			_ = back.raw.SetWriteDeadline(time.Now().Add(c.cfg.ConnectTimeout))
+			_, err = back.rw.Write(early)
+		}
+		if err != nil {
+			client.close()
+			back.close()
+			reason = reasonClientError
+			return
+		}
+	}
+	r = &relay{
+		idle: c.cfg.IdleTimeout, closeTimeout: c.cfg.CloseTimeout,
+		inC: c.m.bytesIn, outC: c.m.bytesOut,
+		client: client, backend: back,
+	}
+	if len(early) > 0 {
+		r.in.Add(int64(len(early)))
+		r.inC.Add(float64(len(early)))
+	}
+	reason = r.run()
+}
+
+// handshake runs the server handshake under the handshake deadline, so
+// silent or slow clients cannot hold a slot.
+func (s *Server) handshake(c *conn) (*tls.Conn, error) {
+	tc := tls.Server(&recordConn{Conn: c.raw}, c.cfg.TLS)
+	_ = c.raw.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+	start := time.Now()
+	err := tc.HandshakeContext(c.ctx)
+	if err != nil {
+		kind := handshakeErrorKind(err)
+		s.opts.Metrics.HandshakeErrors.WithLabelValues(c.cfg.Name, kind).Inc()
+		return nil, fmt.Errorf("TLS handshake (%s): %w", kind, err)
+	}
+	c.m.handshake.Observe(time.Since(start).Seconds())
+	_ = c.raw.SetDeadline(time.Time{})
+	cs := tc.ConnectionState()
+	c.sni = cs.ServerName
+	c.client = clientIdentity(&cs)
+	return tc, nil
+}
+
+// handshakeErrorKind classifies a failed handshake for the metrics.
+func handshakeErrorKind(err error) string {
+	var (
+		verr *tls.CertificateVerificationError
+		herr tls.RecordHeaderError
+		aerr tls.AlertError
+	)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, errClientDenied):
+		return "client_denied"
+	case errors.As(err, &verr):
+		return "client_cert"
+	case errors.As(err, &herr):
+		return "not_tls"
+	case errors.As(err, &aerr):
+		return "alert"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET), errors.Is(err, context.Canceled):
+		return "closed"
+	}
+	return "protocol"
+}
+
+// dialBackend connects to the first backend that answers (in turn from a
+// rotating start with round-robin), completing upstream TLS where the
+// mode wants it; a failed TLS handshake moves on like a refused connect.
+func (s *Server) dialBackend(c *conn, backends []Backend) (*endpoint, error) {
+	start := 0
+	if c.cfg.RoundRobin && len(backends) > 1 {
+		start = int(s.rr.Add(1)-1) % len(backends)
+	}
+	var errs []error
+	for i := range backends {
+		b := backends[(start+i)%len(backends)]
+		ep, err := s.dialOne(c, b)
+		if err == nil {
+			c.backendName = b.String()
+			return ep, nil
+		}
+		if c.ctx.Err() != nil {
+			return nil, err
+		}
+		s.opts.Metrics.BackendErrors.WithLabelValues(c.cfg.Name, b.String()).Inc()
+		s.opts.Log.Warn("backend failed", "listener", c.cfg.Name, "backend", b.String(), "err", err)
+		errs = append(errs, err)
+	}
+	return nil, errors.Join(errs...)
+}
+
+func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ConnectTimeout)
+	defer cancel()
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, b.Network, b.Address)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to backend %s: %w", b, err)
+	}
+	c.setBackend(raw)
+	if c.cfg.Mode != ModeBridge && c.cfg.Mode != ModeEncrypt {
+		return plainEndpoint(raw), nil
+	}
+	cfg := c.cfg.Upstream
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName = b.host()
+	}
+	tc := tls.Client(&recordConn{Conn: raw}, cfg)
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("TLS to backend %s: %w", b, err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return tlsEndpoint(tc, raw), nil
+}
+
+const maxConnectRequest = 8 << 10
+
+// readConnect reads "CONNECT host:port HTTP/1.x" and its header block
+// under the handshake deadline, and checks the destination against the
+// allow-list. It returns bytes the client sent after the request.
+func readConnect(c *conn, tc *tls.Conn) (dest string, early []byte, err error) {
+	reply := func(status string) {
+		_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = io.WriteString(tc, "HTTP/1.1 "+status+"\r\nContent-Length: 0\r\n\r\n")
+	}
+	_ = c.raw.SetReadDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+	defer func() { _ = c.raw.SetReadDeadline(time.Time{}) }()
+	// Read whole records (a buffer larger than any record) so nothing
+	// stays buffered in crypto/tls for the relay to miss.
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	var req []byte
+	end := -1
+	for end < 0 {
+		n, err := tc.Read(*bp)
+		req = append(req, (*bp)[:n]...)
+		end = bytes.Index(req, []byte("\r\n\r\n"))
+		if end < 0 && (err != nil || len(req) > maxConnectRequest) {
+			reply("400 Bad Request")
+			return "", nil, fmt.Errorf("reading CONNECT request: cut or longer than %d bytes", maxConnectRequest)
+		}
+	}
+	line, _, _ := bytes.Cut(req[:end], []byte("\r\n"))
+	method, rest, _ := strings.Cut(string(line), " ")
+	target, proto, _ := strings.Cut(rest, " ")
+	if method != "CONNECT" || !strings.HasPrefix(proto, "HTTP/1.") {
+		reply("405 Method Not Allowed")
+		return "", nil, errors.New("not a CONNECT request")
+	}
+	if !connectAllowed(c.cfg.ConnectAllow, target) {
+		reply("403 Forbidden")
+		return "", nil, fmt.Errorf("CONNECT to %q is not allowed", target)
+	}
+	c.backendName = target
+	if rest := req[end+4:]; len(rest) > 0 {
+		early = rest
+	}
+	return target, early, nil
+}
+
+// connectAllowed matches host:port against patterns host:port where the
+// host may be *.domain and the port *.
+func connectAllowed(allow []string, dest string) bool {
+	host, port, err := net.SplitHostPort(dest)
+	if err != nil || host == "" {
+		return false
+	}
+	for _, p := range allow {
+		ph, pp, err := net.SplitHostPort(p)
+		if err != nil || (pp != "*" && pp != port) {
+			continue
+		}
+		if matchDNS(ph, host) {
+			return true
+		}
+	}
+	return false
+}

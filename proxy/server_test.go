@@ -1,0 +1,621 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
+)
+
+func TestOffload(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web, p.api)
+	srv := start(t, cfg, nil)
+
+	for _, tt := range []struct{ sni, wantCN string }{
+		{"web.test", "web.test"},
+		{"api.test", "api.test"},
+		{"x.web.test", "web.test"}, // wildcard
+		{"", "web.test"},           // no SNI: the first key
+		{"other.test", "web.test"}, // unknown: the first key
+	} {
+		t.Run("sni="+tt.sni, func(t *testing.T) {
+			cc := &tls.Config{RootCAs: p.ca.Pool(), ServerName: tt.sni}
+			if tt.sni == "" || tt.sni == "other.test" {
+				cc.InsecureSkipVerify = true // the default certificate does not name it
+			}
+			c, err := dialTLS(t, srv.addr, cc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if got := c.ConnectionState().PeerCertificates[0].Subject.CommonName; got != tt.wantCN {
+				t.Errorf("certificate %q, want %q", got, tt.wantCN)
+			}
+			if got := roundTrip(t, c, "hello "+tt.sni); got != "hello "+tt.sni {
+				t.Errorf("echo = %q", got)
+			}
+		})
+	}
+	waitFor(t, "bytes counted", func() bool { return counter(srv.metrics.BytesOut) > 0 })
+}
+
+func TestHalfCloseBackendFirst(t *testing.T) {
+	p := newPKI(t)
+	// The backend speaks first, closes its side, then still reads.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		_, _ = io.WriteString(c, "greeting")
+		_ = c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		got <- string(b)
+	}()
+	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	srv := start(t, cfg, nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b, err := io.ReadAll(c)
+	if err != nil || string(b) != "greeting" {
+		t.Fatalf("read %q, %v; want greeting then EOF", b, err)
+	}
+	// Our write side is still open after the backend's half-close.
+	if _, err := io.WriteString(c, "late reply"); err != nil {
+		t.Fatal(err)
+	}
+	closeWrite(t, c)
+	if s := <-got; s != "late reply" {
+		t.Errorf("backend read %q", s)
+	}
+}
+
+func TestBridge(t *testing.T) {
+	p := newPKI(t)
+	backTLS := &tls.Config{
+		Certificates: []tls.Certificate{p.backend.TLSCertificate()},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    p.ca.Pool(),
+	}
+	echo := startEcho(t, backTLS)
+	cfg := listenerConfig(ModeBridge, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	proxyClient := p.ca.Client(t, "proxy")
+	cfg.Upstream = &tls.Config{
+		RootCAs: p.backCA.Pool(), ServerName: "backend.test",
+		Certificates: []tls.Certificate{*tlsCert(t, proxyClient)},
+	}
+	srv := start(t, cfg, nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c, "through two TLS sessions"); got != "through two TLS sessions" {
+		t.Errorf("echo = %q", got)
+	}
+	if id := <-echo.ids; id != "proxy" {
+		t.Errorf("backend saw client %q, want the proxy's certificate", id)
+	}
+
+	t.Run("wrong server name", func(t *testing.T) {
+		bad := listenerConfig(ModeBridge, echo.addr())
+		bad.TLS = serverTLSConfig(t, p.web)
+		bad.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "other.test"}
+		srv := start(t, bad, nil)
+		c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if b, err := io.ReadAll(c); err == nil && len(b) > 0 {
+			t.Fatalf("relayed %q to an unverified backend", b)
+		}
+		if got := counter(srv.metrics.BackendErrors); got != 1 {
+			t.Errorf("backend errors = %v, want 1", got)
+		}
+	})
+}
+
+func TestEncrypt(t *testing.T) {
+	p := newPKI(t)
+	backTLS := &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
+	echo := startEcho(t, backTLS)
+	cfg := listenerConfig(ModeEncrypt, echo.addr())
+	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test"}
+	srv := start(t, cfg, nil)
+	c, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c, "plain in, TLS out"); got != "plain in, TLS out" {
+		t.Errorf("echo = %q", got)
+	}
+}
+
+func TestConnect(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeConnect)
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg.TLS.ClientCAs = p.ca.Pool()
+	_, echoPort, _ := net.SplitHostPort(echo.addr())
+	cfg.ConnectAllow = []string{"127.0.0.1:" + echoPort}
+	srv := start(t, cfg, nil)
+
+	withCert := clientConfig(p, "web.test")
+	withCert.Certificates = []tls.Certificate{p.client.TLSCertificate()}
+
+	t.Run("allowed", func(t *testing.T) {
+		c, err := dialTLS(t, srv.addr, withCert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// The first payload bytes ride with the request.
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\nearly ", echo.addr(), echo.addr())
+		br := bufio.NewReader(c)
+		status, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+			t.Fatalf("status %q, %v", status, err)
+		}
+		if blank, _ := br.ReadString('\n'); blank != "\r\n" {
+			t.Fatalf("header end %q", blank)
+		}
+		io.WriteString(c, "bytes")
+		closeWrite(t, c)
+		rest, err := io.ReadAll(br)
+		if err != nil || string(rest) != "early bytes" {
+			t.Fatalf("tunnel echo %q, %v", rest, err)
+		}
+	})
+	t.Run("not in allow-list", func(t *testing.T) {
+		c, err := dialTLS(t, srv.addr, withCert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")
+		status, _ := bufio.NewReader(c).ReadString('\n')
+		if !strings.HasPrefix(status, "HTTP/1.1 403") {
+			t.Fatalf("status %q, want 403", status)
+		}
+	})
+	t.Run("no client certificate", func(t *testing.T) {
+		c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+		if err == nil {
+			// TLS 1.3: the server's refusal arrives with the first read.
+			_, err = c.Read(make([]byte, 1))
+			c.Close()
+		}
+		if err == nil {
+			t.Fatal("tunnel opened without a client certificate")
+		}
+	})
+}
+
+func TestClientAllowRules(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg.TLS.ClientCAs = p.ca.Pool()
+	rules := &AllowRules{CN: []string{"alice"}}
+	cfg.TLS.VerifyConnection = rules.VerifyConnection()
+	srv := start(t, cfg, nil)
+
+	try := func(leaf tls.Certificate) error {
+		cc := clientConfig(p, "web.test")
+		cc.Certificates = []tls.Certificate{leaf}
+		c, err := dialTLS(t, srv.addr, cc)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if _, err := io.WriteString(c, "hi"); err != nil {
+			return err
+		}
+		if err := c.CloseWrite(); err != nil {
+			return err
+		}
+		got, err := io.ReadAll(c)
+		if err != nil {
+			return err
+		}
+		if string(got) != "hi" {
+			return fmt.Errorf("echo %q: %w", got, errUnexpected)
+		}
+		return nil
+	}
+	if err := try(p.client.TLSCertificate()); err != nil {
+		t.Errorf("alice refused: %v", err)
+	}
+	bob := p.ca.Client(t, "bob")
+	if err := try(bob.TLSCertificate()); err == nil {
+		t.Error("bob accepted")
+	}
+	waitFor(t, "client_denied counted", func() bool {
+		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "client_denied")) == 1
+	})
+}
+
+func TestHandshakeTimeoutFreesSlot(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.MaxConns = 1
+	cfg.HandshakeTimeout = 200 * time.Millisecond
+	srv := start(t, cfg, nil)
+
+	silent, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	// The silent client is cut at the handshake deadline...
+	if _, err := silent.Read(make([]byte, 1)); err == nil {
+		t.Fatal("silent client got data")
+	}
+	waitFor(t, "timeout counted", func() bool {
+		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "timeout")) == 1
+	})
+	// ...and its slot is free again.
+	waitFor(t, "slot released", func() bool { return srv.local.InUse() == 0 })
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c, "after"); got != "after" {
+		t.Errorf("echo = %q", got)
+	}
+}
+
+func TestLimitRefuses(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.MaxConns = 1
+	global := NewLimiter(10)
+	srv := start(t, cfg, &Options{Global: global})
+
+	first, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	echoOnce(t, first, bufio.NewReader(first), "holding the slot")
+
+	second, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err == nil {
+		_, err = second.Read(make([]byte, 1))
+		second.Close()
+	}
+	if err == nil {
+		t.Fatal("second connection served above the limit")
+	}
+	if got := counter(srv.metrics.Rejected.WithLabelValues("test", "listener_limit")); got != 1 {
+		t.Errorf("rejected = %v, want 1", got)
+	}
+	if global.InUse() != 1 {
+		t.Errorf("global slots in use = %d, want 1", global.InUse())
+	}
+}
+
+func TestBackendFailover(t *testing.T) {
+	p := newPKI(t)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens here now: connection refused
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, deadAddr, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	srv := start(t, cfg, nil)
+	for i := 0; i < 2; i++ {
+		c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := roundTrip(t, c, "failover"); got != "failover" {
+			t.Errorf("echo = %q", got)
+		}
+		c.Close()
+	}
+	if got := counter(srv.metrics.BackendErrors.WithLabelValues("test", deadAddr)); got != 2 {
+		t.Errorf("dial errors = %v, want 2", got)
+	}
+}
+
+func TestRoundRobin(t *testing.T) {
+	p := newPKI(t)
+	var addrs []string
+	seen := make(chan string, 10)
+	for _, name := range []string{"a", "b"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				seen <- name
+				io.WriteString(c, name)
+				c.Close()
+			}
+		}()
+	}
+	cfg := listenerConfig(ModeOffload, addrs...)
+	cfg.RoundRobin = true
+	cfg.TLS = serverTLSConfig(t, p.web)
+	srv := start(t, cfg, nil)
+	got := map[string]int{}
+	for i := 0; i < 4; i++ {
+		c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(c)
+		c.Close()
+		got[string(b)]++
+	}
+	if got["a"] != 2 || got["b"] != 2 {
+		t.Errorf("round robin spread %v, want 2 each", got)
+	}
+}
+
+func TestUnixBackend(t *testing.T) {
+	p := newPKI(t)
+	path := t.TempDir() + "/b.sock"
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Skipf("unix sockets: %v", err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		io.Copy(c, c)
+		c.(*net.UnixConn).CloseWrite()
+		c.Close()
+	}()
+	cfg := listenerConfig(ModeOffload, "unix:"+path)
+	cfg.TLS = serverTLSConfig(t, p.web)
+	srv := start(t, cfg, nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c, "via unix"); got != "via unix" {
+		t.Errorf("echo = %q", got)
+	}
+}
+
+func TestIdleTimeout(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.IdleTimeout = 200 * time.Millisecond
+	srv := start(t, cfg, nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	echoOnce(t, c, br, "then silence")
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("idle connection got data")
+	}
+	waitFor(t, "idle close counted", func() bool {
+		return counter(srv.metrics.Closed.WithLabelValues("test", reasonIdle)) == 1
+	})
+}
+
+func TestMaxLifetime(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.MaxLifetime = 300 * time.Millisecond
+	srv := start(t, cfg, nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	echoOnce(t, c, br, "busy")
+	if _, err := br.ReadByte(); err == nil {
+		t.Fatal("got data")
+	}
+	waitFor(t, "lifetime close counted", func() bool {
+		return counter(srv.metrics.Closed.WithLabelValues("test", reasonLifetime)) == 1
+	})
+}
+
+func TestUpdateKeepsOpenConnections(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	srv := start(t, cfg, nil)
+
+	old, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	br := bufio.NewReader(old)
+	echoOnce(t, old, br, "before")
+
+	renewed := p.ca.Server(t, "web.test")
+	next := listenerConfig(ModeOffload, echo.addr())
+	next.TLS = serverTLSConfig(t, renewed)
+	if err := srv.Update(next); err != nil {
+		t.Fatal(err)
+	}
+	bad := listenerConfig(ModeOffload) // no backend
+	bad.TLS = next.TLS
+	if err := srv.Update(bad); err == nil {
+		t.Fatal("Update accepted a listener without backends")
+	}
+	echoOnce(t, old, br, "after")
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(renewed.Cert.SerialNumber) != 0 {
+		t.Errorf("new connection got serial %v, want the renewed %v", got, renewed.Cert.SerialNumber)
+	}
+}
+
+func TestDrain(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+
+	t.Run("waits for open connections", func(t *testing.T) {
+		srv := start(t, cfg, nil)
+		c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		echoOnce(t, c, br, "open")
+		srv.cancel()
+		// No new connections once draining.
+		waitFor(t, "listener closed", func() bool {
+			c, err := net.Dial("tcp", srv.addr)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+		select {
+		case err := <-srv.done:
+			t.Fatalf("Serve returned (%v) with a connection open", err)
+		default:
+		}
+		echoOnce(t, c, br, "still served while draining")
+		closeWrite(t, c)
+		io.ReadAll(br)
+		c.Close()
+		if err := <-srv.done; err != nil {
+			t.Fatal(err)
+		}
+		srv.done <- nil
+	})
+	t.Run("bounded by the shutdown timeout", func(t *testing.T) {
+		srv := start(t, cfg, &Options{ShutdownTimeout: 100 * time.Millisecond})
+		c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		echoOnce(t, c, bufio.NewReader(c), "open")
+		srv.cancel()
+		if err := <-srv.done; err != nil {
+			t.Fatal(err)
+		}
+		srv.done <- nil
+		if got := counter(srv.metrics.Closed.WithLabelValues("test", reasonShutdown)); got != 1 {
+			t.Errorf("closed by shutdown = %v, want 1", got)
+		}
+	})
+}
+
+func TestAllowRules(t *testing.T) {
+	p := newPKI(t)
+	leaf := p.ca.Issue(t, testenv.LeafOptions{CN: "svc", DNS: []string{"svc.prod.example.com"}, URIs: []string{"spiffe://example.com/ns/prod/svc"}, OU: []string{"payments"}, Client: true})
+	pin := SPKIPin(leaf.Cert)
+	pinBytes, _ := ParseSPKIPin(pin)
+	for _, tt := range []struct {
+		name  string
+		rules AllowRules
+		want  bool
+	}{
+		{"no rules", AllowRules{}, true},
+		{"cn", AllowRules{CN: []string{"svc"}}, true},
+		{"cn other", AllowRules{CN: []string{"alice"}}, false},
+		{"dns wildcard", AllowRules{DNS: []string{"*.prod.example.com"}}, true},
+		{"dns wildcard one label only", AllowRules{DNS: []string{"*.example.com"}}, false},
+		{"uri prefix", AllowRules{URI: []string{"spiffe://example.com/ns/prod/*"}}, true},
+		{"uri exact other", AllowRules{URI: []string{"spiffe://example.com/ns/dev/svc"}}, false},
+		{"ou", AllowRules{OU: []string{"payments"}}, true},
+		{"spki", AllowRules{SPKI: [][32]byte{pinBytes}}, true},
+		{"spki other", AllowRules{SPKI: [][32]byte{{1}}}, false},
+	} {
+		if got := tt.rules.Allowed(leaf.Cert); got != tt.want {
+			t.Errorf("%s: Allowed = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+func TestNewCertificateKeyMismatch(t *testing.T) {
+	p := newPKI(t)
+	_, err := NewCertificate("web", p.web.Chain, p.api.Key)
+	if err == nil || !strings.Contains(err.Error(), `key "web"`) || !strings.Contains(err.Error(), "does not match") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestServeContextStopsAccept(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewServer(ln, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Serve(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

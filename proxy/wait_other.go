@@ -1,0 +1,9 @@
+//go:build !unix
+
+package proxy
+
+import "net"
+
+// waitReadable returns at once where peeking at a socket is not wired up
+// (Windows): the copy then parks its buffer in Read like io.Copy does.
+func waitReadable(net.Conn) error { return nil }

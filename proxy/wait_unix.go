@@ -1,0 +1,30 @@
+//go:build unix
+
+package proxy
+
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+// waitReadable blocks until c has data (or EOF or an error) to read,
+// without reading it, so that no copy buffer is held while a connection
+// idles. It honours c's read deadline. Connections that are not sockets
+// return at once.
+func waitReadable(c net.Conn) error {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR)
+	})
+	return err
+}

@@ -1,0 +1,184 @@
+package testenv
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// CA is a throw-away certificate authority for tests (ECDSA P-256).
+type CA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+	// PEM is the CA certificate, as a bundle file holds it.
+	PEM []byte
+}
+
+var serial atomic.Int64
+
+// NewCA makes a CA whose subject CN is name.
+func NewCA(t testing.TB, name string) *CA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(serial.Add(1)),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// Pool is a certificate pool holding only this CA.
+func (ca *CA) Pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AddCert(ca.Cert)
+	return p
+}
+
+// WriteCA writes the CA certificate to dir/name and returns the path.
+func (ca *CA) WriteCA(t testing.TB, dir, name string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, ca.PEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// LeafOptions describe a certificate to issue.
+type LeafOptions struct {
+	CN     string
+	DNS    []string
+	IPs    []net.IP
+	URIs   []string
+	OU     []string
+	Client bool // client authentication instead of server
+}
+
+// Leaf is an issued certificate and its key.
+type Leaf struct {
+	Cert  *x509.Certificate
+	Chain [][]byte // DER, leaf first
+	Key   crypto.Signer
+}
+
+// Server issues a server certificate for names, valid for 127.0.0.1 too.
+func (ca *CA) Server(t testing.TB, names ...string) *Leaf {
+	t.Helper()
+	cn := "localhost"
+	if len(names) > 0 {
+		cn = names[0]
+	}
+	return ca.Issue(t, LeafOptions{CN: cn, DNS: names, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+}
+
+// Client issues a client certificate with the common name cn.
+func (ca *CA) Client(t testing.TB, cn string) *Leaf {
+	t.Helper()
+	return ca.Issue(t, LeafOptions{CN: cn, Client: true})
+}
+
+// Issue issues a certificate as the options say.
+func (ca *CA) Issue(t testing.TB, o LeafOptions) *Leaf {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial.Add(1)),
+		Subject:      pkix.Name{CommonName: o.CN, OrganizationalUnit: o.OU},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:     o.DNS,
+		IPAddresses:  o.IPs,
+	}
+	if o.Client {
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	for _, s := range o.URIs {
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Leaf{Cert: cert, Chain: [][]byte{der, ca.Cert.Raw}, Key: key}
+}
+
+// TLSCertificate is the leaf as crypto/tls wants it.
+func (l *Leaf) TLSCertificate() tls.Certificate {
+	return tls.Certificate{Certificate: l.Chain, PrivateKey: l.Key, Leaf: l.Cert}
+}
+
+// ChainPEM is the chain as a PEM file holds it, leaf first.
+func (l *Leaf) ChainPEM() []byte {
+	var out []byte
+	for _, der := range l.Chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	return out
+}
+
+// KeyPEM is the private key as PKCS#8 PEM (plaintext: tests only).
+func (l *Leaf) KeyPEM(t testing.TB) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// WriteFiles writes dir/name.crt (chain) and dir/name.key (PKCS#8) and
+// returns their paths.
+func (l *Leaf) WriteFiles(t testing.TB, dir, name string) (certPath, keyPath string) {
+	t.Helper()
+	certPath = filepath.Join(dir, name+".crt")
+	keyPath = filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certPath, l.ChainPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, l.KeyPEM(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certPath, keyPath
+}
