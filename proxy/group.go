@@ -1,0 +1,205 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// Plan is what a configuration asks the group to run.
+type Plan struct {
+	Listeners []*ListenerConfig
+	// MaxConns bounds connections over all listeners (0: unbounded).
+	MaxConns int
+}
+
+// Loader reads the configuration and everything it names (certificates,
+// CAs, keys) and returns the plan to run. Group calls it at start and on
+// every Reload.
+type Loader func(ctx context.Context) (*Plan, error)
+
+// Group runs the servers of one configuration and reloads them in place.
+type Group struct {
+	opts Options
+	load Loader
+
+	reloadMu sync.Mutex // one reload at a time
+	mu       sync.Mutex
+	members  map[string]*member // by listener name
+	ready    atomic.Bool
+	wg       sync.WaitGroup
+	fatal    chan error
+	ctx      context.Context
+}
+
+type member struct {
+	srv    *Server
+	listen string
+	cancel context.CancelFunc
+}
+
+// NewGroup makes a group; Run starts it. opts.Global is replaced by a
+// limiter the group owns.
+func NewGroup(load Loader, opts *Options) *Group {
+	o := opts.withDefaults()
+	o.Global = NewLimiter(0)
+	return &Group{opts: o, load: load, members: map[string]*member{}, fatal: make(chan error, 1)}
+}
+
+// Run loads the configuration, opens the listeners and serves until ctx
+// ends or a listener fails; then it drains every server and returns.
+// Failing to start (the first load, a listen) is returned at once.
+func (g *Group) Run(ctx context.Context) error {
+	plan, err := g.load(ctx)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.ctx = ctx
+	g.mu.Unlock()
+	if err := g.apply(plan); err != nil {
+		return err
+	}
+	g.ready.Store(true)
+	for _, lc := range plan.Listeners {
+		g.opts.Log.Info("listening", "listener", lc.Name, "addr", g.Addr(lc.Name).String(), "mode", lc.Mode)
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-g.fatal:
+	}
+	g.ready.Store(false)
+	g.mu.Lock()
+	for _, m := range g.members {
+		m.cancel()
+	}
+	g.mu.Unlock()
+	g.wg.Wait()
+	return err
+}
+
+// Ready reports whether the group is serving (false before the first
+// configuration is running and while it stops).
+func (g *Group) Ready() bool { return g.ready.Load() }
+
+// Addr returns the bound address of a running listener, or nil.
+func (g *Group) Addr(name string) net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m, ok := g.members[name]; ok {
+		return m.srv.Addr()
+	}
+	return nil
+}
+
+// Reload re-reads the configuration through the loader and applies it:
+// changed listeners get the new configuration for new connections, new
+// listeners open, removed ones stop accepting and drain. Open connections
+// are left alone. On any error nothing changes and the error says why.
+func (g *Group) Reload(ctx context.Context) error {
+	g.reloadMu.Lock()
+	defer g.reloadMu.Unlock()
+	plan, err := g.load(ctx)
+	if err == nil {
+		err = g.apply(plan)
+	}
+	if err != nil {
+		g.opts.Metrics.Reloads.WithLabelValues("failure").Inc()
+		g.opts.Log.Error("reload failed; the previous configuration stays", "err", err)
+		return fmt.Errorf("reload failed, the previous configuration stays: %w", err)
+	}
+	g.opts.Metrics.Reloads.WithLabelValues("success").Inc()
+	g.opts.Log.Info("reloaded", "listeners", len(plan.Listeners))
+	return nil
+}
+
+// apply makes the running set match the plan, all or nothing: every
+// check and every new socket comes first, then the swap.
+func (g *Group) apply(plan *Plan) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ctx == nil || g.ctx.Err() != nil {
+		return errors.New("group is not running")
+	}
+	seen := map[string]bool{}
+	for _, lc := range plan.Listeners {
+		if seen[lc.Name] {
+			return fmt.Errorf("listener %q: duplicate name", lc.Name)
+		}
+		seen[lc.Name] = true
+		if err := lc.check(); err != nil {
+			return err
+		}
+	}
+	opened := map[string]net.Listener{}
+	fail := func(err error) error {
+		for _, ln := range opened {
+			_ = ln.Close()
+		}
+		return err
+	}
+	for _, lc := range plan.Listeners {
+		if m, ok := g.members[lc.Name]; ok && m.listen == lc.Listen {
+			continue
+		}
+		ln, err := Listen(lc.Listen)
+		if err != nil {
+			return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
+		}
+		opened[lc.Name] = ln
+	}
+	servers := map[string]*Server{}
+	opts := g.opts
+	for name, ln := range opened {
+		var lc *ListenerConfig
+		for _, c := range plan.Listeners {
+			if c.Name == name {
+				lc = c
+			}
+		}
+		s, err := NewServer(ln, lc, &opts)
+		if err != nil {
+			return fail(err)
+		}
+		s.opts.Global = g.opts.Global
+		servers[name] = s
+	}
+
+	// Commit: nothing below can fail.
+	g.opts.Global.SetMax(plan.MaxConns)
+	for _, lc := range plan.Listeners {
+		if s, ok := servers[lc.Name]; ok {
+			if old, ok := g.members[lc.Name]; ok {
+				old.cancel() // moved to a new address: the old socket drains
+			}
+			g.start(lc, s)
+			continue
+		}
+		_ = g.members[lc.Name].srv.Update(lc)
+	}
+	for name, m := range g.members {
+		if !seen[name] {
+			m.cancel()
+			delete(g.members, name)
+		}
+	}
+	return nil
+}
+
+func (g *Group) start(lc *ListenerConfig, s *Server) {
+	ctx, cancel := context.WithCancel(g.ctx)
+	g.members[lc.Name] = &member{srv: s, listen: lc.Listen, cancel: cancel}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		if err := s.Serve(ctx); err != nil {
+			select {
+			case g.fatal <- fmt.Errorf("listener %q: %w", lc.Name, err):
+			default:
+			}
+		}
+	}()
+}
