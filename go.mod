@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	filippo.io/nistec v0.0.4
 	github.com/BurntSushi/toml v1.6.0
+	github.com/ThalesIgnite/crypto11 v1.2.5
 	github.com/awnumar/memguard v0.23.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rogpeppe/go-internal v1.16.0
@@ -13,7 +14,6 @@ require (
 )
 
 require (
-	github.com/ThalesIgnite/crypto11 v1.2.5 // indirect
 	github.com/awnumar/memcall v0.4.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

@@ -81,7 +81,12 @@ func ParseRef(s string) (Ref, error) {
 	switch scheme {
 	case "sealed", "file":
 		return Ref{Scheme: scheme, Path: rest}, nil
-	case "pkcs11", "winstore":
+	case "pkcs11":
+		if _, err := ParsePKCS11URI(rest); err != nil {
+			return Ref{}, err
+		}
+		return Ref{Scheme: scheme, Opaque: rest}, nil
+	case "winstore":
 		return Ref{Scheme: scheme, Opaque: rest}, nil
 	}
 	return Ref{}, fmt.Errorf("%w: unknown scheme %q (sealed, pkcs11, winstore or file)", ErrBadRef, scheme)
@@ -91,6 +96,11 @@ func ParseRef(s string) (Ref, error) {
 func (r Ref) String() string {
 	if r.Path != "" {
 		return r.Scheme + ":" + r.Path
+	}
+	if r.Scheme == "pkcs11" {
+		if u, err := ParsePKCS11URI(r.Opaque); err == nil {
+			return u.String()
+		}
 	}
 	return r.Scheme + ":" + redactPIN(r.Opaque)
 }
@@ -120,6 +130,8 @@ func Open(ctx context.Context, ref string, opts *Options) (Key, error) {
 		return openFile(r, opts)
 	case "sealed":
 		return openSealed(ctx, r, opts)
+	case "pkcs11":
+		return openPKCS11(ctx, r, opts)
 	}
 	return nil, fmt.Errorf("%w: %s keys are not implemented in this build", ErrUnavailable, r.Scheme)
 }

@@ -1,0 +1,223 @@
+//go:build cgo
+
+package vault
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/ThalesIgnite/crypto11"
+
+	"github.com/sealproxy/sealproxy/unlock/wipe"
+)
+
+// pkcs11PoolWait bounds how long a signature waits for a free session.
+const pkcs11PoolWait = 30 * time.Second
+
+// pkcs11Sessions is the session pool size per token: signing is done by
+// the token, so a few sessions per CPU keep it busy without letting a
+// burst of handshakes open hundreds of sessions.
+func pkcs11Sessions() int { return max(4, 2*runtime.GOMAXPROCS(0)+1) }
+
+// tokenKey identifies a logged-in crypto11 context shared by the keys of
+// one token. The PIN's hash is kept so that a second reference with a
+// different PIN is refused rather than riding on the existing login.
+type tokenID struct {
+	module, token, serial string
+	slot                  int
+	pinHash               [32]byte
+}
+
+type sharedContext struct {
+	ctx  *crypto11.Context
+	refs int
+}
+
+var (
+	tokensMu sync.Mutex
+	tokens   = map[tokenID]*sharedContext{}
+)
+
+func openPKCS11(ctx context.Context, r Ref, opts *Options) (Key, error) {
+	u, err := ParsePKCS11URI(r.Opaque)
+	if err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("opening key %s: %w", u, err)
+	}
+	if u.ModulePath == "" {
+		return nil, fmt.Errorf("%w: key %s has no module-path (e.g. module-path=/usr/lib/softhsm/libsofthsm2.so)", ErrBadRef, u)
+	}
+	module := opts.path(u.ModulePath)
+	if _, err := os.Stat(module); err != nil {
+		return nil, fmt.Errorf("opening key %s: PKCS#11 module: %w", u, err)
+	}
+	pin, err := u.pin(opts.path)
+	if err != nil {
+		return nil, fmt.Errorf("opening key %s: %w", u, err)
+	}
+	defer wipe.Bytes(pin)
+
+	id := tokenID{module: module, token: u.Token, serial: u.Serial, slot: -1, pinHash: sha256.Sum256(pin)}
+	if u.SlotID != nil {
+		id.slot = *u.SlotID
+	}
+	c, release, err := acquireToken(id, pin, opts)
+	if err != nil {
+		return nil, fmt.Errorf("opening key %s: %w", u, err)
+	}
+	var label []byte
+	if u.Object != "" {
+		label = []byte(u.Object)
+	}
+	signer, err := c.FindKeyPair(u.ID, label)
+	if err == nil && signer == nil {
+		err = errors.New("no private key with that object/id and a matching public key on the token")
+	}
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("opening key %s: %w", u, err)
+	}
+	cert, err := c.FindCertificate(u.ID, label, nil)
+	if err == nil && cert == nil {
+		err = errors.New("no certificate with that object/id on the token")
+	}
+	if err == nil {
+		err = CheckCertificate(signer, cert)
+	}
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("opening key %s: %w", u, err)
+	}
+	k := &tokenKey{name: u.String(), signer: signer, cert: cert, release: release}
+	if _, ok := signer.(crypto.Decrypter); ok {
+		return tokenRSAKey{k}, nil
+	}
+	return k, nil
+}
+
+// acquireToken returns the logged-in context for id, configuring it on
+// first use, and a function that releases this key's hold on it.
+func acquireToken(id tokenID, pin []byte, opts *Options) (*crypto11.Context, func(), error) {
+	tokensMu.Lock()
+	defer tokensMu.Unlock()
+	for other := range tokens {
+		if other.module == id.module && other.token == id.token && other.serial == id.serial &&
+			other.slot == id.slot && other.pinHash != id.pinHash {
+			return nil, nil, errors.New("the token is already open with a different PIN")
+		}
+	}
+	sc := tokens[id]
+	if sc == nil {
+		cfg := &crypto11.Config{
+			Path:            id.module,
+			TokenLabel:      id.token,
+			TokenSerial:     id.serial,
+			Pin:             string(pin), // crypto11 takes a string: it cannot be wiped
+			MaxSessions:     pkcs11Sessions(),
+			PoolWaitTimeout: pkcs11PoolWait,
+		}
+		if id.slot >= 0 {
+			slot := id.slot
+			cfg.SlotNumber = &slot
+		}
+		if cfg.Pin == "" {
+			cfg.LoginNotSupported = true
+		}
+		c, err := crypto11.Configure(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		sc = &sharedContext{ctx: c}
+		tokens[id] = sc
+	}
+	sc.refs++
+	var once sync.Once
+	return sc.ctx, func() {
+		once.Do(func() {
+			tokensMu.Lock()
+			defer tokensMu.Unlock()
+			sc.refs--
+			if sc.refs == 0 {
+				delete(tokens, id)
+				if err := sc.ctx.Close(); err != nil {
+					opts.log().Warn("closing a PKCS#11 token", "err", err)
+				}
+			}
+		})
+	}, nil
+}
+
+// tokenKey is a private key that stays on a PKCS#11 token.
+type tokenKey struct {
+	name    string
+	signer  crypto11.Signer
+	cert    *x509.Certificate
+	release func()
+}
+
+func (k *tokenKey) String() string           { return k.name }
+func (k *tokenKey) Public() crypto.PublicKey { return k.signer.Public() }
+
+// Certificate is the key's certificate, read from the token.
+func (k *tokenKey) Certificate() *x509.Certificate { return k.cert }
+
+func (k *tokenKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	sig, err := k.signer.Sign(rand, digest, opts)
+	if err != nil {
+		return nil, fmt.Errorf("signing with key %s: %w", k.name, err)
+	}
+	return sig, nil
+}
+
+func (k *tokenKey) Close() error {
+	k.release()
+	return nil
+}
+
+// tokenRSAKey adds crypto.Decrypter for RSA keys (TLS 1.2 RSA key exchange).
+type tokenRSAKey struct{ *tokenKey }
+
+//
+// crypto11 does not implement SessionKeyLen (what crypto/tls asks for),
+// so it is done here as crypto/rsa does: on any failure or a wrong length
+// the result is random bytes of that length, and no error. The token's own
+// timing may still differ between good and bad padding; RSA key exchange
+// is off in crypto/tls by default and should stay off.
+func (k tokenRSAKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	d := k.signer.(crypto.Decrypter)
+	if o, ok := opts.(*rsa.PKCS1v15DecryptOptions); ok && o.SessionKeyLen > 0 {
+		if random == nil {
+			random = rand.Reader
+		}
+		key := make([]byte, o.SessionKeyLen)
+		if _, err := io.ReadFull(random, key); err != nil {
+			return nil, fmt.Errorf("decrypting with key %s: %w", k.name, err)
+		}
+		pt, err := d.Decrypt(random, ciphertext, &rsa.PKCS1v15DecryptOptions{})
+		ok := err == nil && len(pt) == len(key)
+		if ok {
+			subtle.ConstantTimeCopy(1, key, pt)
+		}
+		wipe.Bytes(pt)
+		return key, nil
+	}
+	pt, err := d.Decrypt(random, ciphertext, opts)
+	if err != nil {
+		return nil, fmt.Errorf("decrypting with key %s: %w", k.name, err)
+	}
+	return pt, nil
+}

@@ -1,0 +1,222 @@
+//go:build cgo
+
+package vault
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
+)
+
+func openToken(t testing.TB, ref string) Key {
+	t.Helper()
+	k, err := Open(context.Background(), ref, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+func tokenCert(t testing.TB, h *testenv.SoftHSM, label string, k Key) tls.Certificate {
+	t.Helper()
+	leaf := h.Certs[label]
+	if err := CheckCertificate(k, leaf); err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{leaf.Raw}, PrivateKey: k, Leaf: leaf}
+}
+
+func TestPKCS11TLS(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	cli := func(v uint16, suites ...uint16) *tls.Config {
+		return &tls.Config{RootCAs: h.CA, ServerName: "localhost", MinVersion: v, MaxVersion: v, CipherSuites: suites}
+	}
+	cases := []struct {
+		name, label string
+		server      func(tls.Certificate) *tls.Config
+		client      *tls.Config
+	}{
+		{"ECDSA P-256 TLS 1.3", "ec256", nil, cli(tls.VersionTLS13)},
+		{"ECDSA P-384 (imported) TLS 1.3", "ec384", nil, cli(tls.VersionTLS13)},
+		{"ECDSA P-256 TLS 1.2", "ec256", nil, cli(tls.VersionTLS12)},
+		{"RSA-PSS TLS 1.3", "rsa2048", nil, cli(tls.VersionTLS13)},
+		{"RSA PKCS#1 v1.5 TLS 1.2", "rsa2048", func(c tls.Certificate) *tls.Config {
+			c.SupportedSignatureAlgorithms = []tls.SignatureScheme{tls.PKCS1WithSHA256}
+			return &tls.Config{Certificates: []tls.Certificate{c}, MaxVersion: tls.VersionTLS12}
+		}, cli(tls.VersionTLS12)},
+		{"RSA key exchange TLS 1.2", "rsa2048", func(c tls.Certificate) *tls.Config {
+			return &tls.Config{Certificates: []tls.Certificate{c}, MaxVersion: tls.VersionTLS12,
+				CipherSuites: []uint16{tls.TLS_RSA_WITH_AES_128_GCM_SHA256}}
+		}, cli(tls.VersionTLS12, tls.TLS_RSA_WITH_AES_128_GCM_SHA256)},
+	}
+	keys := map[string]Key{}
+	for _, label := range []string{"ec256", "ec384", "rsa2048"} {
+		keys[label] = openToken(t, h.URI(label))
+	}
+	if !keys["ec384"].Public().(*ecdsa.PublicKey).Equal(h.Imported.Public()) {
+		t.Error("the imported P-384 key's public half differs")
+	}
+	if _, ok := keys["ec256"].(crypto.Decrypter); ok {
+		t.Error("an EC token key is a crypto.Decrypter (crypto/tls would offer RSA key exchange)")
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cert := tokenCert(t, h, c.label, keys[c.label])
+			srv := &tls.Config{Certificates: []tls.Certificate{cert}}
+			if c.server != nil {
+				srv = c.server(cert)
+			}
+			if err := handshake(srv, c.client); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestPKCS11ByIDAndConcurrent(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	k := openToken(t, "pkcs11:token="+h.Token+";id=%03?module-path="+h.Module+"&pin-source=file:"+h.PINFile)
+	if !k.Public().(*ecdsa.PublicKey).Equal(h.Imported.Public()) {
+		t.Fatal("id=%03 did not find the imported key")
+	}
+	// A second key of the same token shares its session pool.
+	k2 := openToken(t, h.URI("rsa2048"))
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Go(func() {
+			s := crypto.Signer(k)
+			if i%4 == 0 {
+				s = k2
+			}
+			if _, err := signMsg(s, []byte("m")); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// TestPKCS11BadInputs opens bad references one at a time (crypto11
+// finalizes the module when a login fails, so no other key of the module
+// may be open) and checks that each error names the reference, that
+// neither errors nor logs ever show the PIN.
+func TestPKCS11BadInputs(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	const wrongPIN = "wrong-pin-7d3f9a"
+	var logs bytes.Buffer
+	opts := &Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	cases := []struct {
+		name, ref string
+		want      string // in the error
+		is        error
+	}{
+		{"wrong PIN", h.URIWithPIN("ec256", wrongPIN), "CKR_PIN_INCORRECT", nil},
+		{"missing token", strings.Replace(h.URI("ec256"), "token="+h.Token, "token=no-such-token", 1), "no-such-token", nil},
+		{"missing object", h.URI("no-such-key"), "no private key", nil},
+		{"bad module path", strings.Replace(h.URI("ec256"), h.Module, "/nonexistent/libpkcs11.so", 1), "/nonexistent/libpkcs11.so", nil},
+		{"key without certificate", h.URI("nocert"), "no certificate", nil},
+		{"missing pin file", strings.Replace(h.URI("ec256"), h.PINFile, h.PINFile+".missing", 1), "pin-source", nil},
+		{"no module path", "pkcs11:token=" + h.Token + ";object=ec256?pin-value=" + h.PIN, "module-path", ErrBadRef},
+		{"malformed with PIN", "pkcs11:token=x;object=y;bogus=1?pin-value=" + h.PIN, "bogus", ErrBadRef},
+	}
+	var all []string
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			k, err := Open(context.Background(), c.ref, opts)
+			if err == nil {
+				k.Close()
+				t.Fatal("Open succeeded")
+			}
+			all = append(all, err.Error())
+			t.Log(err)
+			if c.is != nil && !errors.Is(err, c.is) {
+				t.Errorf("error is not %v", c.is)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Errorf("error does not mention %q", c.want)
+			}
+			if c.is == nil && !strings.Contains(err.Error(), "pkcs11:token=") {
+				t.Errorf("error does not name the reference")
+			}
+			if r, perr := ParseRef(c.ref); perr == nil {
+				opts.log().Error("open failed", "key", r, "err", err)
+			}
+		})
+	}
+	// A mismatched certificate names both key and certificate.
+	k := openToken(t, h.URI("ec256"))
+	err := CheckCertificate(k, h.Certs["ec384"])
+	if !errors.Is(err, ErrKeyMismatch) || !strings.Contains(err.Error(), "object=ec256") || !strings.Contains(err.Error(), "CN=ec384") {
+		t.Errorf("mismatch error %v does not name the key and the certificate", err)
+	}
+	all = append(all, err.Error())
+
+	text := strings.Join(all, "\n") + logs.String()
+	for _, pin := range []string{h.PIN, wrongPIN} {
+		if strings.Contains(text, pin) {
+			t.Errorf("a PIN appears in errors or logs:\n%s", text)
+		}
+	}
+	if !strings.Contains(logs.String(), "pin-value=REDACTED") {
+		t.Errorf("the logs do not show the redacted reference:\n%s", logs.String())
+	}
+}
+
+// BenchmarkPKCS11Sign measures signatures per second with token keys from
+// many goroutines (the session pool bounds the concurrency).
+//
+//	go test ./vault -run '^$' -bench '^BenchmarkPKCS11Sign$'
+func BenchmarkPKCS11Sign(b *testing.B) {
+	h := testenv.NewSoftHSM(b)
+	for _, label := range []string{"ec256", "ec384", "rsa2048"} {
+		k := openToken(b, h.URI(label))
+		for _, par := range []int{1, 16} {
+			b.Run(label+"/goroutines="+itoa(par), func(b *testing.B) {
+				b.SetParallelism(par)
+				digest := make([]byte, 32)
+				var opts crypto.SignerOpts = crypto.SHA256
+				if _, ok := k.Public().(*rsa.PublicKey); ok {
+					opts = &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash, Hash: crypto.SHA256}
+				}
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := k.Sign(rand.Reader, digest, opts); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "sig/s")
+			})
+		}
+	}
+}
+
+func itoa(n int) string {
+	if n < 10 {
+		return string(rune('0' + n))
+	}
+	return itoa(n/10) + string(rune('0'+n%10))
+}
+
+var _ = x509.Certificate{}
