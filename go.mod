@@ -9,7 +9,7 @@ require (
 	github.com/awnumar/memguard v0.23.0
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rogpeppe/go-internal v1.16.0
-	golang.org/x/crypto v0.41.0
+	golang.org/x/crypto v0.54.0
 	golang.org/x/sys v0.48.0
 )
 

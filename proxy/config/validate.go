@@ -58,7 +58,9 @@ func (v *validator) validate(c *Config) {
 	addrs := map[string]string{}
 	if c.Admin.Listen != "" {
 		v.address("admin.listen", c.Admin.Listen)
-		addrs[c.Admin.Listen] = "admin"
+		if !ephemeral(c.Admin.Listen) {
+			addrs[c.Admin.Listen] = "admin"
+		}
 	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
@@ -77,7 +79,9 @@ func (v *validator) validate(c *Config) {
 			if other, dup := addrs[l.Listen]; dup {
 				v.errorf(p+".listen", "%s is also the address of %s", l.Listen, other)
 			}
-			addrs[l.Listen] = "listener " + strconv.Quote(l.Name)
+			if !ephemeral(l.Listen) {
+				addrs[l.Listen] = "listener " + strconv.Quote(l.Name)
+			}
 		}
 		v.listener(c, p, l, keys)
 	}
@@ -247,6 +251,13 @@ func (v *validator) versions(path, min, max string) {
 	if ok && ok2 && hi < lo {
 		v.errorf(path+".max_version", "%s is below min_version %s", max, min)
 	}
+}
+
+// ephemeral reports a TCP address with port 0 (any free port), which
+// may appear more than once.
+func ephemeral(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port == "0" && !strings.HasPrefix(addr, "unix:")
 }
 
 func validPort(s string) bool {

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/testenv"
+)
+
+// syncBuffer is a bytes.Buffer safe for the daemon to write and the test
+// to read at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// exampleConfig is the configuration of issue 4, as written there.
+const exampleConfig = `[[key]]
+name = "web"
+cert = "web.crt"                  # PEM chain, leaf first
+source = "sealed:web.key.jwe"     # or pkcs11:..., winstore:..., file:... (see the vault issue)
+
+[[listener]]
+name = "web"
+listen = "127.0.0.1:8443"
+mode = "offload"                  # offload | bridge | encrypt | connect
+keys = ["web"]                    # SNI chooses among these; the first is the default
+backend = "127.0.0.1:9000"
+
+[admin]
+listen = "127.0.0.1:9090"         # /metrics (Prometheus), /healthz, /readyz
+`
+
+func runCLI(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	err := run(context.Background(), args, strings.NewReader(""), &out, &errb)
+	code = cli.Report("sealproxy", err, &errb)
+	return out.String(), errb.String(), code
+}
+
+func TestCheckExampleConfig(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	ca.Server(t, "web.test").WriteFiles(t, dir, "web")
+	path := filepath.Join(dir, "sealproxy.toml")
+	if err := os.WriteFile(path, []byte(exampleConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Run from elsewhere: paths are relative to the file, not the cwd.
+	stdout, stderr, code := runCLI(t, "check", "--config", path)
+	if code != 0 || !strings.Contains(stdout, "configuration is valid: 1 listener(s), 1 key(s)") {
+		t.Fatalf("check: code %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+}
+
+func TestCheckErrors(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tt := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"unknown key", []string{"check", "--config", write("a.toml", exampleConfig+"colour = \"blue\"\n")}, cli.ExitUsage,
+			"sealproxy: error: " + filepath.Join(dir, "a.toml") + ":15: admin.colour: unknown setting\nsealproxy: hint: fix the configuration; 'sealproxy check --config"},
+		{"type error", []string{"check", "--config", write("b.toml", strings.Replace(exampleConfig, `keys = ["web"]`, `keys = 1`, 1))}, cli.ExitUsage,
+			filepath.Join(dir, "b.toml") + ":10: listener[0].keys: incompatible types"},
+		{"missing cert", []string{"check", "--config", write("c.toml", exampleConfig)}, cli.ExitUsage,
+			`sealproxy: error: listener "web": key "web": reading certificate chain`},
+		{"no config", []string{"check"}, cli.ExitUsage, "sealproxy: hint: pass --config"},
+		{"unknown command", []string{"serve"}, cli.ExitUsage, `sealproxy: error: unknown command "serve"`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, stderr, code := runCLI(t, tt.args...)
+			if code != tt.code || !strings.Contains(stderr, tt.stderr) {
+				t.Errorf("code %d, stderr:\n%s\nwant code %d and %q", code, stderr, tt.code, tt.stderr)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	stdout, _, code := runCLI(t, "version")
+	if code != 0 || !strings.HasPrefix(stdout, "sealproxy ") {
+		t.Fatalf("version: %d %q", code, stdout)
+	}
+}
+
+var listenRE = regexp.MustCompile(`msg=listening listener=web addr=(\S+)`)
+var adminRE = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
+
+// TestRunEndToEnd runs the daemon in-process with a file: key, sends
+// traffic through it with a real TLS client, reads /metrics, and stops it
+// by cancelling its context.
+func TestRunEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	ca.Server(t, "web.test").WriteFiles(t, dir, "web")
+
+	backend, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backend.Close()
+	go func() {
+		for {
+			c, err := backend.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				io.Copy(c, c)
+				c.(*net.TCPConn).CloseWrite()
+				c.Close()
+			}()
+		}
+	}()
+
+	cfg := strings.NewReplacer(
+		`source = "sealed:web.key.jwe"`, `source = "file:web.key"`,
+		"127.0.0.1:8443", "127.0.0.1:0",
+		"127.0.0.1:9000", backend.Addr().String(),
+		"127.0.0.1:9090", "127.0.0.1:0",
+	).Replace(exampleConfig)
+	cfg = "allow_plaintext_keys = true\n" + cfg
+	path := filepath.Join(dir, "sealproxy.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"run", "--config", path}, strings.NewReader(""), &stdout, &stderr) }()
+
+	var addr, admin string
+	deadline := time.Now().Add(10 * time.Second)
+	for addr == "" || admin == "" {
+		select {
+		case err := <-done:
+			t.Fatalf("run returned early: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no listening line:\n%s", stderr.String())
+		}
+		if m := listenRE.FindStringSubmatch(stderr.String()); m != nil {
+			addr = m[1]
+		}
+		if m := adminRE.FindStringSubmatch(stderr.String()); m != nil {
+			admin = m[1]
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "web.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "end to end")
+	c.CloseWrite()
+	got, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || string(got) != "end to end" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+
+	for path, want := range map[string]string{
+		"/readyz":  "ready",
+		"/healthz": "ok",
+		"/metrics": `sealproxy_connections_accepted_total{listener="web"} 1`,
+	} {
+		resp, err := http.Get("http://" + admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s = %d, body lacks %q:\n%.2000s", path, resp.StatusCode, want, body)
+		}
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	logs := stderr.String()
+	for _, want := range []string{
+		"using a plaintext key file",
+		`msg="connection closed" listener=web`,
+		"sni=web.test",
+		"bytes_in=10 bytes_out=10",
+		"reason=",
+		"msg=stopped",
+	} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+	if strings.Contains(logs, "PRIVATE KEY") {
+		t.Error("logs show key material")
+	}
+}
+
+func TestRunRefusesPlaintextKeyWithoutOptIn(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	ca.Server(t, "web.test").WriteFiles(t, dir, "web")
+	cfg := strings.Replace(exampleConfig, `source = "sealed:web.key.jwe"`, `source = "file:web.key"`, 1)
+	path := filepath.Join(dir, "sealproxy.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runCLI(t, "run", "--config", path)
+	if code != cli.ExitUsage || !strings.Contains(stderr, "allow_plaintext_keys") {
+		t.Fatalf("code %d, stderr:\n%s", code, stderr)
+	}
+}
