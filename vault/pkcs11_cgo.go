@@ -191,7 +191,7 @@ func (k *tokenKey) Close() error {
 // tokenRSAKey adds crypto.Decrypter for RSA keys (TLS 1.2 RSA key exchange).
 type tokenRSAKey struct{ *tokenKey }
 
-// crypto11 does not implement SessionKeyLen (what crypto/tls asks for),
+// Decrypt decrypts with the token. crypto11 does not implement SessionKeyLen (what crypto/tls asks for),
 // so it is done here as crypto/rsa does: on any failure or a wrong length
 // the result is random bytes of that length, and no error. The token's own
 // timing may still differ between good and bad padding; RSA key exchange

@@ -87,6 +87,9 @@ func ParseRef(s string) (Ref, error) {
 		}
 		return Ref{Scheme: scheme, Opaque: rest}, nil
 	case "winstore":
+		if _, err := ParseWinstoreRef(rest); err != nil {
+			return Ref{}, err
+		}
 		return Ref{Scheme: scheme, Opaque: rest}, nil
 	}
 	return Ref{}, fmt.Errorf("%w: unknown scheme %q (sealed, pkcs11, winstore or file)", ErrBadRef, scheme)
@@ -132,6 +135,8 @@ func Open(ctx context.Context, ref string, opts *Options) (Key, error) {
 		return openSealed(ctx, r, opts)
 	case "pkcs11":
 		return openPKCS11(ctx, r, opts)
+	case "winstore":
+		return openWinstore(ctx, r, opts)
 	}
 	return nil, fmt.Errorf("%w: %s keys are not implemented in this build", ErrUnavailable, r.Scheme)
 }
