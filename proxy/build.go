@@ -62,6 +62,12 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*Listener
 			MaxConns: l.MaxConnections, HandshakeTimeout: l.HandshakeTimeout, ConnectTimeout: l.ConnectTimeout,
 			IdleTimeout: l.IdleTimeout, CloseTimeout: l.CloseTimeout, MaxLifetime: l.MaxLifetime,
 		}
+		switch l.ProxyProtocol {
+		case "v1":
+			lc.ProxyProtocol = 1
+		case "v2":
+			lc.ProxyProtocol = 2
+		}
 		for _, b := range l.BackendList() {
 			lc.Backends = append(lc.Backends, ParseBackend(b))
 		}

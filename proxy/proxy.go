@@ -43,6 +43,10 @@ type ListenerConfig struct {
 	// ConnectAllow lists the destinations a connect listener permits.
 	ConnectAllow []string
 
+	// ProxyProtocol sends a PROXY header of this version (1 or 2; 0:
+	// none) to the backend before anything else; v2 carries TLS facts.
+	ProxyProtocol int
+
 	MaxConns         int // 0: no per-listener bound
 	HandshakeTimeout time.Duration
 	ConnectTimeout   time.Duration

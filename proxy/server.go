@@ -78,6 +78,9 @@ func (c *ListenerConfig) check() error {
 	if c.Mode != ModeConnect && len(c.Backends) == 0 {
 		return fmt.Errorf("listener %q: no backend", c.Name)
 	}
+	if c.ProxyProtocol < 0 || c.ProxyProtocol > 2 {
+		return fmt.Errorf("listener %q: PROXY protocol version %d (want 1 or 2)", c.Name, c.ProxyProtocol)
+	}
 	if c.Mode == ModeConnect && len(c.ConnectAllow) == 0 {
 		return fmt.Errorf("listener %q: mode connect needs an allow-list", c.Name)
 	}
@@ -208,6 +211,7 @@ type conn struct {
 	backend net.Conn
 
 	sni, client, backendName string
+	tlsState                 *tls.ConnectionState
 }
 
 // force closes the connection from outside (lifetime, shutdown).
@@ -354,6 +358,7 @@ func (s *Server) handshake(c *conn) (*tls.Conn, error) {
 	c.m.handshake.Observe(time.Since(start).Seconds())
 	_ = c.raw.SetDeadline(time.Time{})
 	cs := tc.ConnectionState()
+	c.tlsState = &cs
 	c.sni = cs.ServerName
 	c.client = clientIdentity(&cs)
 	return tc, nil
@@ -419,6 +424,24 @@ func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
 		return nil, fmt.Errorf("connecting to backend %s: %w", b, err)
 	}
 	c.setBackend(raw)
+	if v := c.cfg.ProxyProtocol; v != 0 {
+		// The header goes first on the socket, before any upstream TLS.
+		src, dst := addrPort(c.raw.RemoteAddr()), addrPort(c.raw.LocalAddr())
+		var hdr []byte
+		if v == 1 {
+			hdr = AppendProxyV1(nil, src, dst)
+		} else {
+			hdr = AppendProxyV2(nil, src, dst, tlsTLVs(c.tlsState))
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			_ = raw.SetWriteDeadline(dl)
+		}
+		if _, err := raw.Write(hdr); err != nil {
+			_ = raw.Close()
+			return nil, fmt.Errorf("sending PROXY header to backend %s: %w", b, err)
+		}
+		_ = raw.SetWriteDeadline(time.Time{})
+	}
 	if c.cfg.Mode != ModeBridge && c.cfg.Mode != ModeEncrypt {
 		return plainEndpoint(raw), nil
 	}

@@ -77,6 +77,10 @@ type Listener struct {
 	Backends []string `toml:"backends"`
 	Balance  string   `toml:"balance"` // failover (default) | round_robin
 
+	// ProxyProtocol sends a PROXY header to the backend: "v1" or "v2"
+	// (v2 adds TLS version, SNI, ALPN, client CN and certificate).
+	ProxyProtocol string `toml:"proxy_protocol"`
+
 	MaxConnections   int           `toml:"max_connections"`
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
 	ConnectTimeout   time.Duration `toml:"connect_timeout"`

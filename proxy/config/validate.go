@@ -132,6 +132,9 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 	if !oneOf(l.Balance, "", "failover", "round_robin") {
 		v.errorf(p+".balance", "unknown balance %q (want failover or round_robin)", l.Balance)
 	}
+	if !oneOf(l.ProxyProtocol, "", "v1", "v2") {
+		v.errorf(p+".proxy_protocol", "unknown PROXY protocol version %q (want v1 or v2)", l.ProxyProtocol)
+	}
 	if l.MaxConnections < 0 {
 		v.errorf(p+".max_connections", "must not be negative")
 	}
