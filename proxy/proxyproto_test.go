@@ -25,11 +25,11 @@ func TestProxyV1(t *testing.T) {
 		t.Fatalf("parsed %+v, %v", h, err)
 	}
 	for _, bad := range []string{
-		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",               // no CR
-		"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",                 // family mismatch
-		"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",            // leading zero
-		"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n",         // port range
-		"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",             // protocol
+		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",                // no CR
+		"PROXY TCP4 ::1 5.6.7.8 1 2\r\n",                  // family mismatch
+		"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",             // leading zero
+		"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n",          // port range
+		"PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n",              // protocol
 		"PROXY TCP4 " + strings.Repeat("1", 120) + "\r\n", // too long
 	} {
 		if _, err := ReadProxyHeader(bufio.NewReader(strings.NewReader(bad))); !errors.Is(err, ErrBadProxyHeader) {
