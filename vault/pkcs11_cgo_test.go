@@ -10,9 +10,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -190,7 +190,7 @@ func BenchmarkPKCS11Sign(b *testing.B) {
 	for _, label := range []string{"ec256", "ec384", "rsa2048"} {
 		k := openToken(b, h.URI(label))
 		for _, par := range []int{1, 16} {
-			b.Run(label+"/goroutines="+itoa(par), func(b *testing.B) {
+			b.Run(label+"/par="+strconv.Itoa(par), func(b *testing.B) {
 				b.SetParallelism(par)
 				digest := make([]byte, 32)
 				var opts crypto.SignerOpts = crypto.SHA256
@@ -212,11 +212,3 @@ func BenchmarkPKCS11Sign(b *testing.B) {
 	}
 }
 
-func itoa(n int) string {
-	if n < 10 {
-		return string(rune('0' + n))
-	}
-	return itoa(n/10) + string(rune('0'+n%10))
-}
-
-var _ = x509.Certificate{}
