@@ -211,4 +211,3 @@ func BenchmarkPKCS11Sign(b *testing.B) {
 		}
 	}
 }
-
