@@ -136,12 +136,25 @@ func serverTLS(cfg *config.Config, t *config.TLS, served []*tls.Certificate, wit
 	case "require":
 		tc.ClientAuth = tls.RequireAndVerifyClientCert
 	}
+	var rev *Revocations
 	if t.ClientCA != "" {
-		pool, err := loadPool(cfg.Resolve(t.ClientCA))
+		cas, err := loadCerts(cfg.Resolve(t.ClientCA))
 		if err != nil {
 			return nil, fmt.Errorf("client_ca: %w", err)
 		}
-		tc.ClientCAs = pool
+		tc.ClientCAs = x509.NewCertPool()
+		for _, ca := range cas {
+			tc.ClientCAs.AddCert(ca)
+		}
+		if len(t.CRL) > 0 {
+			paths := make([]string, len(t.CRL))
+			for i, p := range t.CRL {
+				paths[i] = cfg.Resolve(p)
+			}
+			if rev, err = LoadCRLs(paths, cas); err != nil {
+				return nil, fmt.Errorf("crl: %w", err)
+			}
+		}
 	}
 	rules := &AllowRules{CN: t.Allow.CN, DNS: t.Allow.DNS, URI: t.Allow.URI, OU: t.Allow.OU}
 	for _, p := range t.Allow.SPKI {
@@ -151,7 +164,7 @@ func serverTLS(cfg *config.Config, t *config.TLS, served []*tls.Certificate, wit
 		}
 		rules.SPKI = append(rules.SPKI, pin)
 	}
-	tc.VerifyConnection = rules.VerifyConnection()
+	tc.VerifyConnection = verifyClient(rules, rev)
 	return tc, nil
 }
 
@@ -203,6 +216,21 @@ func loadChain(path string) ([][]byte, error) {
 		return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
 	}
 	return chain, nil
+}
+
+// loadCerts reads the certificates of a PEM bundle.
+func loadCerts(path string) ([]*x509.Certificate, error) {
+	chain, err := loadChain(path)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*x509.Certificate, len(chain))
+	for i, der := range chain {
+		if out[i], err = x509.ParseCertificate(der); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // loadPool reads a PEM CA bundle.

@@ -172,21 +172,11 @@ func (r *AllowRules) Allowed(leaf *x509.Certificate) bool {
 	return false
 }
 
-// verifyConnection returns a tls.Config.VerifyConnection enforcing the
-// rules on a presented (already chain-verified) client certificate.
-func (r *AllowRules) verifyConnection(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 || r.Allowed(cs.PeerCertificates[0]) {
-		return nil
-	}
-	return errClientDenied
-}
-
-// VerifyConnection is for tls.Config.VerifyConnection; nil rules allow all.
+// VerifyConnection is for tls.Config.VerifyConnection: it enforces the
+// rules on a presented (already chain-verified) client certificate; nil
+// when there are no rules.
 func (r *AllowRules) VerifyConnection() func(tls.ConnectionState) error {
-	if r.empty() {
-		return nil
-	}
-	return r.verifyConnection
+	return verifyClient(r, nil)
 }
 
 func matchDNS(pattern, name string) bool {

@@ -376,6 +376,8 @@ func handshakeErrorKind(err error) string {
 		return "timeout"
 	case errors.Is(err, errClientDenied):
 		return "client_denied"
+	case errors.Is(err, errClientRevoked):
+		return "client_revoked"
 	case errors.As(err, &verr):
 		return "client_cert"
 	case errors.As(err, &herr):

@@ -102,6 +102,9 @@ type TLS struct {
 	Curves       []string `toml:"curves"`
 	ClientAuth   string   `toml:"client_auth"` // none (default) | request | require
 	ClientCA     string   `toml:"client_ca"`   // PEM bundle
+	// CRL lists revocation lists (PEM or DER) signed by client_ca's CAs;
+	// re-read on reload.
+	CRL []string `toml:"crl"`
 	Allow        Allow    `toml:"allow"`
 }
 

@@ -176,8 +176,8 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 	}
 	switch t.ClientAuth {
 	case "", "none":
-		if t.ClientCA != "" || !isZeroAllow(&t.Allow) {
-			v.errorf(p+".tls.client_auth", "client_ca and allow rules need client_auth = \"require\" or \"request\"")
+		if t.ClientCA != "" || len(t.CRL) > 0 || !isZeroAllow(&t.Allow) {
+			v.errorf(p+".tls.client_auth", "client_ca, crl and allow rules need client_auth = \"require\" or \"request\"")
 		}
 	case "request", "require":
 		if t.ClientCA == "" {
@@ -283,7 +283,7 @@ func isZeroAllow(a *Allow) bool {
 
 func isZeroTLS(t *TLS) bool {
 	return t.MinVersion == "" && t.MaxVersion == "" && len(t.ALPN) == 0 && len(t.CipherSuites) == 0 &&
-		len(t.Curves) == 0 && t.ClientAuth == "" && t.ClientCA == "" && isZeroAllow(&t.Allow)
+		len(t.Curves) == 0 && t.ClientAuth == "" && t.ClientCA == "" && len(t.CRL) == 0 && isZeroAllow(&t.Allow)
 }
 
 func isZeroUpstream(u *Upstream) bool {
