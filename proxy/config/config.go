@@ -104,8 +104,8 @@ type TLS struct {
 	ClientCA     string   `toml:"client_ca"`   // PEM bundle
 	// CRL lists revocation lists (PEM or DER) signed by client_ca's CAs;
 	// re-read on reload.
-	CRL []string `toml:"crl"`
-	Allow        Allow    `toml:"allow"`
+	CRL   []string `toml:"crl"`
+	Allow Allow    `toml:"allow"`
 }
 
 // Allow rules on client certificates: a certificate passes if any rule
