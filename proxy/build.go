@@ -85,6 +85,10 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*Listener
 				return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 			}
 			lc.TLS = tc
+			lc.TicketRotation = l.TLS.TicketRotation
+			if l.TLS.SessionTickets != nil && !*l.TLS.SessionTickets {
+				tc.SessionTicketsDisabled = true
+			}
 		}
 		if l.Mode == config.ModeBridge || l.Mode == config.ModeEncrypt {
 			var client *tls.Certificate

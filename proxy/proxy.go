@@ -43,6 +43,10 @@ type ListenerConfig struct {
 	// ConnectAllow lists the destinations a connect listener permits.
 	ConnectAllow []string
 
+	// TicketRotation is the period of session ticket key rotation
+	// (default DefaultTicketRotation); read when Serve starts.
+	TicketRotation time.Duration
+
 	// ProxyProtocol sends a PROXY header of this version (1 or 2; 0:
 	// none) to the backend before anything else; v2 carries TLS facts.
 	ProxyProtocol int

@@ -26,6 +26,8 @@ type Server struct {
 	state atomic.Pointer[serverState]
 	rr    atomic.Uint64
 
+	tickets *ticketKeys
+
 	wg    sync.WaitGroup
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -38,7 +40,7 @@ type serverState struct {
 
 // NewServer makes a server for ln; it does not start accepting.
 func NewServer(ln net.Listener, cfg *ListenerConfig, opts *Options) (*Server, error) {
-	s := &Server{ln: ln, opts: opts.withDefaults(), local: NewLimiter(0), conns: map[*conn]struct{}{}}
+	s := &Server{ln: ln, opts: opts.withDefaults(), local: NewLimiter(0), conns: map[*conn]struct{}{}, tickets: newTicketKeys()}
 	if err := s.Update(cfg); err != nil {
 		return nil, err
 	}
@@ -58,6 +60,7 @@ func (s *Server) Update(cfg *ListenerConfig) error {
 		return err
 	}
 	s.local.SetMax(cfg.MaxConns)
+	s.tickets.apply(cfg.TLS)
 	s.state.Store(&serverState{cfg: cfg, m: s.opts.Metrics.forListener(cfg.Name)})
 	return nil
 }
@@ -100,6 +103,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer cancelHard()
 	stop := context.AfterFunc(ctx, func() { _ = s.ln.Close() })
 	defer stop()
+	rotation := s.Config().TicketRotation
+	if rotation <= 0 {
+		rotation = DefaultTicketRotation
+	}
+	go s.rotateTicketsEvery(rotation, ctx.Done())
 
 	var (
 		backoff time.Duration

@@ -100,8 +100,12 @@ type TLS struct {
 	ALPN         []string `toml:"alpn"`
 	CipherSuites []string `toml:"cipher_suites"` // TLS 1.2 only; Go names
 	Curves       []string `toml:"curves"`
-	ClientAuth   string   `toml:"client_auth"` // none (default) | request | require
-	ClientCA     string   `toml:"client_ca"`   // PEM bundle
+	// SessionTickets enables TLS session resumption (default true); the
+	// ticket keys rotate every TicketRotation (default 1h), three kept.
+	SessionTickets *bool         `toml:"session_tickets"`
+	TicketRotation time.Duration `toml:"ticket_rotation"`
+	ClientAuth     string        `toml:"client_auth"` // none (default) | request | require
+	ClientCA       string        `toml:"client_ca"`   // PEM bundle
 	// CRL lists revocation lists (PEM or DER) signed by client_ca's CAs;
 	// re-read on reload.
 	CRL   []string `toml:"crl"`

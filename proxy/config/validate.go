@@ -174,6 +174,9 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 			v.errorf(p+".tls.curves", "unknown curve %q (want X25519MLKEM768, X25519, P256, P384 or P521)", name)
 		}
 	}
+	if t.TicketRotation < 0 {
+		v.errorf(p+".tls.ticket_rotation", "must not be negative")
+	}
 	switch t.ClientAuth {
 	case "", "none":
 		if t.ClientCA != "" || len(t.CRL) > 0 || !isZeroAllow(&t.Allow) {
@@ -283,7 +286,7 @@ func isZeroAllow(a *Allow) bool {
 
 func isZeroTLS(t *TLS) bool {
 	return t.MinVersion == "" && t.MaxVersion == "" && len(t.ALPN) == 0 && len(t.CipherSuites) == 0 &&
-		len(t.Curves) == 0 && t.ClientAuth == "" && t.ClientCA == "" && len(t.CRL) == 0 && isZeroAllow(&t.Allow)
+		len(t.Curves) == 0 && t.SessionTickets == nil && t.TicketRotation == 0 && t.ClientAuth == "" && t.ClientCA == "" && len(t.CRL) == 0 && isZeroAllow(&t.Allow)
 }
 
 func isZeroUpstream(u *Upstream) bool {
