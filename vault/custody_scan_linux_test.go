@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -57,9 +58,10 @@ func TestMain(m *testing.M) {
 // keyholder is the child process: open ref, serve TLS with it (certificate
 // from SEALPROXY_TEST_CERT), report scrubs, exit when stdin closes.
 func keyholder(ref string) error {
-	// Root reads a non-dumpable process's memory (CAP_SYS_PTRACE); an
-	// unprivileged parent cannot, so the child stays dumpable then.
-	if err := Harden(HardenOptions{KeepDumpable: os.Getuid() != 0}); err != nil {
+	// Only a parent with CAP_SYS_PTRACE can read a non-dumpable process's
+	// memory; without it (an unprivileged user, or root in a container
+	// without that capability) the child stays dumpable.
+	if err := Harden(HardenOptions{KeepDumpable: os.Getenv("SEALPROXY_TEST_UNDUMPABLE") != "1"}); err != nil {
 		return err
 	}
 	key, err := Open(context.Background(), ref, &Options{AllowPlaintext: true})
@@ -207,6 +209,22 @@ func scanProcess(t *testing.T, pid int, ns []needle) (map[string]int, int64) {
 	return counts, scanned
 }
 
+// hasPtraceCap reports whether this process has CAP_SYS_PTRACE (bit 19 of
+// CapEff), which reading a non-dumpable process's memory needs.
+func hasPtraceCap() bool {
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	for line := range strings.Lines(string(status)) {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && caps&(1<<19) != 0
+		}
+	}
+	return false
+}
+
 // holder is a running child process.
 type holder struct {
 	cmd    *exec.Cmd
@@ -219,6 +237,9 @@ func startHolder(t *testing.T, bin, ref, certFile string) *holder {
 	t.Helper()
 	cmd := exec.Command(bin, "-test.run=^$")
 	cmd.Env = append(os.Environ(), keyholderEnv+"="+ref, "SEALPROXY_TEST_CERT="+certFile)
+	if hasPtraceCap() {
+		cmd.Env = append(cmd.Env, "SEALPROXY_TEST_UNDUMPABLE=1")
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -268,6 +289,30 @@ func (h *holder) handshakes(t *testing.T, pool *x509.CertPool, n int) {
 			t.Fatalf("handshake %d: %v", i, err)
 		}
 		c.Close()
+	}
+}
+
+// load runs n handshakes from each of g goroutines at once.
+func (h *holder) load(t *testing.T, pool *x509.CertPool, g, n int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, g)
+	for range g {
+		wg.Go(func() {
+			for range n {
+				c, err := tls.Dial("tcp", h.addr, &tls.Config{RootCAs: pool, ServerName: "localhost"})
+				if err != nil {
+					errs <- err
+					return
+				}
+				c.Close()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("handshake under load: %v", err)
 	}
 }
 
@@ -399,6 +444,7 @@ func TestCustodyMemoryScan(t *testing.T) {
 				t.Run(c.name, func(t *testing.T) {
 					h := startHolder(t, c.bin, c.ref, certFile)
 					h.handshakes(t, pool, 20)
+					h.load(t, pool, 8, 25) // 200 concurrent handshakes
 					h.awaitScrub(t)
 					counts, scanned := scanProcess(t, h.cmd.Process.Pid, needles)
 					total := 0

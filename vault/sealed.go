@@ -24,6 +24,11 @@ var ErrClosed = errors.New("key is closed")
 // openSealed recovers a sealed: key through unlock and moves its secret
 // into custody.
 func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
+	// Check before unlock allocates locked memory: memguard can hang when
+	// mlock fails.
+	if err := checkMemlock(MemlockNeed(1)); err != nil {
+		return nil, fmt.Errorf("opening key %s: %w", r, err)
+	}
 	data, err := readLimited(opts.path(r.Path), maxJWE)
 	if err != nil {
 		return nil, fmt.Errorf("reading sealed key %s: %w", r, err)
