@@ -8,9 +8,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha512"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -136,9 +138,7 @@ func keyNeedles(t *testing.T, k crypto.Signer, pems ...[]byte) []needle {
 	num := func(name string, x *big.Int, size int) {
 		be := x.FillBytes(make([]byte, size))
 		ns = append(ns, needle{name + " big-endian", be})
-		le := slices.Clone(be)
-		slices.Reverse(le)
-		ns = append(ns, needle{name + " little-endian", le})
+		ns = append(ns, needle{name + " little-endian", reversed(be)})
 	}
 	switch k := k.(type) {
 	case *ecdsa.PrivateKey:
@@ -153,6 +153,17 @@ func keyNeedles(t *testing.T, k crypto.Signer, pems ...[]byte) []needle {
 		num("p", k.Primes[0], len(k.Primes[0].Bytes()))
 		num("q", k.Primes[1], len(k.Primes[1].Bytes()))
 		ns = append(ns, needle{"PKCS#1 DER", x509.MarshalPKCS1PrivateKey(k)})
+	case ed25519.PrivateKey:
+		seed := k.Seed()
+		ns = append(ns, needle{"seed", seed}, needle{"seed reversed", reversed(seed)})
+		// What crypto/ed25519 derives from the seed: the clamped scalar and
+		// the nonce prefix.
+		h := sha512.Sum512(seed)
+		h[0] &= 248
+		h[31] &= 127
+		h[31] |= 64
+		ns = append(ns, needle{"expanded scalar", h[:32]}, needle{"expanded scalar reversed", reversed(h[:32])},
+			needle{"nonce prefix", h[32:]})
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
@@ -165,6 +176,12 @@ func keyNeedles(t *testing.T, k crypto.Signer, pems ...[]byte) []needle {
 		ns = append(ns, needle{"PEM text " + strings.Trim(lines[0], "-"), []byte(lines[1])})
 	}
 	return ns
+}
+
+func reversed(b []byte) []byte {
+	r := slices.Clone(b)
+	slices.Reverse(r)
+	return r
 }
 
 // scanProcess reads every readable mapping of pid and counts each needle.
@@ -356,7 +373,11 @@ func scanKeys(t *testing.T) []scanCase {
 			rk = r
 		}
 	}
-	return []scanCase{{"P-256", ec}, {"RSA-2048", rk}}
+	_, ed, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []scanCase{{"P-256", ec}, {"RSA-2048", rk}, {"Ed25519", ed}}
 }
 
 // secretBinary returns a test binary built with GOEXPERIMENT=runtimesecret:

@@ -120,3 +120,23 @@ func TestWinstoreUnavailableHere(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// FuzzParseWinstoreRef: parsing never panics, and a parsed query prints to
+// a reference that parses to the same query.
+func FuzzParseWinstoreRef(f *testing.F) {
+	f.Add("location=CurrentUser;store=My;cn=proxy.example.com;issuer=Example%20CA")
+	f.Add("thumbprint=3f1a00112233445566778899aabbccddeeff0011")
+	f.Fuzz(func(t *testing.T, s string) {
+		q, err := ParseWinstoreRef(s)
+		if err != nil {
+			return
+		}
+		r, err := ParseWinstoreRef(q.String())
+		if err != nil {
+			t.Fatalf("String() %q of %q does not parse: %v", q.String(), s, err)
+		}
+		if r.String() != q.String() {
+			t.Fatalf("round trip: %q became %q", q.String(), r.String())
+		}
+	})
+}
