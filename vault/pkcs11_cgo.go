@@ -69,13 +69,37 @@ func openPKCS11(ctx context.Context, r Ref, opts *Options) (Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", u, err)
 	}
-	defer wipe.Bytes(pin)
-
 	id := tokenID{module: module, token: u.Token, serial: u.Serial, slot: -1, pinHash: sha256.Sum256(pin)}
 	if u.SlotID != nil {
 		id.slot = *u.SlotID
 	}
-	c, release, err := acquireToken(id, pin, opts)
+	// Loading the module and logging in can block (a network HSM, a token
+	// waiting for insertion); crypto11 takes no context, so the login runs
+	// in its own goroutine, which owns (and wipes) the PIN, and releases
+	// the token itself if ctx ends first.
+	type acquired struct {
+		c       *crypto11.Context
+		release func()
+		err     error
+	}
+	done := make(chan acquired, 1)
+	go func() {
+		defer wipe.Bytes(pin)
+		c, release, err := acquireToken(id, pin, opts)
+		done <- acquired{c, release, err}
+	}()
+	var a acquired
+	select {
+	case a = <-done:
+	case <-ctx.Done():
+		go func() {
+			if a := <-done; a.err == nil {
+				a.release()
+			}
+		}()
+		return nil, fmt.Errorf("opening key %s: %w", u, ctx.Err())
+	}
+	c, release, err := a.c, a.release, a.err
 	if err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", u, err)
 	}

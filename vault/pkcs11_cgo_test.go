@@ -211,3 +211,13 @@ func BenchmarkPKCS11Sign(b *testing.B) {
 		}
 	}
 }
+
+func TestPKCS11ContextCancelled(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := Open(ctx, h.URI("ec256"), nil)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "object=ec256") {
+		t.Fatalf("got %v, want context.Canceled naming the key", err)
+	}
+}
