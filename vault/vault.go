@@ -1,7 +1,14 @@
 // Package vault keeps private keys in custody and hands them out as
-// crypto.Signer: sealed keys recovered through unlock into memguard
-// enclaves, PKCS#11 tokens, the Windows certificate store, and (for
-// development only) plain PEM files.
+// crypto.Signer: sealed keys recovered through unlock into locked,
+// encrypted memory, PKCS#11 tokens, the Windows certificate store, and
+// (for development only) plain PEM files.
+//
+// A sealed key's secret numbers are in the clear only during a signature,
+// in a locked scratch buffer, and the key is rebuilt and used inside
+// wipe.Do. Build with GOEXPERIMENT=runtimesecret: only then are the copies
+// the standard library makes while signing erased (TestCustodyMemoryScan
+// shows the difference). A daemon calls Harden at start-up and Purge on
+// its way out.
 package vault
 
 import (
