@@ -243,3 +243,5 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 func counter(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }
 
 var errUnexpected = errors.New("unexpected")
+
+var discardLog = slog.New(slog.DiscardHandler)

@@ -120,21 +120,34 @@ type direction struct {
 	readErr, wrErr error
 }
 
-// run relays until both directions end and returns why it ended: the
-// first direction to finish decides.
-func (r *relay) run() string {
+// start relays both ways in two goroutines; when both directions have
+// ended, done receives why: the first direction to finish decides.
+func (r *relay) start(done func(reason string)) {
 	r.touch()
 	up := &direction{src: r.client, dst: r.backend, n: &r.in, c: r.inC, srcIsClient: true}
 	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC}
-	first := make(chan *direction, 2)
-	go func() { r.copy(up); first <- up }()
-	r.copy(down)
-	first <- down
-	d := <-first
-	<-first
-	r.closeAll()
+	var (
+		mu    sync.Mutex
+		first *direction
+	)
+	end := func(d *direction) {
+		mu.Lock()
+		if first == nil {
+			first = d
+			mu.Unlock()
+			return
+		}
+		mu.Unlock()
+		r.closeAll()
+		done(first.reason(r.halfClosed.Load()))
+	}
+	go func() { r.copy(up); end(up) }()
+	go func() { r.copy(down); end(down) }()
+}
+
+func (d *direction) reason(halfClosed bool) string {
 	switch {
-	case d.timeout && r.halfClosed.Load():
+	case d.timeout && halfClosed:
 		return reasonCloseTimeout
 	case d.timeout:
 		return reasonIdle

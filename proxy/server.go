@@ -218,6 +218,8 @@ type conn struct {
 	mu      sync.Mutex
 	backend net.Conn
 
+	lifetime *time.Timer
+
 	sni, client, backendName string
 	tlsState                 *tls.ConnectionState
 }
@@ -244,88 +246,94 @@ func (c *conn) setBackend(b net.Conn) {
 	}
 }
 
+// handle takes a connection through the handshake, the CONNECT request
+// and the backend dial, then hands it to a relay of two fresh goroutines
+// and returns: the deep handshake stack is freed, not parked for the
+// connection's lifetime.
 func (s *Server) handle(c *conn) {
-	defer s.wg.Done()
-	defer s.release()
-	defer s.track(c, false)
-	defer c.cancel()
 	c.m.accepted.Inc()
 	c.m.active.Inc()
-	defer c.m.active.Dec()
 	if c.cfg.MaxLifetime > 0 {
-		t := time.AfterFunc(c.cfg.MaxLifetime, func() { c.force(reasonLifetime) })
-		defer t.Stop()
+		c.lifetime = time.AfterFunc(c.cfg.MaxLifetime, func() { c.force(reasonLifetime) })
 	}
-	var (
-		reason string
-		err    error
-		r      *relay
-	)
-	defer func() {
-		if f := c.forced.Load(); f != nil {
-			reason = *f
-		}
-		s.opts.Metrics.Closed.WithLabelValues(c.cfg.Name, reason).Inc()
-		attrs := []slog.Attr{
-			slog.String("listener", c.cfg.Name),
-			slog.String("remote", c.raw.RemoteAddr().String()),
-			slog.String("sni", c.sni),
-			slog.String("client", c.client),
-			slog.String("backend", c.backendName),
-			slog.Int64("bytes_in", 0),
-			slog.Int64("bytes_out", 0),
-			slog.Duration("duration", time.Since(c.start)),
-			slog.String("reason", reason),
-		}
-		if r != nil {
-			attrs[5] = slog.Int64("bytes_in", r.in.Load())
-			attrs[6] = slog.Int64("bytes_out", r.out.Load())
-		}
-		if err != nil {
-			attrs = append(attrs, slog.String("err", err.Error()))
-		}
-		s.opts.Log.LogAttrs(context.Background(), slog.LevelInfo, "connection closed", attrs...)
-	}()
+	r, reason, err := s.setup(c)
+	if r == nil {
+		s.finish(c, nil, reason, err)
+		return
+	}
+	r.start(func(reason string) { s.finish(c, r, reason, nil) })
+}
 
+// finish logs the connection's one line and releases everything it held.
+func (s *Server) finish(c *conn, r *relay, reason string, err error) {
+	if c.lifetime != nil {
+		c.lifetime.Stop()
+	}
+	if f := c.forced.Load(); f != nil {
+		reason = *f
+	}
+	s.opts.Metrics.Closed.WithLabelValues(c.cfg.Name, reason).Inc()
+	var in, out int64
+	if r != nil {
+		in, out = r.in.Load(), r.out.Load()
+	}
+	attrs := []slog.Attr{
+		slog.String("listener", c.cfg.Name),
+		slog.String("remote", c.raw.RemoteAddr().String()),
+		slog.String("sni", c.sni),
+		slog.String("client", c.client),
+		slog.String("backend", c.backendName),
+		slog.Int64("bytes_in", in),
+		slog.Int64("bytes_out", out),
+		slog.Duration("duration", time.Since(c.start)),
+		slog.String("reason", reason),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	s.opts.Log.LogAttrs(context.Background(), slog.LevelInfo, "connection closed", attrs...)
+	c.cancel()
+	s.track(c, false)
+	s.release()
+	c.m.active.Dec()
+	s.wg.Done()
+}
+
+// setup runs everything before the relay; on failure it closes the
+// client and returns a nil relay with the reason.
+func (s *Server) setup(c *conn) (*relay, string, error) {
 	client := plainEndpoint(c.raw)
 	if c.cfg.Mode != ModeEncrypt {
-		var tc *tls.Conn
-		tc, err = s.handshake(c)
+		tc, err := s.handshake(c)
 		if err != nil {
 			_ = c.raw.Close()
-			reason = "handshake_failed"
-			return
+			return nil, "handshake_failed", err
 		}
 		client = tlsEndpoint(tc, c.raw)
 	}
 
 	backends := c.cfg.Backends
-	var connectReply bool
 	var early []byte
 	if c.cfg.Mode == ModeConnect {
-		var dest string
-		dest, early, err = readConnect(c, client.tls)
+		dest, rest, err := readConnect(c, client.tls)
 		if err != nil {
 			client.close()
-			reason = "connect_refused"
-			return
+			return nil, "connect_refused", err
 		}
 		backends = []Backend{{Network: "tcp", Address: dest}}
-		connectReply = true
+		early = rest
 	}
 
-	var back *endpoint
-	back, err = s.dialBackend(c, backends)
+	back, err := s.dialBackend(c, backends)
 	if err != nil {
-		if connectReply {
+		if c.cfg.Mode == ModeConnect {
 			_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = io.WriteString(client.rw, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
 		}
 		client.close()
-		reason = "backend_unavailable"
-		return
+		return nil, "backend_unavailable", err
 	}
-	if connectReply {
+	if c.cfg.Mode == ModeConnect {
 		_ = c.raw.SetWriteDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 		_, err = io.WriteString(client.rw, "HTTP/1.1 200 Connection established\r\n\r\n")
 		if err == nil && len(early) > 0 {
@@ -335,11 +343,10 @@ func (s *Server) handle(c *conn) {
 		if err != nil {
 			client.close()
 			back.close()
-			reason = reasonClientError
-			return
+			return nil, reasonClientError, err
 		}
 	}
-	r = &relay{
+	r := &relay{
 		idle: c.cfg.IdleTimeout, closeTimeout: c.cfg.CloseTimeout,
 		inC: c.m.bytesIn, outC: c.m.bytesOut,
 		client: client, backend: back,
@@ -348,7 +355,7 @@ func (s *Server) handle(c *conn) {
 		r.in.Add(int64(len(early)))
 		r.inC.Add(float64(len(early)))
 	}
-	reason = r.run()
+	return r, "", nil
 }
 
 // handshake runs the server handshake under the handshake deadline, so

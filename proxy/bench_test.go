@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"io"
+	"net"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestBulkBothWays streams megabytes both ways at once through bridge
+// (TLS on both sides, records of every size) and checks every byte.
+func TestBulkBothWays(t *testing.T) {
+	p := newPKI(t)
+	backTLS := &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
+	echo := startEcho(t, backTLS)
+	cfg := listenerConfig(ModeBridge, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test"}
+	srv := start(t, cfg, nil)
+
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	data := make([]byte, 4<<20)
+	rand.Read(data)
+	want := sha256.Sum256(data)
+	errc := make(chan error, 1)
+	go func() {
+		// Writes of odd sizes make records of every length.
+		rest := data
+		for i := 1; len(rest) > 0; i = i*7%40000 + 1 {
+			n := min(i, len(rest))
+			if _, err := c.Write(rest[:n]); err != nil {
+				errc <- err
+				return
+			}
+			rest = rest[n:]
+		}
+		errc <- c.CloseWrite()
+	}()
+	h := sha256.New()
+	n, err := io.Copy(h, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n != int64(len(data)) || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Fatalf("echoed %d bytes, hash mismatch or short (want %d)", n, len(data))
+	}
+}
+
+// TestPingPong exchanges many small messages: a byte left buffered
+// anywhere in the relay would stall it.
+func TestPingPong(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	srv := start(t, cfg, nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := 0; i < 2000; i++ {
+		echoOnce(t, c, br, "ping")
+	}
+}
+
+func BenchmarkHandshake(b *testing.B) {
+	p := newPKI(b)
+	echo := startEcho(b, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(b, p.web)
+	srv := start(b, cfg, &Options{Log: discardLog})
+	cc := clientConfig(p, "web.test")
+	b.ResetTimer()
+	for b.Loop() {
+		c, err := dialTLS(b, srv.addr, cc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
+func BenchmarkCopy(b *testing.B) {
+	for _, mode := range []string{ModeOffload, ModeBridge} {
+		b.Run(mode, func(b *testing.B) {
+			p := newPKI(b)
+			// A sink backend: reads and discards, answers nothing.
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer ln.Close()
+			var backTLS *tls.Config
+			if mode == ModeBridge {
+				backTLS = &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
+			}
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						var r io.Reader = c
+						if backTLS != nil {
+							r = tls.Server(c, backTLS)
+						}
+						io.Copy(io.Discard, r)
+						c.Close()
+					}()
+				}
+			}()
+			cfg := listenerConfig(mode, ln.Addr().String())
+			cfg.TLS = serverTLSConfig(b, p.web)
+			cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test"}
+			srv := start(b, cfg, &Options{Log: discardLog})
+			c, err := dialTLS(b, srv.addr, clientConfig(p, "web.test"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			chunk := make([]byte, 256<<10)
+			b.SetBytes(int64(len(chunk)))
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := c.Write(chunk); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkIdleConnMemory reports the memory (heap and stacks) the proxy
+// holds per idle established offload connection: the figure the 16 KiB
+// target is about. The clients and the backend run in a child process
+// (TestHelperIdleClients) so that only the proxy's share is measured.
+func BenchmarkIdleConnMemory(b *testing.B) {
+	const n = 500
+	p := newPKI(b)
+	dir := b.TempDir()
+	caFile := p.ca.WriteCA(b, dir, "ca.pem")
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(exe, "-test.run=^TestHelperIdleClients$")
+	cmd.Env = append(os.Environ(), "SEALPROXY_IDLE_HELPER="+strconv.Itoa(n)+","+caFile)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer stdin.Close()
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() {
+		b.Fatal("helper gave no backend address")
+	}
+	cfg := listenerConfig(ModeOffload, lines.Text())
+	cfg.TLS = serverTLSConfig(b, p.web)
+	srv := start(b, cfg, &Options{Log: discardLog})
+
+	if os.Getenv("SEALPROXY_IDLE_HEAPPROFILE") != "" {
+		runtime.MemProfileRate = 1
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	io.WriteString(stdin, srv.addr+"\n")
+	if !lines.Scan() || lines.Text() != "ready" {
+		b.Fatalf("helper: %q", lines.Text())
+	}
+	waitFor(b, "all active", func() bool { return counter(srv.metrics.Active) == n })
+	for b.Loop() {
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+	}
+	perConn := (int64(after.HeapInuse+after.StackInuse) - int64(before.HeapInuse+before.StackInuse)) / n
+	b.ReportMetric(float64(perConn), "B/idle-conn")
+	b.ReportMetric(float64(int64(after.StackInuse)-int64(before.StackInuse))/n, "stack-B/idle-conn")
+	if f := os.Getenv("SEALPROXY_IDLE_HEAPPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pprof.Lookup("heap").WriteTo(out, 0)
+		out.Close()
+	}
+}
+
+// TestHelperIdleClients is BenchmarkIdleConnMemory's child: it runs an
+// echo backend, prints its address, reads the proxy's, opens idle TLS
+// connections through it and holds them until stdin closes.
+func TestHelperIdleClients(t *testing.T) {
+	spec := os.Getenv("SEALPROXY_IDLE_HELPER")
+	if spec == "" {
+		t.Skip("helper process for BenchmarkIdleConnMemory")
+	}
+	nStr, caFile, _ := strings.Cut(spec, ",")
+	n, _ := strconv.Atoi(nStr)
+	echo := startEcho(t, nil)
+	fmt.Println(echo.addr())
+	in := bufio.NewScanner(os.Stdin)
+	if !in.Scan() {
+		t.Fatal("no proxy address")
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	cc := &tls.Config{RootCAs: pool, ServerName: "web.test"}
+	var conns []net.Conn
+	for range n {
+		c, err := dialTLS(t, in.Text(), cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		echoOnce(t, c, br, "x")
+		conns = append(conns, c)
+	}
+	fmt.Println("ready")
+	for in.Scan() {
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
