@@ -1,6 +1,10 @@
 package proxy
 
 import (
+	"crypto"
+	"io"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -16,6 +20,7 @@ type Metrics struct {
 	BackendErrors    *prometheus.CounterVec   // listener, backend
 	Closed           *prometheus.CounterVec   // listener, reason
 	Reloads          *prometheus.CounterVec   // result
+	SignSeconds      *prometheus.HistogramVec // key
 }
 
 // NewMetrics makes the collectors and registers them with reg (nil: not
@@ -53,10 +58,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sealproxy_reloads_total", Help: "Configuration reloads, by result.",
 		}, []string{"result"}),
+		SignSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "sealproxy_key_sign_duration_seconds", Help: "Duration of private key signatures (handshakes), by key.",
+			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
+		}, []string{"key"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Accepted, m.Active, m.Rejected, m.HandshakeErrors, m.HandshakeSeconds,
-			m.BytesIn, m.BytesOut, m.BackendErrors, m.Closed, m.Reloads)
+			m.BytesIn, m.BytesOut, m.BackendErrors, m.Closed, m.Reloads, m.SignSeconds)
 	}
 	return m
 }
@@ -77,4 +86,35 @@ func (m *Metrics) forListener(name string) *listenerMetrics {
 		active:    m.Active.WithLabelValues(name),
 		handshake: m.HandshakeSeconds.WithLabelValues(name),
 	}
+}
+
+// InstrumentSigner times every signature of key (named name in the
+// metric). RSA keys stay crypto.Decrypters.
+func (m *Metrics) InstrumentSigner(name string, key crypto.Signer) crypto.Signer {
+	t := timedSigner{Signer: key, obs: m.SignSeconds.WithLabelValues(name)}
+	if d, ok := key.(crypto.Decrypter); ok {
+		return timedDecrypter{t, d}
+	}
+	return t
+}
+
+type timedSigner struct {
+	crypto.Signer
+	obs prometheus.Observer
+}
+
+func (t timedSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	start := time.Now()
+	sig, err := t.Signer.Sign(rand, digest, opts)
+	t.obs.Observe(time.Since(start).Seconds())
+	return sig, err
+}
+
+type timedDecrypter struct {
+	timedSigner
+	d crypto.Decrypter
+}
+
+func (t timedDecrypter) Decrypt(rand io.Reader, msg []byte, opts crypto.DecrypterOpts) ([]byte, error) {
+	return t.d.Decrypt(rand, msg, opts)
 }

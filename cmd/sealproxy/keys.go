@@ -19,13 +19,14 @@ import (
 // source again gets the open key back: no Tang server is contacted again
 // until a reload needs a new key.
 type keyStore struct {
-	log  *slog.Logger
-	mu   sync.Mutex
-	keys map[string]vault.Key // by config directory and source
+	log     *slog.Logger
+	metrics *proxy.Metrics
+	mu      sync.Mutex
+	keys    map[string]vault.Key // by config directory and source
 }
 
-func newKeyStore(log *slog.Logger) *keyStore {
-	return &keyStore{log: log, keys: map[string]vault.Key{}}
+func newKeyStore(log *slog.Logger, m *proxy.Metrics) *keyStore {
+	return &keyStore{log: log, metrics: m, keys: map[string]vault.Key{}}
 }
 
 // opener opens keys as cfg configures them and checks each against the
@@ -55,7 +56,7 @@ func (s *keyStore) opener(cfg *config.Config) proxy.KeyOpener {
 		if err := vault.CheckCertificate(key, leaf); err != nil {
 			return nil, err
 		}
-		return key, nil
+		return s.metrics.InstrumentSigner(k.Name, key), nil
 	}
 }
 

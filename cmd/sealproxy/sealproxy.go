@@ -135,7 +135,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 
-	keys := newKeyStore(log)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := proxy.NewMetrics(reg)
+	keys := newKeyStore(log, metrics)
 	defer keys.closeAll()
 	first := cfg
 	loader := func(ctx context.Context) (*proxy.Plan, error) {
@@ -154,10 +157,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections}, nil
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	group := proxy.NewGroup(loader, &proxy.Options{
-		Log: log, Metrics: proxy.NewMetrics(reg), ShutdownTimeout: cfg.ShutdownTimeout,
+		Log: log, Metrics: metrics, ShutdownTimeout: cfg.ShutdownTimeout,
 	})
 
 	if cfg.Admin.Listen != "" {
