@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/sealproxy/sealproxy/testenv"
@@ -29,19 +30,22 @@ var modes = []struct {
 // verify checks that sig is a valid signature of msg by pub.
 func verify(t *testing.T, pub crypto.PublicKey, msg, sig []byte) {
 	t.Helper()
-	digest := sha256.Sum256(msg)
-	var ok bool
-	switch pub := pub.(type) {
-	case *ecdsa.PublicKey:
-		ok = ecdsa.VerifyASN1(pub, digest[:], sig)
-	case *rsa.PublicKey:
-		ok = rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, nil) == nil
-	case ed25519.PublicKey:
-		ok = ed25519.Verify(pub, msg, sig)
-	}
-	if !ok {
+	if !verifies(pub, msg, sig) {
 		t.Fatalf("signature does not verify")
 	}
+}
+
+func verifies(pub crypto.PublicKey, msg, sig []byte) bool {
+	digest := sha256.Sum256(msg)
+	switch pub := pub.(type) {
+	case *ecdsa.PublicKey:
+		return ecdsa.VerifyASN1(pub, digest[:], sig)
+	case *rsa.PublicKey:
+		return rsa.VerifyPSS(pub, crypto.SHA256, digest[:], sig, nil) == nil
+	case ed25519.PublicKey:
+		return ed25519.Verify(pub, msg, sig)
+	}
+	return false
 }
 
 func signMsg(k crypto.Signer, msg []byte) ([]byte, error) {
@@ -247,4 +251,39 @@ func TestOnlyRSADecrypts(t *testing.T) {
 		}
 		k.Close()
 	}
+}
+
+// Many goroutines sign at once (more than there are scratch buffers) while
+// the key is closed under them: each signature verifies or fails with
+// ErrClosed.
+func TestSealedKeyConcurrentClose(t *testing.T) {
+	tk := testKeys(t)[0]
+	k, err := newSealedKey("sealed:c.jwe", bytes.Clone(tk.pems["PKCS8"]), custodyBox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range 32 {
+		wg.Go(func() {
+			<-start
+			for range 20 {
+				sig, err := signMsg(k, []byte("m"))
+				if errors.Is(err, ErrClosed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !verifies(tk.signer.Public(), []byte("m"), sig) {
+					t.Error("signature does not verify")
+					return
+				}
+			}
+		})
+	}
+	close(start)
+	k.Close()
+	wg.Wait()
 }
