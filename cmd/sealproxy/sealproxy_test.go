@@ -17,6 +17,7 @@ import (
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock"
 )
 
 // syncBuffer is a bytes.Buffer safe for the daemon to write and the test
@@ -121,14 +122,33 @@ func TestVersion(t *testing.T) {
 var listenRE = regexp.MustCompile(`msg=listening listener=web addr=(\S+)`)
 var adminRE = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
 
-// TestRunEndToEnd runs the daemon in-process with a file: key, sends
-// traffic through it with a real TLS client, reads /metrics, and stops it
-// by cancelling its context.
+// TestRunEndToEnd runs the daemon in-process with the issue's example
+// configuration (addresses made free ports), once with a file: key and
+// once with a sealed: key recovered from an embedded Tang server; sends
+// traffic through it with a real TLS client, reads the admin endpoints and
+// stops it by cancelling its context.
 func TestRunEndToEnd(t *testing.T) {
+	for _, source := range []string{"file", "sealed"} {
+		t.Run(source, func(t *testing.T) { testRunEndToEnd(t, source) })
+	}
+}
+
+func testRunEndToEnd(t *testing.T, source string) {
 	dir := t.TempDir()
 	ca := testenv.NewCA(t, "test CA")
-	ca.Server(t, "web.test").WriteFiles(t, dir, "web")
-
+	leaf := ca.Server(t, "web.test")
+	leaf.WriteFiles(t, dir, "web")
+	if source == "sealed" {
+		tangSrv := testenv.EmbeddedTang(t)
+		jwe, err := unlock.Encrypt(context.Background(), "tang", []byte(tangSrv.Config()), leaf.KeyPEM(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "web.key.jwe"), jwe, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(dir, "web.key")) // nothing in the clear
+	}
 	backend, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -148,13 +168,18 @@ func TestRunEndToEnd(t *testing.T) {
 		}
 	}()
 
-	cfg := strings.NewReplacer(
-		`source = "sealed:web.key.jwe"`, `source = "file:web.key"`,
+	replace := []string{
 		"127.0.0.1:8443", "127.0.0.1:0",
 		"127.0.0.1:9000", backend.Addr().String(),
 		"127.0.0.1:9090", "127.0.0.1:0",
-	).Replace(exampleConfig)
-	cfg = "allow_plaintext_keys = true\n" + cfg
+	}
+	if source == "file" {
+		replace = append(replace, `source = "sealed:web.key.jwe"`, `source = "file:web.key"`)
+	}
+	cfg := strings.NewReplacer(replace...).Replace(exampleConfig)
+	if source == "file" {
+		cfg = "allow_plaintext_keys = true\n" + cfg
+	}
 	path := filepath.Join(dir, "sealproxy.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -221,14 +246,17 @@ func TestRunEndToEnd(t *testing.T) {
 		t.Fatalf("run: %v", err)
 	}
 	logs := stderr.String()
-	for _, want := range []string{
-		"using a plaintext key file",
+	wantLogs := []string{
 		`msg="connection closed" listener=web`,
 		"sni=web.test",
 		"bytes_in=10 bytes_out=10",
 		"reason=",
 		"msg=stopped",
-	} {
+	}
+	if source == "file" {
+		wantLogs = append(wantLogs, "using a plaintext key file")
+	}
+	for _, want := range wantLogs {
 		if !strings.Contains(logs, want) {
 			t.Errorf("logs lack %q:\n%s", want, logs)
 		}
