@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -134,6 +135,8 @@ func blockingServer(t *testing.T) (string, <-chan struct{}) {
 	arrived := make(chan struct{}, 16)
 	release := make(chan struct{})
 	srv := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Reading the body lets the server notice the client hanging up.
+		io.Copy(io.Discard, r.Body)
 		arrived <- struct{}{}
 		select {
 		case <-r.Context().Done():
