@@ -62,6 +62,10 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*Listener
 			MaxConns: l.MaxConnections, HandshakeTimeout: l.HandshakeTimeout, ConnectTimeout: l.ConnectTimeout,
 			IdleTimeout: l.IdleTimeout, CloseTimeout: l.CloseTimeout, MaxLifetime: l.MaxLifetime,
 		}
+		for _, n := range l.AcceptProxyFrom {
+			p, _ := config.ParsePrefix(n)
+			lc.AcceptProxyFrom = append(lc.AcceptProxyFrom, p)
+		}
 		switch l.ProxyProtocol {
 		case "v1":
 			lc.ProxyProtocol = 1

@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -42,6 +43,11 @@ type ListenerConfig struct {
 	RoundRobin bool
 	// ConnectAllow lists the destinations a connect listener permits.
 	ConnectAllow []string
+
+	// AcceptProxyFrom lists the networks (load balancers) whose
+	// connections must start with a PROXY header (v1 or v2); the header's
+	// source becomes the client address. Others connect directly.
+	AcceptProxyFrom []netip.Prefix
 
 	// TicketRotation is the period of session ticket key rotation
 	// (default DefaultTicketRotation); read when Serve starts.

@@ -331,3 +331,32 @@ func parseTLVs(b []byte) ([]TLV, error) {
 	}
 	return out, nil
 }
+
+// readProxyHeaderExact reads one PROXY header from c without reading a
+// byte past it (what follows belongs to TLS or the relay).
+func readProxyHeaderExact(c net.Conn) (*ProxyHeader, error) {
+	buf := make([]byte, 15, 232) // the shortest header is "PROXY UNKNOWN\r\n"
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadProxyHeader, err)
+	}
+	if bytes.HasPrefix(buf, proxyV2Sig) {
+		buf = buf[:16]
+		if _, err := io.ReadFull(c, buf[15:]); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadProxyHeader, err)
+		}
+		rest := make([]byte, binary.BigEndian.Uint16(buf[14:]))
+		if _, err := io.ReadFull(c, rest); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadProxyHeader, err)
+		}
+		buf = append(buf, rest...)
+	} else {
+		var b [1]byte
+		for !bytes.HasSuffix(buf, []byte("\r\n")) && len(buf) < 107 {
+			if _, err := io.ReadFull(c, b[:]); err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrBadProxyHeader, err)
+			}
+			buf = append(buf, b[0])
+		}
+	}
+	return ReadProxyHeader(bufio.NewReader(bytes.NewReader(buf)))
+}

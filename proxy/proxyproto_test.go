@@ -169,3 +169,61 @@ func FuzzReadProxyHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestAcceptProxyFromTrusted puts the proxy behind a "load balancer" on
+// 127.0.0.1: its PROXY v2 header's source reaches the backend (in the
+// proxy's own v1 header) and the log; without a header the connection is
+// refused.
+func TestAcceptProxyFromTrusted(t *testing.T) {
+	p := newPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan string, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			got <- line
+			c.Close()
+		}
+	}()
+	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.ProxyProtocol = 1
+	cfg.AcceptProxyFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	srv := start(t, cfg, nil)
+
+	raw, err := net.Dial("tcp", srv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	client := netip.MustParseAddrPort("203.0.113.7:4242")
+	front := netip.MustParseAddrPort("198.51.100.1:443")
+	if _, err := raw.Write(AppendProxyV2(nil, client, front, nil)); err != nil {
+		t.Fatal(err)
+	}
+	c := tls.Client(raw, clientConfig(p, "web.test"))
+	if err := c.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if line := <-got; line != "PROXY TCP4 203.0.113.7 198.51.100.1 4242 443\r\n" {
+		t.Errorf("backend got %q", line)
+	}
+	c.Close()
+
+	// A trusted source without a header is refused and counted.
+	if c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test")); err == nil {
+		c.Close()
+		t.Fatal("handshake without a PROXY header succeeded")
+	}
+	waitFor(t, "refusal counted", func() bool {
+		return counter(srv.metrics.Rejected.WithLabelValues("test", "proxy_header")) == 1
+	})
+}

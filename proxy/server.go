@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -144,7 +145,8 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}
 		st := s.state.Load()
-		c := &conn{s: s, cfg: st.cfg, m: st.m, raw: raw, start: time.Now()}
+		c := &conn{s: s, cfg: st.cfg, m: st.m, raw: raw, start: time.Now(),
+			src: addrPort(raw.RemoteAddr()), dst: addrPort(raw.LocalAddr())}
 		c.ctx, c.cancel = context.WithCancel(hard)
 		s.track(c, true)
 		s.wg.Add(1)
@@ -219,9 +221,20 @@ type conn struct {
 	backend net.Conn
 
 	lifetime *time.Timer
+	// src and dst are the client's addresses: the socket's, or what a
+	// trusted PROXY header said.
+	src, dst netip.AddrPort
 
 	sni, client, backendName string
 	tlsState                 *tls.ConnectionState
+}
+
+// remote names the client for logs.
+func (c *conn) remote() string {
+	if c.src.IsValid() {
+		return c.src.String()
+	}
+	return c.raw.RemoteAddr().String()
 }
 
 // force closes the connection from outside (lifetime, shutdown).
@@ -279,7 +292,7 @@ func (s *Server) finish(c *conn, r *relay, reason string, err error) {
 	}
 	attrs := []slog.Attr{
 		slog.String("listener", c.cfg.Name),
-		slog.String("remote", c.raw.RemoteAddr().String()),
+		slog.String("remote", c.remote()),
 		slog.String("sni", c.sni),
 		slog.String("client", c.client),
 		slog.String("backend", c.backendName),
@@ -302,6 +315,19 @@ func (s *Server) finish(c *conn, r *relay, reason string, err error) {
 // setup runs everything before the relay; on failure it closes the
 // client and returns a nil relay with the reason.
 func (s *Server) setup(c *conn) (*relay, string, error) {
+	if trusted(c.cfg.AcceptProxyFrom, c.src) {
+		_ = c.raw.SetReadDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+		h, err := readProxyHeaderExact(c.raw)
+		if err != nil {
+			s.opts.Metrics.Rejected.WithLabelValues(c.cfg.Name, "proxy_header").Inc()
+			_ = c.raw.Close()
+			return nil, "bad_proxy_header", err
+		}
+		_ = c.raw.SetReadDeadline(time.Time{})
+		if h.Src.IsValid() && !h.Local {
+			c.src, c.dst = h.Src, h.Dst
+		}
+	}
 	client := plainEndpoint(c.raw)
 	if c.cfg.Mode != ModeEncrypt {
 		tc, err := s.handshake(c)
@@ -356,6 +382,16 @@ func (s *Server) setup(c *conn) (*relay, string, error) {
 		r.inC.Add(float64(len(early)))
 	}
 	return r, "", nil
+}
+
+// trusted reports whether addr is in one of the prefixes.
+func trusted(prefixes []netip.Prefix, addr netip.AddrPort) bool {
+	for _, p := range prefixes {
+		if p.Contains(addr.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // handshake runs the server handshake under the handshake deadline, so
@@ -443,7 +479,7 @@ func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
 	c.setBackend(raw)
 	if v := c.cfg.ProxyProtocol; v != 0 {
 		// The header goes first on the socket, before any upstream TLS.
-		src, dst := addrPort(c.raw.RemoteAddr()), addrPort(c.raw.LocalAddr())
+		src, dst := c.src, c.dst
 		var hdr []byte
 		if v == 1 {
 			hdr = AppendProxyV1(nil, src, dst)

@@ -80,6 +80,9 @@ type Listener struct {
 	// ProxyProtocol sends a PROXY header to the backend: "v1" or "v2"
 	// (v2 adds TLS version, SNI, ALPN, client CN and certificate).
 	ProxyProtocol string `toml:"proxy_protocol"`
+	// AcceptProxyFrom lists networks (CIDR or single addresses) of load
+	// balancers whose connections start with a PROXY header.
+	AcceptProxyFrom []string `toml:"accept_proxy_from"`
 
 	MaxConnections   int           `toml:"max_connections"`
 	HandshakeTimeout time.Duration `toml:"handshake_timeout"`

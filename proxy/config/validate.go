@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -134,6 +135,11 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 	}
 	if !oneOf(l.ProxyProtocol, "", "v1", "v2") {
 		v.errorf(p+".proxy_protocol", "unknown PROXY protocol version %q (want v1 or v2)", l.ProxyProtocol)
+	}
+	for _, n := range l.AcceptProxyFrom {
+		if _, err := ParsePrefix(n); err != nil {
+			v.errorf(p+".accept_proxy_from", "%q is not a network (10.0.0.0/8) or an address", n)
+		}
 	}
 	if l.MaxConnections < 0 {
 		v.errorf(p+".max_connections", "must not be negative")
@@ -291,6 +297,19 @@ func isZeroTLS(t *TLS) bool {
 
 func isZeroUpstream(u *Upstream) bool {
 	return u.CA == "" && u.ServerName == "" && u.ClientKey == "" && len(u.ALPN) == 0 && u.MinVersion == "" && u.MaxVersion == ""
+}
+
+// ParsePrefix parses a CIDR network or a single address.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // Version maps "1.0".."1.3" to crypto/tls constants.
