@@ -9,6 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
+
+	"golang.org/x/crypto/ocsp"
 
 	"github.com/sealproxy/sealproxy/proxy/config"
 )
@@ -48,6 +51,11 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*Listener
 		c, err := NewCertificate(name, chain, signer)
 		if err != nil {
 			return nil, err
+		}
+		if k.OCSPStaple != "" {
+			if c.OCSPStaple, err = loadStaple(cfg.Resolve(k.OCSPStaple), c); err != nil {
+				return nil, fmt.Errorf("key %q: ocsp_staple: %w", name, err)
+			}
 		}
 		certs[name] = c
 		return c, nil
@@ -197,6 +205,33 @@ func upstreamTLS(cfg *config.Config, u *config.Upstream, client *tls.Certificate
 		tc.Certificates = []tls.Certificate{*client}
 	}
 	return tc, nil
+}
+
+// loadStaple reads a DER OCSP response and checks that it speaks of the
+// certificate's leaf, is signed for its issuer (the chain's second
+// certificate, when present), says good and has not expired.
+func loadStaple(path string, c *tls.Certificate) ([]byte, error) {
+	der, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var issuer *x509.Certificate
+	if len(c.Certificate) > 1 {
+		if issuer, err = x509.ParseCertificate(c.Certificate[1]); err != nil {
+			return nil, err
+		}
+	}
+	resp, err := ocsp.ParseResponseForCert(der, c.Leaf, issuer)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	switch {
+	case resp.Status != ocsp.Good:
+		return nil, fmt.Errorf("%s: the response does not say good (status %d)", path, resp.Status)
+	case !resp.NextUpdate.IsZero() && time.Now().After(resp.NextUpdate):
+		return nil, fmt.Errorf("%s: expired at %s", path, resp.NextUpdate.Format(time.RFC3339))
+	}
+	return der, nil
 }
 
 // loadChain reads a PEM certificate chain, leaf first.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -168,5 +169,49 @@ crl = ["clients.crl"]
 	}
 	if _, err := Build(context.Background(), cfg, f.open); err == nil || !strings.Contains(err.Error(), "not signed by any CA") {
 		t.Fatalf("foreign CRL: err = %v", err)
+	}
+}
+
+func TestOCSPStaple(t *testing.T) {
+	f := newBuildFixture(t)
+	echo := startEcho(t, nil)
+	staple := f.p.ca.OCSPResponse(t, f.p.web.Cert, false)
+	if err := os.WriteFile(filepath.Join(f.dir, "web.ocsp"), staple, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	body := strings.Replace(buildKeys, `source = "file:web.key"`, "source = \"file:web.key\"\nocsp_staple = \"web.ocsp\"", 1) + `
+[[listener]]
+name = "test"
+listen = "127.0.0.1:0"
+mode = "offload"
+keys = ["web"]
+backend = "` + echo.addr() + `"
+`
+	cfg := f.config(t, body)
+	lcs, err := Build(context.Background(), cfg, f.open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := start(t, lcs[0], nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(f.p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if got := c.ConnectionState().OCSPResponse; !bytes.Equal(got, staple) {
+		t.Errorf("stapled %d bytes, want the %d of the file", len(got), len(staple))
+	}
+
+	// A staple that says revoked, or is for another certificate, is refused.
+	for name, der := range map[string][]byte{
+		"revoked":    f.p.ca.OCSPResponse(t, f.p.web.Cert, true),
+		"other cert": f.p.ca.OCSPResponse(t, f.p.api.Cert, false),
+	} {
+		if err := os.WriteFile(filepath.Join(f.dir, "web.ocsp"), der, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Build(context.Background(), cfg, f.open); err == nil || !strings.Contains(err.Error(), "ocsp_staple") {
+			t.Errorf("%s staple: err = %v", name, err)
+		}
 	}
 }

@@ -63,6 +63,13 @@ func TestOpenSSLClient(t *testing.T) {
 	backend := startLineBackend(t)
 	cfg := listenerConfig(ModeOffload, backend)
 	cfg.TLS = serverTLSConfig(t, p.web, p.api)
+	web := tlsCert(t, p.web)
+	web.OCSPStaple = p.ca.OCSPResponse(t, p.web.Cert, false)
+	chooser, err := NewCertChooser([]*tls.Certificate{web, tlsCert(t, p.api)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.TLS.GetCertificate = chooser.GetCertificate
 	cfg.TLS.NextProtos = []string{"h2", "http/1.1"}
 	cfg.TLS.ClientAuth = tls.VerifyClientCertIfGiven
 	cfg.TLS.ClientCAs = p.ca.Pool()
@@ -79,6 +86,8 @@ func TestOpenSSLClient(t *testing.T) {
 			[]string{"TLSv1.2", "ALPN protocol: http/1.1", "CN = web.test", "pong: ping"}},
 		{"client certificate", []string{"-servername", "web.test", "-cert", clientCert, "-key", clientKey},
 			[]string{"pong: ping"}},
+		{"ocsp staple", []string{"-servername", "web.test", "-status"},
+			[]string{"OCSP Response Status: successful", "Cert Status: good", "pong: ping"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			args := append([]string{"s_client", "-connect", srv.addr, "-CAfile", caFile, "-verify_return_error", "-ign_eof"}, tt.args...)
@@ -91,9 +100,9 @@ func TestOpenSSLClient(t *testing.T) {
 		})
 	}
 	// The client-certificate run shows up as the identity in the log line;
-	// the metric sees three handshakes.
+	// the metric sees four handshakes.
 	waitFor(t, "handshakes observed", func() bool {
-		return counter(srv.metrics.Accepted) == 3
+		return counter(srv.metrics.Accepted) == 4
 	})
 }
 

@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 )
 
 // CA is a throw-away certificate authority for tests (ECDSA P-256).
@@ -200,4 +202,25 @@ func (ca *CA) CRL(t testing.TB, revoked ...*x509.Certificate) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+}
+
+// OCSPResponse returns a DER OCSP response signed by the CA saying that
+// leaf is good (or revoked), valid for a day.
+func (ca *CA) OCSPResponse(t testing.TB, leaf *x509.Certificate, revoked bool) []byte {
+	t.Helper()
+	tmpl := ocsp.Response{
+		Status:       ocsp.Good,
+		SerialNumber: leaf.SerialNumber,
+		ThisUpdate:   time.Now().Add(-time.Hour),
+		NextUpdate:   time.Now().Add(24 * time.Hour),
+	}
+	if revoked {
+		tmpl.Status = ocsp.Revoked
+		tmpl.RevokedAt = time.Now().Add(-time.Minute)
+	}
+	der, err := ocsp.CreateResponse(ca.Cert, ca.Cert, tmpl, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
 }

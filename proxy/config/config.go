@@ -62,6 +62,9 @@ type Key struct {
 	Name   string `toml:"name"`
 	Cert   string `toml:"cert"`   // PEM chain, leaf first
 	Source string `toml:"source"` // vault reference: sealed:, pkcs11:, winstore:, file:
+	// OCSPStaple is a DER OCSP response for the leaf, stapled to
+	// handshakes; re-read on reload.
+	OCSPStaple string `toml:"ocsp_staple"`
 }
 
 // Listener is one listening socket and what it does with connections.
