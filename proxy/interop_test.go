@@ -148,3 +148,39 @@ func TestCurlThroughOffload(t *testing.T) {
 		})
 	}
 }
+
+func TestCurlThroughBridge(t *testing.T) {
+	curl := testenv.LookTool(t, "curl", "curl")
+	p := newPKI(t)
+	caFile := p.ca.WriteCA(t, t.TempDir(), "ca.pem")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backTLS := &tls.Config{
+		Certificates: []tls.Certificate{p.backend.TLSCertificate()},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    p.ca.Pool(),
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "backend over TLS, client %s", r.TLS.PeerCertificates[0].Subject.CommonName)
+	})}
+	go hs.Serve(tls.NewListener(ln, backTLS))
+	t.Cleanup(func() { hs.Close() })
+
+	cfg := listenerConfig(ModeBridge, ln.Addr().String())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.TLS.NextProtos = []string{"http/1.1"}
+	cfg.Upstream = &tls.Config{
+		RootCAs: p.backCA.Pool(), ServerName: "backend.test",
+		Certificates: []tls.Certificate{*tlsCert(t, p.ca.Client(t, "sealproxy"))},
+	}
+	srv := start(t, cfg, nil)
+	_, port, _ := net.SplitHostPort(srv.addr)
+	out := runTool(t, "", curl, "-sS", "--fail", "--cacert", caFile,
+		"--resolve", "web.test:"+port+":127.0.0.1", "https://web.test:"+port+"/")
+	if want := "backend over TLS, client sealproxy"; out != want {
+		t.Errorf("curl got %q, want %q", out, want)
+	}
+}
