@@ -36,6 +36,7 @@ type SoftHSM struct {
 	Module  string // path of libsofthsm2.so
 	Conf    string // the SOFTHSM2_CONF file
 	Token   string // token label
+	Slot    int    // slot id of the token
 	PIN     string // user PIN (also in PINFile)
 	PINFile string
 	CA      *x509.CertPool
@@ -102,7 +103,15 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 		}
 		return out
 	}
-	run(util, "--init-token", "--free", "--label", h.Token, "--pin", h.PIN, "--so-pin", "so-"+h.PIN)
+	out := run(util, "--init-token", "--free", "--label", h.Token, "--pin", h.PIN, "--so-pin", "so-"+h.PIN)
+	// "The token has been initialized and is reassigned to slot 1234"
+	if _, after, ok := strings.Cut(string(out), "reassigned to slot "); ok {
+		if _, err := fmt.Sscan(after, &h.Slot); err != nil {
+			t.Fatalf("reading the token's slot from %q: %v", out, err)
+		}
+	} else {
+		t.Fatalf("softhsm2-util did not say which slot the token is in: %s", out)
+	}
 	p11 := func(args ...string) []byte {
 		t.Helper()
 		return run(tool, append([]string{"--module", module, "--token-label", h.Token, "--login", "--pin", h.PIN}, args...)...)

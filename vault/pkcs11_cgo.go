@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/ThalesIgnite/crypto11"
+	"github.com/miekg/pkcs11"
 
 	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
@@ -41,8 +42,9 @@ type tokenID struct {
 }
 
 type sharedContext struct {
-	ctx  *crypto11.Context
-	refs int
+	ctx    *crypto11.Context
+	serial string // the token's serial number: its identity
+	refs   int
 }
 
 var (
@@ -138,12 +140,6 @@ func openPKCS11(ctx context.Context, r Ref, opts *Options) (Key, error) {
 func acquireToken(id tokenID, pin []byte, opts *Options) (*crypto11.Context, func(), error) {
 	tokensMu.Lock()
 	defer tokensMu.Unlock()
-	for other := range tokens {
-		if other.module == id.module && other.token == id.token && other.serial == id.serial &&
-			other.slot == id.slot && other.pinHash != id.pinHash {
-			return nil, nil, errors.New("the token is already open with a different PIN")
-		}
-	}
 	sc := tokens[id]
 	if sc == nil {
 		cfg := &crypto11.Config{
@@ -161,11 +157,24 @@ func acquireToken(id tokenID, pin []byte, opts *Options) (*crypto11.Context, fun
 		if cfg.Pin == "" {
 			cfg.LoginNotSupported = true
 		}
+		// crypto11.Configure finalizes the module when it fails after
+		// initializing it, even under other open contexts; and a login to a
+		// token that is already logged in succeeds whatever the PIN. So
+		// find the token and log in here first, without those effects.
+		serial, err := precheckToken(id, pin, !moduleInUse(id.module))
+		if err != nil {
+			return nil, nil, err
+		}
+		for other, osc := range tokens {
+			if other.module == id.module && osc.serial == serial && other.pinHash != id.pinHash {
+				return nil, nil, errors.New("the token is already open with a different PIN")
+			}
+		}
 		c, err := crypto11.Configure(cfg)
 		if err != nil {
 			return nil, nil, err
 		}
-		sc = &sharedContext{ctx: c}
+		sc = &sharedContext{ctx: c, serial: serial}
 		tokens[id] = sc
 	}
 	sc.refs++
@@ -183,6 +192,77 @@ func acquireToken(id tokenID, pin []byte, opts *Options) (*crypto11.Context, fun
 			}
 		})
 	}, nil
+}
+
+// moduleInUse reports whether a context of the module is open. Call with
+// tokensMu held.
+func moduleInUse(module string) bool {
+	for id := range tokens {
+		if id.module == module {
+			return true
+		}
+	}
+	return false
+}
+
+// precheckToken does what crypto11.Configure does that can fail (find the
+// token, open a session, log in) and returns the token's serial number.
+// If initialize is set the module is not in use: it is initialized here
+// and finalized again. Otherwise it is used as it is, and nothing here
+// finalizes it. A login to a token the process is already logged in to
+// reports CKR_USER_ALREADY_LOGGED_IN whatever the PIN; the caller then
+// relies on the PIN check against the contexts it has open.
+func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
+	p := pkcs11.New(id.module)
+	if p == nil {
+		return "", errors.New("could not load the PKCS#11 module")
+	}
+	defer p.Destroy()
+	if initialize {
+		if err := p.Initialize(); err != nil {
+			return "", fmt.Errorf("initializing the PKCS#11 module: %w", err)
+		}
+		defer p.Finalize()
+	}
+	slots, err := p.GetSlotList(true)
+	if err != nil {
+		return "", fmt.Errorf("listing PKCS#11 slots: %w", err)
+	}
+	var (
+		found bool
+		slot  uint
+		info  pkcs11.TokenInfo
+	)
+	for _, sl := range slots {
+		ti, err := p.GetTokenInfo(sl)
+		if err != nil {
+			continue
+		}
+		if (id.token != "" && ti.Label == id.token) || (id.serial != "" && ti.SerialNumber == id.serial) ||
+			(id.slot >= 0 && sl == uint(id.slot)) {
+			found, slot, info = true, sl, ti
+			break
+		}
+	}
+	if !found {
+		return "", errors.New("could not find PKCS#11 token")
+	}
+	if len(pin) == 0 {
+		return info.SerialNumber, nil
+	}
+	session, err := p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
+	if err != nil {
+		return "", fmt.Errorf("opening a session: %w", err)
+	}
+	defer p.CloseSession(session)
+	err = p.Login(session, pkcs11.CKU_USER, string(pin))
+	if perr, ok := err.(pkcs11.Error); ok && perr == pkcs11.CKR_USER_ALREADY_LOGGED_IN {
+		err = nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("logging in: %w", err)
+	}
+	return info.SerialNumber, nil
 }
 
 // tokenKey is a private key that stays on a PKCS#11 token.

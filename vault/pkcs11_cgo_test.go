@@ -221,3 +221,41 @@ func TestPKCS11ContextCancelled(t *testing.T) {
 		t.Fatalf("got %v, want context.Canceled naming the key", err)
 	}
 }
+
+// A reference that fails to open (here, a missing token, as a bad reload
+// might bring) must not break keys of the same module that are in use:
+// crypto11 finalizes the module when its Configure fails.
+func TestPKCS11FailedOpenKeepsOthers(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	k := openToken(t, h.URI("ec256"))
+	bad := []string{
+		strings.Replace(h.URI("ec256"), "token="+h.Token, "token=no-such-token", 1),
+		"pkcs11:serial=0000;object=ec256?module-path=" + h.Module + "&pin-value=x",
+	}
+	for _, ref := range bad {
+		if _, err := Open(context.Background(), ref, nil); err == nil {
+			t.Fatalf("Open(%s) succeeded", ref)
+		}
+	}
+	if _, err := signMsg(k, []byte("m")); err != nil {
+		t.Fatalf("the open key broke after a failed open: %v", err)
+	}
+}
+
+// A token already logged in accepts any PIN at C_Login; a second reference
+// to the same token (through another selector) with a wrong PIN must
+// still be refused.
+func TestPKCS11WrongPINWhileLoggedIn(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	openToken(t, h.URI("ec256"))
+	ref := "pkcs11:slot-id=" + strconv.Itoa(h.Slot) + ";object=rsa2048?module-path=" + h.Module + "&pin-value=wrong-pin-1"
+	k, err := Open(context.Background(), ref, nil)
+	if err == nil {
+		k.Close()
+		t.Fatal("a wrong PIN was accepted because the token was logged in")
+	}
+	if strings.Contains(err.Error(), "wrong-pin-1") {
+		t.Errorf("error shows the PIN: %v", err)
+	}
+	t.Log(err)
+}
