@@ -204,6 +204,9 @@ func recoverTang(ctx context.Context, j *jwe, opts *Options) ([]byte, error) {
 	if j.header.Alg != "ECDH-ES" {
 		return nil, fmt.Errorf("%w: tang pin with alg %q, want ECDH-ES", ErrMalformed, j.header.Alg)
 	}
+	if _, err := tang.BaseURL(node.URL); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
 	adv, err := tang.AdvertisementFromPayload(node.Adv)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)

@@ -76,13 +76,21 @@ func (c *Client) timeout() time.Duration {
 
 // BaseURL checks a Tang URL and drops a trailing slash, as clevis would
 // otherwise request "//adv".
+// Errors quote the URL with any password masked.
 func BaseURL(raw string) (string, error) {
 	u, err := url.Parse(raw)
+	shown := raw
+	switch {
+	case err == nil && u.User != nil:
+		shown = u.Redacted()
+	case err != nil && strings.Contains(raw, "@"):
+		shown = "(a URL with credentials)"
+	}
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("tang URL %q must look like http://host:port", raw)
+		return "", fmt.Errorf("tang URL %q must look like http://host:port", shown)
 	}
 	if u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return "", fmt.Errorf("tang URL %q must not carry credentials, a query or a fragment", raw)
+		return "", fmt.Errorf("tang URL %q must not carry credentials, a query or a fragment", shown)
 	}
 	return strings.TrimRight(raw, "/"), nil
 }
