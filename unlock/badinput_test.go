@@ -192,6 +192,12 @@ func TestDecryptBadInput(t *testing.T) {
 			i := strings.Index(h, `,"adv":`)
 			return h[:i] + "}}}"
 		}), []error{unlock.ErrMalformed}, "adv"},
+		{"header url not http", badHeader(t, jwe, func(h string) string {
+			return strings.Replace(h, `"url":"http://`, `"url":"ftp://`, 1)
+		}), []error{unlock.ErrMalformed}, "http://host:port"},
+		{"header url with credentials", badHeader(t, jwe, func(h string) string {
+			return strings.Replace(h, `"url":"http://`, `"url":"http://u:s3cr3t@`, 1)
+		}), []error{unlock.ErrMalformed}, "credentials"},
 		{"header enc A128GCM", badHeader(t, jwe, func(h string) string {
 			return strings.Replace(h, `"enc":"A256GCM"`, `"enc":"A128GCM"`, 1)
 		}), []error{unlock.ErrMalformed}, "A128GCM"},
@@ -224,8 +230,8 @@ func TestDecryptBadInput(t *testing.T) {
 					t.Fatalf("Decrypt = %v, want it to wrap %v", err, want)
 				}
 			}
-			if !strings.Contains(err.Error(), tc.msg) {
-				t.Fatalf("Decrypt = %v, want it to mention %q", err, tc.msg)
+			if !strings.Contains(err.Error(), tc.msg) || strings.Contains(err.Error(), "s3cr3t") {
+				t.Fatalf("Decrypt = %v, want it to mention %q (and no password)", err, tc.msg)
 			}
 			if errors.Is(err, unlock.ErrTampered) && err.Error() != unlock.ErrTampered.Error() {
 				t.Fatalf("Decrypt = %v: an authentication failure should say only that", err)
@@ -252,6 +258,7 @@ func TestEncryptBadConfig(t *testing.T) {
 		{"tang", `not json`, unlock.ErrBadConfig, ""},
 		{"tang", `{"thp":"` + srv.Thp + `"}`, unlock.ErrBadConfig, "url"},
 		{"tang", `{"url":"ftp://127.0.0.1:1"}`, unlock.ErrBadConfig, "http://host:port"},
+		{"tang", `{"url":"http://admin:s3cr3t@127.0.0.1:1"}`, unlock.ErrBadConfig, "admin:xxxxx@"},
 		{"tang", `{"url":"` + srv.URL + `","thp":"` + srv.Thp + `","extra":1}`, unlock.ErrBadConfig, "extra"},
 		{"tang", srv.Config() + ` {}`, unlock.ErrBadConfig, "trailing"},
 		{"tang", `{"url":"` + srv.URL + `","adv":"/nonexistent/adv.jws"}`, unlock.ErrBadConfig, "adv"},
@@ -267,7 +274,7 @@ func TestEncryptBadConfig(t *testing.T) {
 		{"sss", `{"t":1,"pins":{"sss":{"t":2,"pins":{"tang":[` + srv.Config() + `]}}}}`, unlock.ErrBadConfig, "t is 2"},
 	} {
 		out, err := unlock.Encrypt(badCtx(t), tc.pin, []byte(tc.cfg), []byte("secret"), nil)
-		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) || out != nil {
+		if !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.msg) || strings.Contains(err.Error(), "s3cr3t") || out != nil {
 			t.Errorf("Encrypt %s %s = %v; want %v mentioning %q", tc.pin, tc.cfg, err, tc.want, tc.msg)
 		}
 	}

@@ -299,6 +299,13 @@ func TestBaseURL(t *testing.T) {
 			t.Errorf("BaseURL(%q) = %q, want an error", in, got)
 		}
 	}
+	// Errors quote the URL, but never a password in it.
+	for _, in := range []string{"http://user:s3cr3t@tang.example", "ftp://user:s3cr3t@tang.example", "http://user:s3cr3t@[::1"} {
+		_, err := tang.BaseURL(in)
+		if err == nil || strings.Contains(err.Error(), "s3cr3t") {
+			t.Errorf("BaseURL(%q) = %v; want an error without the password", in, err)
+		}
+	}
 	// A URL the client refuses is refused before any request is made.
 	if _, err := (&tang.Client{}).Advertisement(testCtx(t), "http://user:pw@127.0.0.1:1", ""); err == nil {
 		t.Error("Advertisement accepted a URL with credentials")
