@@ -287,3 +287,31 @@ func TestSealedKeyConcurrentClose(t *testing.T) {
 	k.Close()
 	wg.Wait()
 }
+
+// file: keys follow the same rule, and are refused without AllowPlaintext.
+func TestFileKeys(t *testing.T) {
+	dir := t.TempDir()
+	for _, tk := range testKeys(t) {
+		path := filepath.Join(dir, "key.pem")
+		if err := os.WriteFile(path, tk.pems["PKCS8"], 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Open(context.Background(), "file:"+path, nil); !errors.Is(err, ErrPlaintextRefused) {
+			t.Fatalf("file: without AllowPlaintext: %v", err)
+		}
+		k, err := Open(context.Background(), "file:"+path, &Options{AllowPlaintext: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, isRSA := tk.signer.(*rsa.PrivateKey)
+		if _, ok := k.(crypto.Decrypter); ok != isRSA {
+			t.Errorf("%s: crypto.Decrypter = %v, want %v", tk.name, ok, isRSA)
+		}
+		sig, err := signMsg(k, []byte("m"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		verify(t, tk.signer.Public(), []byte("m"), sig)
+		k.Close()
+	}
+}
