@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"time"
 
@@ -24,10 +25,15 @@ type KeyOpener func(ctx context.Context, k *config.Key) (crypto.Signer, error)
 // it reads certificate chains and CA bundles, opens the keys the
 // listeners use through open, and checks each key against its
 // certificate. With a nil open it only reads and checks the files (as
-// `sealproxy check` does, without touching any key).
-func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*ListenerConfig, error) {
+// `sealproxy check` does, without touching any key). log receives
+// warnings (an OCSP responder that does not answer is not fatal).
+func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Logger) ([]*ListenerConfig, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	chains := map[string][][]byte{}
 	certs := map[string]*tls.Certificate{}
+	staplers := map[*tls.Certificate]*stapler{}
 	key := func(name string) (*tls.Certificate, error) {
 		if c, ok := certs[name]; ok {
 			return c, nil
@@ -56,6 +62,24 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*Listener
 			if c.OCSPStaple, err = loadStaple(cfg.Resolve(k.OCSPStaple), c); err != nil {
 				return nil, fmt.Errorf("key %q: ocsp_staple: %w", name, err)
 			}
+		}
+		if k.OCSPFetch || k.OCSPResponder != "" {
+			var issuer *x509.Certificate
+			if len(chain) > 1 {
+				issuer, _ = x509.ParseCertificate(chain[1])
+			}
+			st, err := newStapler(c.Leaf, issuer, k.OCSPResponder, log)
+			if err != nil {
+				return nil, fmt.Errorf("key %q: OCSP: %w", name, err)
+			}
+			fctx, cancel := context.WithTimeout(ctx, ocspTimeout)
+			err = st.fetch(fctx)
+			cancel()
+			if err != nil {
+				st.nextTry.Store(time.Now().Add(ocspRetry).UnixNano())
+				log.Warn("no OCSP staple yet; handshakes go without until the responder answers", "key", name, "err", err)
+			}
+			staplers[c] = st
 		}
 		certs[name] = c
 		return c, nil
@@ -92,7 +116,7 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*Listener
 				}
 				served = append(served, c)
 			}
-			tc, err := serverTLS(cfg, &l.TLS, served, open != nil)
+			tc, err := serverTLS(cfg, &l.TLS, served, staplers, open != nil)
 			if err != nil {
 				return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 			}
@@ -127,11 +151,11 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener) ([]*Listener
 	return out, nil
 }
 
-func serverTLS(cfg *config.Config, t *config.TLS, served []*tls.Certificate, withKeys bool) (*tls.Config, error) {
+func serverTLS(cfg *config.Config, t *config.TLS, served []*tls.Certificate, staplers map[*tls.Certificate]*stapler, withKeys bool) (*tls.Config, error) {
 	tc := &tls.Config{NextProtos: t.ALPN}
 	if withKeys {
-		chooser, err := NewCertChooser(served)
-		if err != nil {
+		chooser := &CertChooser{}
+		if err := chooser.swap(served, staplers); err != nil {
 			return nil, err
 		}
 		tc.GetCertificate = chooser.GetCertificate

@@ -84,7 +84,7 @@ curves = ["X25519", "P256"]
 client_auth = "request"
 client_ca = "clients.pem"
 `)
-	lcs, err := Build(context.Background(), cfg, f.open)
+	lcs, err := Build(context.Background(), cfg, f.open, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,13 +105,13 @@ client_ca = "clients.pem"
 	}
 
 	// Without an opener (sealproxy check) nothing asks for a key.
-	if _, err := Build(context.Background(), cfg, nil); err != nil {
+	if _, err := Build(context.Background(), cfg, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 
 	// A key that is not its certificate's is named in the error.
 	f.keys["web"] = f.p.api.Key
-	if _, err := Build(context.Background(), cfg, f.open); err == nil || !strings.Contains(err.Error(), `key "web"`) {
+	if _, err := Build(context.Background(), cfg, f.open, nil); err == nil || !strings.Contains(err.Error(), `key "web"`) {
 		t.Fatalf("mismatched key: err = %v", err)
 	}
 }
@@ -131,7 +131,7 @@ client_auth = "require"
 client_ca = "clients.pem"
 crl = ["clients.crl"]
 `)
-	lcs, err := Build(context.Background(), cfg, f.open)
+	lcs, err := Build(context.Background(), cfg, f.open, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,7 +167,7 @@ crl = ["clients.crl"]
 	if err := os.WriteFile(filepath.Join(f.dir, "clients.crl"), other.CRL(t), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Build(context.Background(), cfg, f.open); err == nil || !strings.Contains(err.Error(), "not signed by any CA") {
+	if _, err := Build(context.Background(), cfg, f.open, nil); err == nil || !strings.Contains(err.Error(), "not signed by any CA") {
 		t.Fatalf("foreign CRL: err = %v", err)
 	}
 }
@@ -188,7 +188,7 @@ keys = ["web"]
 backend = "` + echo.addr() + `"
 `
 	cfg := f.config(t, body)
-	lcs, err := Build(context.Background(), cfg, f.open)
+	lcs, err := Build(context.Background(), cfg, f.open, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ backend = "` + echo.addr() + `"
 		if err := os.WriteFile(filepath.Join(f.dir, "web.ocsp"), der, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := Build(context.Background(), cfg, f.open); err == nil || !strings.Contains(err.Error(), "ocsp_staple") {
+		if _, err := Build(context.Background(), cfg, f.open, nil); err == nil || !strings.Contains(err.Error(), "ocsp_staple") {
 			t.Errorf("%s staple: err = %v", name, err)
 		}
 	}

@@ -40,8 +40,9 @@ type CertChooser struct {
 }
 
 type certSet struct {
-	def   *tls.Certificate
-	names map[string]*tls.Certificate // lower-case DNS names, wildcards as *.x
+	def      *tls.Certificate
+	names    map[string]*tls.Certificate // lower-case DNS names, wildcards as *.x
+	staplers map[*tls.Certificate]*stapler
 }
 
 // NewCertChooser builds a chooser over certs; the first is the default.
@@ -55,10 +56,14 @@ func NewCertChooser(certs []*tls.Certificate) (*CertChooser, error) {
 
 // Swap replaces the certificates; in-flight handshakes keep the old set.
 func (c *CertChooser) Swap(certs []*tls.Certificate) error {
+	return c.swap(certs, nil)
+}
+
+func (c *CertChooser) swap(certs []*tls.Certificate, staplers map[*tls.Certificate]*stapler) error {
 	if len(certs) == 0 {
 		return errors.New("no certificates")
 	}
-	s := &certSet{def: certs[0], names: map[string]*tls.Certificate{}}
+	s := &certSet{def: certs[0], names: map[string]*tls.Certificate{}, staplers: staplers}
 	for _, cert := range certs {
 		if cert.Leaf == nil {
 			return errors.New("certificate without a parsed leaf")
@@ -81,18 +86,30 @@ func (c *CertChooser) Swap(certs []*tls.Certificate) error {
 // GetCertificate implements tls.Config.GetCertificate.
 func (c *CertChooser) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 	s := c.set.Load()
-	name := strings.ToLower(strings.TrimSuffix(hello.ServerName, "."))
+	cert := s.choose(hello.ServerName)
+	if st := s.staplers[cert]; st != nil {
+		if der := st.get(); der != nil {
+			stapled := *cert
+			stapled.OCSPStaple = der
+			return &stapled, nil
+		}
+	}
+	return cert, nil
+}
+
+func (s *certSet) choose(serverName string) *tls.Certificate {
+	name := strings.ToLower(strings.TrimSuffix(serverName, "."))
 	if name != "" {
 		if cert, ok := s.names[name]; ok {
-			return cert, nil
+			return cert
 		}
 		if _, rest, ok := strings.Cut(name, "."); ok {
 			if cert, ok := s.names["*."+rest]; ok {
-				return cert, nil
+				return cert
 			}
 		}
 	}
-	return s.def, nil
+	return s.def
 }
 
 // errClientDenied reports a verified client certificate that no allow

@@ -65,6 +65,17 @@ func (ca *CA) Pool() *x509.CertPool {
 	return p
 }
 
+// KeyPEM is the CA's private key as PKCS#8 PEM (for tools that sign as
+// the CA, such as an openssl ocsp responder).
+func (ca *CA) KeyPEM(t testing.TB) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
 // WriteCA writes the CA certificate to dir/name and returns the path.
 func (ca *CA) WriteCA(t testing.TB, dir, name string) string {
 	t.Helper()
@@ -83,6 +94,8 @@ type LeafOptions struct {
 	URIs   []string
 	OU     []string
 	Client bool // client authentication instead of server
+	// OCSPServer lists responder URLs (authority information access).
+	OCSPServer []string
 }
 
 // Leaf is an issued certificate and its key.
@@ -124,6 +137,7 @@ func (ca *CA) Issue(t testing.TB, o LeafOptions) *Leaf {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     o.DNS,
 		IPAddresses:  o.IPs,
+		OCSPServer:   o.OCSPServer,
 	}
 	if o.Client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}

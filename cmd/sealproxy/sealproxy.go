@@ -104,7 +104,7 @@ func cmdCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if _, err := proxy.Build(ctx, cfg, nil); err != nil {
+	if _, err := proxy.Build(ctx, cfg, nil, nil); err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "certificate and CA paths are relative to the configuration file's directory")
 	}
 	fmt.Fprintf(stdout, "%s: configuration is valid: %d listener(s), %d key(s) (keys were not opened)\n",
@@ -150,7 +150,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 				return nil, err
 			}
 		}
-		listeners, err := proxy.Build(ctx, c, keys.opener(c))
+		listeners, err := proxy.Build(ctx, c, keys.opener(c), log)
 		if err != nil {
 			return nil, err
 		}

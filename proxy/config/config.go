@@ -65,6 +65,10 @@ type Key struct {
 	// OCSPStaple is a DER OCSP response for the leaf, stapled to
 	// handshakes; re-read on reload.
 	OCSPStaple string `toml:"ocsp_staple"`
+	// OCSPFetch staples responses fetched from the certificate's OCSP
+	// responder (or OCSPResponder) and refreshed at half their validity.
+	OCSPFetch     bool   `toml:"ocsp_fetch"`
+	OCSPResponder string `toml:"ocsp_responder"`
 }
 
 // Listener is one listening socket and what it does with connections.

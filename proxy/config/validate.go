@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -43,6 +44,14 @@ func (v *validator) validate(c *Config) {
 		keys[k.Name] = true
 		if k.Cert == "" {
 			v.errorf(p+".cert", "missing: the PEM certificate chain of key %q", k.Name)
+		}
+		if k.OCSPStaple != "" && (k.OCSPFetch || k.OCSPResponder != "") {
+			v.errorf(p+".ocsp_staple", "choose a staple file or fetching (ocsp_fetch, ocsp_responder), not both")
+		}
+		if k.OCSPResponder != "" {
+			if u, err := url.Parse(k.OCSPResponder); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.errorf(p+".ocsp_responder", "want an http:// or https:// URL")
+			}
 		}
 		if k.Source == "" {
 			v.errorf(p+".source", "missing: where the private key is (sealed:FILE, pkcs11:..., winstore:..., file:FILE)")
