@@ -619,3 +619,45 @@ func TestServeContextStopsAccept(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestEncryptThenConnect chains the two halves of seed 001: a local
+// encrypt listener (plain in, mTLS out with the proxy's client
+// certificate) forwards a browser's CONNECT through the tunnel to a
+// connect listener, which checks it and relays to the destination.
+func TestEncryptThenConnect(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	far := listenerConfig(ModeConnect)
+	far.TLS = serverTLSConfig(t, p.web)
+	far.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	far.TLS.ClientCAs = p.ca.Pool()
+	far.ConnectAllow = []string{"127.0.0.1:*"}
+	farSrv := start(t, far, nil)
+
+	near := listenerConfig(ModeEncrypt, farSrv.addr)
+	near.Upstream = &tls.Config{RootCAs: p.ca.Pool(), ServerName: "web.test",
+		Certificates: []tls.Certificate{*tlsCert(t, p.client)}}
+	nearSrv := start(t, near, nil)
+
+	c, err := net.Dial("tcp", nearSrv.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", echo.addr())
+	br := bufio.NewReader(c)
+	status, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("status %q, %v", status, err)
+	}
+	br.ReadString('\n')
+	io.WriteString(c, "end to end through the tunnel")
+	closeWrite(t, c)
+	rest, err := io.ReadAll(br)
+	if err != nil || string(rest) != "end to end through the tunnel" {
+		t.Fatalf("echo %q, %v", rest, err)
+	}
+	waitFor(t, "tunnel logged", func() bool {
+		return counter(farSrv.metrics.Closed.WithLabelValues("test", reasonClientClosed)) == 1
+	})
+}
