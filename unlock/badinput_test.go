@@ -884,3 +884,49 @@ func TestEncryptSSSShareUnreachable(t *testing.T) {
 		t.Fatalf("Encrypt = %v, want share 2 at %s unreachable", err, dead)
 	}
 }
+
+// TestSSSDoesNotWaitForSlowChildren: with t shares in, Decrypt returns and
+// cancels the recoveries still running. The slow child comes first and is
+// held until Decrypt has returned; the fast one answers only once the slow
+// one's request is in. A sequential implementation fails here (at the
+// context deadline), it is not merely slow.
+func TestSSSDoesNotWaitForSlowChildren(t *testing.T) {
+	slow, fast := newFakeTang(t), newFakeTang(t)
+	secret := []byte("one of two, concurrently")
+	jwe := badSeal(t, "sss", fmt.Sprintf(`{"t":1,"pins":{"tang":[%s,%s]}}`, slow.config(), fast.config()), secret, nil)
+
+	arrived, canceled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	slow.rec.Store(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		close(arrived)
+		select {
+		case <-r.Context().Done():
+			close(canceled)
+		case <-release:
+		}
+	})
+	real := fast.rec.Load().(func(http.ResponseWriter, *http.Request))
+	fast.rec.Store(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-arrived:
+			real(w, r)
+		case <-r.Context().Done():
+		}
+	})
+	ctx, cancel := context.WithTimeout(badCtx(t), 20*time.Second)
+	defer cancel()
+	buf, err := unlock.Decrypt(ctx, jwe, &unlock.Options{Tang: &tang.Client{Timeout: time.Hour}})
+	if err != nil {
+		t.Fatalf("Decrypt = %v; did it wait for the first child before asking the second?", err)
+	}
+	if !bytes.Equal(buf.Bytes(), secret) {
+		t.Fatalf("Decrypt = %q", buf.Bytes())
+	}
+	buf.Destroy()
+	select {
+	case <-canceled:
+	case <-badCtx(t).Done():
+		t.Fatal("the slow child's recovery was not canceled after Decrypt returned")
+	}
+}

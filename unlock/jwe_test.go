@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock/sss"
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
@@ -345,5 +346,33 @@ func TestParseJWEDetails(t *testing.T) {
 				t.Fatalf("parseJWE = %v, %v; want %v mentioning %q", j, err, tc.want, tc.msg)
 			}
 		})
+	}
+}
+
+// TestSSSShareOfWrongSize: a child that opens to something other than a
+// 64-byte x‖y share makes the sss JWE malformed (it cannot be combined).
+func TestSSSShareOfWrongSize(t *testing.T) {
+	srv := testenv.EmbeddedTang(t)
+	poly, err := sss.New(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer poly.Wipe()
+	for _, size := range []int{0, 63, 65} {
+		child, err := Encrypt(jweCtx(t), "tang", []byte(srv.Config()), bytes.Repeat([]byte{1}, size), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hdr := &header{Alg: "dir", Enc: encA256GCM, Clevis: &clevisNode{Pin: "sss", SSS: &sssNode{
+			JWE: []string{string(child)}, P: b64.EncodeToString(poly.Prime()), T: 1,
+		}}}
+		jwe, err := sealContent(hdr, poly.Secret(), []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf, err := Decrypt(jweCtx(t), jwe, nil)
+		if !errors.Is(err, ErrMalformed) || !errors.Is(err, sss.ErrBadShare) || buf != nil {
+			t.Fatalf("share of %d bytes: Decrypt = %v, %v; want ErrMalformed and sss.ErrBadShare", size, buf, err)
+		}
 	}
 }
