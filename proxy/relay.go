@@ -111,6 +111,7 @@ type relay struct {
 }
 
 type direction struct {
+	fresh          bool // running in a goroutine started to wait
 	src, dst       *endpoint
 	n              *atomic.Int64
 	c              prometheus.Counter
@@ -141,8 +142,8 @@ func (r *relay) start(done func(reason string)) {
 		r.closeAll()
 		done(first.reason(r.halfClosed.Load()))
 	}
-	go func() { r.copy(up); end(up) }()
-	go func() { r.copy(down); end(down) }()
+	go r.copy(up, end)
+	go r.copy(down, end)
 }
 
 func (d *direction) reason(halfClosed bool) string {
@@ -181,12 +182,25 @@ func (r *relay) deadline() time.Time {
 	return time.Unix(0, r.last.Load()).Add(r.limit())
 }
 
-// copy moves bytes from d.src to d.dst. It borrows a buffer only once
-// the source is readable, so idle connections hold none.
-func (r *relay) copy(d *direction) {
+// copy moves bytes from d.src to d.dst until the direction ends, then
+// calls end. It borrows a buffer only once the source is readable, so
+// idle connections hold none. When the source has nothing to read, it
+// hands the wait to a fresh goroutine and returns: the stack a direction
+// keeps while idle is a new goroutine's smallest one, not the one TLS
+// record processing grew.
+func (r *relay) copy(d *direction, end func(*direction)) {
 	for {
-		_ = d.src.raw.SetReadDeadline(r.deadline())
-		err := waitReadable(d.src.raw)
+		var err error
+		if d.fresh || !readableNow(d.src.raw) {
+			if !d.fresh {
+				d.fresh = true
+				go r.copy(d, end)
+				return
+			}
+			d.fresh = false
+			_ = d.src.raw.SetReadDeadline(r.deadline())
+			err = waitReadable(d.src.raw)
+		}
 		if err == nil {
 			bp := bufPool.Get().(*[]byte)
 			n, rerr := d.src.rw.Read(*bp)
@@ -200,6 +214,7 @@ func (r *relay) copy(d *direction) {
 				if werr != nil {
 					d.wrErr = werr
 					r.closeAll()
+					end(d)
 					return
 				}
 			} else {
@@ -211,24 +226,27 @@ func (r *relay) copy(d *direction) {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if time.Now().Before(r.deadline()) {
-				continue // the other direction moved bytes: not idle
+				d.fresh = true // the other direction moved bytes: not idle, wait on
+				continue
 			}
 			d.timeout = true
 			r.closeAll()
+			end(d)
 			return
 		case errors.Is(err, io.EOF):
 			d.eof = true
 			r.touch() // the close_timeout starts now
 			d.dst.closeWrite()
-			if r.halfClosed.Swap(true) {
-				return // both ways closed
+			if !r.halfClosed.Swap(true) {
+				// The other direction now has close_timeout of silence left.
+				_ = d.dst.raw.SetReadDeadline(r.deadline())
 			}
-			// The other direction now has close_timeout of silence left.
-			_ = d.dst.raw.SetReadDeadline(r.deadline())
+			end(d)
 			return
 		default:
 			d.readErr = err
 			r.closeAll()
+			end(d)
 			return
 		}
 	}

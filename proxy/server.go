@@ -274,6 +274,9 @@ func (s *Server) handle(c *conn) {
 		s.finish(c, nil, reason, err)
 		return
 	}
+	// The context served the handshake and the dial; from here force
+	// closes the sockets. Cancelling now unlinks it from the server's.
+	c.cancel()
 	r.start(func(reason string) { s.finish(c, r, reason, nil) })
 }
 
@@ -409,7 +412,9 @@ func (s *Server) handshake(c *conn) (*tls.Conn, error) {
 	c.m.handshake.Observe(time.Since(start).Seconds())
 	_ = c.raw.SetDeadline(time.Time{})
 	cs := tc.ConnectionState()
-	c.tlsState = &cs
+	if c.cfg.ProxyProtocol == 2 { // kept only for the header's TLVs
+		c.tlsState = &cs
+	}
 	c.sni = cs.ServerName
 	c.client = clientIdentity(&cs)
 	return tc, nil

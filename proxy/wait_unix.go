@@ -28,3 +28,23 @@ func waitReadable(c net.Conn) error {
 	})
 	return err
 }
+
+// readableNow reports, without blocking, whether c has data (or EOF or
+// an error) to read. Connections that are not sockets always have.
+func readableNow(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	ready := true
+	var b [1]byte
+	_ = rc.Control(func(fd uintptr) {
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		ready = !errors.Is(err, syscall.EAGAIN)
+	})
+	return ready
+}
