@@ -154,6 +154,10 @@ func sealContent(hdr *header, cek, plaintext []byte) ([]byte, error) {
 	}
 	ct, tag := sealed[:len(sealed)-tagSize], sealed[len(sealed)-tagSize:]
 	out := protected + ".." + b64.EncodeToString(iv) + "." + b64.EncodeToString(ct) + "." + b64.EncodeToString(tag)
+	if len(out) > MaxJWE {
+		// parseJWE would refuse it: say so now, not when the key is needed.
+		return nil, fmt.Errorf("the sealed JWE would be %d bytes, larger than the %d bytes Decrypt accepts", len(out), MaxJWE)
+	}
 	return []byte(out), nil
 }
 
