@@ -376,3 +376,32 @@ func TestSSSShareOfWrongSize(t *testing.T) {
 		}
 	}
 }
+
+// TestEncryptOutputOpens: what Encrypt writes, Decrypt reads. A plaintext
+// whose JWE would exceed MaxJWE is refused when sealing, not discovered
+// when the key is needed.
+func TestEncryptOutputOpens(t *testing.T) {
+	srv := testenv.EmbeddedTang(t)
+	fits := MaxJWE*3/4 - 8<<10
+	for _, size := range []int{fits, MaxJWE*3/4 + 1} {
+		secret := bytes.Repeat([]byte{0xa5}, size)
+		jwe, err := Encrypt(jweCtx(t), "tang", []byte(srv.Config()), secret, nil)
+		if err != nil {
+			if size == fits {
+				t.Fatalf("Encrypt(%d bytes): %v", size, err)
+			}
+			if !strings.Contains(err.Error(), "larger than") || jwe != nil {
+				t.Fatalf("Encrypt(%d bytes) = %v, want it to say the JWE would be larger than %d bytes", size, err, MaxJWE)
+			}
+			continue
+		}
+		buf, err := Decrypt(jweCtx(t), jwe, nil)
+		if err != nil {
+			t.Fatalf("Encrypt(%d bytes) made a %d-byte JWE that Decrypt refuses: %v", size, len(jwe), err)
+		}
+		if !bytes.Equal(buf.Bytes(), secret) {
+			t.Fatal("wrong plaintext")
+		}
+		buf.Destroy()
+	}
+}
