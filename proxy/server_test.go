@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -660,4 +662,60 @@ func TestEncryptThenConnect(t *testing.T) {
 	waitFor(t, "tunnel logged", func() bool {
 		return counter(farSrv.metrics.Closed.WithLabelValues("test", reasonClientClosed)) == 1
 	})
+}
+
+// flakyListener fails its first Accepts, as a listener out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+var errEMFILE = errors.New("accept: too many open files")
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, errEMFILE
+	}
+	return l.Listener.Accept()
+}
+
+func TestAcceptErrorsBackOff(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.MaxConns = 1
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &flakyListener{Listener: inner}
+	ln.fails.Store(3)
+	s, err := NewServer(ln, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	c, err := dialTLS(t, inner.Addr().String(), clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roundTrip(t, c, "after accept errors"); got != "after accept errors" {
+		t.Errorf("echo = %q", got)
+	}
+	c.Close()
+	if ln.fails.Load() >= 0 {
+		t.Error("the listener's errors were not all seen")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Slots taken for failed Accepts were given back.
+	if n := s.local.InUse(); n != 0 {
+		t.Errorf("%d slots still taken", n)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -173,7 +174,10 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 
 	if err := group.Run(ctx); err != nil {
-		var hint string
+		var (
+			hint  string
+			opErr *net.OpError
+		)
 		switch {
 		case errors.Is(err, vault.ErrPlaintextRefused):
 			hint = "file: keys are for development only: set allow_plaintext_keys = true, or seal the key with 'seal encrypt'"
@@ -181,6 +185,8 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 			hint = "each [[key]]'s cert must be the certificate of its source's key"
 		case errors.Is(err, vault.ErrUnavailable):
 			hint = "this build or platform cannot open that kind of key"
+		case errors.As(err, &opErr) && opErr.Op == "listen":
+			hint = "another process may hold that address, or binding it needs privileges; change the listener's listen"
 		}
 		return cli.WithHint(err, cli.ExitFailure, hint)
 	}

@@ -280,3 +280,28 @@ func TestRunRefusesPlaintextKeyWithoutOptIn(t *testing.T) {
 		t.Fatalf("code %d, stderr:\n%s", code, stderr)
 	}
 }
+
+func TestRunAddressInUse(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	ca.Server(t, "web.test").WriteFiles(t, dir, "web")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := "allow_plaintext_keys = true\n" + strings.NewReplacer(
+		`source = "sealed:web.key.jwe"`, `source = "file:web.key"`,
+		"127.0.0.1:8443", busy.Addr().String(),
+		"127.0.0.1:9090", "127.0.0.1:0",
+	).Replace(exampleConfig)
+	path := filepath.Join(dir, "sealproxy.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runCLI(t, "run", "--config", path)
+	if code != cli.ExitFailure || !strings.Contains(stderr, `sealproxy: error: listener "web": listen tcp`) ||
+		!strings.Contains(stderr, "sealproxy: hint: another process may hold that address") {
+		t.Fatalf("code %d, stderr:\n%s", code, stderr)
+	}
+}
