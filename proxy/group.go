@@ -14,6 +14,10 @@ type Plan struct {
 	Listeners []*ListenerConfig
 	// MaxConns bounds connections over all listeners (0: unbounded).
 	MaxConns int
+	// Applied, if set, is called once the plan runs; Discarded when it
+	// was loaded but refused (the previous plan keeps running). Key
+	// custody uses them to close keys no plan needs any more.
+	Applied, Discarded func()
 }
 
 // Loader reads the configuration and everything it names (certificates,
@@ -61,7 +65,13 @@ func (g *Group) Run(ctx context.Context) error {
 	g.ctx = ctx
 	g.mu.Unlock()
 	if err := g.apply(plan); err != nil {
+		if plan.Discarded != nil {
+			plan.Discarded()
+		}
 		return err
+	}
+	if plan.Applied != nil {
+		plan.Applied()
 	}
 	g.ready.Store(true)
 	for _, lc := range plan.Listeners {
@@ -105,6 +115,12 @@ func (g *Group) Reload(ctx context.Context) error {
 	plan, err := g.load(ctx)
 	if err == nil {
 		err = g.apply(plan)
+		switch {
+		case err != nil && plan.Discarded != nil:
+			plan.Discarded()
+		case err == nil && plan.Applied != nil:
+			plan.Applied()
+		}
 	}
 	if err != nil {
 		g.opts.Metrics.Reloads.WithLabelValues("failure").Inc()

@@ -193,3 +193,35 @@ func TestGroupReloadUnderTraffic(t *testing.T) {
 		}
 	}
 }
+
+func TestGroupPlanCallbacks(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	good := listenerConfig(ModeOffload, echo.addr())
+	good.Listen = "127.0.0.1:0"
+	good.TLS = serverTLSConfig(t, p.web)
+	bad := listenerConfig(ModeOffload) // no backend: refused by apply
+	bad.Listen = "127.0.0.1:0"
+	bad.TLS = good.TLS
+	var applied, discarded int
+	next := good
+	g := NewGroup(func(context.Context) (*Plan, error) {
+		return &Plan{Listeners: []*ListenerConfig{next},
+			Applied: func() { applied++ }, Discarded: func() { discarded++ }}, nil
+	}, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	waitFor(t, "ready", g.Ready)
+	next = bad
+	if err := g.Reload(ctx); err == nil {
+		t.Fatal("bad plan applied")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if applied != 1 || discarded != 1 {
+		t.Errorf("applied %d, discarded %d; want 1 and 1", applied, discarded)
+	}
+}

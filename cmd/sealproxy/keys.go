@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
@@ -17,21 +18,40 @@ import (
 
 // keyStore keeps the keys the daemon opened. A reload that names the same
 // source again gets the open key back: no Tang server is contacted again
-// until a reload needs a new key.
+// until a reload needs a new key. Keys the running configuration no
+// longer names are closed (their enclaves wiped) after a grace period
+// for handshakes still signing with them.
 type keyStore struct {
 	log     *slog.Logger
 	metrics *proxy.Metrics
-	mu      sync.Mutex
-	keys    map[string]vault.Key // by config directory and source
+	open    func(ctx context.Context, source string, opts *vault.Options) (vault.Key, error)
+	grace   time.Duration
+
+	mu   sync.Mutex
+	keys map[string]vault.Key // by config directory and source
+	live map[string]bool      // what the running configuration uses
 }
 
+// keyGrace outlasts any handshake that began before a reload.
+const keyGrace = time.Minute
+
 func newKeyStore(log *slog.Logger, m *proxy.Metrics) *keyStore {
-	return &keyStore{log: log, metrics: m, keys: map[string]vault.Key{}}
+	return &keyStore{log: log, metrics: m, open: vault.Open, grace: keyGrace,
+		keys: map[string]vault.Key{}, live: map[string]bool{}}
 }
+
+// load is one configuration's use of the store: the keys it asked for.
+type load struct {
+	s    *keyStore
+	used map[string]bool
+}
+
+func (s *keyStore) newLoad() *load { return &load{s: s, used: map[string]bool{}} }
 
 // opener opens keys as cfg configures them and checks each against the
 // leaf of its certificate file.
-func (s *keyStore) opener(cfg *config.Config) proxy.KeyOpener {
+func (l *load) opener(cfg *config.Config) proxy.KeyOpener {
+	s := l.s
 	return func(ctx context.Context, k *config.Key) (crypto.Signer, error) {
 		id := cfg.Dir + "\x00" + k.Source
 		s.mu.Lock()
@@ -39,7 +59,7 @@ func (s *keyStore) opener(cfg *config.Config) proxy.KeyOpener {
 		s.mu.Unlock()
 		if !ok {
 			var err error
-			key, err = vault.Open(ctx, k.Source, &vault.Options{
+			key, err = s.open(ctx, k.Source, &vault.Options{
 				BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys, Log: s.log,
 			})
 			if err != nil {
@@ -49,6 +69,7 @@ func (s *keyStore) opener(cfg *config.Config) proxy.KeyOpener {
 			s.keys[id] = key
 			s.mu.Unlock()
 		}
+		l.used[id] = true
 		leaf, err := readLeaf(cfg.Resolve(k.Cert))
 		if err != nil {
 			return nil, err
@@ -58,6 +79,41 @@ func (s *keyStore) opener(cfg *config.Config) proxy.KeyOpener {
 		}
 		return s.metrics.InstrumentSigner(k.Name, key), nil
 	}
+}
+
+// applied makes this load's keys the live ones and retires the rest.
+func (l *load) applied() {
+	s := l.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live = l.used
+	for id, k := range s.keys {
+		if !s.live[id] {
+			delete(s.keys, id)
+			s.retire(k)
+		}
+	}
+}
+
+// discarded closes the keys only this refused load opened.
+func (l *load) discarded() {
+	s := l.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range l.used {
+		if k, ok := s.keys[id]; ok && !s.live[id] {
+			delete(s.keys, id)
+			s.retire(k)
+		}
+	}
+}
+
+func (s *keyStore) retire(k vault.Key) {
+	time.AfterFunc(s.grace, func() {
+		if err := k.Close(); err != nil {
+			s.log.Warn("closing a retired key", "err", err)
+		}
+	})
 }
 
 func (s *keyStore) closeAll() {

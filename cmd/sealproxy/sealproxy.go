@@ -151,11 +151,14 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 				return nil, err
 			}
 		}
-		listeners, err := proxy.Build(ctx, c, keys.opener(c), log)
+		l := keys.newLoad()
+		listeners, err := proxy.Build(ctx, c, l.opener(c), log)
 		if err != nil {
+			l.discarded()
 			return nil, err
 		}
-		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections}, nil
+		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
+			Applied: l.applied, Discarded: l.discarded}, nil
 	}
 
 	group := proxy.NewGroup(loader, &proxy.Options{

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"log/slog"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/proxy"
+	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/vault"
+)
+
+type fakeKey struct {
+	crypto.Signer
+	closed atomic.Bool
+}
+
+func (k *fakeKey) Close() error { k.closed.Store(true); return nil }
+
+// TestKeyStoreLifecycle: reloads reuse open keys, retire the ones the new
+// configuration drops, and close what a refused configuration opened.
+func TestKeyStoreLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	cfg := &config.Config{Dir: dir, AllowPlaintextKeys: true}
+	keys := map[string]*fakeKey{}
+	var opens atomic.Int32
+	for _, name := range []string{"a", "b", "c"} {
+		leaf := ca.Server(t, name+".test")
+		leaf.WriteFiles(t, dir, name)
+		keys["file:"+name+".key"] = &fakeKey{Signer: leaf.Key}
+	}
+	s := newKeyStore(slog.New(slog.DiscardHandler), proxy.NewMetrics(nil))
+	s.grace = 0
+	s.open = func(_ context.Context, source string, _ *vault.Options) (vault.Key, error) {
+		opens.Add(1)
+		return keys[source], nil
+	}
+	use := func(names ...string) *load {
+		l := s.newLoad()
+		open := l.opener(cfg)
+		for _, n := range names {
+			if _, err := open(context.Background(), &config.Key{Name: n, Cert: n + ".crt", Source: "file:" + n + ".key"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return l
+	}
+	closed := func(n string) bool { return keys["file:"+n+".key"].closed.Load() }
+	waitClosed := func(n string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !closed(n) {
+			if time.Now().After(deadline) {
+				t.Fatalf("key %s not closed", n)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	use("a", "b").applied()
+	use("a").applied()
+	waitClosed("b")
+	use("a", "c").discarded()
+	waitClosed("c")
+	use("a").applied()
+	if closed("a") {
+		t.Fatal("the live key was closed")
+	}
+	if got := opens.Load(); got != 3 {
+		t.Errorf("opened %d times, want 3 (a once, b, c)", got)
+	}
+	s.closeAll()
+	if !closed("a") {
+		t.Error("closeAll left a open")
+	}
+}
