@@ -122,7 +122,8 @@ type direction struct {
 }
 
 // start relays both ways in two goroutines; when both directions have
-// ended, done receives why: the first direction to finish decides.
+// ended, done receives why: the first direction to finish decides,
+// unless the second then outstayed the close timeout.
 func (r *relay) start(done func(reason string)) {
 	r.touch()
 	up := &direction{src: r.client, dst: r.backend, n: &r.in, c: r.inC, srcIsClient: true}
@@ -140,6 +141,10 @@ func (r *relay) start(done func(reason string)) {
 		}
 		mu.Unlock()
 		r.closeAll()
+		if d.timeout {
+			done(d.reason(r.halfClosed.Load()))
+			return
+		}
 		done(first.reason(r.halfClosed.Load()))
 	}
 	go r.copy(up, end)

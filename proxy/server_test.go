@@ -719,3 +719,39 @@ func TestAcceptErrorsBackOff(t *testing.T) {
 		t.Errorf("%d slots still taken", n)
 	}
 }
+
+// TestCloseTimeout: after the backend half-closes, a client that neither
+// closes nor sends is cut after close_timeout, not idle_timeout.
+func TestCloseTimeout(t *testing.T) {
+	p := newPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.WriteString(c, "bye")
+		c.(*net.TCPConn).CloseWrite()
+		io.Copy(io.Discard, c)
+	}()
+	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.CloseTimeout = 200 * time.Millisecond
+	srv := start(t, cfg, nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if b, err := io.ReadAll(c); err != nil || string(b) != "bye" {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	waitFor(t, "close_timeout", func() bool {
+		return counter(srv.metrics.Closed.WithLabelValues("test", reasonCloseTimeout)) == 1
+	})
+}
