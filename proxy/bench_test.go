@@ -251,3 +251,28 @@ func TestHelperIdleClients(t *testing.T) {
 		c.Close()
 	}
 }
+
+// BenchmarkPingPong64 measures the round trip of 64-byte messages through
+// offload (client and echo backend in this process).
+func BenchmarkPingPong64(b *testing.B) {
+	p := newPKI(b)
+	echo := startEcho(b, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(b, p.web)
+	srv := start(b, cfg, &Options{Log: discardLog})
+	c, err := dialTLS(b, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	msg := make([]byte, 64)
+	buf := make([]byte, 64)
+	for b.Loop() {
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
