@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -445,141 +443,4 @@ func handshakeErrorKind(err error) string {
 		return "closed"
 	}
 	return "protocol"
-}
-
-// dialBackend connects to the first backend that answers (in turn from a
-// rotating start with round-robin), completing upstream TLS where the
-// mode wants it; a failed TLS handshake moves on like a refused connect.
-func (s *Server) dialBackend(c *conn, backends []Backend) (*endpoint, error) {
-	start := 0
-	if c.cfg.RoundRobin && len(backends) > 1 {
-		start = int(s.rr.Add(1)-1) % len(backends)
-	}
-	var errs []error
-	for i := range backends {
-		b := backends[(start+i)%len(backends)]
-		ep, err := s.dialOne(c, b)
-		if err == nil {
-			c.backendName = b.String()
-			return ep, nil
-		}
-		if c.ctx.Err() != nil {
-			return nil, err
-		}
-		s.opts.Metrics.BackendErrors.WithLabelValues(c.cfg.Name, b.String()).Inc()
-		s.opts.Log.Warn("backend failed", "listener", c.cfg.Name, "backend", b.String(), "err", err)
-		errs = append(errs, err)
-	}
-	return nil, errors.Join(errs...)
-}
-
-func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ConnectTimeout)
-	defer cancel()
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, b.Network, b.Address)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to backend %s: %w", b, err)
-	}
-	c.setBackend(raw)
-	if v := c.cfg.ProxyProtocol; v != 0 {
-		// The header goes first on the socket, before any upstream TLS.
-		src, dst := c.src, c.dst
-		var hdr []byte
-		if v == 1 {
-			hdr = AppendProxyV1(nil, src, dst)
-		} else {
-			hdr = AppendProxyV2(nil, src, dst, tlsTLVs(c.tlsState))
-		}
-		if dl, ok := ctx.Deadline(); ok {
-			_ = raw.SetWriteDeadline(dl)
-		}
-		if _, err := raw.Write(hdr); err != nil {
-			_ = raw.Close()
-			return nil, fmt.Errorf("sending PROXY header to backend %s: %w", b, err)
-		}
-		_ = raw.SetWriteDeadline(time.Time{})
-	}
-	if c.cfg.Mode != ModeBridge && c.cfg.Mode != ModeEncrypt {
-		return plainEndpoint(raw), nil
-	}
-	cfg := c.cfg.Upstream
-	if cfg.ServerName == "" {
-		cfg = cfg.Clone()
-		cfg.ServerName = b.host()
-	}
-	tc := tls.Client(&recordConn{Conn: raw}, cfg)
-	if dl, ok := ctx.Deadline(); ok {
-		_ = raw.SetDeadline(dl)
-	}
-	if err := tc.HandshakeContext(ctx); err != nil {
-		_ = raw.Close()
-		return nil, fmt.Errorf("TLS to backend %s: %w", b, err)
-	}
-	_ = raw.SetDeadline(time.Time{})
-	return tlsEndpoint(tc, raw), nil
-}
-
-const maxConnectRequest = 8 << 10
-
-// readConnect reads "CONNECT host:port HTTP/1.x" and its header block
-// under the handshake deadline, and checks the destination against the
-// allow-list. It returns bytes the client sent after the request.
-func readConnect(c *conn, tc *tls.Conn) (dest string, early []byte, err error) {
-	reply := func(status string) {
-		_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
-		_, _ = io.WriteString(tc, "HTTP/1.1 "+status+"\r\nContent-Length: 0\r\n\r\n")
-	}
-	_ = c.raw.SetReadDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
-	defer func() { _ = c.raw.SetReadDeadline(time.Time{}) }()
-	// Read whole records (a buffer larger than any record) so nothing
-	// stays buffered in crypto/tls for the relay to miss.
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	var req []byte
-	end := -1
-	for end < 0 {
-		n, err := tc.Read(*bp)
-		req = append(req, (*bp)[:n]...)
-		end = bytes.Index(req, []byte("\r\n\r\n"))
-		if end < 0 && (err != nil || len(req) > maxConnectRequest) {
-			reply("400 Bad Request")
-			return "", nil, fmt.Errorf("reading CONNECT request: cut or longer than %d bytes", maxConnectRequest)
-		}
-	}
-	line, _, _ := bytes.Cut(req[:end], []byte("\r\n"))
-	method, rest, _ := strings.Cut(string(line), " ")
-	target, proto, _ := strings.Cut(rest, " ")
-	if method != "CONNECT" || !strings.HasPrefix(proto, "HTTP/1.") {
-		reply("405 Method Not Allowed")
-		return "", nil, errors.New("not a CONNECT request")
-	}
-	if !connectAllowed(c.cfg.ConnectAllow, target) {
-		reply("403 Forbidden")
-		return "", nil, fmt.Errorf("CONNECT to %q is not allowed", target)
-	}
-	c.backendName = target
-	if rest := req[end+4:]; len(rest) > 0 {
-		early = rest
-	}
-	return target, early, nil
-}
-
-// connectAllowed matches host:port against patterns host:port where the
-// host may be *.domain and the port *.
-func connectAllowed(allow []string, dest string) bool {
-	host, port, err := net.SplitHostPort(dest)
-	if err != nil || host == "" {
-		return false
-	}
-	for _, p := range allow {
-		ph, pp, err := net.SplitHostPort(p)
-		if err != nil || (pp != "*" && pp != port) {
-			continue
-		}
-		if matchDNS(ph, host) {
-			return true
-		}
-	}
-	return false
 }
