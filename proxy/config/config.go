@@ -1,5 +1,8 @@
 // Package config reads sealproxy's TOML configuration strictly: unknown
 // keys, type errors and inconsistent settings are refused with file:line.
+//
+// testdata/full.toml shows every setting once; testdata/example.toml is
+// the minimal file of issue 4, which must keep working as written.
 package config
 
 import (

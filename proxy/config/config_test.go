@@ -70,6 +70,8 @@ func TestErrors(t *testing.T) {
 		{"connect needs mTLS", strings.Replace(strings.Replace(base, `"offload"`, `"connect"`, 1), "backend = \"127.0.0.1:9000\"\n", "[listener.connect]\nallow = [\"db:5432\"]\n", 1),
 			[]string{"client_auth", "only authenticated clients"}},
 		{"encrypt with keys", strings.Replace(base, `"offload"`, `"encrypt"`, 1), []string{"listener[0].keys: mode encrypt"}},
+		{"unix TLS backend without name", strings.Replace(strings.Replace(base, `"offload"`, `"bridge"`, 1), `"127.0.0.1:9000"`, `"unix:/run/db.sock"`, 1),
+			[]string{"listener[0].upstream.server_name: missing"}},
 		{"client key unknown", strings.Replace(base, `"offload"`, `"bridge"`, 1) + "[listener.upstream]\nclient_key = \"nope\"\n", []string{"c.toml:13: listener[0].upstream.client_key: unknown key"}},
 	}
 	for _, tt := range tests {

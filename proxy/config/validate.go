@@ -222,6 +222,14 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 			u.MinVersion = DefaultMinVersion
 		}
 		v.versions(p+".upstream", u.MinVersion, u.MaxVersion)
+		if u.ServerName == "" {
+			for _, b := range l.BackendList() {
+				if strings.HasPrefix(b, "unix:") {
+					v.errorf(p+".upstream.server_name", "missing: the name to verify a TLS backend on a unix socket (%s) against", b)
+					break
+				}
+			}
+		}
 		if u.ClientKey != "" && !keys[u.ClientKey] {
 			v.errorf(p+".upstream.client_key", "unknown key %q (no [[key]] has this name)", u.ClientKey)
 		}
