@@ -356,3 +356,58 @@ func TestKeysJSONHasNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestKeyDirConcurrent reads a KeyDir from many goroutines while it is
+// rotated (run with -race): every read sees a complete key set.
+func TestKeyDirConcurrent(t *testing.T) {
+	dir, old := newKeyDir(t)
+	kd, err := tang.OpenKeyDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := make(chan struct{})
+	errs := make(chan error, 8)
+	for range 8 {
+		go func() {
+			<-start
+			for range 25 {
+				// A read racing a rename may fail; it then returns the
+				// previous keys, which the server keeps serving.
+				ks, err := kd.Keys()
+				if ks != nil {
+					err = nil
+					if len(ks.Thumbprints()) == 0 {
+						err = errors.New("a key set without signing keys")
+					} else {
+						_, err = ks.Advertisement("")
+					}
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	close(start)
+	newThp, err := tang.Rotate(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	ks, err := kd.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ths := ks.Thumbprints(); len(ths) != 1 || ths[0] != newThp {
+		t.Fatalf("after the rotation: %v, want [%s]", ths, newThp)
+	}
+	if err := recoverWith(t, ks, old.exc.Thumbprint(), old.exc); err != nil {
+		t.Fatal(err)
+	}
+}
