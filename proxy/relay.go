@@ -108,6 +108,9 @@ type relay struct {
 	inC, outC          prometheus.Counter
 	once               sync.Once
 	client, backend    *endpoint
+	// first is the direction that ended first, set before that end has
+	// any effect on the other direction.
+	first atomic.Pointer[direction]
 }
 
 type direction struct {
@@ -128,20 +131,14 @@ func (r *relay) start(done func(reason string)) {
 	r.touch()
 	up := &direction{src: r.client, dst: r.backend, n: &r.in, c: r.inC, srcIsClient: true}
 	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC}
-	var (
-		mu    sync.Mutex
-		first *direction
-	)
+	var ended atomic.Int32
 	end := func(d *direction) {
-		mu.Lock()
-		if first == nil {
-			first = d
-			mu.Unlock()
+		if ended.Add(1) < 2 {
 			return
 		}
-		mu.Unlock()
 		r.closeAll()
-		if d.timeout {
+		first := r.first.Load()
+		if d != first && d.timeout {
 			done(d.reason(r.halfClosed.Load()))
 			return
 		}
@@ -218,6 +215,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 				d.c.Add(float64(n))
 				if werr != nil {
 					d.wrErr = werr
+					r.first.CompareAndSwap(nil, d)
 					r.closeAll()
 					end(d)
 					return
@@ -235,11 +233,13 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 				continue
 			}
 			d.timeout = true
+			r.first.CompareAndSwap(nil, d)
 			r.closeAll()
 			end(d)
 			return
 		case errors.Is(err, io.EOF):
 			d.eof = true
+			r.first.CompareAndSwap(nil, d)
 			r.touch() // the close_timeout starts now
 			d.dst.closeWrite()
 			if !r.halfClosed.Swap(true) {
@@ -250,6 +250,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			return
 		default:
 			d.readErr = err
+			r.first.CompareAndSwap(nil, d)
 			r.closeAll()
 			end(d)
 			return
