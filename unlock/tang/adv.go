@@ -29,6 +29,13 @@ var (
 // maxAdvertisement bounds what we read and parse of an advertisement.
 const maxAdvertisement = 64 << 10
 
+// maxSigners bounds the signatures and the signing keys of an advertisement
+// (tangd serves one signature per active signing key, plus one for
+// /adv/{thp}). Each signing key is tried against every signature, so
+// without a bound 64 KiB of repeated keys and signatures cost over ten
+// thousand P-521 verifications: seconds of CPU that no timeout interrupts.
+const maxSigners = 16
+
 // Advertisement is a verified Tang advertisement: a JWS whose payload is the
 // server's public JWK set, signed by every signing key in that set.
 type Advertisement struct {
@@ -97,6 +104,9 @@ func ParseAdvertisement(data []byte) (*Advertisement, error) {
 	if len(sigs) == 0 {
 		return nil, fmt.Errorf("%w: no signatures", ErrBadAdvertisement)
 	}
+	if len(sigs) > maxSigners {
+		return nil, fmt.Errorf("%w: %d signatures, more than %d", ErrBadAdvertisement, len(sigs), maxSigners)
+	}
 	payload, err := b64.DecodeString(jws.Payload)
 	if err != nil {
 		return nil, fmt.Errorf("%w: payload is not base64url", ErrBadAdvertisement)
@@ -110,7 +120,9 @@ func ParseAdvertisement(data []byte) (*Advertisement, error) {
 		if !k.IsSigning() {
 			continue
 		}
-		signers++
+		if signers++; signers > maxSigners {
+			return nil, fmt.Errorf("%w: more than %d signing keys", ErrBadAdvertisement, maxSigners)
+		}
 		if !verifiedByAny(k, sigs, jws.Payload) {
 			return nil, fmt.Errorf("%w: no valid signature by signing key %s", ErrBadSignature, k.Thumbprint())
 		}
