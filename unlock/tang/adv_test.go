@@ -2,6 +2,10 @@ package tang_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha512"
 	"encoding/json"
 	"errors"
 	"os"
@@ -317,5 +321,63 @@ func TestParseTangdAdvertisement(t *testing.T) {
 				t.Fatalf("tampered tangd advertisement: %v, want ErrBadSignature", err)
 			}
 		})
+	}
+}
+
+// signJWS signs payload with the ES512 key k as tangd does, returning one
+// signature object of the general JWS form.
+func signJWS(t *testing.T, k *tang.JWK, payload string) map[string]any {
+	t.Helper()
+	d, err := b64.DecodeString(k.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := ecdsa.ParseRawPrivateKey(elliptic.P521(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	protected := b64.EncodeToString([]byte(`{"alg":"ES512","cty":"jwk-set+json"}`))
+	h := sha512.Sum512([]byte(protected + "." + payload))
+	r, s, err := ecdsa.Sign(rand.Reader, priv, h[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig := make([]byte, 132)
+	r.FillBytes(sig[:66])
+	s.FillBytes(sig[66:])
+	return map[string]any{"protected": protected, "signature": b64.EncodeToString(sig)}
+}
+
+// TestParseAdvertisementBoundsWork: every signing key is tried against
+// every signature, so an advertisement of many repeated keys and bogus
+// signatures would cost seconds of P-521 verifications that no timeout
+// interrupts. The numbers of signatures and signing keys are bounded.
+func TestParseAdvertisementBoundsWork(t *testing.T) {
+	_, kp := newKeyDir(t)
+	sigKey, excKey := mustMarshal(t, kp.sig.Public()), mustMarshal(t, kp.exc.Public())
+	bogus := map[string]any{
+		"protected": b64.EncodeToString([]byte(`{"alg":"ES512","cty":"jwk-set+json"}`)),
+		"signature": b64.EncodeToString(bytes.Repeat([]byte{1}, 132)),
+	}
+	build := func(nKeys, nSigs int) []byte {
+		keys := []string{excKey}
+		for range nKeys {
+			keys = append(keys, sigKey)
+		}
+		payload := b64.EncodeToString([]byte(`{"keys":[` + strings.Join(keys, ",") + `]}`))
+		var sigs []any
+		for range nSigs - 1 {
+			sigs = append(sigs, bogus)
+		}
+		sigs = append(sigs, signJWS(t, kp.sig, payload)) // the valid one last
+		return []byte(mustMarshal(t, map[string]any{"payload": payload, "signatures": sigs}))
+	}
+	if adv, err := tang.ParseAdvertisement(build(16, 16)); err != nil || adv.Trust(kp.sig.Thumbprint()) != nil {
+		t.Fatalf("16 signing keys, 16 signatures: %v", err)
+	}
+	for _, n := range [][2]int{{17, 1}, {1, 17}, {100, 120}} {
+		if _, err := tang.ParseAdvertisement(build(n[0], n[1])); !errors.Is(err, tang.ErrBadAdvertisement) {
+			t.Errorf("%d signing keys, %d signatures: %v, want ErrBadAdvertisement", n[0], n[1], err)
+		}
 	}
 }
