@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -224,4 +226,63 @@ func TestGroupPlanCallbacks(t *testing.T) {
 	if applied != 1 || discarded != 1 {
 		t.Errorf("applied %d, discarded %d; want 1 and 1", applied, discarded)
 	}
+}
+
+// TestGroupUnixListenerAndGlobalLimit: a listener on a unix socket (a
+// stale socket file from a dead process is replaced), and the global
+// bound shared by two listeners.
+func TestGroupUnixListenerAndGlobalLimit(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	sock := filepath.Join(t.TempDir(), "web.sock")
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Skipf("unix sockets: %v", err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close() // the file stays, nobody answers
+
+	a := listenerConfig(ModeOffload, echo.addr())
+	a.Name, a.Listen, a.TLS = "a", "unix:"+sock, serverTLSConfig(t, p.web)
+	b := listenerConfig(ModeOffload, echo.addr())
+	b.Name, b.Listen, b.TLS = "b", "127.0.0.1:0", serverTLSConfig(t, p.web)
+	m := NewMetrics(prometheus.NewRegistry())
+	g := NewGroup(func(context.Context) (*Plan, error) {
+		return &Plan{Listeners: []*ListenerConfig{a, b}, MaxConns: 1}, nil
+	}, &Options{Metrics: m})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- g.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	waitFor(t, "ready", g.Ready)
+
+	raw, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := tls.Client(raw, clientConfig(p, "web.test"))
+	defer held.Close()
+	echoOnce(t, held, bufio.NewReader(held), "over a unix socket")
+
+	// A second process cannot take the live socket.
+	if _, err := Listen("unix:" + sock); err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Errorf("Listen on a live socket: %v", err)
+	}
+
+	// The one global slot is taken: listener b refuses.
+	if c, err := dialTLS(t, g.Addr("b").String(), clientConfig(p, "web.test")); err == nil {
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		if err == nil {
+			t.Fatal("b served above the global bound")
+		}
+	}
+	waitFor(t, "global refusal counted", func() bool {
+		return counter(m.Rejected.WithLabelValues("b", "global_limit")) == 1
+	})
 }

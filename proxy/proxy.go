@@ -9,9 +9,11 @@ package proxy
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 )
@@ -98,9 +100,20 @@ func (b Backend) host() string {
 	return h
 }
 
-// Listen opens the listening socket of an address (host:port or unix:PATH).
+// Listen opens the listening socket of an address (host:port or
+// unix:PATH). A unix socket file left behind by a process that is gone
+// (nothing answers on it) is replaced; a live one is not.
 func Listen(addr string) (net.Listener, error) {
 	b := ParseBackend(addr)
+	if b.Network == "unix" {
+		if fi, err := os.Lstat(b.Address); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			if c, err := net.DialTimeout("unix", b.Address, time.Second); err == nil {
+				c.Close()
+				return nil, fmt.Errorf("listen unix %s: another process is serving this socket", b.Address)
+			}
+			_ = os.Remove(b.Address)
+		}
+	}
 	return net.Listen(b.Network, b.Address)
 }
 

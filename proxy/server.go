@@ -93,10 +93,12 @@ func (c *ListenerConfig) check() error {
 // open connections finish for up to Options.ShutdownTimeout, closes the
 // rest and returns.
 //
-// A connection slot (global and per listener) is taken before Accept. When
-// none is free the loop still accepts, tries once more, and refuses the
+// The listener's connection slot is taken before Accept. When none is
+// free the loop still accepts, tries once more, and refuses the
 // connection at once (counted as rejected) instead of leaving clients to
-// hang in the kernel's backlog.
+// hang in the kernel's backlog. The global slot, shared with other
+// listeners, is taken right after Accept: reserving it while waiting
+// would let an idle listener starve busy ones.
 func (s *Server) Serve(ctx context.Context) error {
 	hard, cancelHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelHard()
@@ -113,11 +115,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		serr    error
 	)
 	for {
-		refused := s.acquire()
+		slot := s.local.TryAcquire()
 		raw, err := s.ln.Accept()
 		if err != nil {
-			if refused == "" {
-				s.release()
+			if slot {
+				s.local.Release()
 			}
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				if ctx.Err() == nil {
@@ -136,11 +138,14 @@ func (s *Server) Serve(ctx context.Context) error {
 			continue
 		}
 		backoff = 0
-		if refused != "" {
-			if refused = s.acquire(); refused != "" {
-				s.refuse(raw, refused)
-				continue
-			}
+		if !slot && !s.local.TryAcquire() {
+			s.refuse(raw, "listener_limit")
+			continue
+		}
+		if !s.opts.Global.TryAcquire() {
+			s.local.Release()
+			s.refuse(raw, "global_limit")
+			continue
 		}
 		st := s.state.Load()
 		c := &conn{s: s, cfg: st.cfg, m: st.m, raw: raw, start: time.Now(),
@@ -166,17 +171,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		<-done
 	}
 	return serr
-}
-
-func (s *Server) acquire() string {
-	if !s.opts.Global.TryAcquire() {
-		return "global_limit"
-	}
-	if !s.local.TryAcquire() {
-		s.opts.Global.Release()
-		return "listener_limit"
-	}
-	return ""
 }
 
 func (s *Server) release() {
