@@ -184,3 +184,53 @@ func TestCurlThroughBridge(t *testing.T) {
 		t.Errorf("curl got %q, want %q", out, want)
 	}
 }
+
+// TestCurlClientCertificates: curl presents client certificates to an
+// offload listener that requires them and allows only CN alice.
+func TestCurlClientCertificates(t *testing.T) {
+	curl := testenv.LookTool(t, "curl", "curl")
+	p := newPKI(t)
+	dir := t.TempDir()
+	caFile := p.ca.WriteCA(t, dir, "ca.pem")
+	aliceCert, aliceKey := p.client.WriteFiles(t, dir, "alice")
+	bobCert, bobKey := p.ca.Client(t, "bob").WriteFiles(t, dir, "bob")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "welcome")
+	})}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close() })
+
+	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.TLS.NextProtos = []string{"http/1.1"}
+	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg.TLS.ClientCAs = p.ca.Pool()
+	cfg.TLS.VerifyConnection = (&AllowRules{CN: []string{"alice"}}).VerifyConnection()
+	srv := start(t, cfg, nil)
+	_, port, _ := net.SplitHostPort(srv.addr)
+	args := func(cert, key string) []string {
+		return []string{"-sS", "--fail", "--cacert", caFile, "--cert", cert, "--key", key,
+			"--resolve", "web.test:" + port + ":127.0.0.1", "https://web.test:" + port + "/"}
+	}
+	if out := runTool(t, "", curl, args(aliceCert, aliceKey)...); out != "welcome" {
+		t.Errorf("alice got %q", out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, curl, args(bobCert, bobKey)...).CombinedOutput()
+	if err == nil {
+		t.Errorf("bob was let in: %s", out)
+	}
+	if err := exec.CommandContext(ctx, curl, "-sS", "--fail", "--cacert", caFile,
+		"--resolve", "web.test:"+port+":127.0.0.1", "https://web.test:"+port+"/").Run(); err == nil {
+		t.Error("a client without a certificate was let in")
+	}
+	waitFor(t, "denied counted", func() bool {
+		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "client_denied")) == 1
+	})
+}
