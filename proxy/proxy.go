@@ -16,6 +16,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/sealproxy/sealproxy/proxy/config"
 )
 
 // Modes of a listener.
@@ -59,12 +61,34 @@ type ListenerConfig struct {
 	// none) to the backend before anything else; v2 carries TLS facts.
 	ProxyProtocol int
 
-	MaxConns         int // 0: no per-listener bound
+	MaxConns int // 0: no per-listener bound
+	// Timeouts; zero means the configuration's default (10s, 10s, 5m,
+	// 10s). IdleTimeout ends connections silent both ways; CloseTimeout
+	// ends the remaining direction silent that long after a half-close.
 	HandshakeTimeout time.Duration
 	ConnectTimeout   time.Duration
 	IdleTimeout      time.Duration
 	CloseTimeout     time.Duration
 	MaxLifetime      time.Duration // 0: unlimited
+}
+
+// withDefaults returns a copy with zero timeouts set to the defaults.
+func (c *ListenerConfig) withDefaults() *ListenerConfig {
+	out := *c
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&out.HandshakeTimeout, config.DefaultHandshakeTimeout},
+		{&out.ConnectTimeout, config.DefaultConnectTimeout},
+		{&out.IdleTimeout, config.DefaultIdleTimeout},
+		{&out.CloseTimeout, config.DefaultCloseTimeout},
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
+	}
+	return &out
 }
 
 // Backend is a destination: TCP host:port or a unix socket.

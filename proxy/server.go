@@ -58,6 +58,7 @@ func (s *Server) Update(cfg *ListenerConfig) error {
 	if err := cfg.check(); err != nil {
 		return err
 	}
+	cfg = cfg.withDefaults()
 	s.local.SetMax(cfg.MaxConns)
 	s.tickets.apply(cfg.TLS)
 	s.state.Store(&serverState{cfg: cfg, m: s.opts.Metrics.forListener(cfg.Name)})

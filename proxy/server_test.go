@@ -768,3 +768,22 @@ func TestCloseTimeout(t *testing.T) {
 		return counter(srv.metrics.Closed.WithLabelValues("test", reasonCloseTimeout)) == 1
 	})
 }
+
+func TestZeroTimeoutsMeanDefaults(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := &ListenerConfig{Name: "test", Mode: ModeOffload, TLS: serverTLSConfig(t, p.web),
+		Backends: []Backend{ParseBackend(echo.addr())}}
+	srv := start(t, cfg, nil)
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c, "defaults"); got != "defaults" {
+		t.Errorf("echo = %q", got)
+	}
+	if srv.Config().IdleTimeout != 5*time.Minute {
+		t.Errorf("idle timeout %v", srv.Config().IdleTimeout)
+	}
+}
