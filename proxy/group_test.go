@@ -286,3 +286,17 @@ func TestGroupUnixListenerAndGlobalLimit(t *testing.T) {
 		return counter(m.Rejected.WithLabelValues("b", "global_limit")) == 1
 	})
 }
+
+func TestAdminNotReady(t *testing.T) {
+	h := AdminHandler(prometheus.NewRegistry(), func() bool { return false })
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before ready = %d, want 503", rec.Code)
+	}
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/metrics", nil))
+	if rec.Code != http.StatusMethodNotAllowed {
+		t.Errorf("POST /metrics = %d, want 405", rec.Code)
+	}
+}
