@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"time"
 )
@@ -70,7 +71,8 @@ func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
 		cfg = cfg.Clone()
 		cfg.ServerName = b.host()
 	}
-	tc := tls.Client(&recordConn{Conn: raw}, cfg)
+	rc := &recordConn{Conn: raw}
+	tc := tls.Client(rc, cfg)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
@@ -78,6 +80,38 @@ func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
 		_ = raw.Close()
 		return nil, fmt.Errorf("TLS to backend %s: %w", b, err)
 	}
+	ep := tlsEndpoint(tc, raw)
+	if ep.pending, err = drainPostHandshake(tc, rc); err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("TLS to backend %s: %w", b, err)
+	}
 	_ = raw.SetDeadline(time.Time{})
-	return tlsEndpoint(tc, raw), nil
+	return ep, nil
+}
+
+// maxPending bounds what drainPostHandshake reads ahead.
+const maxPending = 64 << 10
+
+// drainPostHandshake processes what a TLS server sent right after its
+// handshake (TLS 1.3 session tickets, usually) without waiting for more,
+// so that the relay does not start inside crypto/tls waiting for data
+// with a buffer and a grown stack. Application data read on the way is
+// returned, for the client.
+func drainPostHandshake(tc *tls.Conn, rc *recordConn) ([]byte, error) {
+	rc.nonblock = true
+	defer func() { rc.nonblock = false }()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	var out []byte
+	for len(out) < maxPending {
+		n, err := tc.Read(*bp)
+		out = append(out, (*bp)[:n]...)
+		switch {
+		case errors.Is(err, errWouldBlock), errors.Is(err, io.EOF):
+			return out, nil // EOF stays in crypto/tls for the relay to see
+		case err != nil:
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -157,16 +157,27 @@ func BenchmarkCopy(b *testing.B) {
 // target is about. The clients and the backend run in a child process
 // (TestHelperIdleClients) so that only the proxy's share is measured.
 func BenchmarkIdleConnMemory(b *testing.B) {
+	for _, mode := range []string{ModeOffload, ModeBridge} {
+		b.Run(mode, func(b *testing.B) { benchmarkIdleConnMemory(b, mode) })
+	}
+}
+
+func benchmarkIdleConnMemory(b *testing.B, mode string) {
 	const n = 500
 	p := newPKI(b)
 	dir := b.TempDir()
 	caFile := p.ca.WriteCA(b, dir, "ca.pem")
+	spec := strconv.Itoa(n) + "," + caFile
+	if mode == ModeBridge {
+		crt, key := p.backend.WriteFiles(b, dir, "backend")
+		spec += "," + crt + "," + key
+	}
 	exe, err := os.Executable()
 	if err != nil {
 		b.Fatal(err)
 	}
 	cmd := exec.Command(exe, "-test.run=^TestHelperIdleClients$")
-	cmd.Env = append(os.Environ(), "SEALPROXY_IDLE_HELPER="+strconv.Itoa(n)+","+caFile)
+	cmd.Env = append(os.Environ(), "SEALPROXY_IDLE_HELPER="+spec)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -179,8 +190,10 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 	if !lines.Scan() {
 		b.Fatal("helper gave no backend address")
 	}
-	cfg := listenerConfig(ModeOffload, lines.Text())
+	cfg := listenerConfig(mode, lines.Text())
 	cfg.TLS = serverTLSConfig(b, p.web)
+	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test",
+		ClientSessionCache: tls.NewLRUClientSessionCache(64)}
 	srv := start(b, cfg, &Options{Log: discardLog})
 
 	if os.Getenv("SEALPROXY_IDLE_HEAPPROFILE") != "" {
@@ -219,9 +232,18 @@ func TestHelperIdleClients(t *testing.T) {
 	if spec == "" {
 		t.Skip("helper process for BenchmarkIdleConnMemory")
 	}
-	nStr, caFile, _ := strings.Cut(spec, ",")
-	n, _ := strconv.Atoi(nStr)
-	echo := startEcho(t, nil)
+	f := strings.Split(spec, ",")
+	n, _ := strconv.Atoi(f[0])
+	caFile := f[1]
+	var backTLS *tls.Config
+	if len(f) == 4 { // bridge: a TLS echo backend
+		cert, err := tls.LoadX509KeyPair(f[2], f[3])
+		if err != nil {
+			t.Fatal(err)
+		}
+		backTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	echo := startEcho(t, backTLS)
 	fmt.Println(echo.addr())
 	in := bufio.NewScanner(os.Stdin)
 	if !in.Scan() {

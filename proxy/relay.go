@@ -21,11 +21,21 @@ const bufSize = 32 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
+// smallBufSize is the buffer of a TLS upstream's first read: the first
+// record from a TLS 1.3 server is often a session ticket, after which
+// crypto/tls waits inside Read for data that may be long in coming; a
+// small buffer is what the connection holds meanwhile.
+const smallBufSize = 1 << 10
+
+var smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+
 // endpoint is one side of a relayed connection.
 type endpoint struct {
 	rw  net.Conn  // bytes are read and written here: a *tls.Conn or the socket
 	raw net.Conn  // the socket: deadlines, readiness, half-close
 	tls *tls.Conn // nil for plain sides
+	// pending is data read from this side before the relay started.
+	pending []byte
 }
 
 func plainEndpoint(c net.Conn) *endpoint { return &endpoint{rw: c, raw: c} }
@@ -54,18 +64,34 @@ func (e *endpoint) close() {
 }
 
 // recordConn hands crypto/tls at most one TLS record at a time: reads stop
-// at record boundaries, so after tls.Conn.Read returns a record's data
-// (with a buffer larger than any record) nothing is left in its input
-// buffer, and waiting for the socket to become readable cannot strand
-// buffered bytes. It costs one extra read per record.
+// at record boundaries, so after tls.Conn.Read returns less than its
+// buffer nothing is left in crypto/tls's input, and waiting for the
+// socket to become readable cannot strand buffered bytes (a read that
+// fills its buffer is followed by another before any wait). It costs
+// one extra read per record.
 type recordConn struct {
 	net.Conn
 	hdr  [5]byte
 	nhdr int
 	left int // bytes of the current record's body still to read
+	// nonblock makes Read fail with errWouldBlock instead of waiting.
+	nonblock bool
 }
 
+// errWouldBlock is a temporary net.Error: crypto/tls keeps the connection
+// usable after it.
+var errWouldBlock error = wouldBlock{}
+
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "no data ready" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
 func (r *recordConn) Read(p []byte) (int, error) {
+	if r.nonblock && !readableNow(r.Conn) {
+		return 0, errWouldBlock
+	}
 	if r.left == 0 {
 		if need := len(r.hdr) - r.nhdr; len(p) > need {
 			p = p[:need]
@@ -115,6 +141,8 @@ type relay struct {
 
 type direction struct {
 	fresh          bool // running in a goroutine started to wait
+	more           bool // the last read filled its buffer: TLS may hold more
+	small          bool // the next read uses a small buffer
 	src, dst       *endpoint
 	n              *atomic.Int64
 	c              prometheus.Counter
@@ -130,7 +158,7 @@ type direction struct {
 func (r *relay) start(done func(reason string)) {
 	r.touch()
 	up := &direction{src: r.client, dst: r.backend, n: &r.in, c: r.inC, srcIsClient: true}
-	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC}
+	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC, small: r.backend.tls != nil}
 	var ended atomic.Int32
 	end := func(d *direction) {
 		if ended.Add(1) < 2 {
@@ -193,7 +221,7 @@ func (r *relay) deadline() time.Time {
 func (r *relay) copy(d *direction, end func(*direction)) {
 	for {
 		var err error
-		if d.fresh || !readableNow(d.src.raw) {
+		if !d.more && (d.fresh || !readableNow(d.src.raw)) {
 			if !d.fresh {
 				d.fresh = true
 				go r.copy(d, end)
@@ -204,12 +232,20 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			err = waitReadable(d.src.raw)
 		}
 		if err == nil {
-			bp := bufPool.Get().(*[]byte)
+			pool := &bufPool
+			if d.small {
+				pool, d.small = &smallBufPool, false
+			}
+			bp := pool.Get().(*[]byte)
 			n, rerr := d.src.rw.Read(*bp)
+			// A read that fills its buffer may leave the rest of a TLS
+			// record inside crypto/tls, where the socket cannot show it:
+			// read again before waiting.
+			d.more = n == len(*bp)
 			if n > 0 {
 				_ = d.dst.raw.SetWriteDeadline(time.Now().Add(r.limit()))
 				_, werr := d.dst.rw.Write((*bp)[:n])
-				bufPool.Put(bp)
+				pool.Put(bp)
 				r.touch()
 				d.n.Add(int64(n))
 				d.c.Add(float64(n))
@@ -221,7 +257,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 					return
 				}
 			} else {
-				bufPool.Put(bp)
+				pool.Put(bp)
 			}
 			err = rerr
 		}

@@ -368,6 +368,14 @@ func (s *Server) setup(c *conn) (*relay, string, error) {
 			return nil, reasonClientError, err
 		}
 	}
+	if len(back.pending) > 0 { // the backend spoke first, during setup
+		_ = c.raw.SetWriteDeadline(time.Now().Add(c.cfg.IdleTimeout))
+		if _, err := client.rw.Write(back.pending); err != nil {
+			client.close()
+			back.close()
+			return nil, reasonClientError, err
+		}
+	}
 	r := &relay{
 		idle: c.cfg.IdleTimeout, closeTimeout: c.cfg.CloseTimeout,
 		inC: c.m.bytesIn, outC: c.m.bytesOut,
@@ -376,6 +384,11 @@ func (s *Server) setup(c *conn) (*relay, string, error) {
 	if len(early) > 0 {
 		r.in.Add(int64(len(early)))
 		r.inC.Add(float64(len(early)))
+	}
+	if n := len(back.pending); n > 0 {
+		r.out.Add(int64(n))
+		r.outC.Add(float64(n))
+		back.pending = nil
 	}
 	return r, "", nil
 }

@@ -787,3 +787,56 @@ func TestZeroTimeoutsMeanDefaults(t *testing.T) {
 		t.Errorf("idle timeout %v", srv.Config().IdleTimeout)
 	}
 }
+
+// TestBridgeResumesUpstreamAndBackendSpeaksFirst: the second upstream
+// handshake resumes the first's session (tickets drained during setup),
+// and a greeting the backend sends right after its handshake reaches
+// the client.
+func TestBridgeResumesUpstreamAndBackendSpeaksFirst(t *testing.T) {
+	p := newPKI(t)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	resumed := make(chan bool, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				tc := c.(*tls.Conn)
+				if err := tc.Handshake(); err != nil {
+					return
+				}
+				resumed <- tc.ConnectionState().DidResume
+				io.WriteString(tc, "greeting\n")
+				io.Copy(tc, tc)
+				tc.CloseWrite()
+			}()
+		}
+	}()
+	cfg := listenerConfig(ModeBridge, ln.Addr().String())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test",
+		ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	srv := start(t, cfg, nil)
+	for i, wantResumed := range []bool{false, true} {
+		c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		if g, err := br.ReadString('\n'); err != nil || g != "greeting\n" {
+			t.Fatalf("connection %d: greeting %q, %v", i, g, err)
+		}
+		echoOnce(t, c, br, "after the greeting")
+		c.Close()
+		if got := <-resumed; got != wantResumed {
+			t.Errorf("connection %d: upstream resumed = %v, want %v", i, got, wantResumed)
+		}
+	}
+}
