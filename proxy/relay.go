@@ -241,7 +241,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			// A read that fills its buffer may leave the rest of a TLS
 			// record inside crypto/tls, where the socket cannot show it:
 			// read again before waiting.
-			d.more = n == len(*bp)
+			d.more = d.src.tls != nil && n == len(*bp)
 			if n > 0 {
 				_ = d.dst.raw.SetWriteDeadline(time.Now().Add(r.limit()))
 				_, werr := d.dst.rw.Write((*bp)[:n])
