@@ -98,6 +98,9 @@ const maxPending = 64 << 10
 // with a buffer and a grown stack. Application data read on the way is
 // returned, for the client.
 func drainPostHandshake(tc *tls.Conn, rc *recordConn) ([]byte, error) {
+	if !canPeek {
+		return nil, nil // the relay's first read handles tickets there
+	}
 	rc.nonblock = true
 	defer func() { rc.nonblock = false }()
 	bp := bufPool.Get().(*[]byte)

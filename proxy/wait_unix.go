@@ -8,6 +8,9 @@ import (
 	"syscall"
 )
 
+// canPeek reports that readableNow really looks at the socket.
+const canPeek = true
+
 // waitReadable blocks until c has data (or EOF or an error) to read,
 // without reading it, so that no copy buffer is held while a connection
 // idles. It honours c's read deadline. Connections that are not sockets
