@@ -85,10 +85,14 @@ func configFlag(name string, args []string, more func(*flag.FlagSet)) (string, e
 	return *path, nil
 }
 
-func loadConfig(path string) (*config.Config, error) {
+func loadConfig(path string, checking bool) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if errors.Is(err, config.ErrInvalid) {
-		return nil, cli.WithHint(err, cli.ExitUsage, "fix the configuration; 'sealproxy check --config "+path+"' validates it without opening any key")
+		hint := "fix the configuration; 'sealproxy check --config " + path + "' validates it without opening any key"
+		if checking {
+			hint = ""
+		}
+		return nil, cli.WithHint(err, cli.ExitUsage, hint)
 	}
 	if err != nil {
 		return nil, cli.WithHint(err, cli.ExitUsage, "")
@@ -101,7 +105,7 @@ func cmdCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := loadConfig(path, true)
 	if err != nil {
 		return err
 	}
@@ -126,7 +130,7 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(path)
+	cfg, err := loadConfig(path, false)
 	if err != nil {
 		return err
 	}

@@ -176,6 +176,9 @@ func Parse(path string, data []byte) (*Config, error) {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			e := &Error{File: path, Line: pe.Position.Line, Path: pe.LastKey, Msg: pe.Message}
+			if strings.HasPrefix(pe.Message, "invalid duration") {
+				e.Msg += ` (want a number with a unit: "10s", "5m", "1h")`
+			}
 			if e.Path != "" {
 				e.Path = loc.indexed(e.Path, e.Line)
 			}
