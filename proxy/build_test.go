@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -214,4 +216,83 @@ backend = "` + echo.addr() + `"
 			t.Errorf("%s staple: err = %v", name, err)
 		}
 	}
+}
+
+// TestBuildBridgeAndConnect drives bridge and connect listeners built
+// from TOML: upstream CA, server name and client key; connect allow-list
+// and required client certificates.
+func TestBuildBridgeAndConnect(t *testing.T) {
+	f := newBuildFixture(t)
+	proxyClient := f.p.ca.Client(t, "sealproxy")
+	proxyClient.WriteFiles(t, f.dir, "proxyclient")
+	f.keys["proxyclient"] = proxyClient.Key
+	f.p.backCA.WriteCA(t, f.dir, "backend-ca.pem")
+	backTLS := &tls.Config{
+		Certificates: []tls.Certificate{f.p.backend.TLSCertificate()},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    f.p.ca.Pool(),
+	}
+	tlsEcho := startEcho(t, backTLS)
+	plainEcho := startEcho(t, nil)
+	_, echoPort, _ := net.SplitHostPort(plainEcho.addr())
+	cfg := f.config(t, buildKeys+`
+[[key]]
+name = "proxyclient"
+cert = "proxyclient.crt"
+source = "file:proxyclient.key"
+
+[[listener]]
+name = "bridge"
+listen = "127.0.0.1:0"
+mode = "bridge"
+keys = ["web"]
+backend = "`+tlsEcho.addr()+`"
+[listener.upstream]
+ca = "backend-ca.pem"
+server_name = "backend.test"
+client_key = "proxyclient"
+
+[[listener]]
+name = "tunnel"
+listen = "127.0.0.1:0"
+mode = "connect"
+keys = ["web"]
+[listener.tls]
+client_auth = "require"
+client_ca = "clients.pem"
+[listener.connect]
+allow = ["127.0.0.1:`+echoPort+`"]
+`)
+	lcs, err := Build(context.Background(), cfg, f.open, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridge, tunnel := start(t, lcs[0], nil), start(t, lcs[1], nil)
+
+	c, err := dialTLS(t, bridge.addr, clientConfig(f.p, "web.test"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := roundTrip(t, c, "bridged"); got != "bridged" {
+		t.Errorf("bridge echo %q", got)
+	}
+	c.Close()
+	if id := <-tlsEcho.ids; id != "sealproxy" {
+		t.Errorf("backend saw client %q", id)
+	}
+
+	cc := clientConfig(f.p, "web.test")
+	cc.Certificates = []tls.Certificate{f.p.client.TLSCertificate()}
+	c, err = dialTLS(t, tunnel.addr, cc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "CONNECT "+plainEcho.addr()+" HTTP/1.1\r\n\r\n")
+	br := bufio.NewReader(c)
+	if status, _ := br.ReadString('\n'); !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Fatalf("CONNECT status %q", status)
+	}
+	br.ReadString('\n')
+	echoOnce(t, c, br, "tunnelled")
 }
