@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,7 +54,7 @@ func (s *keyStore) newLoad() *load { return &load{s: s, used: map[string]bool{}}
 func (l *load) opener(cfg *config.Config) proxy.KeyOpener {
 	s := l.s
 	return func(ctx context.Context, k *config.Key) (crypto.Signer, error) {
-		id := cfg.Dir + "\x00" + k.Source
+		id := keyID(cfg, k.Source)
 		s.mu.Lock()
 		key, ok := s.keys[id]
 		s.mu.Unlock()
@@ -106,6 +107,19 @@ func (l *load) discarded() {
 			s.retire(k)
 		}
 	}
+}
+
+// keyID names an opened key: its source, and for sealed: and file: keys
+// the file's size and modification time, so that a key file replaced
+// under the same name is opened again on reload.
+func keyID(cfg *config.Config, source string) string {
+	id := cfg.Dir + "\x00" + source
+	if scheme, path, ok := strings.Cut(source, ":"); ok && (scheme == "sealed" || scheme == "file") {
+		if fi, err := os.Stat(cfg.Resolve(path)); err == nil {
+			id += fmt.Sprintf("\x00%d\x00%d", fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return id
 }
 
 func (s *keyStore) retire(k vault.Key) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,8 +76,16 @@ func TestKeyStoreLifecycle(t *testing.T) {
 	if got := opens.Load(); got != 3 {
 		t.Errorf("opened %d times, want 3 (a once, b, c)", got)
 	}
-	s.closeAll()
-	if !closed("a") {
-		t.Error("closeAll left a open")
+	// A key file replaced under the same name is opened again.
+	path := filepath.Join(dir, "a.key")
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(path, later, later); err != nil {
+		t.Fatal(err)
 	}
+	use("a").applied()
+	if got := opens.Load(); got != 4 {
+		t.Errorf("opened %d times, want 4 (a again after its file changed)", got)
+	}
+	waitClosed("a") // the old a is retired...
+	s.closeAll()    // ...and the store closes the new one (the same fake here)
 }
