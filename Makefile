@@ -10,6 +10,8 @@ demo:
 # test is what CI runs (with SEALPROXY_REQUIRE_INTEROP=1, see .ci/run).
 test: vet build-all
 	$(GO) test -race -count=1 ./...
+	# the key-handling packages again as the binaries are built (make build)
+	GOEXPERIMENT=runtimesecret $(GO) test -count=1 ./unlock/... ./vault/... ./cmd/sealproxy/
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; }
