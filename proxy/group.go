@@ -55,8 +55,19 @@ func NewGroup(load Loader, opts *Options) *Group {
 
 // Run loads the configuration, opens the listeners and serves until ctx
 // ends or a listener fails; then it drains every server and returns.
-// Failing to start (the first load, a listen) is returned at once.
+// Failing to start (the first load, a listen) is returned at once. It is
+// Start followed by Wait.
 func (g *Group) Run(ctx context.Context) error {
+	if err := g.Start(ctx); err != nil {
+		return err
+	}
+	return g.Wait()
+}
+
+// Start loads the configuration and opens every listener; when it
+// returns nil the group is serving (Ready) until ctx ends. Nothing
+// listens if it fails. Call Wait after a successful Start.
+func (g *Group) Start(ctx context.Context) error {
 	plan, err := g.load(ctx)
 	if err != nil {
 		return err
@@ -77,6 +88,17 @@ func (g *Group) Run(ctx context.Context) error {
 	for _, lc := range plan.Listeners {
 		g.opts.Log.Info("listening", "listener", lc.Name, "addr", g.Addr(lc.Name).String(), "mode", lc.Mode)
 	}
+	return nil
+}
+
+// Wait serves until Start's ctx ends or a listener fails, then stops
+// accepting, drains every server (up to ShutdownTimeout) and returns the
+// listener's failure, if any.
+func (g *Group) Wait() error {
+	g.mu.Lock()
+	ctx := g.ctx
+	g.mu.Unlock()
+	var err error
 	select {
 	case <-ctx.Done():
 	case err = <-g.fatal:
@@ -161,7 +183,7 @@ func (g *Group) apply(plan *Plan) error {
 		if m, ok := g.members[lc.Name]; ok && m.listen == lc.Listen {
 			continue
 		}
-		ln, err := Listen(lc.Listen)
+		ln, err := g.opts.Listen(lc.Listen)
 		if err != nil {
 			return fail(fmt.Errorf("listener %q: %w", lc.Name, err))
 		}

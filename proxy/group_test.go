@@ -182,7 +182,7 @@ func TestGroupReloadUnderTraffic(t *testing.T) {
 	}
 
 	// The admin endpoints see the same state.
-	h := AdminHandler(reg, g.Ready)
+	h := AdminHandler(reg, g.Ready, nil)
 	for path, want := range map[string]string{
 		"/healthz": "ok",
 		"/readyz":  "ready",
@@ -288,7 +288,7 @@ func TestGroupUnixListenerAndGlobalLimit(t *testing.T) {
 }
 
 func TestAdminNotReady(t *testing.T) {
-	h := AdminHandler(prometheus.NewRegistry(), func() bool { return false })
+	h := AdminHandler(prometheus.NewRegistry(), func() bool { return false }, nil)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
 	if rec.Code != http.StatusServiceUnavailable {
@@ -298,5 +298,44 @@ func TestAdminNotReady(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/metrics", nil))
 	if rec.Code != http.StatusMethodNotAllowed {
 		t.Errorf("POST /metrics = %d, want 405", rec.Code)
+	}
+}
+
+func TestAdminReload(t *testing.T) {
+	var calls int
+	fail := false
+	reload := func(context.Context) error {
+		calls++
+		if fail {
+			return errors.New("reload failed, the previous configuration stays: bad")
+		}
+		return nil
+	}
+	h := AdminHandler(prometheus.NewRegistry(), func() bool { return true }, reload)
+	for _, tt := range []struct {
+		method string
+		fail   bool
+		code   int
+		body   string
+	}{
+		{http.MethodPost, false, 200, "reloaded\n"},
+		{http.MethodPost, true, 500, "the previous configuration stays: bad\n"},
+		{http.MethodGet, false, http.StatusMethodNotAllowed, ""},
+	} {
+		fail = tt.fail
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tt.method, "/reload", nil))
+		if rec.Code != tt.code || !strings.HasSuffix(rec.Body.String(), tt.body) {
+			t.Errorf("%s /reload = %d %q, want %d %q", tt.method, rec.Code, rec.Body.String(), tt.code, tt.body)
+		}
+	}
+	if calls != 2 {
+		t.Errorf("reload called %d times, want 2", calls)
+	}
+	// Without a reload function there is no /reload.
+	rec := httptest.NewRecorder()
+	AdminHandler(prometheus.NewRegistry(), func() bool { return true }, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/reload", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("POST /reload without reload = %d, want 404", rec.Code)
 	}
 }

@@ -150,6 +150,10 @@ type Options struct {
 	// ShutdownTimeout bounds the drain when Serve's context ends; then
 	// the remaining connections are closed. Default 30s.
 	ShutdownTimeout time.Duration
+	// Listen opens a listener's socket (a Group's new and moved
+	// listeners); nil means Listen. The daemon passes one that also knows
+	// the sockets systemd hands over ("systemd:NAME").
+	Listen func(addr string) (net.Listener, error)
 }
 
 func (o *Options) withDefaults() Options {
@@ -165,6 +169,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if out.ShutdownTimeout <= 0 {
 		out.ShutdownTimeout = 30 * time.Second
+	}
+	if out.Listen == nil {
+		out.Listen = Listen
 	}
 	return out
 }

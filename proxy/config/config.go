@@ -40,7 +40,20 @@ const (
 	DefaultCloseTimeout     = 10 * time.Second
 	DefaultShutdownTimeout  = 30 * time.Second
 	DefaultMinVersion       = "1.2"
+
+	// DefaultUnlockTimeout bounds the recovery of sealed keys at start-up
+	// and on reload (Tang unreachable, or a gate waiting for approval).
+	DefaultUnlockTimeout = 5 * time.Minute
+	// DefaultRetryBackoff is the first wait before asking an unreachable
+	// Tang server again; each retry doubles it up to DefaultRetryBackoffMax.
+	DefaultRetryBackoff    = time.Second
+	DefaultRetryBackoffMax = 30 * time.Second
 )
+
+// SystemdPrefix marks a listen address that names a socket systemd
+// passes (socket activation): "systemd:NAME" is the socket whose
+// FileDescriptorName is NAME.
+const SystemdPrefix = "systemd:"
 
 // Config is a whole configuration file.
 type Config struct {
@@ -58,6 +71,20 @@ type Config struct {
 	Keys      []Key      `toml:"key"`
 	Listeners []Listener `toml:"listener"`
 	Admin     Admin      `toml:"admin"`
+	Unlock    Unlock     `toml:"unlock"`
+}
+
+// Unlock tunes the recovery of sealed: keys.
+type Unlock struct {
+	// Timeout bounds how long start-up (or a reload) waits for every
+	// sealed key: Tang servers unreachable, or a gate waiting for an
+	// operator. Default 5m.
+	Timeout time.Duration `toml:"timeout"`
+	// RetryBackoff is the first wait before an unreachable Tang server is
+	// asked again (default 1s); the wait doubles up to RetryBackoffMax
+	// (default 30s).
+	RetryBackoff    time.Duration `toml:"retry_backoff"`
+	RetryBackoffMax time.Duration `toml:"retry_backoff_max"`
 }
 
 // Key is a certificate chain and the private key that goes with it.
@@ -77,7 +104,7 @@ type Key struct {
 // Listener is one listening socket and what it does with connections.
 type Listener struct {
 	Name   string   `toml:"name"`
-	Listen string   `toml:"listen"` // host:port, or unix:PATH
+	Listen string   `toml:"listen"` // host:port, unix:PATH or systemd:NAME (socket activation)
 	Mode   string   `toml:"mode"`
 	Keys   []string `toml:"keys"` // names of [[key]]; SNI chooses, the first is the default
 
@@ -154,7 +181,11 @@ type Connect struct {
 
 // Admin is the listener of /metrics, /healthz and /readyz.
 type Admin struct {
-	Listen string `toml:"listen"`
+	Listen string `toml:"listen"` // host:port, unix:PATH or systemd:NAME
+	// Reload serves POST /reload (as SIGHUP). Anyone who reaches the
+	// admin listener could use it, so it needs a loopback address or a
+	// unix socket.
+	Reload bool `toml:"reload"`
 }
 
 // Load reads, decodes and validates a configuration file.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestExampleFromIssue(t *testing.T) {
@@ -72,6 +73,13 @@ func TestErrors(t *testing.T) {
 		{"encrypt with keys", strings.Replace(base, `"offload"`, `"encrypt"`, 1), []string{"listener[0].keys: mode encrypt"}},
 		{"unix TLS backend without name", strings.Replace(strings.Replace(base, `"offload"`, `"bridge"`, 1), `"127.0.0.1:9000"`, `"unix:/run/db.sock"`, 1),
 			[]string{"listener[0].upstream.server_name: missing"}},
+		{"reload on a public admin", base + "[admin]\nlisten = \"0.0.0.0:9090\"\nreload = true\n", []string{"c.toml:14: admin.reload: POST /reload needs a loopback"}},
+		{"reload on an activated admin", base + "[admin]\nlisten = \"systemd:admin\"\nreload = true\n", []string{"admin.reload: POST /reload needs a loopback"}},
+		{"reload without admin", base + "[admin]\nreload = true\n", []string{"admin.reload: needs admin.listen"}},
+		{"bad systemd name", strings.Replace(base, `"127.0.0.1:8443"`, `"systemd:"`, 1), []string{"listener[0].listen", "want systemd:NAME"}},
+		{"unlock unknown key", base + "[unlock]\ntimout = \"1m\"\n", []string{"c.toml:13: unlock.timout: unknown setting"}},
+		{"unlock negative", base + "[unlock]\ntimeout = \"-1m\"\n", []string{"c.toml:13: unlock.timeout: must not be negative"}},
+		{"unlock backoff order", base + "[unlock]\nretry_backoff = \"1m\"\nretry_backoff_max = \"10s\"\n", []string{"c.toml:14: unlock.retry_backoff_max: 10s is below retry_backoff 1m0s"}},
 		{"client key unknown", strings.Replace(base, `"offload"`, `"bridge"`, 1) + "[listener.upstream]\nclient_key = \"nope\"\n", []string{"c.toml:13: listener[0].upstream.client_key: unknown key"}},
 	}
 	for _, tt := range tests {
@@ -107,6 +115,41 @@ func TestFullConfig(t *testing.T) {
 	}
 	if len(cfg.Listeners) != 4 {
 		t.Fatalf("%d listeners", len(cfg.Listeners))
+	}
+	if u := cfg.Unlock; u.Timeout != 10*time.Minute || u.RetryBackoff != 2*time.Second || u.RetryBackoffMax != time.Minute {
+		t.Errorf("unlock = %+v", u)
+	}
+	if !cfg.Admin.Reload {
+		t.Error("admin.reload not read")
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse("c.toml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Unlock{Timeout: DefaultUnlockTimeout, RetryBackoff: DefaultRetryBackoff, RetryBackoffMax: DefaultRetryBackoffMax}
+	if cfg.Unlock != want || cfg.ShutdownTimeout != DefaultShutdownTimeout || cfg.Admin.Reload {
+		t.Errorf("defaults: unlock %+v, shutdown_timeout %v, admin %+v", cfg.Unlock, cfg.ShutdownTimeout, cfg.Admin)
+	}
+	cfg, err = Parse("c.toml", []byte(strings.Replace(base, `"127.0.0.1:8443"`, `"systemd:web"`, 1)+"[admin]\nlisten = \"unix:/run/sealproxy/admin.sock\"\nreload = true\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listeners[0].Listen != "systemd:web" {
+		t.Errorf("listen = %q", cfg.Listeners[0].Listen)
+	}
+}
+
+func TestLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:9090": true, "unix:/run/a.sock": true,
+		"0.0.0.0:9090": false, "[::]:9090": false, "10.0.0.1:9090": false, "systemd:admin": false, ":9090": false,
+	} {
+		if got := Loopback(addr); got != want {
+			t.Errorf("Loopback(%q) = %v", addr, got)
+		}
 	}
 }
 

@@ -31,6 +31,7 @@ func (v *validator) validate(c *Config) {
 	} else if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	v.unlock(&c.Unlock)
 	keys := map[string]bool{}
 	for i := range c.Keys {
 		k := &c.Keys[i]
@@ -71,6 +72,11 @@ func (v *validator) validate(c *Config) {
 		if !ephemeral(c.Admin.Listen) {
 			addrs[c.Admin.Listen] = "admin"
 		}
+		if c.Admin.Reload && !Loopback(c.Admin.Listen) {
+			v.errorf("admin.reload", "POST /reload needs a loopback admin.listen (127.0.0.1, [::1], localhost) or a unix: socket: anyone who reaches %s could trigger reloads", c.Admin.Listen)
+		}
+	} else if c.Admin.Reload {
+		v.errorf("admin.reload", "needs admin.listen")
 	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
@@ -255,6 +261,12 @@ func (v *validator) address(path, addr string) {
 		}
 		return
 	}
+	if rest, ok := strings.CutPrefix(addr, SystemdPrefix); ok {
+		if rest == "" || strings.ContainsAny(rest, ": \t") {
+			v.errorf(path, "%q: want systemd:NAME, NAME being the socket unit's FileDescriptorName", addr)
+		}
+		return
+	}
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		v.errorf(path, "address %q: want host:port or unix:PATH", addr)
@@ -280,6 +292,45 @@ func (v *validator) versions(path, min, max string) {
 	if ok && ok2 && hi < lo {
 		v.errorf(path+".max_version", "%s is below min_version %s", max, min)
 	}
+}
+
+func (v *validator) unlock(u *Unlock) {
+	for _, d := range []struct {
+		path string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"unlock.timeout", &u.Timeout, DefaultUnlockTimeout},
+		{"unlock.retry_backoff", &u.RetryBackoff, DefaultRetryBackoff},
+		{"unlock.retry_backoff_max", &u.RetryBackoffMax, DefaultRetryBackoffMax},
+	} {
+		switch {
+		case *d.v < 0:
+			v.errorf(d.path, "must not be negative")
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	if u.RetryBackoffMax < u.RetryBackoff {
+		v.errorf("unlock.retry_backoff_max", "%v is below retry_backoff %v", u.RetryBackoffMax, u.RetryBackoff)
+	}
+}
+
+// Loopback reports whether addr can be reached only from this host: a
+// unix socket, or a TCP address on a loopback IP or "localhost".
+func Loopback(addr string) bool {
+	if strings.HasPrefix(addr, "unix:") {
+		return true
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // ephemeral reports a TCP address with port 0 (any free port), which
