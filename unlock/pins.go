@@ -36,6 +36,24 @@ type Options struct {
 	// pinned thumbprint (seal -y). Without it, a tang config needs "thp"
 	// or an "adv" the user supplied.
 	TrustOnFirstUse bool
+	// Session, when set, makes the recoveries of one Decrypt one approval
+	// session at each gate they go to: one operator decision per gate
+	// approves all of them. Nil sends each recovery on its own.
+	Session *Session
+	// OnPending is told when a gate holds a recovery for approval, with
+	// the code to show (once per gate and code); nil ignores it.
+	OnPending func(tang.Pending)
+}
+
+// Session names one start-up of one host to the gates it asks.
+type Session struct {
+	ID   string // random; NewSession makes one
+	Host string // a label for the operator, e.g. the host name
+}
+
+// NewSession returns a session with a fresh random id.
+func NewSession(host string) *Session {
+	return &Session{ID: tang.NewSessionID(), Host: host}
 }
 
 func (o *Options) tang() *tang.Client {
@@ -87,11 +105,20 @@ func Encrypt(ctx context.Context, pin string, config []byte, plaintext []byte, o
 // caller destroys the buffer (or seals it into an enclave). On failure
 // nothing is returned.
 func Decrypt(ctx context.Context, data []byte, opts *Options) (*memguard.LockedBuffer, error) {
+	var s *session
+	if opts != nil && opts.Session != nil {
+		s = newSession(data, opts)
+		defer s.wipe()
+	}
+	return decrypt(ctx, data, opts, s)
+}
+
+func decrypt(ctx context.Context, data []byte, opts *Options, s *session) (*memguard.LockedBuffer, error) {
 	j, err := parseJWE(data)
 	if err != nil {
 		return nil, err
 	}
-	cek, err := recoverCEK(ctx, j, opts)
+	cek, err := recoverCEK(ctx, j, opts, s)
 	if err != nil {
 		return nil, err
 	}
@@ -99,12 +126,12 @@ func Decrypt(ctx context.Context, data []byte, opts *Options) (*memguard.LockedB
 	return openContent(j, cek)
 }
 
-func recoverCEK(ctx context.Context, j *jwe, opts *Options) ([]byte, error) {
+func recoverCEK(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte, error) {
 	switch pin := j.header.Clevis.Pin; pin {
 	case "tang":
-		return recoverTang(ctx, j, opts)
+		return recoverTang(ctx, j, opts, s)
 	case "sss":
-		return recoverSSS(ctx, j, opts)
+		return recoverSSS(ctx, j, opts, s)
 	default:
 		return nil, fmt.Errorf("%w %q: sealproxy opens tang and sss", ErrUnknownPin, pin)
 	}
@@ -196,31 +223,54 @@ func tangAdvertisement(ctx context.Context, url string, cfg *tangConfig, opts *O
 	return adv, nil
 }
 
-func recoverTang(ctx context.Context, j *jwe, opts *Options) ([]byte, error) {
+// tangBlind checks a tang pin JWE and prepares its recovery.
+func tangBlind(j *jwe) (url string, blind *tang.Blind, err error) {
 	node := j.header.Clevis.Tang
 	if node == nil || node.URL == "" || len(node.Adv) == 0 || j.header.Epk == nil || j.header.Kid == "" {
-		return nil, fmt.Errorf("%w: tang pin needs clevis.tang.url, clevis.tang.adv, kid and epk", ErrMalformed)
+		return "", nil, fmt.Errorf("%w: tang pin needs clevis.tang.url, clevis.tang.adv, kid and epk", ErrMalformed)
 	}
 	if j.header.Alg != "ECDH-ES" {
-		return nil, fmt.Errorf("%w: tang pin with alg %q, want ECDH-ES", ErrMalformed, j.header.Alg)
+		return "", nil, fmt.Errorf("%w: tang pin with alg %q, want ECDH-ES", ErrMalformed, j.header.Alg)
 	}
-	if _, err := tang.BaseURL(node.URL); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	url, err = tang.BaseURL(node.URL)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	adv, err := tang.AdvertisementFromPayload(node.Adv)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
+		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
 	}
 	srv, err := adv.FindExchangeKey(j.header.Kid)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
+		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
 	}
-	blind, err := tang.NewBlind(srv, j.header.Epk)
+	blind, err = tang.NewBlind(srv, j.header.Epk)
 	if err != nil {
-		return nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
+		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
+	}
+	return url, blind, nil
+}
+
+func recoverTang(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte, error) {
+	var (
+		url   string
+		blind *tang.Blind
+		ro    = &tang.RecoverOptions{}
+	)
+	if s != nil {
+		url, blind, ro = s.recovery(j)
+	}
+	if blind == nil {
+		var err error
+		if url, blind, err = tangBlind(j); err != nil {
+			return nil, err
+		}
 	}
 	defer blind.Wipe()
-	z, err := opts.tang().Recover(ctx, node.URL, j.header.Kid, blind)
+	if opts != nil && opts.OnPending != nil && ro.OnPending == nil {
+		ro.OnPending = opts.OnPending
+	}
+	z, err := opts.tang().RecoverWith(ctx, url, j.header.Kid, blind, ro)
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +377,7 @@ type shareResult struct {
 
 // recoverSSS decrypts the children concurrently and stops the rest as soon
 // as t shares are in.
-func recoverSSS(ctx context.Context, j *jwe, opts *Options) ([]byte, error) {
+func recoverSSS(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte, error) {
 	node := j.header.Clevis.SSS
 	if node == nil || j.header.Alg != "dir" {
 		return nil, fmt.Errorf("%w: sss pin needs alg dir and clevis.sss", ErrMalformed)
@@ -345,7 +395,7 @@ func recoverSSS(ctx context.Context, j *jwe, opts *Options) ([]byte, error) {
 	results := make(chan shareResult, n)
 	for i, child := range node.JWE {
 		go func() {
-			share, err := Decrypt(ctx, []byte(child), opts)
+			share, err := decrypt(ctx, []byte(child), opts, s)
 			results <- shareResult{i, share, err}
 		}()
 	}

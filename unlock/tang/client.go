@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -132,37 +133,129 @@ func (c *Client) Advertisement(ctx context.Context, tangURL, thp string) (*Adver
 
 // Recover sends the blinded point to /rec/{kid} and unblinds the answer,
 // returning z = K.x. The caller wipes z; b can be reused for a retry.
+// At a gate that holds the request for approval it keeps waiting (see
+// RecoverWith).
 func (c *Client) Recover(ctx context.Context, tangURL, kid string, b *Blind) ([]byte, error) {
+	return c.RecoverWith(ctx, tangURL, kid, b, nil)
+}
+
+// RecoverOptions are the choices of one recovery at a gate.
+type RecoverOptions struct {
+	// Session groups this recovery with the others of one start-up; nil
+	// sends none, and a gate holds this recovery on its own.
+	Session *Session
+	// Code is the approval code to report: ApprovalCode over the session's
+	// points. Empty means the code of this recovery's point alone.
+	Code string
+	// OnPending is called when the gate first answers that the recovery
+	// waits for approval (and again if the gate's code changes).
+	OnPending func(Pending)
+}
+
+// minPoll is the shortest interval between two requests while a gate
+// reports a recovery pending: a gate that does not hold requests must not
+// be asked in a busy loop.
+const minPoll = time.Second
+
+// RecoverWith is Recover at a gate: while the gate answers 202 (pending
+// approval) it reports the code through o.OnPending and asks again with
+// the same point until the gate answers, denies (ErrDenied), or ctx ends
+// (ErrNotApproved).
+func (c *Client) RecoverWith(ctx context.Context, tangURL, kid string, b *Blind, o *RecoverOptions) ([]byte, error) {
 	base, err := BaseURL(tangURL)
 	if err != nil {
 		return nil, err
+	}
+	if o == nil {
+		o = &RecoverOptions{}
 	}
 	op := "recovering with key " + kid
 	req, err := json.Marshal(b.Request())
 	if err != nil {
 		return nil, err
 	}
-	body, status, err := c.do(ctx, http.MethodPost, base+"/rec/"+url.PathEscape(kid), req, maxRecoveryResponse)
-	if err != nil {
-		if errors.Is(err, ErrUnknownKey) {
-			err = fmt.Errorf("%w: the Tang server no longer has key %s: was it deleted?", ErrUnknownKey, kid)
+	code := o.Code
+	if code == "" {
+		code = ApprovalCode(b.Point())
+	}
+	hdr := http.Header{}
+	if s := o.Session; s != nil {
+		hdr.Set(HeaderSession, s.ID)
+		if s.Host != "" {
+			hdr.Set(HeaderHost, s.Host)
 		}
-		return nil, &Error{URL: base, Op: op, Status: status, Err: err}
+		if s.Keys > 0 {
+			hdr.Set(HeaderKeys, strconv.Itoa(s.Keys))
+		}
 	}
-	var y JWK
-	if err := json.Unmarshal(body, &y); err != nil {
-		return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: answer is not a JWK", ErrBadResponse)}
+	// RFC 7240 preferences for a gate: hold a request at most this long,
+	// so that our own per-request timeout does not cut its answer off;
+	// and the first time, say at once that it waits, so that the code is
+	// shown without delay. A plain Tang server ignores both.
+	wait := "wait=" + strconv.Itoa(max(1, int(c.timeout()*3/4/time.Second)))
+	var reported string
+	for {
+		if reported == "" {
+			hdr.Set("Prefer", "respond-async, "+wait)
+		} else {
+			hdr.Set("Prefer", wait)
+		}
+		started := time.Now()
+		body, status, err := c.doWith(ctx, http.MethodPost, base+"/rec/"+url.PathEscape(kid), req, hdr, maxRecoveryResponse)
+		if err != nil {
+			if errors.Is(err, ErrUnknownKey) {
+				err = fmt.Errorf("%w: the Tang server no longer has key %s: was it deleted?", ErrUnknownKey, kid)
+			}
+			if reported != "" && ctx.Err() != nil {
+				err = fmt.Errorf("%w: code %s is still pending: %v", ErrNotApproved, code, ctx.Err())
+			}
+			return nil, &Error{URL: base, Op: op, Status: status, Err: err}
+		}
+		if status == http.StatusAccepted {
+			var st Status
+			if json.Unmarshal(body, &st) != nil || st.Status != "pending" {
+				return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: HTTP 202 without a pending status", ErrBadResponse)}
+			}
+			if st.Code != reported && o.OnPending != nil {
+				o.OnPending(Pending{URL: base, Kid: kid, Code: code, Gate: st.Code, Keys: st.Keys, Arrived: st.Arrived})
+			}
+			first := reported == ""
+			reported = st.Code
+			// The first answer comes at once (respond-async); later ones
+			// come after the gate held the request, unless it does not.
+			if wait := minPoll - time.Since(started); wait > 0 && !first {
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: code %s is still pending: %v", ErrNotApproved, code, ctx.Err())}
+				case <-t.C:
+				}
+			}
+			continue
+		}
+		var y JWK
+		if err := json.Unmarshal(body, &y); err != nil {
+			return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: answer is not a JWK", ErrBadResponse)}
+		}
+		z, err := b.Unblind(&y)
+		if err != nil {
+			return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: %w", ErrBadResponse, err)}
+		}
+		return z, nil
 	}
-	z, err := b.Unblind(&y)
-	if err != nil {
-		return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: %w", ErrBadResponse, err)}
-	}
-	return z, nil
 }
 
 // do performs one request and maps HTTP failures to sentinel errors. The
 // response body is read through a limit and always closed.
 func (c *Client) do(ctx context.Context, method, target string, body []byte, limit int64) ([]byte, int, error) {
+	return c.doWith(ctx, method, target, body, nil, limit)
+}
+
+// doWith is do with extra request headers. Besides 200 it passes a gate's
+// 202 (pending) through, and turns a gate's 403 with a denial into a
+// *DeniedError.
+func (c *Client) doWith(ctx context.Context, method, target string, body []byte, hdr http.Header, limit int64) ([]byte, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout())
 	defer cancel()
 	var rd io.Reader
@@ -176,6 +269,9 @@ func (c *Client) do(ctx context.Context, method, target string, body []byte, lim
 	if body != nil {
 		req.Header.Set("Content-Type", "application/jwk+json")
 	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%w: %v", ErrUnreachable, unwrapURLError(err))
@@ -187,9 +283,14 @@ func (c *Client) do(ctx context.Context, method, target string, body []byte, lim
 	}
 	switch {
 	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode == http.StatusAccepted && method == http.MethodPost:
 	case resp.StatusCode == http.StatusNotFound:
 		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 404)", ErrUnknownKey)
 	case resp.StatusCode == http.StatusForbidden:
+		var st Status
+		if int64(len(data)) <= limit && json.Unmarshal(data, &st) == nil && st.Status == "denied" {
+			return nil, resp.StatusCode, &DeniedError{Operator: st.Operator, At: st.Time, Code: st.Code}
+		}
 		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 403)", ErrWrongKeyUse)
 	case resp.StatusCode == http.StatusBadRequest:
 		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 400)", ErrRejected)

@@ -157,6 +157,48 @@ func (ks *Keys) Recover(kid string, x *JWK) (*JWK, error) {
 	return exchange(k, x)
 }
 
+// CheckRecover reports whether Recover(kid, x) would succeed, without
+// doing the exchange: a gate checks a request before it holds it, so only
+// well-formed requests for its own keys wait for an operator. The errors
+// are Recover's.
+func (ks *Keys) CheckRecover(kid string, x *JWK) error {
+	k := ks.find(kid)
+	if k == nil {
+		return fmt.Errorf("%w %s", ErrUnknownKey, kid)
+	}
+	if !k.IsExchange() {
+		return fmt.Errorf("%w: key %s is not an exchange key", ErrWrongKeyUse, kid)
+	}
+	c, err := curveByName(k.Crv)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadKey, err)
+	}
+	if x.Kty != "EC" || x.Crv != c.name() {
+		return fmt.Errorf("%w: request is a %q %q key, want EC %s", ErrBadExchange, x.Kty, x.Crv, c.name())
+	}
+	X, err := x.point(c)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBadExchange, err)
+	}
+	if err := c.check(X); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadExchange, err)
+	}
+	return nil
+}
+
+// Point returns the uncompressed encoding of an EC JWK's point after
+// checking that it lies on its curve.
+func (k *JWK) Point() ([]byte, error) {
+	if err := k.Validate(); err != nil {
+		return nil, err
+	}
+	c, err := curveByName(k.Crv)
+	if err != nil {
+		return nil, err
+	}
+	return k.point(c)
+}
+
 // Thumbprints returns the SHA-256 thumbprints of the active signing keys.
 func (ks *Keys) Thumbprints() []string {
 	var out []string

@@ -1,0 +1,152 @@
+package gate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/sealproxy/sealproxy/unlock/tang"
+)
+
+var (
+	// ErrUnauthorized reports an operator token the gate refused (or none).
+	ErrUnauthorized = errors.New("the gate refused the operator token")
+	// ErrGateUnreachable reports a gate that could not be reached.
+	ErrGateUnreachable = errors.New("gate unreachable")
+)
+
+// maxOperatorResponse bounds an operator API answer.
+const maxOperatorResponse = 1 << 20
+
+// Client calls a gate's operator API.
+type Client struct {
+	URL   string // the gate's base URL
+	Token string
+	// HTTP is the client to use; nil means one with a 10 s timeout.
+	HTTP *http.Client
+}
+
+// APIError is a refusal from the operator API; it unwraps to
+// ErrUnauthorized, ErrUnknownCode or ErrNotPending by status.
+type APIError struct {
+	URL     string
+	Op      string
+	Status  int
+	Message string
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("gate %s: %s: %s (HTTP %d)", e.URL, e.Op, e.Message, e.Status)
+}
+
+func (e *APIError) Unwrap() error {
+	switch e.Status {
+	case http.StatusUnauthorized:
+		return ErrUnauthorized
+	case http.StatusNotFound:
+		return ErrUnknownCode
+	case http.StatusConflict:
+		return ErrNotPending
+	}
+	return nil
+}
+
+// Pending lists the requests waiting for a decision.
+func (c *Client) Pending(ctx context.Context) ([]Request, error) {
+	var out struct {
+		Requests []Request `json:"requests"`
+	}
+	if err := c.call(ctx, http.MethodGet, "/gate/pending", nil, "listing pending requests", &out); err != nil {
+		return nil, err
+	}
+	return out.Requests, nil
+}
+
+// Approve approves the request with code.
+func (c *Client) Approve(ctx context.Context, code string) (*Decision, error) {
+	return c.decide(ctx, "/gate/approve", "approving", code)
+}
+
+// Deny denies the request with code.
+func (c *Client) Deny(ctx context.Context, code string) (*Decision, error) {
+	return c.decide(ctx, "/gate/deny", "denying", code)
+}
+
+func (c *Client) decide(ctx context.Context, path, verb, code string) (*Decision, error) {
+	norm, err := tang.NormalizeCode(code)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(map[string]string{"code": norm})
+	var d Decision
+	if err := c.call(ctx, http.MethodPost, path, body, verb+" "+norm, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+func (c *Client) call(ctx context.Context, method, path string, body []byte, op string, out any) error {
+	base, err := tang.BaseURL(c.URL)
+	if err != nil {
+		return err
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("gate %s: %s: %w: %v", base, op, ErrGateUnreachable, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxOperatorResponse))
+	if err != nil {
+		return fmt.Errorf("gate %s: %s: %w: reading the answer: %v", base, op, ErrGateUnreachable, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		msg := http.StatusText(resp.StatusCode)
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			msg = e.Error
+		}
+		return &APIError{URL: base, Op: op, Status: resp.StatusCode, Message: msg}
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("gate %s: %s: the answer is not the operator API's JSON: %v", base, op, err)
+	}
+	return nil
+}
+
+// unwrapURLError drops the *url.Error wrapper, whose text repeats the URL.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		if ue.Timeout() {
+			return errors.New("timed out")
+		}
+		return ue.Err
+	}
+	return err
+}

@@ -1,0 +1,338 @@
+// Package gate is a Tang server that holds each recovery until an operator
+// approves it: pending requests keyed by the blinded point, sessions that
+// group one start-up's recoveries under one code, an operator API with
+// bearer tokens, and an append-only audit log. See docs/approval.md.
+package gate
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sealproxy/sealproxy/unlock/tang"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultHold                = 25 * time.Second
+	DefaultPendingTTL          = 10 * time.Minute
+	DefaultApprovalTTL         = 2 * time.Minute
+	DefaultDeniedTTL           = time.Hour
+	DefaultMaxPendingPerSource = 8
+	DefaultMaxPending          = 1024
+)
+
+var (
+	// ErrUnknownCode reports a code no pending request has.
+	ErrUnknownCode = errors.New("no pending request with this code")
+	// ErrNotPending reports a decision about a request that cannot take
+	// one now: already decided, or a session whose keys have not all
+	// arrived.
+	ErrNotPending = errors.New("request cannot be decided now")
+	// ErrAudit reports a decision refused because the audit log could not
+	// record it.
+	ErrAudit = errors.New("audit log failed")
+)
+
+// Config configures a Gate. Zero durations and limits mean the defaults.
+type Config struct {
+	// Keys are the Tang keys that answer approved recoveries.
+	Keys tang.KeySource
+	// Operators authenticates the operator API; nil refuses every caller.
+	Operators *Operators
+	// Audit records every request and decision; nil records nothing
+	// (decisions are still logged).
+	Audit Auditor
+	// Log receives operational logs; nil discards them.
+	Log *slog.Logger
+	// Hold is how long POST /rec is held before a 202 answer; a client's
+	// "Prefer: wait=N" can shorten it.
+	Hold time.Duration
+	// PendingTTL is how long an undecided request lives.
+	PendingTTL time.Duration
+	// ApprovalTTL is how long an approval waits to be collected.
+	ApprovalTTL time.Duration
+	// DeniedTTL is how long a denial keeps answering 403.
+	DeniedTTL time.Duration
+	// MaxPendingPerSource bounds the undecided requests of one source IP.
+	MaxPendingPerSource int
+	// MaxPending bounds all undecided requests.
+	MaxPending int
+	// OnPending is called (without locks held) when a request becomes
+	// ready for a decision: a single recovery, or a session whose keys
+	// all arrived.
+	OnPending func(Request)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// State is where a request stands.
+type State string
+
+const (
+	StatePending  State = "pending"
+	StateApproved State = "approved"
+	StateDenied   State = "denied"
+)
+
+// Request is the operator's view of a pending recovery or session.
+type Request struct {
+	Code     string    `json:"code"`
+	State    State     `json:"state"`
+	Session  bool      `json:"session"`
+	Host     string    `json:"host,omitempty"`
+	Source   string    `json:"source"`
+	Kids     []string  `json:"kids"`
+	Keys     int       `json:"keys"`
+	Arrived  int       `json:"arrived"`
+	Complete bool      `json:"complete"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires"`
+	Operator string    `json:"operator,omitempty"`
+	Decided  time.Time `json:"decided,omitzero"`
+}
+
+// Decision is the outcome of Approve or Deny.
+type Decision struct {
+	Code     string    `json:"code"`
+	Status   State     `json:"status"`
+	Operator string    `json:"operator"`
+	Time     time.Time `json:"time"`
+}
+
+// Gate holds recoveries for approval. It is an http.Handler: the Tang
+// protocol plus the operator API under /gate/.
+type Gate struct {
+	cfg  Config
+	tang *tang.Server
+	log  *slog.Logger
+
+	mu       sync.Mutex
+	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
+}
+
+// request is one pending recovery, or all recoveries of a session.
+type request struct {
+	key      string
+	session  string
+	host     string
+	source   string
+	keys     int
+	points   []*point
+	code     string
+	state    State
+	created  time.Time
+	expires  time.Time
+	operator string
+	decided  time.Time
+	done     chan struct{} // closed when decided
+}
+
+type point struct {
+	kid  string
+	x    []byte // uncompressed encoding
+	used bool   // answered once; an approval answers each point once
+}
+
+// New returns a gate over cfg.Keys.
+func New(cfg Config) *Gate {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.Hold, DefaultHold)
+	def(&cfg.PendingTTL, DefaultPendingTTL)
+	def(&cfg.ApprovalTTL, DefaultApprovalTTL)
+	def(&cfg.DeniedTTL, DefaultDeniedTTL)
+	if cfg.MaxPendingPerSource <= 0 {
+		cfg.MaxPendingPerSource = DefaultMaxPendingPerSource
+	}
+	if cfg.MaxPending <= 0 {
+		cfg.MaxPending = DefaultMaxPending
+	}
+	g := &Gate{cfg: cfg, log: cfg.Log, requests: map[string]*request{}}
+	g.tang = tang.NewServer(cfg.Keys, cfg.Log)
+	return g
+}
+
+func (r *request) complete() bool { return len(r.points) >= r.keys }
+
+func (r *request) kids() []string {
+	var out []string
+	for _, p := range r.points {
+		if !slices.Contains(out, p.kid) {
+			out = append(out, p.kid)
+		}
+	}
+	return out
+}
+
+func (r *request) view() Request {
+	return Request{
+		Code: r.code, State: r.state, Session: r.session != "", Host: r.host, Source: r.source,
+		Kids: r.kids(), Keys: r.keys, Arrived: len(r.points), Complete: r.complete(),
+		Created: r.created, Expires: r.expires, Operator: r.operator, Decided: r.decided,
+	}
+}
+
+func (r *request) status() tang.Status {
+	st := tang.Status{Status: string(r.state), Code: r.code, Host: r.host, Keys: r.keys, Arrived: len(r.points)}
+	switch r.state {
+	case StatePending:
+		st.Expires = r.expires
+	case StateDenied:
+		st.Operator, st.Time = r.operator, r.decided
+	}
+	return st
+}
+
+func (r *request) find(kid string, x []byte) *point {
+	for _, p := range r.points {
+		if p.kid == kid && string(p.x) == string(x) {
+			return p
+		}
+	}
+	return nil
+}
+
+func (r *request) recode() {
+	xs := make([][]byte, len(r.points))
+	for i, p := range r.points {
+		xs[i] = p.x
+	}
+	r.code = tang.ApprovalCode(xs...)
+}
+
+// Pending lists the undecided requests, oldest first.
+func (g *Gate) Pending() []Request {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.sweep()
+	var out []Request
+	for _, r := range g.requests {
+		if r.state == StatePending {
+			out = append(out, r.view())
+		}
+	}
+	slices.SortFunc(out, func(a, b Request) int { return a.Created.Compare(b.Created) })
+	return out
+}
+
+// Approve approves the complete pending request with code, for operator.
+// Its recoveries are answered once each until the approval expires.
+func (g *Gate) Approve(code, operator, source string) (*Decision, error) {
+	return g.decide(code, operator, source, StateApproved)
+}
+
+// Deny denies the pending request with code: it answers 403 from now on.
+func (g *Gate) Deny(code, operator, source string) (*Decision, error) {
+	return g.decide(code, operator, source, StateDenied)
+}
+
+func (g *Gate) decide(code, operator, source string, to State) (*Decision, error) {
+	code, err := tang.NormalizeCode(code)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnknownCode, err)
+	}
+	event := "approve"
+	if to == StateDenied {
+		event = "deny"
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.sweep()
+	var match []*request
+	for _, r := range g.requests {
+		if r.code == code {
+			match = append(match, r)
+		}
+	}
+	fail := func(err error, outcome string) (*Decision, error) {
+		g.record(Event{Event: event, Code: code, Operator: operator, Source: source, Outcome: outcome})
+		return nil, err
+	}
+	switch {
+	case len(match) == 0:
+		return fail(fmt.Errorf("%w %s", ErrUnknownCode, code), "unknown code")
+	case len(match) > 1:
+		return fail(fmt.Errorf("%w: %d requests have code %s; deny them and let the hosts retry", ErrNotPending, len(match), code), "ambiguous code")
+	}
+	r := match[0]
+	switch {
+	case r.state != StatePending:
+		return fail(fmt.Errorf("%w: %s was already %s by %s", ErrNotPending, code, r.state, r.operator), "already decided")
+	case !r.complete():
+		return fail(fmt.Errorf("%w: session %s has %d of its %d keys; wait for the rest", ErrNotPending, code, len(r.points), r.keys), "session incomplete")
+	}
+	now := g.cfg.Now()
+	ev := r.event(event)
+	ev.Operator, ev.Source, ev.Outcome = operator, source, string(to)
+	ev.Time = now
+	if err := g.audit(ev); err != nil {
+		return nil, fmt.Errorf("%w: not %s: %v", ErrAudit, to, err)
+	}
+	r.state, r.operator, r.decided = to, operator, now
+	if to == StateApproved {
+		r.expires = now.Add(g.cfg.ApprovalTTL)
+	} else {
+		r.expires = now.Add(g.cfg.DeniedTTL)
+	}
+	close(r.done)
+	g.log.Info("gate decision", "code", code, "decision", string(to), "operator", operator, "host", r.host, "remote", r.source)
+	return &Decision{Code: code, Status: to, Operator: operator, Time: now}, nil
+}
+
+// sweep drops requests whose time is up. Called with g.mu held.
+func (g *Gate) sweep() {
+	now := g.cfg.Now()
+	for key, r := range g.requests {
+		if now.Before(r.expires) {
+			continue
+		}
+		delete(g.requests, key)
+		switch r.state {
+		case StatePending:
+			g.record(r.with(r.event("expire"), "pending request expired"))
+		case StateApproved:
+			g.record(r.with(r.event("expire"), "approval expired before it was used"))
+		}
+	}
+}
+
+func (r *request) with(e Event, outcome string) Event {
+	e.Outcome = outcome
+	return e
+}
+
+func (r *request) event(name string) Event {
+	return Event{Event: name, Code: r.code, Host: r.host, Source: r.source, Session: r.session != "", Keys: r.keys, Kids: r.kids()}
+}
+
+// audit writes e to the audit log, stamping the time if unset.
+func (g *Gate) audit(e Event) error {
+	if e.Time.IsZero() {
+		e.Time = g.cfg.Now()
+	}
+	if g.cfg.Audit == nil {
+		return nil
+	}
+	return g.cfg.Audit.Record(e)
+}
+
+// record is audit for events that go ahead even if the log fails; the
+// failure is logged.
+func (g *Gate) record(e Event) {
+	if err := g.audit(e); err != nil {
+		g.log.Error("audit log failed", "event", e.Event, "code", e.Code, "err", err)
+	}
+}

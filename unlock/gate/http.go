@@ -1,0 +1,414 @@
+package gate
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sealproxy/sealproxy/unlock/tang"
+)
+
+// Request body bounds.
+const (
+	maxRecoveryRequest = 4 << 10 // one JWK point, as tang.Server
+	maxOperatorRequest = 1 << 10 // {"code":"XXXX-XXXX"}
+)
+
+var sessionID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ServeHTTP serves the Tang protocol with POST /rec/{kid} held for
+// approval, and the operator API: GET /gate/pending, POST /gate/approve,
+// POST /gate/deny.
+func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/rec/") && r.Method == http.MethodPost:
+		g.handleRec(w, r, strings.TrimPrefix(r.URL.Path, "/rec/"))
+	case r.URL.Path == "/gate/pending" && r.Method == http.MethodGet:
+		g.operator(w, r, g.handlePending)
+	case r.URL.Path == "/gate/approve" && r.Method == http.MethodPost:
+		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, name string) { g.handleDecide(w, r, name, StateApproved) })
+	case r.URL.Path == "/gate/deny" && r.Method == http.MethodPost:
+		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, name string) { g.handleDecide(w, r, name, StateDenied) })
+	case strings.HasPrefix(r.URL.Path, "/gate/"):
+		http.NotFound(w, r)
+	default:
+		g.tang.ServeHTTP(w, r)
+	}
+}
+
+func source(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// recovery is one parsed POST /rec/{kid}.
+type recovery struct {
+	kid     string
+	x       *tang.JWK
+	point   []byte
+	session string
+	host    string
+	keys    int
+	source  string
+	wait    time.Duration
+	async   bool // "Prefer: respond-async": answer 202 at once, without holding
+}
+
+// parseRecovery checks a request as tang.Server would, then the session
+// headers. It returns the HTTP status to refuse it with.
+func (g *Gate) parseRecovery(w http.ResponseWriter, r *http.Request, kid string) (*recovery, int, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRecoveryRequest))
+	if err != nil {
+		return nil, http.StatusBadRequest, errors.New("request body too large or unreadable")
+	}
+	var x tang.JWK
+	if err := json.Unmarshal(body, &x); err != nil || x.D != "" || (x.Alg != "" && x.Alg != tang.AlgExchange) {
+		return nil, http.StatusBadRequest, errors.New("request is not an ECMR public JWK")
+	}
+	keys, err := g.keys(r)
+	if err != nil {
+		return nil, http.StatusInternalServerError, err
+	}
+	if err := keys.CheckRecover(kid, &x); err != nil {
+		return nil, recoverStatus(err), err
+	}
+	pt, err := x.Point()
+	if err != nil {
+		return nil, http.StatusBadRequest, err
+	}
+	rec := &recovery{kid: kid, x: &x, point: pt, source: source(r), keys: 1, wait: g.cfg.Hold}
+	if id := r.Header.Get(tang.HeaderSession); id != "" {
+		if !sessionID.MatchString(id) {
+			return nil, http.StatusBadRequest, fmt.Errorf("%s must be 1 to %d base64url characters", tang.HeaderSession, tang.MaxSessionID)
+		}
+		rec.session = id
+		rec.host = r.Header.Get(tang.HeaderHost)
+		if len(rec.host) > tang.MaxHostLabel || strings.IndexFunc(rec.host, func(c rune) bool { return c < 0x20 || c > 0x7e }) >= 0 {
+			return nil, http.StatusBadRequest, fmt.Errorf("%s must be at most %d printable ASCII characters", tang.HeaderHost, tang.MaxHostLabel)
+		}
+		if n := r.Header.Get(tang.HeaderKeys); n != "" {
+			rec.keys, err = strconv.Atoi(n)
+			if err != nil || rec.keys < 1 || rec.keys > tang.MaxSessionKey {
+				return nil, http.StatusBadRequest, fmt.Errorf("%s must be a number from 1 to %d", tang.HeaderKeys, tang.MaxSessionKey)
+			}
+		}
+	}
+	// RFC 7240 preferences: "wait=N", the client stops listening after
+	// N s; "respond-async", the client wants to know at once that its
+	// request waits (to show the code), and will ask again.
+	for _, pref := range r.Header.Values("Prefer") {
+		for _, p := range strings.Split(pref, ",") {
+			p = strings.TrimSpace(p)
+			if v, ok := strings.CutPrefix(p, "wait="); ok {
+				if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+					rec.wait = min(rec.wait, time.Duration(n)*time.Second)
+				}
+			} else if strings.EqualFold(p, "respond-async") {
+				rec.async = true
+			}
+		}
+	}
+	return rec, 0, nil
+}
+
+// keys returns the keys to answer with. A key directory that fails to
+// re-read keeps serving its previous keys, as in tang.Server.
+func (g *Gate) keys(r *http.Request) (*tang.Keys, error) {
+	keys, err := g.cfg.Keys.Keys()
+	if err != nil && keys != nil {
+		g.log.LogAttrs(r.Context(), slog.LevelError, "reloading tang keys failed; serving the previous keys", slog.Any("err", err))
+		return keys, nil
+	}
+	return keys, err
+}
+
+// recoverStatus maps an exchange error to tangd's status code.
+func recoverStatus(err error) int {
+	switch {
+	case errors.Is(err, tang.ErrUnknownKey):
+		return http.StatusNotFound
+	case errors.Is(err, tang.ErrWrongKeyUse):
+		return http.StatusForbidden
+	case errors.Is(err, tang.ErrBadExchange), errors.Is(err, tang.ErrBadKey):
+		return http.StatusBadRequest
+	}
+	return http.StatusInternalServerError
+}
+
+// errRefused carries the status of a recovery the gate will not hold.
+type errRefused struct {
+	status int
+	msg    string
+}
+
+func (e *errRefused) Error() string { return e.msg }
+
+// join finds the request rec belongs to, or creates it. It returns the
+// request and whether it became ready for a decision. Called with g.mu held.
+func (g *Gate) join(rec *recovery) (*request, bool, error) {
+	key := "p:" + rec.kid + ":" + string(rec.point)
+	if rec.session != "" {
+		key = "s:" + rec.session
+	}
+	now := g.cfg.Now()
+	if r := g.requests[key]; r != nil {
+		if rec.session == "" || r.find(rec.kid, rec.point) != nil || r.state == StateDenied {
+			return r, false, nil
+		}
+		// A new key of a known session.
+		switch {
+		case r.source != rec.source || r.host != rec.host || r.keys != rec.keys:
+			return nil, false, &errRefused{http.StatusConflict, "session already in use with another source, host label or key count"}
+		case r.state != StatePending:
+			return nil, false, &errRefused{http.StatusConflict, "session already decided; start a new session"}
+		case r.complete():
+			return nil, false, &errRefused{http.StatusConflict, "session already has all its keys"}
+		}
+		r.points = append(r.points, &point{kid: rec.kid, x: rec.point})
+		r.recode()
+		ev := r.event("request")
+		ev.Kids, ev.Outcome = []string{rec.kid}, "pending"
+		if err := g.audit(ev); err != nil {
+			r.points = r.points[:len(r.points)-1]
+			r.recode()
+			return nil, false, err
+		}
+		return r, r.complete(), nil
+	}
+	pending, fromSource := 0, 0
+	for _, r := range g.requests {
+		if r.state == StatePending {
+			pending++
+			if r.source == rec.source {
+				fromSource++
+			}
+		}
+	}
+	if fromSource >= g.cfg.MaxPendingPerSource {
+		return nil, false, &errRefused{http.StatusTooManyRequests, fmt.Sprintf("%d requests from this source are already pending", fromSource)}
+	}
+	if pending >= g.cfg.MaxPending {
+		return nil, false, &errRefused{http.StatusServiceUnavailable, "too many pending requests"}
+	}
+	r := &request{
+		key: key, session: rec.session, host: rec.host, source: rec.source, keys: rec.keys,
+		points: []*point{{kid: rec.kid, x: rec.point}}, state: StatePending,
+		created: now, expires: now.Add(g.cfg.PendingTTL), done: make(chan struct{}),
+	}
+	r.recode()
+	ev := r.event("request")
+	ev.Outcome = "pending"
+	if err := g.audit(ev); err != nil {
+		return nil, false, err
+	}
+	g.requests[key] = r
+	return r, r.complete(), nil
+}
+
+func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
+	rec, status, err := g.parseRecovery(w, r, kid)
+	if err != nil {
+		g.reply(w, r, status, "", nil, slog.String("kid", kid), slog.Any("err", err))
+		return
+	}
+	attrs := []slog.Attr{slog.String("kid", kid)}
+	held := false
+	for {
+		g.mu.Lock()
+		g.sweep()
+		req, ready, err := g.join(rec)
+		if err != nil {
+			g.mu.Unlock()
+			var refused *errRefused
+			if errors.As(err, &refused) {
+				g.record(Event{Event: "refuse", Host: rec.host, Source: rec.source, Kids: []string{kid}, Session: rec.session != "", Outcome: refused.msg})
+				g.reply(w, r, refused.status, "application/json", jsonError(refused.msg), append(attrs, slog.String("err", refused.msg))...)
+				return
+			}
+			g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", fmt.Errorf("%w: %v", ErrAudit, err)))...)
+			return
+		}
+		attrs = append(attrs[:1], slog.String("code", req.code))
+		if ready {
+			view := req.view()
+			g.mu.Unlock()
+			if g.cfg.OnPending != nil {
+				g.cfg.OnPending(view)
+			}
+			continue
+		}
+		switch req.state {
+		case StateDenied:
+			st := req.status()
+			g.mu.Unlock()
+			g.reply(w, r, http.StatusForbidden, "application/json", mustJSON(st), attrs...)
+			return
+		case StateApproved:
+			p := req.find(rec.kid, rec.point)
+			if p == nil || p.used {
+				g.mu.Unlock()
+				g.reply(w, r, http.StatusConflict, "application/json", jsonError("this recovery was already answered; start a new one"), attrs...)
+				return
+			}
+			ev := req.event("release")
+			ev.Kids, ev.Operator, ev.Outcome = []string{kid}, req.operator, "answered"
+			if err := g.audit(ev); err != nil {
+				g.mu.Unlock()
+				g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", fmt.Errorf("%w: not answered: %v", ErrAudit, err)))...)
+				return
+			}
+			p.used = true
+			if !slices.ContainsFunc(req.points, func(p *point) bool { return !p.used }) {
+				delete(g.requests, req.key)
+			}
+			g.mu.Unlock()
+			g.answer(w, r, rec, attrs)
+			return
+		}
+		// Pending.
+		if held || rec.async || rec.wait <= 0 {
+			st := req.status()
+			g.mu.Unlock()
+			g.reply(w, r, http.StatusAccepted, "application/json", mustJSON(st), attrs...)
+			return
+		}
+		done := req.done
+		g.mu.Unlock()
+		t := time.NewTimer(rec.wait)
+		select {
+		case <-done:
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+		t.Stop()
+		held = true
+	}
+}
+
+// answer does the exchange of an approved recovery, as tang.Server would.
+func (g *Gate) answer(w http.ResponseWriter, r *http.Request, rec *recovery, attrs []slog.Attr) {
+	keys, err := g.keys(r)
+	if err != nil {
+		g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", err))...)
+		return
+	}
+	y, err := keys.Recover(rec.kid, rec.x)
+	if err != nil {
+		g.reply(w, r, recoverStatus(err), "", nil, append(attrs, slog.Any("err", err))...)
+		return
+	}
+	out, err := json.Marshal(y)
+	if err != nil {
+		g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", err))...)
+		return
+	}
+	g.reply(w, r, http.StatusOK, "application/jwk+json", out, attrs...)
+}
+
+// operator authenticates an operator API call by its bearer token. A
+// missing and a wrong token get the same answer.
+func (g *Gate) operator(w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, string)) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	name, valid := "", false
+	if ok {
+		name, valid = g.cfg.Operators.Authenticate(strings.TrimSpace(token))
+	}
+	if !valid {
+		g.record(Event{Event: "unauthorized", Source: source(r), Outcome: r.Method + " " + r.URL.Path})
+		w.Header().Set("WWW-Authenticate", `Bearer realm="sealgate"`)
+		g.reply(w, r, http.StatusUnauthorized, "application/json", jsonError("unauthorized"))
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	h(w, r, name)
+}
+
+func (g *Gate) handlePending(w http.ResponseWriter, r *http.Request, name string) {
+	reqs := g.Pending()
+	if reqs == nil {
+		reqs = []Request{}
+	}
+	g.reply(w, r, http.StatusOK, "application/json", mustJSON(struct {
+		Requests []Request `json:"requests"`
+	}{reqs}), slog.String("operator", name))
+}
+
+func (g *Gate) handleDecide(w http.ResponseWriter, r *http.Request, name string, to State) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOperatorRequest))
+	if err != nil {
+		g.reply(w, r, http.StatusRequestEntityTooLarge, "application/json", jsonError(fmt.Sprintf("request body larger than %d bytes", maxOperatorRequest)), slog.String("operator", name))
+		return
+	}
+	var req struct {
+		Code string `json:"code"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || dec.More() || req.Code == "" {
+		g.reply(w, r, http.StatusBadRequest, "application/json", jsonError(`body must be {"code":"XXXX-XXXX"}`), slog.String("operator", name))
+		return
+	}
+	var d *Decision
+	if to == StateApproved {
+		d, err = g.Approve(req.Code, name, source(r))
+	} else {
+		d, err = g.Deny(req.Code, name, source(r))
+	}
+	attrs := []slog.Attr{slog.String("operator", name), slog.String("code", req.Code)}
+	switch {
+	case errors.Is(err, ErrUnknownCode):
+		g.reply(w, r, http.StatusNotFound, "application/json", jsonError(err.Error()), attrs...)
+	case errors.Is(err, ErrNotPending):
+		g.reply(w, r, http.StatusConflict, "application/json", jsonError(err.Error()), attrs...)
+	case err != nil:
+		g.reply(w, r, http.StatusInternalServerError, "application/json", jsonError(err.Error()), append(attrs, slog.Any("err", err))...)
+	default:
+		g.reply(w, r, http.StatusOK, "application/json", mustJSON(d), attrs...)
+	}
+}
+
+func jsonError(msg string) []byte {
+	return mustJSON(struct {
+		Error string `json:"error"`
+	}{msg})
+}
+
+func mustJSON(v any) []byte {
+	out, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only our own plain structs are marshalled
+	}
+	return out
+}
+
+func (g *Gate) reply(w http.ResponseWriter, r *http.Request, status int, ctype string, body []byte, attrs ...slog.Attr) {
+	if ctype != "" {
+		w.Header().Set("Content-Type", ctype)
+	}
+	w.WriteHeader(status)
+	w.Write(body)
+	level := slog.LevelInfo
+	if status >= 400 {
+		level = slog.LevelWarn
+	}
+	attrs = append([]slog.Attr{
+		slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", status), slog.String("remote", r.RemoteAddr),
+	}, attrs...)
+	g.log.LogAttrs(r.Context(), level, "gate request", attrs...)
+}
