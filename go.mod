@@ -7,6 +7,7 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/ThalesIgnite/crypto11 v1.2.5
 	github.com/awnumar/memguard v0.23.0
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/google/certtostore v1.0.7
 	github.com/miekg/pkcs11 v1.0.3-0.20190429190417-a667d056470f
 	github.com/prometheus/client_golang v1.25.0

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -85,9 +86,6 @@ func (g *Group) Start(ctx context.Context) error {
 		plan.Applied()
 	}
 	g.ready.Store(true)
-	for _, lc := range plan.Listeners {
-		g.opts.Log.Info("listening", "listener", lc.Name, "addr", g.Addr(lc.Name).String(), "mode", lc.Mode)
-	}
 	return nil
 }
 
@@ -116,6 +114,18 @@ func (g *Group) Wait() error {
 // Ready reports whether the group is serving (false before the first
 // configuration is running and while it stops).
 func (g *Group) Ready() bool { return g.ready.Load() }
+
+// Listeners returns the names of the running listeners, sorted.
+func (g *Group) Listeners() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	names := make([]string, 0, len(g.members))
+	for n := range g.members {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
 
 // Addr returns the bound address of a running listener, or nil.
 func (g *Group) Addr(name string) net.Addr {
@@ -230,6 +240,7 @@ func (g *Group) apply(plan *Plan) error {
 func (g *Group) start(lc *ListenerConfig, s *Server) {
 	ctx, cancel := context.WithCancel(g.ctx)
 	g.members[lc.Name] = &member{srv: s, listen: lc.Listen, cancel: cancel}
+	g.opts.Log.Info("listening", "listener", lc.Name, "addr", s.Addr().String(), "mode", lc.Mode)
 	g.wg.Add(1)
 	go func() {
 		defer g.wg.Done()

@@ -1,8 +1,10 @@
 // Command sealproxy is the TLS termination proxy whose private keys stay
-// sealed: `sealproxy run`, `sealproxy check` and `sealproxy version`.
+// sealed: `sealproxy run`, `sealproxy check`, `sealproxy version`, and
+// `sealproxy service` on Windows.
 package main
 
 import (
+	"context"
 	"os"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
@@ -10,7 +12,15 @@ import (
 )
 
 func main() {
-	code := cli.Main("sealproxy", run)
+	code := runProcess()
 	vault.Purge() // wipe every key the vault held before the process goes
 	os.Exit(code)
+}
+
+// runInteractive runs the command line in the foreground (not as a
+// Windows service) and returns its exit code.
+func runInteractive() int {
+	d := &daemon{signals: processSignals()}
+	err := d.run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	return cli.Report("sealproxy", err, os.Stderr)
 }

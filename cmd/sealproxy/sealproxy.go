@@ -6,40 +6,57 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
+	"os"
 	"runtime/debug"
 	"strings"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
-	"github.com/sealproxy/sealproxy/vault"
 )
 
 const usage = `usage: sealproxy COMMAND [flags]
 
 commands:
-  run --config FILE      serve the listeners of FILE
+  run --config FILE      open every key, then serve the listeners of FILE
   check --config FILE    validate FILE, its certificates and CA bundles (no key is opened)
+  service COMMAND        install, uninstall, start or stop the Windows service
   version                print the version
+
+exit codes: 0 stopped cleanly, 1 runtime failure, 2 usage or configuration
+error, 4 an operator denied a key's recovery, 5 keys could not be unlocked
+(Tang unreachable or no approval before [unlock] timeout)
 `
 
+// run is the whole command as tests call it: no signals, the service
+// manager's environment as the process has it.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return (&daemon{}).run(ctx, args, stdin, stdout, stderr)
+}
+
+// daemon is what `sealproxy run` takes from the process around it; the
+// zero value has no signals and systemd's sockets.
+type daemon struct {
+	// signals delivers the process's signals: SIGHUP reloads, SIGTERM and
+	// SIGINT stop (a second one forces the exit). Nil: none arrive.
+	signals <-chan os.Signal
+	// sockets returns the sockets the service manager passed, by name;
+	// nil means systemd's (LISTEN_FDS, LISTEN_FDNAMES).
+	sockets func() map[string][]*os.File
+}
+
+func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return cli.Usage("no command given")
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
 	case "run":
-		return cmdRun(ctx, rest, stderr)
+		return d.cmdRun(ctx, rest, stderr)
 	case "check":
-		return cmdCheck(ctx, rest, stdout)
+		return cmdCheck(d.untilSignal(ctx), rest, stdout)
+	case "service":
+		return cmdService(ctx, rest, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, version())
 		return nil
@@ -48,8 +65,24 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return nil
 	default:
 		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage,
-			"commands are run, check and version; run 'sealproxy help'")
+			"commands are run, check, service and version; run 'sealproxy help'")
 	}
+}
+
+// untilSignal returns ctx, also ended by the first signal.
+func (d *daemon) untilSignal(ctx context.Context) context.Context {
+	if d.signals == nil {
+		return ctx
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-d.signals:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx
 }
 
 func version() string {
@@ -117,90 +150,6 @@ func cmdCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	var logFormat, logLevel string
-	path, err := configFlag("run", args, func(fs *flag.FlagSet) {
-		fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
-		fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	})
-	if err != nil {
-		return err
-	}
-	log, err := newLogger(stderr, logFormat, logLevel)
-	if err != nil {
-		return err
-	}
-	cfg, err := loadConfig(path, false)
-	if err != nil {
-		return err
-	}
-	if sealed := countSealed(cfg); sealed > 0 {
-		if err := vault.Harden(vault.HardenOptions{Keys: sealed}); err != nil {
-			return cli.WithHint(err, cli.ExitFailure, "")
-		}
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := proxy.NewMetrics(reg)
-	keys := newKeyStore(log, metrics)
-	defer keys.closeAll()
-	first := cfg
-	loader := func(ctx context.Context) (*proxy.Plan, error) {
-		c := first
-		first = nil
-		if c == nil { // a reload re-reads the file
-			var err error
-			if c, err = config.Load(path); err != nil {
-				return nil, err
-			}
-		}
-		l := keys.newLoad()
-		listeners, err := proxy.Build(ctx, c, l.opener(c), log)
-		if err != nil {
-			l.discarded()
-			return nil, err
-		}
-		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
-			Applied: l.applied, Discarded: l.discarded}, nil
-	}
-
-	group := proxy.NewGroup(loader, &proxy.Options{
-		Log: log, Metrics: metrics, ShutdownTimeout: cfg.ShutdownTimeout,
-	})
-
-	if cfg.Admin.Listen != "" {
-		ln, err := proxy.Listen(cfg.Admin.Listen)
-		if err != nil {
-			return cli.WithHint(fmt.Errorf("admin listener: %w", err), cli.ExitFailure, "is another sealproxy running? change [admin] listen")
-		}
-		admin := &http.Server{Handler: proxy.AdminHandler(reg, group.Ready), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = admin.Serve(ln) }()
-		defer admin.Close()
-		log.Info("admin listening", "addr", ln.Addr().String())
-	}
-
-	if err := group.Run(ctx); err != nil {
-		var (
-			hint  string
-			opErr *net.OpError
-		)
-		switch {
-		case errors.Is(err, vault.ErrPlaintextRefused):
-			hint = "file: keys are for development only: set allow_plaintext_keys = true, or seal the key with 'seal encrypt'"
-		case errors.Is(err, vault.ErrKeyMismatch):
-			hint = "each [[key]]'s cert must be the certificate of its source's key"
-		case errors.Is(err, vault.ErrUnavailable):
-			hint = "this build or platform cannot open that kind of key"
-		case errors.As(err, &opErr) && opErr.Op == "listen":
-			hint = "another process may hold that address, or binding it needs privileges; change the listener's listen"
-		}
-		return cli.WithHint(err, cli.ExitFailure, hint)
-	}
-	log.Info("stopped")
-	return nil
-}
-
 func countSealed(cfg *config.Config) int {
 	n := 0
 	for _, k := range cfg.Keys {
@@ -209,19 +158,4 @@ func countSealed(cfg *config.Config) int {
 		}
 	}
 	return n
-}
-
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, cli.Usage("--log-level %q: want debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, cli.Usage("--log-format %q: want text or json", format)
 }

@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/proxy"
+	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/vault"
+)
+
+// exitUnlock is the exit code of a start-up that could not unlock its
+// keys (Tang unreachable, or no approval, before [unlock] timeout).
+const exitUnlock = 5
+
+// errForced is the exit after a second stop signal: the drain was cut.
+var errForced = errors.New("stopped by a second signal before the drain was over: open connections were cut")
+
+// runHooks let a service manager follow `sealproxy run`: the Windows
+// service reports its start-pending progress through them. Nil fields
+// are ignored.
+type runHooks struct {
+	status  func(string) // one line while unlocking, reloading, stopping
+	ready   func()       // every key open, every listener bound
+	stopped func()       // stop requested: draining
+}
+
+func (d *daemon) cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	return d.serve(ctx, args, stderr, runHooks{})
+}
+
+// serve is `sealproxy run`: config → every key open (sealed keys
+// recovered concurrently, retried while Tang is unreachable, bounded by
+// [unlock] timeout) → every listener bound → READY. Nothing listens
+// before every key is open. SIGHUP (or POST /reload) reloads; SIGTERM or
+// SIGINT, or ctx ending, stops accepting and drains up to
+// shutdown_timeout; a second signal cuts the drain short.
+func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hooks runHooks) error {
+	var logFormat, logLevel string
+	path, err := configFlag("run", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
+		fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	})
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, logFormat, logLevel)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(path, false)
+	if err != nil {
+		return err
+	}
+	if sealed := countSealed(cfg); sealed > 0 {
+		if err := vault.Harden(vault.HardenOptions{Keys: sealed}); err != nil {
+			return cli.WithHint(err, cli.ExitFailure, "")
+		}
+	}
+
+	sd := notifier{log: log}
+	status := func(s string) {
+		sd.status(s)
+		if hooks.status != nil {
+			hooks.status(s)
+		}
+	}
+	wctx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	sd.watchdog(wctx)
+
+	sockets := d.sockets
+	if sockets == nil {
+		sockets = systemdSockets
+	}
+	listen := listenFunc(sockets())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := proxy.NewMetrics(reg)
+	keys := newKeyStore(log, metrics)
+	defer keys.closeAll()
+	st := newStatus(status)
+	first := cfg
+	loader := func(ctx context.Context) (*proxy.Plan, error) {
+		c := first
+		first = nil
+		if c == nil { // a reload re-reads the file
+			var err error
+			if c, err = config.Load(path); err != nil {
+				return nil, err
+			}
+		}
+		l := keys.newLoad()
+		if err := l.openAll(ctx, c, st); err != nil {
+			l.discarded()
+			return nil, err
+		}
+		listeners, err := proxy.Build(ctx, c, l.opener(c), log)
+		if err != nil {
+			l.discarded()
+			return nil, err
+		}
+		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
+			Applied: l.applied, Discarded: l.discarded}, nil
+	}
+	group := proxy.NewGroup(loader, &proxy.Options{
+		Log: log, Metrics: metrics, ShutdownTimeout: cfg.ShutdownTimeout, Listen: listen,
+	})
+
+	gctx, stopGroup := context.WithCancel(ctx)
+	defer stopGroup()
+	stopping := false
+	stop := func(why string) {
+		if stopping {
+			return
+		}
+		stopping = true
+		log.Info("stopping: no new connections; draining", "why", why, "shutdown_timeout", cfg.ShutdownTimeout)
+		sd.stopping()
+		if hooks.stopped != nil {
+			hooks.stopped()
+		}
+		stopGroup()
+	}
+
+	// Start: unlock every key and bind every listener, still answering
+	// signals.
+	status(fmt.Sprintf("starting: opening %d key(s)", len(usedKeys(cfg))))
+	started := make(chan error, 1)
+	go func() { started <- group.Start(gctx) }()
+	ctxDone := ctx.Done()
+	for waiting := true; waiting; {
+		select {
+		case err := <-started:
+			if err != nil {
+				if stopping {
+					log.Info("stopped before start-up was complete", "err", err)
+					return nil
+				}
+				return startError(err)
+			}
+			waiting = false
+		case sig := <-d.signals:
+			if isReload(sig) {
+				log.Info("reload signal ignored: still starting", "signal", sig.String())
+				continue
+			}
+			if stopping {
+				return errForced
+			}
+			stop(sig.String())
+		case <-ctxDone:
+			ctxDone = nil
+			stop("context ended")
+		}
+	}
+
+	// Reloads run one at a time, away from the signal loop, so that a
+	// stop signal is answered while a reload waits for a Tang server.
+	reloads := make(chan chan error, 1)
+	reload := func(ctx context.Context) error {
+		reply := make(chan error, 1)
+		select {
+		case reloads <- reply:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case err := <-reply:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	go func() {
+		for {
+			select {
+			case <-gctx.Done():
+				return
+			case reply := <-reloads:
+				sd.reloading()
+				if hooks.status != nil {
+					hooks.status("reloading")
+				}
+				err := group.Reload(gctx)
+				line := fmt.Sprintf("serving %d listener(s)", len(group.Listeners()))
+				if err != nil {
+					line += "; last reload failed: " + err.Error()
+				}
+				if gctx.Err() == nil {
+					sd.ready(line)
+				}
+				reply <- err
+			}
+		}
+	}()
+
+	if cfg.Admin.Listen != "" {
+		ln, err := listen(cfg.Admin.Listen)
+		if err != nil {
+			stop("admin listener failed")
+			_ = group.Wait()
+			return cli.WithHint(fmt.Errorf("admin listener: %w", err), cli.ExitFailure, "is another sealproxy running? change [admin] listen")
+		}
+		var reloadFn func(context.Context) error
+		if cfg.Admin.Reload {
+			reloadFn = reload
+		}
+		admin := &http.Server{Handler: proxy.AdminHandler(reg, group.Ready, reloadFn), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = admin.Serve(ln) }()
+		defer admin.Close()
+		log.Info("admin listening", "addr", ln.Addr().String(), "reload", cfg.Admin.Reload)
+	}
+
+	if !stopping {
+		line := fmt.Sprintf("serving %d listener(s)", len(group.Listeners()))
+		sd.ready(line)
+		if hooks.ready != nil {
+			hooks.ready()
+		}
+		log.Info("ready", "listeners", len(group.Listeners()))
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- group.Wait() }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				sd.stopping()
+				return cli.WithHint(err, cli.ExitFailure, "")
+			}
+			log.Info("stopped")
+			return nil
+		case sig := <-d.signals:
+			if isReload(sig) {
+				if stopping {
+					continue
+				}
+				log.Info("reloading", "signal", sig.String())
+				select {
+				case reloads <- make(chan error, 1):
+				default:
+					log.Info("a reload is already waiting; this signal joins it")
+				}
+				continue
+			}
+			if stopping {
+				log.Warn("second stop signal: cutting the drain short", "signal", sig.String())
+				return errForced
+			}
+			stop(sig.String())
+		case <-ctxDone:
+			ctxDone = nil
+			stop("context ended")
+		}
+	}
+}
+
+// startError maps a failed start-up to an exit code and a hint.
+func startError(err error) error {
+	var (
+		hint  string
+		opErr *net.OpError
+		ue    *UnlockError
+	)
+	switch {
+	case errors.Is(err, config.ErrInvalid):
+		return cli.WithHint(err, cli.ExitUsage, "")
+	case errors.As(err, &ue):
+		return cli.WithHint(err, exitUnlock, "check that this host reaches the Tang servers named above (curl URL/adv); [unlock] timeout sets how long start-up waits")
+	case errors.Is(err, vault.ErrPlaintextRefused):
+		hint = "file: keys are for development only: set allow_plaintext_keys = true, or seal the key with 'seal encrypt'"
+	case errors.Is(err, vault.ErrKeyMismatch):
+		hint = "each [[key]]'s cert must be the certificate of its source's key"
+	case errors.Is(err, vault.ErrUnavailable):
+		hint = "this build or platform cannot open that kind of key"
+	case errors.As(err, &opErr) && opErr.Op == "listen":
+		hint = "another process may hold that address, or binding it needs privileges; change the listener's listen (or use systemd:NAME socket activation)"
+	}
+	return cli.WithHint(err, cli.ExitFailure, hint)
+}
+
+// newLogger makes the daemon's logger.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, cli.Usage("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, cli.Usage("--log-format %q: want text or json", format)
+}
+
+// readLimited reads a file of at most limit bytes.
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}

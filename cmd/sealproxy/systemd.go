@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/sealproxy/sealproxy/proxy"
+	"github.com/sealproxy/sealproxy/proxy/config"
+)
+
+// The service manager protocol of systemd (Type=notify-reload): the
+// daemon says READY=1 once every key is open and every listener bound,
+// STATUS= while it unlocks, RELOADING=1 with MONOTONIC_USEC= then READY=1
+// around a reload, STOPPING=1 when it stops, and WATCHDOG=1 every half
+// WatchdogSec. Outside systemd (no NOTIFY_SOCKET) all of it is a no-op.
+
+// notifier sends sd_notify messages to NOTIFY_SOCKET.
+type notifier struct{ log *slog.Logger }
+
+// notify sends the lines as one message.
+func (n notifier) notify(lines ...string) {
+	msg := strings.Join(lines, "\n")
+	if ok, err := sddaemon.SdNotify(false, msg); err != nil {
+		n.log.Warn("telling systemd failed", "err", err, "message", strings.ReplaceAll(msg, "\n", " "))
+	} else if ok {
+		n.log.Debug("told systemd", "message", strings.ReplaceAll(msg, "\n", " "))
+	}
+}
+
+func (n notifier) ready(status string) { n.notify(sddaemon.SdNotifyReady, "STATUS="+status) }
+func (n notifier) status(s string)     { n.notify("STATUS=" + s) }
+func (n notifier) stopping() {
+	n.notify(sddaemon.SdNotifyStopping, "STATUS=stopping: draining connections")
+}
+
+// reloading starts a reload: systemd (notify-reload) wants the monotonic
+// time with it, and READY=1 when it is over.
+func (n notifier) reloading() {
+	lines := []string{sddaemon.SdNotifyReloading, "STATUS=reloading"}
+	if usec := strings.TrimSpace(sddaemon.SdNotifyMonotonicUsec()); usec != "" {
+		lines = append(lines, usec)
+	}
+	n.notify(lines...)
+}
+
+// watchdog pings systemd every half WATCHDOG_USEC until ctx ends, when
+// the service has a WatchdogSec.
+func (n notifier) watchdog(ctx context.Context) {
+	every, err := sddaemon.SdWatchdogEnabled(false)
+	if err != nil {
+		n.log.Warn("ignoring the systemd watchdog", "err", err)
+		return
+	}
+	if every <= 0 {
+		return
+	}
+	n.log.Info("systemd watchdog enabled", "interval", every)
+	go func() {
+		t := time.NewTicker(every / 2)
+		defer t.Stop()
+		for {
+			n.notify(sddaemon.SdNotifyWatchdog)
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+}
+
+// systemdSockets returns the sockets systemd passed (LISTEN_FDS), by
+// FileDescriptorName, and forgets the environment so that child
+// processes do not see it.
+func systemdSockets() map[string][]*os.File { return activation.FilesWithNames() }
+
+// listenFunc opens listen addresses: "systemd:NAME" takes the socket
+// systemd passed under that name, anything else is proxy.Listen. Each
+// call hands out a duplicate of the passed socket, so that a listener
+// closed by a reload can be opened again by a later one.
+func listenFunc(sockets map[string][]*os.File) func(addr string) (net.Listener, error) {
+	return func(addr string) (net.Listener, error) {
+		name, ok := strings.CutPrefix(addr, config.SystemdPrefix)
+		if !ok {
+			return proxy.Listen(addr)
+		}
+		files := sockets[name]
+		switch len(files) {
+		case 0:
+			var names []string
+			for n := range sockets {
+				names = append(names, n)
+			}
+			slices.Sort(names)
+			passed := "none (is the service started through its .socket unit?)"
+			if len(names) > 0 {
+				passed = strings.Join(names, ", ")
+			}
+			return nil, fmt.Errorf("listen %s: systemd passed no socket named %q (FileDescriptorName=); it passed: %s", addr, name, passed)
+		case 1:
+		default:
+			return nil, fmt.Errorf("listen %s: systemd passed %d sockets named %q; give each its own FileDescriptorName", addr, len(files), name)
+		}
+		ln, err := net.FileListener(files[0])
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: socket from systemd: %w", addr, err)
+		}
+		return ln, nil
+	}
+}
