@@ -44,3 +44,10 @@ fuzz:
 
 bench:
 	$(GO) test ./... -run '^$$' -bench . -benchmem
+
+# bench-compare runs sealproxy side by side with haproxy, stunnel and a
+# minimal Go terminator (tools/bench/run.sh; Linux, needs the Debian
+# packages haproxy and stunnel4; not run in CI). ARGS go to `bench compare`.
+.PHONY: bench-compare
+bench-compare: build
+	tools/bench/run.sh $(ARGS)
