@@ -41,6 +41,8 @@ import (
 //	                        white space (FILE may be stdout or stderr)
 //	tamper PART IN OUT      copy the compact JWE IN to OUT with the first
 //	                        character of PART (iv, ciphertext or tag) changed
+//	gate start|wait|stop NAME
+//	                        a gate that requires approval (see cmdGate)
 //
 // Servers are stopped when the script ends.
 func ScriptParams(dir string) testscript.Params {
@@ -54,7 +56,7 @@ func ScriptParams(dir string) testscript.Params {
 			if env.Getenv("GORACE") == "" {
 				env.Setenv("GORACE", "atexit_sleep_ms=10")
 			}
-			s := &scriptState{tangs: map[string]*scriptTang{}}
+			s := &scriptState{tangs: map[string]*scriptTang{}, gates: map[string]*scriptGate{}}
 			env.Values[scriptStateKey{}] = s
 			env.Defer(s.stopAll)
 			return nil
@@ -66,6 +68,7 @@ func ScriptParams(dir string) testscript.Params {
 			"advertises": cmdAdvertises,
 			"tamper":     cmdTamper,
 			"envfrom":    cmdEnvfrom,
+			"gate":       cmdGate,
 		},
 	}
 }
@@ -75,6 +78,7 @@ type scriptStateKey struct{}
 type scriptState struct {
 	mu    sync.Mutex
 	tangs map[string]*scriptTang
+	gates map[string]*scriptGate
 }
 
 type scriptTang struct {
@@ -97,6 +101,9 @@ func (s *scriptState) stopAll() {
 	defer s.mu.Unlock()
 	for _, t := range s.tangs {
 		t.stop()
+	}
+	for _, g := range s.gates {
+		g.stop()
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/awnumar/memguard"
@@ -27,13 +28,23 @@ Seal secrets into Clevis-compatible JWEs and open them again.
   seal decrypt [-i IN] [-o OUT]                    recover the secret
   seal inspect [-i IN] [--json]                    show a JWE's pins, offline
 
+Operators of a gate (sealgate serve --approval required):
+
+  seal pending --gate URL [--json]                 list the requests waiting
+  seal approve CODE --gate URL                     approve the request with CODE
+  seal deny CODE --gate URL                        deny it
+
+The operator token is read from --token-file FILE, or else from the
+SEALGATE_TOKEN environment variable.
+
 CONFIG is the JSON that clevis takes, for example
   '{"url":"http://tang:7500","thp":"THUMBPRINT"}'
   '{"t":2,"pins":{"tang":[{"url":...,"thp":...},{"url":...,"thp":...}]}}'
 
 Input is read from standard input and output written to standard output
-unless -i or -o name files. Exit codes: 0 ok, 1 failure, 2 usage or
-configuration error, 3 Tang server not trusted.
+unless -i or -o name files. While a gate holds a recovery, decrypt prints
+the code to compare and approve. Exit codes: 0 ok, 1 failure, 2 usage or
+configuration error, 3 Tang server not trusted, 4 denied by an operator.
 `
 
 // maxPlaintext bounds what encrypt reads: sealed secrets are keys, not files.
@@ -48,15 +59,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "encrypt":
 		return encrypt(ctx, rest, stdin, stdout, stderr)
 	case "decrypt":
-		return decrypt(ctx, rest, stdin, stdout)
+		return decrypt(ctx, rest, stdin, stdout, stderr)
 	case "inspect":
 		return inspect(rest, stdin, stdout)
+	case "pending", "approve", "deny":
+		return operate(ctx, cmd, rest, stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
 		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage,
-			"commands are encrypt, decrypt and inspect; run 'seal help'")
+			"commands are encrypt, decrypt, inspect, pending, approve and deny; run 'seal help'")
 	}
 }
 
@@ -156,7 +169,7 @@ func encrypt(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 	return f.output(stdout, jwe)
 }
 
-func decrypt(ctx context.Context, args []string, stdin io.Reader, stdout io.Writer) error {
+func decrypt(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("seal decrypt", flag.ContinueOnError)
 	var f ioFlags
 	f.register(fs, true)
@@ -173,7 +186,7 @@ func decrypt(ctx context.Context, args []string, stdin io.Reader, stdout io.Writ
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
 	defer cancel()
-	plain, err := unlock.Decrypt(ctx, data, nil)
+	plain, err := unlock.Decrypt(ctx, data, decryptOptions(stderr))
 	if err != nil {
 		if errors.Is(err, unlock.ErrUnknownPin) && !errors.Is(err, unlock.ErrNotEnoughShares) {
 			// Not a configuration mistake (exit 2) as in encrypt: the JWE
@@ -231,6 +244,28 @@ func readJWE(f *ioFlags, stdin io.Reader) ([]byte, error) {
 	return data, nil
 }
 
+// decryptOptions makes one decrypt one approval session at each gate,
+// and prints the code of each gate that holds it.
+func decryptOptions(stderr io.Writer) *unlock.Options {
+	host, err := os.Hostname()
+	if err != nil || len(host) > tang.MaxHostLabel {
+		host = ""
+	}
+	var mu sync.Mutex
+	return &unlock.Options{
+		Session: unlock.NewSession(host),
+		OnPending: func(p tang.Pending) {
+			mu.Lock()
+			defer mu.Unlock()
+			if p.Arrived >= p.Keys && p.Gate != p.Code {
+				fmt.Fprintf(stderr, "seal: warning: %s shows code %s for this request, not %s: another request is in it; do not approve %s\n", p.URL, p.Gate, p.Code, p.Gate)
+				return
+			}
+			fmt.Fprintf(stderr, "seal: waiting for approval of code %s at %s\n", p.Code, p.URL)
+		},
+	}
+}
+
 // explain attaches the hint and exit code that fit an unlock error.
 func explain(err error) error {
 	var untrusted *unlock.UntrustedError
@@ -249,6 +284,10 @@ func explain(err error) error {
 		return cli.WithHint(err, cli.ExitTrust, "the advertisement was altered on its way, or the server is not a Tang server")
 	case errors.Is(err, unlock.ErrJSONSerialization):
 		return cli.WithHint(err, cli.ExitFailure, "convert it to the compact form with: jose jwe fmt -i FILE -c")
+	case errors.Is(err, tang.ErrDenied):
+		return cli.WithHint(err, cli.ExitDenied, "ask the operator why; a new attempt shows a new code to approve")
+	case errors.Is(err, tang.ErrNotApproved):
+		return cli.WithHint(err, cli.ExitFailure, "an operator approves it with: seal approve CODE --gate URL; wait longer with --timeout")
 	case errors.Is(err, unlock.ErrNotEnoughShares):
 		return cli.WithHint(err, cli.ExitFailure, "bring enough of the servers named above back, then try again")
 	case errors.Is(err, tang.ErrUnknownKey):

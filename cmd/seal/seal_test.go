@@ -1,13 +1,21 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/gate"
+	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
 // TestMain lets the test binary stand in for `seal`: scripts run it as a
@@ -25,4 +33,53 @@ func TestMain(m *testing.M) {
 // reach the golden files through cmpenv.
 func TestScripts(t *testing.T) {
 	testscript.Run(t, testenv.ScriptParams("testdata"))
+}
+
+// TestDecryptDenied runs seal decrypt in-process against a gate that an
+// operator denies: exit status 4, the operator named, nothing on stdout.
+func TestDecryptDenied(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	thp, err := tang.Keygen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := tang.OpenKeyDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan gate.Request, 4)
+	g := gate.New(gate.Config{Keys: keys, OnPending: func(r gate.Request) { ready <- r }})
+	srv := httptest.NewServer(g)
+	defer srv.Close()
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(`{"url":"`+srv.URL+`","thp":"`+thp+`"}`), []byte("secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	code := make(chan int, 1)
+	go func() {
+		err := run(ctx, []string{"decrypt"}, bytes.NewReader(jwe), &stdout, &stderr)
+		code <- cli.Report("seal", err, &stderr)
+	}()
+	req := <-ready
+	if _, err := g.Deny(req.Code, "alice", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-code; got != cli.ExitDenied {
+		t.Fatalf("exit status %d, want %d; stderr:\n%s", got, cli.ExitDenied, stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Fatalf("stdout %q after a denial", stdout.String())
+	}
+	for _, want := range []string{
+		"seal: waiting for approval of code " + req.Code + " at " + srv.URL + "\n",
+		"recovery denied by operator alice at ",
+		"seal: hint: ask the operator why",
+	} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
+		}
+	}
 }

@@ -10,23 +10,35 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
 const usage = `usage: sealgate COMMAND --dir DIR [FLAGS]
 
-A Tang server whose key directories are compatible with tangd's.
+A Tang server whose key directories are compatible with tangd's, and that
+can hold every recovery until an operator approves it.
 
   sealgate keygen --dir DIR                      create a signing and an exchange key
   sealgate rotate --dir DIR                      retire the active keys, create new ones
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
+      [--approval required] [--audit FILE] [--hold DURATION]
+  sealgate operator add NAME --dir DIR           add an operator; prints its token once
+  sealgate operator remove NAME --dir DIR        remove an operator
+  sealgate operator list --dir DIR               list the operators
 
 Rotated keys are kept as dot-files: they still recover old bindings but are
 no longer advertised. A running server follows rotations without a restart.
+
+With --approval required, each recovery waits until an operator approves
+its code (seal approve CODE --gate URL); decisions are appended to the
+--audit file. Operators are kept in DIR/operators.json as token hashes.
 `
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -42,9 +54,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs := flag.NewFlagSet("sealgate "+cmd, flag.ContinueOnError)
 	dir := fs.String("dir", "", "the key `directory`")
 	listen := fs.String("listen", "127.0.0.1:7500", "`address` to serve on (serve)")
+	var sc serveConfig
+	fs.StringVar(&sc.approval, "approval", "none", "`none` (a plain Tang server) or required (serve)")
+	fs.StringVar(&sc.audit, "audit", "", "append decisions to this `file` as JSON lines (serve)")
+	fs.DurationVar(&sc.hold, "hold", gate.DefaultHold, "hold a recovery this `long` before answering pending (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
 		return err
+	}
+	if cmd == "operator" {
+		if *dir == "" {
+			return cli.WithHint(errors.New("operator needs --dir"), cli.ExitUsage, "sealgate operator add alice --dir /var/db/tang")
+		}
+		return operator(pos, *dir, stdout)
 	}
 	if len(pos) != 0 {
 		return cli.Usage("%s takes no arguments, got %q", cmd, pos)
@@ -80,9 +102,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		}
 		return nil
 	case "serve":
-		return serve(ctx, *dir, *listen, stderr)
+		return serve(ctx, *dir, *listen, &sc, stderr)
 	default:
-		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage, "commands are keygen, rotate, thp and serve; run 'sealgate help'")
+		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage, "commands are keygen, rotate, thp, serve and operator; run 'sealgate help'")
 	}
 }
 
@@ -98,7 +120,61 @@ func loadKeys(dir string) (*tang.Keys, error) {
 	return keys, err
 }
 
-func serve(ctx context.Context, dir, listen string, stderr io.Writer) error {
+// serveConfig holds serve's approval flags.
+type serveConfig struct {
+	approval string
+	audit    string
+	hold     time.Duration
+}
+
+func operator(pos []string, dir string, stdout io.Writer) error {
+	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
+	hint := "sealgate operator add NAME --dir DIR | operator remove NAME --dir DIR | operator list --dir DIR"
+	if len(pos) == 0 {
+		return cli.WithHint(errors.New("operator needs add, remove or list"), cli.ExitUsage, hint)
+	}
+	switch sub, args := pos[0], pos[1:]; {
+	case sub == "add" && len(args) == 1:
+		if _, err := os.Stat(dir); err != nil {
+			return cli.WithHint(err, cli.ExitUsage, "create keys first: sealgate keygen --dir "+dir)
+		}
+		token, err := ops.Add(args[0])
+		switch {
+		case errors.Is(err, gate.ErrBadOperatorName):
+			return cli.WithHint(err, cli.ExitUsage, "for example: sealgate operator add alice --dir "+dir)
+		case errors.Is(err, gate.ErrOperatorExists):
+			return cli.WithHint(err, cli.ExitUsage, "to give "+args[0]+" a new token: sealgate operator remove "+args[0]+" --dir "+dir+", then add again")
+		case err != nil:
+			return err
+		}
+		fmt.Fprintln(stdout, token)
+		return nil
+	case sub == "remove" && len(args) == 1:
+		err := ops.Remove(args[0])
+		if errors.Is(err, gate.ErrNoOperator) {
+			return cli.WithHint(err, cli.ExitUsage, "list them with: sealgate operator list --dir "+dir)
+		}
+		return err
+	case sub == "list" && len(args) == 0:
+		names, err := ops.Names()
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			fmt.Fprintln(stdout, n)
+		}
+		return nil
+	}
+	return cli.WithHint(fmt.Errorf("operator: unexpected arguments %q", pos), cli.ExitUsage, hint)
+}
+
+func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.Writer) error {
+	if sc.approval != "none" && sc.approval != "required" {
+		return cli.Usage("--approval is none or required, not %q", sc.approval)
+	}
+	if sc.hold <= 0 {
+		return cli.Usage("--hold must be positive")
+	}
 	if _, err := loadKeys(dir); err != nil {
 		return err
 	}
@@ -107,20 +183,49 @@ func serve(ctx context.Context, dir, listen string, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	var handler http.Handler = tang.NewServer(keys, log)
+	writeTimeout := 30 * time.Second
+	if sc.approval == "required" {
+		cfg := gate.Config{
+			Keys: keys, Log: log, Hold: sc.hold,
+			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
+		}
+		if names, err := cfg.Operators.Names(); err != nil {
+			return cli.WithHint(err, cli.ExitUsage, "fix or remove "+cfg.Operators.Path())
+		} else if len(names) == 0 {
+			log.Warn("no operators: nobody can approve; add one with sealgate operator add NAME --dir " + dir)
+		}
+		if sc.audit != "" {
+			audit, err := gate.OpenAudit(sc.audit)
+			if err != nil {
+				return cli.WithHint(err, cli.ExitUsage, "choose a writable file with --audit")
+			}
+			defer audit.Close()
+			cfg.Audit = audit
+		}
+		handler = gate.New(cfg)
+		writeTimeout = sc.hold + 10*time.Second
+	} else if sc.audit != "" {
+		return cli.Usage("--audit needs --approval required")
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "choose a free address with --listen")
 	}
 	srv := &http.Server{
-		Handler:           tang.NewServer(keys, log),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
+		WriteTimeout:      writeTimeout,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir)
+	if sc.approval == "required" {
+		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir, "approval", sc.approval)
+	} else {
+		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir)
+	}
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(ln) }()
 	select {

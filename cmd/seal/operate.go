@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/unlock/gate"
+	"github.com/sealproxy/sealproxy/unlock/tang"
+)
+
+// maxTokenFile bounds a token file: a token is 47 characters.
+const maxTokenFile = 4 << 10
+
+// operate runs the operator commands against a gate: pending, approve and
+// deny.
+func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("seal "+cmd, flag.ContinueOnError)
+	gateURL := fs.String("gate", "", "the gate's `URL`")
+	tokenFile := fs.String("token-file", "", "read the operator token from `FILE` (default: $SEALGATE_TOKEN)")
+	timeout := fs.Duration("timeout", 30*time.Second, "give up after this `duration`")
+	var asJSON bool
+	if cmd == "pending" {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	}
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	wantArgs, example := 1, "seal "+cmd+" ABCD-EFGH --gate http://gate:7500"
+	if cmd == "pending" {
+		wantArgs, example = 0, "seal pending --gate http://gate:7500"
+	}
+	if len(pos) != wantArgs {
+		if wantArgs == 0 {
+			return cli.WithHint(fmt.Errorf("pending takes no arguments, got %q", pos), cli.ExitUsage, example)
+		}
+		return cli.WithHint(fmt.Errorf("%s takes the code of one request", cmd), cli.ExitUsage, example)
+	}
+	if *gateURL == "" {
+		return cli.WithHint(fmt.Errorf("%s needs --gate", cmd), cli.ExitUsage, example)
+	}
+	if _, err := tang.BaseURL(*gateURL); err != nil {
+		return cli.WithHint(err, cli.ExitUsage, example)
+	}
+	token, err := readToken(*tokenFile)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	c := &gate.Client{URL: *gateURL, Token: token}
+	switch cmd {
+	case "pending":
+		reqs, err := c.Pending(ctx)
+		if err != nil {
+			return explainGate(err, *gateURL)
+		}
+		if asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(reqs)
+		}
+		if len(reqs) == 0 {
+			fmt.Fprintln(stdout, "no pending requests")
+			return nil
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CODE\tHOST\tSOURCE\tKEYS\tAGE")
+		for _, r := range reqs {
+			host := r.Host
+			if host == "" {
+				host = "-"
+			}
+			keys := fmt.Sprint(r.Keys)
+			if !r.Complete {
+				keys = fmt.Sprintf("%d/%d (incomplete)", r.Arrived, r.Keys)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Code, host, r.Source, keys, time.Since(r.Created).Round(time.Second))
+		}
+		return tw.Flush()
+	case "approve", "deny":
+		code, err := tang.NormalizeCode(pos[0])
+		if err != nil {
+			return cli.WithHint(err, cli.ExitUsage, "copy the code the host shows, e.g. "+example)
+		}
+		var d *gate.Decision
+		if cmd == "approve" {
+			d, err = c.Approve(ctx, code)
+		} else {
+			d, err = c.Deny(ctx, code)
+		}
+		if err != nil {
+			return explainGate(err, *gateURL)
+		}
+		fmt.Fprintf(stdout, "%s %s by %s\n", d.Code, d.Status, d.Operator)
+		return nil
+	}
+	return nil
+}
+
+// readToken reads the operator token from file, or $SEALGATE_TOKEN.
+func readToken(file string) (string, error) {
+	hint := "pass the token that sealgate operator add printed with --token-file FILE or SEALGATE_TOKEN"
+	if file == "" {
+		if t := strings.TrimSpace(os.Getenv("SEALGATE_TOKEN")); t != "" {
+			return t, nil
+		}
+		return "", cli.WithHint(errors.New("no operator token"), cli.ExitUsage, hint)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return "", cli.WithHint(fmt.Errorf("reading the token: %w", err), cli.ExitUsage, hint)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxTokenFile))
+	if err != nil {
+		return "", fmt.Errorf("reading the token: %w", err)
+	}
+	t := strings.TrimSpace(string(data))
+	if t == "" {
+		return "", cli.WithHint(fmt.Errorf("token file %s is empty", file), cli.ExitUsage, hint)
+	}
+	return t, nil
+}
+
+// explainGate attaches the hint and exit code that fit an operator API
+// error.
+func explainGate(err error, url string) error {
+	switch {
+	case errors.Is(err, gate.ErrUnauthorized):
+		return cli.WithHint(err, cli.ExitUsage, "check the token: sealgate operator add prints it once; a removed operator's token no longer works")
+	case errors.Is(err, gate.ErrUnknownCode):
+		return cli.WithHint(err, cli.ExitFailure, "list what waits with: seal pending --gate "+url)
+	case errors.Is(err, gate.ErrNotPending):
+		return cli.WithHint(err, cli.ExitFailure, "list what waits with: seal pending --gate "+url)
+	case errors.Is(err, gate.ErrGateUnreachable):
+		return cli.WithHint(err, cli.ExitFailure, "check that the gate is running and reachable from this host")
+	}
+	return err
+}
