@@ -17,7 +17,6 @@ import (
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
-
 // TestServeApproval runs `sealgate serve --approval required` in-process
 // and opens a sealed secret through it: the client waits with a code, an
 // operator (a token from `sealgate operator add`) approves it over the
