@@ -37,8 +37,9 @@ Rotated keys are kept as dot-files: they still recover old bindings but are
 no longer advertised. A running server follows rotations without a restart.
 
 With --approval required, each recovery waits until an operator approves
-its code (seal approve CODE --gate URL); decisions are appended to the
---audit file. Operators are kept in DIR/operators.json as token hashes.
+its code (seal approve CODE --gate URL, or the page at URL/gate/);
+decisions are appended to the --audit file. Operators are kept in
+DIR/operators.json as token hashes.
 `
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {

@@ -27,8 +27,8 @@ const (
 var sessionID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // ServeHTTP serves the Tang protocol with POST /rec/{kid} held for
-// approval, and the operator API: GET /gate/pending, POST /gate/approve,
-// POST /gate/deny.
+// approval, the operator API (GET /gate/pending, POST /gate/approve,
+// POST /gate/deny) and the operator page (GET /gate/).
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/rec/") && r.Method == http.MethodPost:
@@ -39,8 +39,12 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, name string) { g.handleDecide(w, r, name, StateApproved) })
 	case r.URL.Path == "/gate/deny" && r.Method == http.MethodPost:
 		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, name string) { g.handleDecide(w, r, name, StateDenied) })
+	case r.URL.Path == "/gate" && r.Method == http.MethodGet:
+		http.Redirect(w, r, "/gate/", http.StatusMovedPermanently)
 	case strings.HasPrefix(r.URL.Path, "/gate/"):
-		http.NotFound(w, r)
+		if !handleWeb(w, r) {
+			http.NotFound(w, r)
+		}
 	default:
 		g.tang.ServeHTTP(w, r)
 	}

@@ -1,0 +1,292 @@
+//go:build !windows
+
+package gate_test
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock/tang"
+)
+
+// TestWebPageHeaders: the page is served under a strict content security
+// policy and is never framed.
+func TestWebPageHeaders(t *testing.T) {
+	f := newFixture(t, nil)
+	for _, path := range []string{"/gate/", "/gate/app.js", "/gate/app.css"} {
+		resp, err := http.Get(f.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		csp := resp.Header.Get("Content-Security-Policy")
+		if resp.StatusCode != 200 || len(body) == 0 || !strings.Contains(csp, "script-src 'self'") ||
+			!strings.Contains(csp, "frame-ancestors 'none'") || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: %d, %d bytes, CSP %q", path, resp.StatusCode, len(body), csp)
+		}
+	}
+	if resp, err := http.Get(f.URL + "/gate/nothing"); err != nil || resp.StatusCode != 404 {
+		t.Errorf("GET /gate/nothing: %v %v", resp.StatusCode, err)
+	}
+}
+
+// TestWebPageChromium drives the operator page in headless Chromium: a
+// wrong token is refused, the list shows a host's hostile label as text,
+// and the Approve and Deny buttons decide requests that the hosts then see.
+func TestWebPageChromium(t *testing.T) {
+	f := newFixture(t, nil)
+	b := startChromium(t)
+	kid, x1 := f.blind(t)
+	_, x2 := f.blind(t)
+	evil := `<img src=x onerror="document.title='pwned'">`
+	hdr := map[string]string{tang.HeaderSession: "web-test", tang.HeaderHost: evil, tang.HeaderKeys: "1"}
+	_, st1 := f.postPoint(t, kid, x1, hdr)
+	_, st2 := f.postPoint(t, kid, x2, nil)
+
+	page := b.open(t, f.URL+"/gate/")
+	page.waitFor(t, `!document.getElementById("login").hidden`)
+	page.eval(t, `document.getElementById("token").value = "sgt_wrong"; document.getElementById("login").requestSubmit(); true`)
+	page.waitFor(t, `document.getElementById("status").textContent === "unauthorized: check the token"`)
+
+	page.eval(t, `document.getElementById("token").value = `+jsString(f.Token)+`; document.getElementById("login").requestSubmit(); true`)
+	row1 := `document.querySelector('tr[data-code="` + st1.Code + `"]')`
+	row2 := `document.querySelector('tr[data-code="` + st2.Code + `"]')`
+	page.waitFor(t, row1+` && `+row2)
+	var host string
+	page.evalInto(t, row1+`.cells[1].textContent`, &host)
+	if host != evil {
+		t.Fatalf("host cell shows %q, want the label as text %q", host, evil)
+	}
+	var pwned bool
+	page.evalInto(t, `document.title === "pwned" || document.querySelector("#requests img") !== null`, &pwned)
+	if pwned {
+		t.Fatal("a host label was rendered as HTML")
+	}
+
+	page.eval(t, row1+`.querySelector("button.approve").click(); true`)
+	page.waitFor(t, `document.getElementById("status").textContent === "`+st1.Code+` approved by alice" && !`+row1)
+	if status, _ := f.postPoint(t, kid, x1, hdr); status != http.StatusOK {
+		t.Fatalf("after Approve in the page: %d, want 200", status)
+	}
+	page.eval(t, row2+`.querySelector("button.deny").click(); true`)
+	page.waitFor(t, `document.getElementById("status").textContent === "`+st2.Code+` denied by alice" && !`+row2)
+	if status, st := f.postPoint(t, kid, x2, nil); status != http.StatusForbidden || st.Operator != "alice" {
+		t.Fatalf("after Deny in the page: %d %+v, want 403 by alice", status, st)
+	}
+	page.waitFor(t, `!document.getElementById("empty").hidden`)
+	f.wantEvents(t, "unauthorized:GET /gate/pending", "approve:approved", "deny:denied")
+}
+
+func jsString(s string) string {
+	out, _ := json.Marshal(s)
+	return string(out)
+}
+
+// browser is headless Chromium driven over the DevTools protocol on a
+// pipe (--remote-debugging-pipe: JSON messages ended by NUL on fds 3
+// and 4), which needs no WebSocket client.
+type browser struct {
+	w io.Writer
+
+	mu      sync.Mutex
+	next    int
+	waiting map[int]chan cdpReply
+	dead    chan struct{}
+}
+
+type cdpReply struct {
+	ID     int             `json:"id"`
+	Result json.RawMessage `json:"result"`
+	Error  *struct {
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func startChromium(t *testing.T) *browser {
+	t.Helper()
+	path := testenv.LookTool(t, "chromium", "chromium")
+	toChrome, ours, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromChrome, theirs, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--headless=new", "--remote-debugging-pipe", "--disable-gpu", "--no-first-run",
+		"--no-default-browser-check", "--disable-extensions", "--user-data-dir=" + t.TempDir(), "about:blank"}
+	if os.Geteuid() == 0 {
+		args = append(args, "--no-sandbox") // Chromium refuses to run as root with its sandbox
+	}
+	cmd := exec.Command(path, args...)
+	cmd.ExtraFiles = []*os.File{toChrome, theirs} // fd 3: it reads; fd 4: it writes
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	toChrome.Close()
+	theirs.Close()
+	b := &browser{w: ours, waiting: map[int]chan cdpReply{}, dead: make(chan struct{})}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		ours.Close() // closing its command pipe makes Chromium exit
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		fromChrome.Close()
+	})
+	go func() {
+		defer close(b.dead)
+		rd := bufio.NewReader(fromChrome)
+		for {
+			msg, err := rd.ReadBytes(0)
+			if err != nil {
+				return
+			}
+			var r cdpReply
+			if json.Unmarshal(msg[:len(msg)-1], &r) != nil || r.ID == 0 {
+				continue // an event
+			}
+			b.mu.Lock()
+			ch := b.waiting[r.ID]
+			delete(b.waiting, r.ID)
+			b.mu.Unlock()
+			if ch != nil {
+				ch <- r
+			}
+		}
+	}()
+	return b
+}
+
+func (b *browser) call(t *testing.T, session, method string, params any) json.RawMessage {
+	t.Helper()
+	res, err := b.try(t, session, method, params)
+	if err != "" {
+		t.Fatalf("%s: %s", method, err)
+	}
+	return res
+}
+
+// try is call that returns the protocol's error message instead of
+// failing the test.
+func (b *browser) try(t *testing.T, session, method string, params any) (json.RawMessage, string) {
+	t.Helper()
+	b.mu.Lock()
+	b.next++
+	id := b.next
+	ch := make(chan cdpReply, 1)
+	b.waiting[id] = ch
+	b.mu.Unlock()
+	msg := map[string]any{"id": id, "method": method, "params": params}
+	if session != "" {
+		msg["sessionId"] = session
+	}
+	data, _ := json.Marshal(msg)
+	if _, err := b.w.Write(append(data, 0)); err != nil {
+		t.Fatalf("%s: writing to Chromium: %v", method, err)
+	}
+	select {
+	case r := <-ch:
+		if r.Error != nil {
+			return nil, r.Error.Message
+		}
+		return r.Result, ""
+	case <-b.dead:
+		t.Fatalf("%s: Chromium exited", method)
+	case <-testCtx(t).Done():
+		t.Fatalf("%s: no answer from Chromium", method)
+	}
+	return nil, ""
+}
+
+type tab struct {
+	b       *browser
+	session string
+}
+
+func (b *browser) open(t *testing.T, url string) *tab {
+	t.Helper()
+	var target struct {
+		TargetID string `json:"targetId"`
+	}
+	json.Unmarshal(b.call(t, "", "Target.createTarget", map[string]any{"url": "about:blank"}), &target)
+	var att struct {
+		SessionID string `json:"sessionId"`
+	}
+	json.Unmarshal(b.call(t, "", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true}), &att)
+	p := &tab{b: b, session: att.SessionID}
+	// Page.navigate answers once the new document is committed, so the
+	// scripts evaluated next run in it, not in about:blank.
+	b.call(t, p.session, "Page.navigate", map[string]any{"url": url})
+	p.waitFor(t, `location.href === `+jsString(url)+` && document.readyState === "complete"`)
+	return p
+}
+
+// eval runs expr in the page (awaiting a promise) and returns its value.
+func (p *tab) eval(t *testing.T, expr string) json.RawMessage {
+	t.Helper()
+	var out struct {
+		Result struct {
+			Value json.RawMessage `json:"value"`
+		} `json:"result"`
+		Exception *struct {
+			Text      string `json:"text"`
+			Exception struct {
+				Description string `json:"description"`
+			} `json:"exception"`
+		} `json:"exceptionDetails"`
+	}
+	params := map[string]any{"expression": expr, "awaitPromise": true, "returnByValue": true}
+	res, msg := p.b.try(t, p.session, "Runtime.evaluate", params)
+	for tries := 0; msg != "" && strings.Contains(msg, "context") && tries < 50; tries++ {
+		// A navigation replaced the document under the evaluation: the
+		// next one runs in the new document.
+		res, msg = p.b.try(t, p.session, "Runtime.evaluate", params)
+	}
+	if msg != "" {
+		t.Fatalf("Runtime.evaluate: %s", msg)
+	}
+	json.Unmarshal(res, &out)
+	if out.Exception != nil {
+		t.Fatalf("in the page: %s: %s %s", expr, out.Exception.Text, out.Exception.Exception.Description)
+	}
+	return out.Result.Value
+}
+
+func (p *tab) evalInto(t *testing.T, expr string, v any) {
+	t.Helper()
+	if err := json.Unmarshal(p.eval(t, expr), v); err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+}
+
+// waitFor waits, inside the page, until cond is true (the page's own
+// event loop checks it; the test does not sleep).
+func (p *tab) waitFor(t *testing.T, cond string) {
+	t.Helper()
+	p.eval(t, `new Promise((resolve, reject) => {
+		const start = Date.now();
+		const check = () => {
+			let ok = false;
+			try { ok = (`+cond+`); } catch (e) {}
+			if (ok) return resolve(true);
+			if (Date.now() - start > 20000) return reject(new Error("timed out waiting for: " + `+jsString(cond)+`));
+			setTimeout(check, 20);
+		};
+		check();
+	})`)
+}
