@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -28,7 +29,7 @@ can hold every recovery until an operator approves it.
   sealgate rotate --dir DIR                      retire the active keys, create new ones
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
-      [--approval required] [--audit FILE] [--hold DURATION]
+      [--approval required] [--audit FILE] [--hold DURATION] [--webhook URL]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
@@ -59,6 +60,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.approval, "approval", "none", "`none` (a plain Tang server) or required (serve)")
 	fs.StringVar(&sc.audit, "audit", "", "append decisions to this `file` as JSON lines (serve)")
 	fs.DurationVar(&sc.hold, "hold", gate.DefaultHold, "hold a recovery this `long` before answering pending (serve)")
+	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
 		return err
@@ -126,6 +128,7 @@ type serveConfig struct {
 	approval string
 	audit    string
 	hold     time.Duration
+	webhook  string
 }
 
 func operator(pos []string, dir string, stdout io.Writer) error {
@@ -204,10 +207,16 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			defer audit.Close()
 			cfg.Audit = audit
 		}
+		if sc.webhook != "" {
+			if u, err := url.Parse(sc.webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return cli.Usage("--webhook must be an http:// or https:// URL")
+			}
+			cfg.Webhook = &gate.Webhook{URL: sc.webhook}
+		}
 		handler = gate.New(cfg)
 		writeTimeout = sc.hold + 10*time.Second
-	} else if sc.audit != "" {
-		return cli.Usage("--audit needs --approval required")
+	} else if sc.audit != "" || sc.webhook != "" {
+		return cli.Usage("--audit and --webhook need --approval required")
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

@@ -65,6 +65,8 @@ type Config struct {
 	// ready for a decision: a single recovery, or a session whose keys
 	// all arrived.
 	OnPending func(Request)
+	// Webhook, if set, is told of each request ready for a decision.
+	Webhook *Webhook
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -109,6 +111,8 @@ type Gate struct {
 	cfg  Config
 	tang *tang.Server
 	log  *slog.Logger
+
+	hooks chan struct{} // webhook deliveries in flight
 
 	mu       sync.Mutex
 	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
@@ -160,7 +164,7 @@ func New(cfg Config) *Gate {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
 	}
-	g := &Gate{cfg: cfg, log: cfg.Log, requests: map[string]*request{}}
+	g := &Gate{cfg: cfg, log: cfg.Log, requests: map[string]*request{}, hooks: make(chan struct{}, maxWebhooks)}
 	g.tang = tang.NewServer(cfg.Keys, cfg.Log)
 	return g
 }

@@ -249,6 +249,7 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 		if ready {
 			view := req.view()
 			g.mu.Unlock()
+			g.notify(view)
 			if g.cfg.OnPending != nil {
 				g.cfg.OnPending(view)
 			}

@@ -1,0 +1,107 @@
+package gate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// Webhook notifies a URL of each request that becomes ready for a
+// decision: a POST of WebhookEvent as JSON, retried with backoff until the
+// receiver answers 2xx or the attempts run out.
+type Webhook struct {
+	URL string
+	// HTTP is the client; nil means one with a 10 s timeout.
+	HTTP *http.Client
+	// Attempts bounds the deliveries of one event; zero means 5.
+	Attempts int
+	// Backoff is the wait before the first retry, doubled for each next
+	// one; zero means 1 s.
+	Backoff time.Duration
+}
+
+// WebhookEvent is the body a webhook receives.
+type WebhookEvent struct {
+	Event   string  `json:"event"` // "pending"
+	Request Request `json:"request"`
+}
+
+// maxWebhooks bounds the deliveries in flight; beyond it events are
+// dropped (and logged), so a dead receiver cannot pile up goroutines.
+const maxWebhooks = 32
+
+// notify sends r to the webhook in the background.
+func (g *Gate) notify(r Request) {
+	wh := g.cfg.Webhook
+	if wh == nil {
+		return
+	}
+	select {
+	case g.hooks <- struct{}{}:
+	default:
+		g.log.Warn("webhook: too many deliveries in flight; dropped", "code", r.Code)
+		return
+	}
+	go func() {
+		defer func() { <-g.hooks }()
+		body, _ := json.Marshal(WebhookEvent{Event: "pending", Request: r})
+		if err := wh.deliver(context.Background(), body); err != nil {
+			g.log.Error("webhook delivery failed", "code", r.Code, "err", err)
+		}
+	}()
+}
+
+func (wh *Webhook) deliver(ctx context.Context, body []byte) error {
+	hc := wh.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	attempts, backoff := wh.Attempts, wh.Backoff
+	if attempts <= 0 {
+		attempts = 5
+	}
+	if backoff <= 0 {
+		backoff = time.Second
+	}
+	// The URL can carry a secret (a path or query token): errors name its
+	// host only.
+	host := "webhook"
+	if u, err := url.Parse(wh.URL); err == nil {
+		host = u.Host
+	}
+	var last error
+	for i := range attempts {
+		if i > 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
+			backoff *= 2
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, wh.URL, bytes.NewReader(body))
+		if err != nil {
+			return fmt.Errorf("webhook at %s: %v", host, err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			last = fmt.Errorf("webhook at %s: attempt %d of %d: unreachable", host, i+1, attempts)
+			continue
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		resp.Body.Close()
+		if resp.StatusCode/100 == 2 {
+			return nil
+		}
+		last = fmt.Errorf("webhook at %s: attempt %d of %d: HTTP %d", host, i+1, attempts, resp.StatusCode)
+	}
+	return last
+}
