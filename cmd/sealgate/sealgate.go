@@ -29,7 +29,8 @@ can hold every recovery until an operator approves it.
   sealgate rotate --dir DIR                      retire the active keys, create new ones
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
-      [--approval required] [--audit FILE] [--hold DURATION] [--webhook URL]
+      [--approval required] [--audit FILE] [--hold DURATION]
+      [--webhook URL] [--policy FILE]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
@@ -61,6 +62,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.audit, "audit", "", "append decisions to this `file` as JSON lines (serve)")
 	fs.DurationVar(&sc.hold, "hold", gate.DefaultHold, "hold a recovery this `long` before answering pending (serve)")
 	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
+	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
 		return err
@@ -129,6 +131,7 @@ type serveConfig struct {
 	audit    string
 	hold     time.Duration
 	webhook  string
+	policy   string
 }
 
 func operator(pos []string, dir string, stdout io.Writer) error {
@@ -207,6 +210,15 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			defer audit.Close()
 			cfg.Audit = audit
 		}
+		if sc.policy != "" {
+			data, err := os.ReadFile(sc.policy)
+			if err != nil {
+				return cli.WithHint(err, cli.ExitUsage, "name a policy file with --policy")
+			}
+			if cfg.Rules, err = gate.ParsePolicy(data); err != nil {
+				return cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage, "see docs/approval.md, \"Policies\"")
+			}
+		}
 		if sc.webhook != "" {
 			if u, err := url.Parse(sc.webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				return cli.Usage("--webhook must be an http:// or https:// URL")
@@ -215,8 +227,8 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		}
 		handler = gate.New(cfg)
 		writeTimeout = sc.hold + 10*time.Second
-	} else if sc.audit != "" || sc.webhook != "" {
-		return cli.Usage("--audit and --webhook need --approval required")
+	} else if sc.audit != "" || sc.webhook != "" || sc.policy != "" {
+		return cli.Usage("--audit, --webhook and --policy need --approval required")
 	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {

@@ -65,7 +65,11 @@ type Config struct {
 	// ready for a decision: a single recovery, or a session whose keys
 	// all arrived.
 	OnPending func(Request)
-	// Webhook, if set, is told of each request ready for a decision.
+	// Rules decide requests without an operator; the first that matches
+	// a request ready for a decision applies (see Rule).
+	Rules []Rule
+	// Webhook, if set, is told of each request ready for a decision that
+	// no rule decided.
 	Webhook *Webhook
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -116,6 +120,7 @@ type Gate struct {
 
 	mu       sync.Mutex
 	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
+	ruleUses [][]time.Time       // approvals by each rule with a Max, within its Per
 }
 
 // request is one pending recovery, or all recoveries of a session.
@@ -164,7 +169,10 @@ func New(cfg Config) *Gate {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
 	}
-	g := &Gate{cfg: cfg, log: cfg.Log, requests: map[string]*request{}, hooks: make(chan struct{}, maxWebhooks)}
+	g := &Gate{
+		cfg: cfg, log: cfg.Log, requests: map[string]*request{}, hooks: make(chan struct{}, maxWebhooks),
+		ruleUses: make([][]time.Time, len(cfg.Rules)),
+	}
 	g.tang = tang.NewServer(cfg.Keys, cfg.Log)
 	return g
 }
@@ -279,11 +287,23 @@ func (g *Gate) decide(code, operator, source string, to State) (*Decision, error
 		return fail(fmt.Errorf("%w: session %s has %d of its %d keys; wait for the rest", ErrNotPending, code, len(r.points), r.keys), "session incomplete")
 	}
 	now := g.cfg.Now()
+	if err := g.apply(r, to, operator, source, now); err != nil {
+		return nil, err
+	}
+	return &Decision{Code: code, Status: to, Operator: operator, Time: now}, nil
+}
+
+// apply records and makes a decision about r. Called with g.mu held.
+func (g *Gate) apply(r *request, to State, operator, source string, now time.Time) error {
+	event := "approve"
+	if to == StateDenied {
+		event = "deny"
+	}
 	ev := r.event(event)
 	ev.Operator, ev.Source, ev.Outcome = operator, source, string(to)
 	ev.Time = now
 	if err := g.audit(ev); err != nil {
-		return nil, fmt.Errorf("%w: not %s: %v", ErrAudit, to, err)
+		return fmt.Errorf("%w: not %s: %v", ErrAudit, to, err)
 	}
 	r.state, r.operator, r.decided = to, operator, now
 	if to == StateApproved {
@@ -292,8 +312,8 @@ func (g *Gate) decide(code, operator, source string, to State) (*Decision, error
 		r.expires = now.Add(g.cfg.DeniedTTL)
 	}
 	close(r.done)
-	g.log.Info("gate decision", "code", code, "decision", string(to), "operator", operator, "host", r.host, "remote", r.source)
-	return &Decision{Code: code, Status: to, Operator: operator, Time: now}, nil
+	g.log.Info("gate decision", "code", r.code, "decision", string(to), "operator", operator, "host", r.host, "remote", r.source)
+	return nil
 }
 
 // sweep drops requests whose time is up. Called with g.mu held.

@@ -246,6 +246,10 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 			return
 		}
 		attrs = append(attrs[:1], slog.String("code", req.code))
+		if ready && g.autoDecide(req) {
+			g.mu.Unlock()
+			continue
+		}
 		if ready {
 			view := req.view()
 			g.mu.Unlock()
