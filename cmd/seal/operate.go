@@ -101,6 +101,10 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 		if err != nil {
 			return explainGate(err, *gateURL)
 		}
+		if d.Status == gate.StatePending {
+			fmt.Fprintf(stdout, "%s: approval %d of %d by %s; %d more operators must approve\n", d.Code, d.Approvals, d.Needed, d.Operator, d.Needed-d.Approvals)
+			return nil
+		}
 		fmt.Fprintf(stdout, "%s %s by %s\n", d.Code, d.Status, d.Operator)
 		return nil
 	}

@@ -30,7 +30,7 @@ can hold every recovery until an operator approves it.
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
       [--approval required] [--audit FILE] [--hold DURATION]
-      [--webhook URL] [--policy FILE]
+      [--webhook URL] [--policy FILE] [--approvers N]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
@@ -63,6 +63,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.DurationVar(&sc.hold, "hold", gate.DefaultHold, "hold a recovery this `long` before answering pending (serve)")
 	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
 	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
+	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
 		return err
@@ -127,11 +128,12 @@ func loadKeys(dir string) (*tang.Keys, error) {
 
 // serveConfig holds serve's approval flags.
 type serveConfig struct {
-	approval string
-	audit    string
-	hold     time.Duration
-	webhook  string
-	policy   string
+	approval  string
+	audit     string
+	hold      time.Duration
+	webhook   string
+	policy    string
+	approvers int
 }
 
 func operator(pos []string, dir string, stdout io.Writer) error {
@@ -193,8 +195,11 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 	var handler http.Handler = tang.NewServer(keys, log)
 	writeTimeout := 30 * time.Second
 	if sc.approval == "required" {
+		if sc.approvers < 1 {
+			return cli.Usage("--approvers must be at least 1")
+		}
 		cfg := gate.Config{
-			Keys: keys, Log: log, Hold: sc.hold,
+			Keys: keys, Log: log, Hold: sc.hold, Approvers: sc.approvers,
 			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
 		}
 		if names, err := cfg.Operators.Names(); err != nil {

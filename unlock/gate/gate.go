@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,6 +66,10 @@ type Config struct {
 	// ready for a decision: a single recovery, or a session whose keys
 	// all arrived.
 	OnPending func(Request)
+	// Approvers is how many distinct operators must approve a request
+	// (the two-person rule with 2); zero means 1. One denial suffices,
+	// and a policy rule's approval counts as all of them.
+	Approvers int
 	// Rules decide requests without an operator; the first that matches
 	// a request ready for a decision applies (see Rule).
 	Rules []Rule
@@ -99,14 +104,21 @@ type Request struct {
 	Expires  time.Time `json:"expires"`
 	Operator string    `json:"operator,omitempty"`
 	Decided  time.Time `json:"decided,omitzero"`
+	// Approvals are the operators who approved so far, when more than
+	// one must (Config.Approvers).
+	Approvals []string `json:"approvals,omitempty"`
 }
 
-// Decision is the outcome of Approve or Deny.
+// Decision is the outcome of Approve or Deny. With more than one
+// approver needed, an approval that is not the last leaves Status
+// pending and counts Approvals of Needed.
 type Decision struct {
-	Code     string    `json:"code"`
-	Status   State     `json:"status"`
-	Operator string    `json:"operator"`
-	Time     time.Time `json:"time"`
+	Code      string    `json:"code"`
+	Status    State     `json:"status"`
+	Operator  string    `json:"operator"`
+	Time      time.Time `json:"time"`
+	Approvals int       `json:"approvals,omitempty"`
+	Needed    int       `json:"needed,omitempty"`
 }
 
 // Gate holds recoveries for approval. It is an http.Handler: the Tang
@@ -125,19 +137,20 @@ type Gate struct {
 
 // request is one pending recovery, or all recoveries of a session.
 type request struct {
-	key      string
-	session  string
-	host     string
-	source   string
-	keys     int
-	points   []*point
-	code     string
-	state    State
-	created  time.Time
-	expires  time.Time
-	operator string
-	decided  time.Time
-	done     chan struct{} // closed when decided
+	key       string
+	session   string
+	host      string
+	source    string
+	keys      int
+	points    []*point
+	code      string
+	state     State
+	created   time.Time
+	expires   time.Time
+	operator  string
+	decided   time.Time
+	approvals []string      // operators who approved, while more must
+	done      chan struct{} // closed when decided
 }
 
 type point struct {
@@ -194,6 +207,7 @@ func (r *request) view() Request {
 		Code: r.code, State: r.state, Session: r.session != "", Host: r.host, Source: r.source,
 		Kids: r.kids(), Keys: r.keys, Arrived: len(r.points), Complete: r.complete(),
 		Created: r.created, Expires: r.expires, Operator: r.operator, Decided: r.decided,
+		Approvals: slices.Clone(r.approvals),
 	}
 }
 
@@ -287,10 +301,30 @@ func (g *Gate) decide(code, operator, source string, to State) (*Decision, error
 		return fail(fmt.Errorf("%w: session %s has %d of its %d keys; wait for the rest", ErrNotPending, code, len(r.points), r.keys), "session incomplete")
 	}
 	now := g.cfg.Now()
+	if need := max(1, g.cfg.Approvers); to == StateApproved && need > 1 {
+		if slices.Contains(r.approvals, operator) {
+			return fail(fmt.Errorf("%w: %s already approved %s; %d more operators must", ErrNotPending, operator, code, need-len(r.approvals)), "same operator again")
+		}
+		if n := len(r.approvals) + 1; n < need {
+			ev := r.event(event)
+			ev.Operator, ev.Source, ev.Outcome, ev.Time = operator, source, fmt.Sprintf("approval %d of %d", n, need), now
+			if err := g.audit(ev); err != nil {
+				return nil, fmt.Errorf("%w: not approved: %v", ErrAudit, err)
+			}
+			r.approvals = append(r.approvals, operator)
+			return &Decision{Code: code, Status: StatePending, Operator: operator, Time: now, Approvals: n, Needed: need}, nil
+		}
+	}
 	if err := g.apply(r, to, operator, source, now); err != nil {
 		return nil, err
 	}
-	return &Decision{Code: code, Status: to, Operator: operator, Time: now}, nil
+	d := &Decision{Code: code, Status: to, Operator: operator, Time: now}
+	if len(r.approvals) > 0 && to == StateApproved {
+		r.approvals = append(r.approvals, operator)
+		r.operator = strings.Join(r.approvals, ",")
+		d.Approvals, d.Needed = len(r.approvals), len(r.approvals)
+	}
+	return d, nil
 }
 
 // apply records and makes a decision about r. Called with g.mu held.

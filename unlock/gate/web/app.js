@@ -40,7 +40,9 @@ async function decide(verb, code) {
   const resp = await api("/gate/" + verb, { code: code });
   const body = await resp.json().catch(() => ({}));
   if (resp.status === 401) return unauthorized();
-  if (resp.ok) say(body.code + " " + body.status + " by " + body.operator);
+  if (resp.ok && body.status === "pending") {
+    say(body.code + ": approval " + body.approvals + " of " + body.needed + " by " + body.operator);
+  } else if (resp.ok) say(body.code + " " + body.status + " by " + body.operator);
   else say(verb + " " + code + ": " + (body.error || resp.status));
   await load();
 }
