@@ -30,7 +30,7 @@ can hold every recovery until an operator approves it.
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
       [--approval required] [--audit FILE] [--hold DURATION]
-      [--webhook URL] [--policy FILE] [--approvers N]
+      [--webhook URL] [--policy FILE] [--approvers N] [--upstream URL]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
@@ -64,6 +64,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
 	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
 	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request (serve)")
+	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
 		return err
@@ -134,6 +135,7 @@ type serveConfig struct {
 	webhook   string
 	policy    string
 	approvers int
+	upstream  string
 }
 
 func operator(pos []string, dir string, stdout io.Writer) error {
@@ -184,22 +186,39 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 	if sc.hold <= 0 {
 		return cli.Usage("--hold must be positive")
 	}
-	if _, err := loadKeys(dir); err != nil {
-		return err
+	if sc.upstream != "" {
+		if sc.approval != "required" {
+			return cli.Usage("--upstream needs --approval required")
+		}
+		if _, err := tang.BaseURL(sc.upstream); err != nil {
+			return cli.Usage("--upstream: %v", err)
+		}
+		if _, err := os.Stat(dir); err != nil {
+			return cli.WithHint(err, cli.ExitUsage, "--dir holds operators.json, even in front of an upstream")
+		}
 	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		return err
+	var keys *tang.KeyDir
+	if sc.upstream == "" {
+		if _, err := loadKeys(dir); err != nil {
+			return err
+		}
+		var err error
+		if keys, err = tang.OpenKeyDir(dir); err != nil {
+			return err
+		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	var handler http.Handler = tang.NewServer(keys, log)
+	var handler http.Handler
+	if keys != nil {
+		handler = tang.NewServer(keys, log)
+	}
 	writeTimeout := 30 * time.Second
 	if sc.approval == "required" {
 		if sc.approvers < 1 {
 			return cli.Usage("--approvers must be at least 1")
 		}
 		cfg := gate.Config{
-			Keys: keys, Log: log, Hold: sc.hold, Approvers: sc.approvers,
+			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers,
 			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
 		}
 		if names, err := cfg.Operators.Names(); err != nil {
@@ -229,6 +248,9 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 				return cli.Usage("--webhook must be an http:// or https:// URL")
 			}
 			cfg.Webhook = &gate.Webhook{URL: sc.webhook}
+		}
+		if keys != nil {
+			cfg.Keys = keys
 		}
 		handler = gate.New(cfg)
 		writeTimeout = sc.hold + 10*time.Second

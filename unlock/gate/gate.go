@@ -42,6 +42,10 @@ var (
 type Config struct {
 	// Keys are the Tang keys that answer approved recoveries.
 	Keys tang.KeySource
+	// Upstream, instead of Keys, is a Tang server (e.g. tangd) that
+	// answers approved recoveries and the advertisements: the gate stands
+	// in front of it. It must be reachable only through the gate.
+	Upstream string
 	// Operators authenticates the operator API; nil refuses every caller.
 	Operators *Operators
 	// Audit records every request and decision; nil records nothing
@@ -124,9 +128,10 @@ type Decision struct {
 // Gate holds recoveries for approval. It is an http.Handler: the Tang
 // protocol plus the operator API under /gate/.
 type Gate struct {
-	cfg  Config
-	tang *tang.Server
-	log  *slog.Logger
+	cfg      Config
+	tang     *tang.Server // with Keys
+	upstream *upstream    // with Upstream
+	log      *slog.Logger
 
 	hooks chan struct{} // webhook deliveries in flight
 
@@ -159,7 +164,7 @@ type point struct {
 	used bool   // answered once; an approval answers each point once
 }
 
-// New returns a gate over cfg.Keys.
+// New returns a gate over cfg.Keys, or in front of cfg.Upstream.
 func New(cfg Config) *Gate {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -186,7 +191,11 @@ func New(cfg Config) *Gate {
 		cfg: cfg, log: cfg.Log, requests: map[string]*request{}, hooks: make(chan struct{}, maxWebhooks),
 		ruleUses: make([][]time.Time, len(cfg.Rules)),
 	}
-	g.tang = tang.NewServer(cfg.Keys, cfg.Log)
+	if cfg.Upstream != "" {
+		g.upstream = newUpstream(cfg.Upstream, cfg.Log)
+	} else {
+		g.tang = tang.NewServer(cfg.Keys, cfg.Log)
+	}
 	return g
 }
 

@@ -45,6 +45,8 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !handleWeb(w, r) {
 			http.NotFound(w, r)
 		}
+	case g.upstream != nil:
+		g.upstream.serveAdv(w, r)
 	default:
 		g.tang.ServeHTTP(w, r)
 	}
@@ -82,12 +84,18 @@ func (g *Gate) parseRecovery(w http.ResponseWriter, r *http.Request, kid string)
 	if err := json.Unmarshal(body, &x); err != nil || x.D != "" || (x.Alg != "" && x.Alg != tang.AlgExchange) {
 		return nil, http.StatusBadRequest, errors.New("request is not an ECMR public JWK")
 	}
-	keys, err := g.keys(r)
-	if err != nil {
-		return nil, http.StatusInternalServerError, err
-	}
-	if err := keys.CheckRecover(kid, &x); err != nil {
-		return nil, recoverStatus(err), err
+	if g.upstream != nil {
+		if status, err := g.upstream.check(kid, &x); err != nil {
+			return nil, status, err
+		}
+	} else {
+		keys, err := g.keys(r)
+		if err != nil {
+			return nil, http.StatusInternalServerError, err
+		}
+		if err := keys.CheckRecover(kid, &x); err != nil {
+			return nil, recoverStatus(err), err
+		}
 	}
 	pt, err := x.Point()
 	if err != nil {
@@ -309,8 +317,17 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 	}
 }
 
-// answer does the exchange of an approved recovery, as tang.Server would.
+// answer does the exchange of an approved recovery, as tang.Server would,
+// or has the upstream do it.
 func (g *Gate) answer(w http.ResponseWriter, r *http.Request, rec *recovery, attrs []slog.Attr) {
+	if g.upstream != nil {
+		status, ctype, body, err := g.upstream.recover(r.Context(), rec.kid, rec.x)
+		if err != nil {
+			attrs = append(attrs, slog.Any("err", err))
+		}
+		g.reply(w, r, status, ctype, body, attrs...)
+		return
+	}
 	keys, err := g.keys(r)
 	if err != nil {
 		g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", err))...)
