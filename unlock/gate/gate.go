@@ -132,6 +132,7 @@ type Gate struct {
 	tang     *tang.Server // with Keys
 	upstream *upstream    // with Upstream
 	log      *slog.Logger
+	metrics  *metrics
 
 	hooks chan struct{} // webhook deliveries in flight
 
@@ -191,6 +192,7 @@ func New(cfg Config) *Gate {
 		cfg: cfg, log: cfg.Log, requests: map[string]*request{}, hooks: make(chan struct{}, maxWebhooks),
 		ruleUses: make([][]time.Time, len(cfg.Rules)),
 	}
+	g.metrics = newMetrics(g)
 	if cfg.Upstream != "" {
 		g.upstream = newUpstream(cfg.Upstream, cfg.Log)
 	} else {
@@ -355,6 +357,7 @@ func (g *Gate) apply(r *request, to State, operator, source string, now time.Tim
 		r.expires = now.Add(g.cfg.DeniedTTL)
 	}
 	close(r.done)
+	g.metrics.decision(r, to, operator, now)
 	g.log.Info("gate decision", "code", r.code, "decision", string(to), "operator", operator, "host", r.host, "remote", r.source)
 	return nil
 }
@@ -369,8 +372,10 @@ func (g *Gate) sweep() {
 		delete(g.requests, key)
 		switch r.state {
 		case StatePending:
+			g.metrics.expired.WithLabelValues("pending").Inc()
 			g.record(r.with(r.event("expire"), "pending request expired"))
 		case StateApproved:
+			g.metrics.expired.WithLabelValues("approved").Inc()
 			g.record(r.with(r.event("expire"), "approval expired before it was used"))
 		}
 	}

@@ -37,6 +37,13 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.operator(w, r, g.handlePending)
 	case r.URL.Path == "/gate/approve" && r.Method == http.MethodPost:
 		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, name string) { g.handleDecide(w, r, name, StateApproved) })
+	case r.URL.Path == "/gate/metrics" && r.Method == http.MethodGet:
+		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, _ string) {
+			g.mu.Lock()
+			g.sweep() // count what lapsed since the last request
+			g.mu.Unlock()
+			g.metrics.handler().ServeHTTP(w, r)
+		})
 	case r.URL.Path == "/gate/deny" && r.Method == http.MethodPost:
 		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, name string) { g.handleDecide(w, r, name, StateDenied) })
 	case r.URL.Path == "/gate" && r.Method == http.MethodGet:
@@ -227,6 +234,7 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 		return nil, false, err
 	}
 	g.requests[key] = r
+	g.metrics.requests.Inc()
 	return r, r.complete(), nil
 }
 
@@ -246,6 +254,7 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 			g.mu.Unlock()
 			var refused *errRefused
 			if errors.As(err, &refused) {
+				g.metrics.refused.Inc()
 				g.record(Event{Event: "refuse", Host: rec.host, Source: rec.source, Kids: []string{kid}, Session: rec.session != "", Outcome: refused.msg})
 				g.reply(w, r, refused.status, "application/json", jsonError(refused.msg), append(attrs, slog.String("err", refused.msg))...)
 				return
