@@ -63,12 +63,14 @@ func (e *endpoint) close() {
 	_ = e.raw.Close()
 }
 
-// recordConn hands crypto/tls at most one TLS record at a time: reads stop
-// at record boundaries, so after tls.Conn.Read returns less than its
-// buffer nothing is left in crypto/tls's input, and waiting for the
-// socket to become readable cannot strand buffered bytes (a read that
-// fills its buffer is followed by another before any wait). It costs
-// one extra read per record.
+// recordConn hands crypto/tls at most one TLS record at a time: a read
+// stops at the end of a record, or at the end of the next record's
+// 5-byte header, never later. So after tls.Conn.Read returns less than
+// its buffer, crypto/tls holds at most a header whose body is still in
+// the socket (an encrypted record's body is never empty), and waiting for
+// the socket to become readable cannot strand a record (a read that
+// fills its buffer is followed by another before any wait). Reading the
+// next header with a body keeps it at one read per record in a stream.
 type recordConn struct {
 	net.Conn
 	hdr  [5]byte
@@ -105,11 +107,21 @@ func (r *recordConn) Read(p []byte) (int, error) {
 		}
 		return n, err
 	}
-	if len(p) > r.left {
-		p = p[:r.left]
+	if len(p) > r.left+len(r.hdr) {
+		p = p[:r.left+len(r.hdr)]
 	}
 	n, err := r.Conn.Read(p)
-	r.left -= n
+	if n <= r.left {
+		r.left -= n
+		return n, err
+	}
+	// The read ran on into the next record's header.
+	r.nhdr = copy(r.hdr[:], p[r.left:n])
+	r.left = 0
+	if r.nhdr == len(r.hdr) {
+		r.left = int(binary.BigEndian.Uint16(r.hdr[3:]))
+		r.nhdr = 0
+	}
 	return n, err
 }
 
