@@ -226,12 +226,11 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	}
 
 	if !stopping {
-		line := fmt.Sprintf("serving %d listener(s)", len(group.Listeners()))
-		sd.ready(line)
+		log.Info("ready", "listeners", len(group.Listeners()))
+		sd.ready(fmt.Sprintf("serving %d listener(s)", len(group.Listeners())))
 		if hooks.ready != nil {
 			hooks.ready()
 		}
-		log.Info("ready", "listeners", len(group.Listeners()))
 	}
 
 	done := make(chan error, 1)

@@ -1,160 +1,484 @@
-// Command demo shows sealproxy's key path on embedded defaults, with nothing
-// installed beyond Go: it starts Tang servers on 127.0.0.1, seals a freshly
-// generated private key to one of them (and 2-of-3 to three), recovers it
-// into locked memory, and shows that the recovered key is the original.
+// Command demo brings sealproxy up on 127.0.0.1 with nothing installed
+// beyond Go: a Tang server with fresh keys (the code `sealgate serve`
+// runs), an HTTP echo backend, a fresh CA and server certificate whose
+// private key is sealed to the Tang server (the code `seal encrypt tang`
+// runs) and never written in the clear, and the real `sealproxy run` in
+// front of the backend, built from this checkout and supervised the way
+// systemd does it (NOTIFY_SOCKET). It does a TLS round trip through the
+// proxy, reloads it with SIGHUP, stops it with SIGTERM, and exits; with
+// -hold it keeps everything running until Ctrl-C, for you to try the
+// printed commands.
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
+const serverName = "demo.sealproxy.test"
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	hold := flag.Bool("hold", false, "keep everything running until Ctrl-C (to try the printed commands)")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Stdout); err != nil {
+	if err := run(ctx, os.Stdout, *hold); err != nil {
 		fmt.Fprintf(os.Stderr, "demo: error: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-type tangServer struct {
-	url, thp string
-	srv      *http.Server
-}
-
-func startTang(dir string) (*tangServer, error) {
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		return nil, err
+func run(ctx context.Context, out io.Writer, hold bool) error {
+	if !hold {
+		// Never hang when run unattended.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 3*time.Minute)
+		defer cancel()
 	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	srv := &http.Server{Handler: tang.NewServer(keys, nil), ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	return &tangServer{url: "http://" + ln.Addr().String(), thp: thp, srv: srv}, nil
-}
-
-func (t *tangServer) config() string { return fmt.Sprintf(`{"url":%q,"thp":%q}`, t.url, t.thp) }
-
-func run(ctx context.Context, out io.Writer) error {
-	tmp, err := os.MkdirTemp("", "sealproxy-demo-")
+	dir, err := os.MkdirTemp("", "sealproxy-demo-")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
+	defer os.RemoveAll(dir)
 
-	var servers []*tangServer
-	for i := range 3 {
-		s, err := startTang(fmt.Sprintf("%s/tang%d", tmp, i))
-		if err != nil {
-			return fmt.Errorf("starting Tang: %w", err)
-		}
-		defer s.srv.Close()
-		servers = append(servers, s)
+	// 1. Tang.
+	tangURL, thp, stopTang, err := startTang(filepath.Join(dir, "tang"))
+	if err != nil {
+		return fmt.Errorf("starting Tang: %w", err)
 	}
-	fmt.Fprintf(out, "1. Tang servers on %s, %s, %s\n", servers[0].url, servers[1].url, servers[2].url)
+	defer stopTang()
+	fmt.Fprintf(out, "1. Tang server (sealgate serve) on %s with fresh keys; signing key thumbprint %s\n", tangURL, thp)
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	// 2. Backend.
+	backend, stopBackend, err := startBackend()
+	if err != nil {
+		return fmt.Errorf("starting the backend: %w", err)
+	}
+	defer stopBackend()
+	fmt.Fprintf(out, "2. HTTP echo backend on %s\n", backend)
+
+	// 3. CA, certificate, sealed key.
+	keyPEM, err := writePKI(dir)
 	if err != nil {
 		return err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
+	jwe, err := unlock.Encrypt(ctx, "tang", fmt.Appendf(nil, `{"url":%q,"thp":%q}`, tangURL, thp), keyPEM, nil)
+	clear(keyPEM)
+	if err != nil {
+		return fmt.Errorf("sealing: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "web.key.jwe"), jwe, 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "3. fresh CA and certificate for %s in %s;\n   its private key sealed to %s (seal encrypt tang) into web.key.jwe, %d bytes; no key file in the clear\n",
+		serverName, dir, tangURL, len(jwe))
+
+	// 4. sealproxy.
+	cfgPath := filepath.Join(dir, "sealproxy.toml")
+	cfg := fmt.Sprintf(`# written by the demo
+shutdown_timeout = "10s"
+
+[[key]]
+name = "web"
+cert = "web.crt"
+source = "sealed:web.key.jwe"
+
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+mode = "offload"
+keys = ["web"]
+backend = %q
+
+[admin]
+listen = "127.0.0.1:0"
+reload = true
+
+[unlock]
+timeout = "1m"
+`, backend)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "4. building sealproxy from this checkout and starting `sealproxy run`:")
+	bin, err := build(ctx, dir)
 	if err != nil {
 		return err
 	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	pubDER, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	fingerprint := sha256.Sum256(pubDER)
-	fmt.Fprintf(out, "2. generated an ECDSA P-256 key, public key SHA-256 %x\n", fingerprint[:8])
-
-	start := time.Now()
-	jwe, err := unlock.Encrypt(ctx, "tang", []byte(servers[0].config()), keyPEM, nil)
+	p, err := startProxy(ctx, bin, cfgPath, dir, out)
 	if err != nil {
 		return err
 	}
-	path := tmp + "/web.key.jwe"
-	if err := os.WriteFile(path, jwe, 0o600); err != nil {
+	defer p.kill()
+	if err := p.waitFor(ctx, "READY=1"); err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "3. sealed it to %s (thp %s) in %v: %d-byte JWE, no plaintext on disk\n",
-		servers[0].url, servers[0].thp, time.Since(start).Round(time.Microsecond), len(jwe))
-	if bytes.Contains(jwe, keyPEM) || bytes.Contains(jwe, der) {
-		return errors.New("the JWE contains the key in the clear")
-	}
-
-	if err := recoverAndCheck(ctx, out, "4.", jwe, &key.PublicKey); err != nil {
-		return err
-	}
-
-	sssConfig := fmt.Sprintf(`{"t":2,"pins":{"tang":[%s,%s,%s]}}`, servers[0].config(), servers[1].config(), servers[2].config())
-	jwe, err = unlock.Encrypt(ctx, "sss", []byte(sssConfig), keyPEM, nil)
+	addr, err := p.addr(ctx, "web")
 	if err != nil {
 		return err
 	}
-	servers[1].srv.Close()
-	fmt.Fprintf(out, "5. sealed it again 2-of-3 across the three servers, then stopped %s\n", servers[1].url)
-	if err := recoverAndCheck(ctx, out, "6.", jwe, &key.PublicKey); err != nil {
+	admin, err := p.addr(ctx, "admin")
+	if err != nil {
 		return err
 	}
+	fmt.Fprintf(out, "   systemd would now hear READY=1: every key open, every listener bound; proxy on %s\n", addr)
+
+	// 5. A round trip.
+	if err := roundTrip(ctx, out, dir, addr); err != nil {
+		return err
+	}
+
+	// 6. Reload.
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		return err
+	}
+	if err := p.waitFor(ctx, "RELOADING=1"); err != nil {
+		return err
+	}
+	if err := p.waitFor(ctx, "READY=1"); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "6. SIGHUP: reloaded (RELOADING=1, then READY=1); the key was kept in memory, Tang was not asked again")
+
+	fmt.Fprintf(out, `
+Try it while the demo runs (go run ./tools/demo -hold keeps it running):
+  curl --cacert %[1]s/ca.crt --resolve %[2]s:%[3]s:127.0.0.1 https://%[2]s:%[3]s/hello
+  openssl s_client -connect %[4]s -servername %[2]s -CAfile %[1]s/ca.crt
+  curl -X POST http://%[5]s/reload        # reload, as SIGHUP does
+  curl http://%[5]s/metrics               # Prometheus metrics
+`, dir, serverName, port(addr), addr, admin)
+
+	if hold {
+		fmt.Fprintln(out, "\nholding; Ctrl-C stops the proxy (SIGTERM: drain, then exit)")
+		<-ctx.Done()
+		ctx = context.WithoutCancel(ctx)
+	}
+
+	// 7. Stop.
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := p.waitFor(sctx, "STOPPING=1"); err != nil {
+		return err
+	}
+	if err := p.wait(sctx); err != nil {
+		return fmt.Errorf("sealproxy did not stop cleanly: %w", err)
+	}
+	fmt.Fprintln(out, "7. SIGTERM: STOPPING=1, connections drained, keys wiped, exit status 0")
 	fmt.Fprintln(out, "demo: ok")
 	return nil
 }
 
-// recoverAndCheck opens jwe into locked memory, parses the key inside and
-// checks it is the original by signing with it.
-func recoverAndCheck(ctx context.Context, out io.Writer, step string, jwe []byte, want *ecdsa.PublicKey) error {
-	start := time.Now()
-	buf, err := unlock.Decrypt(ctx, jwe, nil)
+// startTang serves a fresh key directory the way `sealgate serve` does.
+func startTang(dir string) (url, thp string, stop func(), err error) {
+	thp, err = tang.Keygen(dir)
+	if err != nil {
+		return "", "", nil, err
+	}
+	keys, err := tang.OpenKeyDir(dir)
+	if err != nil {
+		return "", "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", nil, err
+	}
+	srv := &http.Server{Handler: tang.NewServer(keys, nil), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String(), thp, func() { srv.Close() }, nil
+}
+
+// startBackend serves an HTTP echo: the request comes back as the body.
+func startBackend() (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "echo from the backend: %s %s (TLS ended at sealproxy; the backend sees plain HTTP from %s)\n",
+			r.Method, r.URL.Path, r.RemoteAddr)
+	})}
+	go srv.Serve(ln)
+	return ln.Addr().String(), func() { srv.Close() }, nil
+}
+
+// writePKI writes ca.crt and web.crt (for serverName and 127.0.0.1) and
+// returns the server's private key as PEM, which the caller seals and
+// wipes: it is never written to disk.
+func writePKI(dir string) ([]byte, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sealproxy demo CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: serverName},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		DNSNames: []string{serverName}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, key.Public(), caKey)
+	if err != nil {
+		return nil, err
+	}
+	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), caPEM...)
+	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), caPEM, 0o644); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "web.crt"), chain, 0o644); err != nil {
+		return nil, err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(der)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// build compiles cmd/sealproxy into dir.
+func build(ctx context.Context, dir string) (string, error) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(dir, "sealproxy")
+	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/sealproxy/sealproxy/cmd/sealproxy")
+	// As `make build` does: only with runtime/secret are the standard
+	// library's copies of the key erased after each signature.
+	cmd.Env = append(os.Environ(), "GOEXPERIMENT=runtimesecret")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/sealproxy: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// proxyProcess is `sealproxy run` as a child, with the service
+// manager's side of sd_notify.
+type proxyProcess struct {
+	cmd    *exec.Cmd
+	notify *net.UnixConn
+	msgs   chan string
+	exited chan struct{}
+	err    error
+
+	mu    sync.Mutex
+	lines []string // its log lines so far
+}
+
+var listenRE = regexp.MustCompile(`msg=(?:listening listener=(\S+)|"admin (listening)") addr=(\S+)`)
+
+func startProxy(ctx context.Context, bin, cfgPath, dir string, out io.Writer) (*proxyProcess, error) {
+	sock := filepath.Join(dir, "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		return nil, err
+	}
+	p := &proxyProcess{notify: conn, msgs: make(chan string, 100), exited: make(chan struct{})}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(p.msgs)
+				return
+			}
+			p.msgs <- string(buf[:n])
+		}
+	}()
+	p.cmd = exec.Command(bin, "run", "--config", cfgPath)
+	p.cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sock)
+	detach(p.cmd)
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := p.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		s := bufio.NewScanner(stderr)
+		for s.Scan() {
+			line := s.Text()
+			fmt.Fprintf(out, "   | %s\n", shorten(line))
+			p.mu.Lock()
+			p.lines = append(p.lines, line)
+			p.mu.Unlock()
+		}
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// shorten drops the timestamp of a log line.
+func shorten(line string) string {
+	if i := strings.Index(line, " level="); strings.HasPrefix(line, "time=") && i > 0 {
+		return line[i+1:]
+	}
+	return line
+}
+
+// waitFor waits for an sd_notify message containing want.
+func (p *proxyProcess) waitFor(ctx context.Context, want string) error {
+	for {
+		select {
+		case m, ok := <-p.msgs:
+			if !ok {
+				return errors.New("notify socket closed")
+			}
+			if strings.Contains(m, want) {
+				return nil
+			}
+		case <-p.exited:
+			return fmt.Errorf("sealproxy exited (%v) before %s", p.err, want)
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s from sealproxy: %w", want, ctx.Err())
+		}
+	}
+}
+
+// addr is the bound address of a listener ("admin" for the admin one),
+// from the log. The log and sd_notify are separate channels: the line
+// may come a little after READY=1.
+func (p *proxyProcess) addr(ctx context.Context, name string) (string, error) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		found := ""
+		for _, l := range p.lines {
+			if m := listenRE.FindStringSubmatch(l); m != nil && (m[1] == name || (name == "admin" && m[2] != "")) {
+				found = m[3]
+			}
+		}
+		p.mu.Unlock()
+		if found != "" {
+			return found, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("no address of listener %s in the log: %w", name, ctx.Err())
+		case <-p.exited:
+			return "", fmt.Errorf("sealproxy exited (%v)", p.err)
+		case <-t.C:
+		}
+	}
+}
+
+func (p *proxyProcess) wait(ctx context.Context) error {
+	select {
+	case <-p.exited:
+		return p.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *proxyProcess) kill() {
+	select {
+	case <-p.exited:
+	default:
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+	p.notify.Close()
+}
+
+func port(addr string) string {
+	_, p, _ := net.SplitHostPort(addr)
+	return p
+}
+
+// roundTrip sends an HTTPS request through the proxy, trusting only the
+// demo CA, and shows what came back.
+func roundTrip(ctx context.Context, out io.Writer, dir, addr string) error {
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	if err != nil {
 		return err
 	}
-	elapsed := time.Since(start)
-	defer buf.Destroy()
-	block, _ := pem.Decode(buf.Bytes())
-	if block == nil {
-		return errors.New("recovered data is not PEM")
-	}
-	parsed, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	clear(block.Bytes)
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	var state *tls.ConnectionState
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true, // nothing left open for the drain to wait on
+		DialTLSContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			c, err := (&tls.Dialer{Config: &tls.Config{RootCAs: pool, ServerName: serverName}}).DialContext(ctx, network, addr)
+			if err == nil {
+				s := c.(*tls.Conn).ConnectionState()
+				state = &s
+			}
+			return c, err
+		},
+	}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+serverName+"/hello", nil)
 	if err != nil {
 		return err
 	}
-	got, ok := parsed.(*ecdsa.PrivateKey)
-	if !ok || !got.PublicKey.Equal(want) {
-		return errors.New("recovered key does not match the original")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("HTTPS through sealproxy: %w", err)
 	}
-	digest := sha256.Sum256([]byte("sealproxy demo"))
-	sig, err := ecdsa.SignASN1(rand.Reader, got, digest[:])
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
 	if err != nil {
 		return err
 	}
-	if !ecdsa.VerifyASN1(want, digest[:], sig) {
-		return errors.New("signature of the recovered key does not verify")
+	if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("echo from the backend: GET /hello")) {
+		return fmt.Errorf("HTTPS through sealproxy: %s %q", resp.Status, body)
 	}
-	fmt.Fprintf(out, "%s recovered it in %v into locked memory; it matches the original and signs\n", step, elapsed.Round(time.Microsecond))
+	leaf := state.PeerCertificates[0]
+	fmt.Fprintf(out, "5. GET https://%s/hello through %s: %s, %s, certificate %q issued by %q\n   (signed with the sealed key, unlocked through Tang into locked memory)\n   <- %s",
+		serverName, addr, tls.VersionName(state.Version), tls.CipherSuiteName(state.CipherSuite),
+		leaf.Subject.CommonName, leaf.Issuer.CommonName, body)
 	return nil
 }
