@@ -56,7 +56,8 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, out io.Writer, hold bool) error {
+func run(ctx context.Context, w io.Writer, hold bool) error {
+	out := &lockedWriter{w: w} // the proxy's log and the steps interleave
 	if !hold {
 		// Never hang when run unattended.
 		var cancel context.CancelFunc
@@ -481,4 +482,16 @@ func roundTrip(ctx context.Context, out io.Writer, dir, addr string) error {
 		serverName, addr, tls.VersionName(state.Version), tls.CipherSuiteName(state.CipherSuite),
 		leaf.Subject.CommonName, leaf.Issuer.CommonName, body)
 	return nil
+}
+
+// lockedWriter serialises writes from several goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestDemo runs the whole demo unattended: it must finish by itself and
+// show a round trip, a reload and a clean stop.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds sealproxy")
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), &out, false); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"no key file in the clear",
+		"msg=\"key unlocked\" key=web",
+		"5. GET https://demo.sealproxy.test/hello",
+		"<- echo from the backend: GET /hello",
+		"6. SIGHUP: reloaded",
+		"openssl s_client -connect 127.0.0.1:",
+		"7. SIGTERM: STOPPING=1",
+		"demo: ok",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	if strings.Contains(out.String(), "PRIVATE KEY") {
+		t.Error("the demo shows key material")
+	}
+}
