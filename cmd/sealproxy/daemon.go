@@ -18,6 +18,7 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/unlock/tang"
 	"github.com/sealproxy/sealproxy/vault"
 )
 
@@ -279,6 +280,8 @@ func startError(err error) error {
 	switch {
 	case errors.Is(err, config.ErrInvalid):
 		return cli.WithHint(err, cli.ExitUsage, "")
+	case errors.Is(err, tang.ErrDenied):
+		return cli.WithHint(err, cli.ExitDenied, "an operator denied this start-up at the gate; ask why before starting again (the gate's audit log has who and when)")
 	case errors.As(err, &ue):
 		return cli.WithHint(err, exitUnlock, "check that this host reaches the Tang servers named above (curl URL/adv); [unlock] timeout sets how long start-up waits")
 	case errors.Is(err, vault.ErrPlaintextRefused):

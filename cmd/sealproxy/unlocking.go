@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -66,6 +67,15 @@ func (e *UnlockError) Unwrap() []error {
 // errAbandoned is the reason of a key whose recovery was stopped because
 // another key failed for good.
 var errAbandoned = errors.New("not waited for: another key failed")
+
+// hostLabel names this host to a gate's operator.
+func hostLabel() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "sealproxy"
+	}
+	return h
+}
 
 // retryable reports an error worth trying again after a pause: a Tang
 // server (or every server an sss share needs) that did not answer.
@@ -153,6 +163,9 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 	ctx, abandon := context.WithCancelCause(ctx)
 	defer abandon(nil)
 
+	// One approval session per start-up (or reload): a gate's operator
+	// approves this host's recoveries once, not key by key.
+	session := unlock.NewSession(hostLabel())
 	st.begin(len(todo))
 	var (
 		wg       sync.WaitGroup
@@ -173,7 +186,7 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 				mu.Unlock()
 				return
 			}
-			key, attempts, err := l.s.openWithRetry(ctx, cfg, k, st)
+			key, attempts, err := l.s.openWithRetry(ctx, cfg, k, session, st)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -232,7 +245,7 @@ func reason(ctx context.Context) error {
 
 // openWithRetry opens one key, retrying while its Tang servers are
 // unreachable, and logs and reports its progress.
-func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, st *status) (vault.Key, int, error) {
+func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, session *unlock.Session, st *status) (vault.Key, int, error) {
 	urls := tangURLs(cfg, k)
 	tangURL := strings.Join(urls, ",")
 	log := s.log.With("key", k.Name)
@@ -247,10 +260,16 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 	for attempt := 1; ; attempt++ {
 		key, err := s.open(ctx, k.Source, &vault.Options{
 			BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys, Log: s.log,
-			// The approval gate's hooks go here once unlock.Options has
-			// them: report a pending recovery with st.pending(k.Name,
-			// url, code) so that STATUS= and the log show the code.
-			Unlock: &unlock.Options{},
+			Unlock: &unlock.Options{
+				Session: session,
+				// A gate holds the recovery for an operator: show the
+				// code to compare with the gate's, and keep waiting.
+				OnPending: func(p tang.Pending) {
+					log.Warn("waiting for approval", "code", p.Code, "gate", p.URL,
+						"waited", time.Since(start).Round(time.Second))
+					st.pending(k.Name, p.URL, p.Code)
+				},
+			},
 		})
 		if err == nil {
 			took := time.Since(start).Round(time.Millisecond)
