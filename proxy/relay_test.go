@@ -53,8 +53,14 @@ func TestRecordConnBoundaries(t *testing.T) {
 		}
 		return len(stream)
 	}
+	all, allEnds := stream, ends
 	for _, chunk := range []int{1, 3, 5, 6, 700, 16384 + 5, 16384 + 10, 1 << 20} {
 		for _, bufSize := range []int{1, 5, 17, 4096, 32 << 10, 1 << 20} {
+			// Tiny reads: a few records are enough (and keep -race quick).
+			stream, ends = all, allEnds
+			if chunk < 100 || bufSize < 100 {
+				stream, ends = all[:allEnds[9]], allEnds[:10]
+			}
 			cc := &chunkConn{r: bytes.NewReader(stream), chunk: chunk}
 			rc := &recordConn{Conn: cc}
 			var got []byte
