@@ -2,11 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -27,6 +30,10 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 	gateURL := fs.String("gate", "", "the gate's `URL`")
 	tokenFile := fs.String("token-file", "", "read the operator token from `FILE` (default: $SEALGATE_TOKEN)")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up after this `duration`")
+	var tf tlsFlags
+	fs.StringVar(&tf.ca, "cacert", "", "trust the gate's certificate from this PEM CA `file` (https gates)")
+	fs.StringVar(&tf.cert, "cert", "", "authenticate with this PEM client certificate `file` instead of a token")
+	fs.StringVar(&tf.key, "key", "", "the PEM private key `file` of --cert")
 	var asJSON bool
 	if cmd == "pending" {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
@@ -51,13 +58,19 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 	if _, err := tang.BaseURL(*gateURL); err != nil {
 		return cli.WithHint(err, cli.ExitUsage, example)
 	}
-	token, err := readToken(*tokenFile)
+	hc, err := tf.client(*timeout)
 	if err != nil {
 		return err
 	}
+	token := ""
+	if tf.cert == "" || *tokenFile != "" {
+		if token, err = readToken(*tokenFile); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	c := &gate.Client{URL: *gateURL, Token: token}
+	c := &gate.Client{URL: *gateURL, Token: token, HTTP: hc}
 	switch cmd {
 	case "pending":
 		reqs, err := c.Pending(ctx)
@@ -109,6 +122,38 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 		return nil
 	}
 	return nil
+}
+
+// tlsFlags are the operator commands' TLS choices.
+type tlsFlags struct{ ca, cert, key string }
+
+// client returns an HTTP client for them; nil for the default.
+func (f *tlsFlags) client(timeout time.Duration) (*http.Client, error) {
+	if f.ca == "" && f.cert == "" && f.key == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if f.ca != "" {
+		data, err := os.ReadFile(f.ca)
+		if err != nil {
+			return nil, cli.WithHint(err, cli.ExitUsage, "--cacert is a PEM file of CA certificates")
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(data) {
+			return nil, cli.Usage("--cacert %s holds no PEM certificate", f.ca)
+		}
+	}
+	if f.cert != "" || f.key != "" {
+		if f.cert == "" || f.key == "" {
+			return nil, cli.Usage("--cert and --key go together")
+		}
+		cert, err := tls.LoadX509KeyPair(f.cert, f.key)
+		if err != nil {
+			return nil, cli.WithHint(fmt.Errorf("loading the client certificate: %w", err), cli.ExitUsage, "--cert is a PEM chain, --key its PEM key")
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: cfg, Proxy: http.ProxyFromEnvironment}}, nil
 }
 
 // readToken reads the operator token from file, or $SEALGATE_TOKEN.

@@ -35,7 +35,9 @@ Operators of a gate (sealgate serve --approval required):
   seal deny CODE --gate URL                        deny it
 
 The operator token is read from --token-file FILE, or else from the
-SEALGATE_TOKEN environment variable.
+SEALGATE_TOKEN environment variable; at an https gate that accepts them,
+--cert FILE --key FILE authenticate with a client certificate instead
+(--cacert FILE trusts the gate's CA).
 
 CONFIG is the JSON that clevis takes, for example
   '{"url":"http://tang:7500","thp":"THUMBPRINT"}'

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
@@ -63,7 +65,7 @@ func TestDecryptDenied(t *testing.T) {
 		err := run(ctx, []string{"decrypt"}, bytes.NewReader(jwe), &stdout, &stderr)
 		code <- cli.Report("seal", err, &stderr)
 	}()
-	req := <-ready
+	req := receive(t, ctx, ready)
 	if _, err := g.Deny(req.Code, "alice", "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -82,4 +84,85 @@ func TestDecryptDenied(t *testing.T) {
 			t.Errorf("stderr lacks %q:\n%s", want, stderr.String())
 		}
 	}
+}
+
+// TestApproveWithClientCertificate runs seal pending and seal approve
+// in-process against an https gate, authenticated by a client
+// certificate instead of a token.
+func TestApproveWithClientCertificate(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	thp, err := tang.Keygen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := tang.OpenKeyDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := gate.OpenOperators(dir + "/" + gate.OperatorsFile)
+	if _, err := ops.Add("alice"); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan gate.Request, 4)
+	g := gate.New(gate.Config{Keys: keys, Operators: ops, CertOperators: true, OnPending: func(r gate.Request) { ready <- r }})
+	ca := testenv.NewCA(t, "gate")
+	srv := httptest.NewUnstartedServer(g)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLSCertificate()}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()}
+	srv.StartTLS()
+	defer srv.Close()
+	files := t.TempDir()
+	caFile := ca.WriteCA(t, files, "ca.pem")
+	certFile, keyFile := ca.Client(t, "alice").WriteFiles(t, files, "alice")
+
+	host := &tang.Client{HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}}
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(`{"url":"`+srv.URL+`","thp":"`+thp+`"}`), []byte("secret"), &unlock.Options{Tang: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		buf, err := unlock.Decrypt(ctx, jwe, &unlock.Options{Tang: host})
+		if err == nil {
+			buf.Destroy()
+		}
+		done <- err
+	}()
+	req := receive(t, ctx, ready)
+	t.Setenv("SEALGATE_TOKEN", "")
+	tlsArgs := []string{"--gate", srv.URL, "--cacert", caFile, "--cert", certFile, "--key", keyFile}
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, append([]string{"pending"}, tlsArgs...), nil, &stdout, &stderr); err != nil {
+		t.Fatalf("seal pending: %v", err)
+	}
+	if !strings.Contains(stdout.String(), req.Code) {
+		t.Fatalf("seal pending lists:\n%s", stdout.String())
+	}
+	stdout.Reset()
+	if err := run(ctx, append([]string{"approve", req.Code}, tlsArgs...), nil, &stdout, &stderr); err != nil {
+		t.Fatalf("seal approve: %v", err)
+	}
+	if want := req.Code + " approved by alice\n"; stdout.String() != want {
+		t.Fatalf("seal approve printed %q, want %q", stdout.String(), want)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Decrypt after approval: %v", err)
+	}
+	// Without the certificate (and no token) it is a usage error.
+	err = run(ctx, []string{"pending", "--gate", srv.URL, "--cacert", caFile}, nil, &stdout, &stderr)
+	if code := cli.Report("seal", err, &stderr); code != cli.ExitUsage {
+		t.Fatalf("no credentials: exit %d, want %d", code, cli.ExitUsage)
+	}
+}
+
+func receive(t *testing.T, ctx context.Context, ready <-chan gate.Request) gate.Request {
+	t.Helper()
+	select {
+	case r := <-ready:
+		return r
+	case <-ctx.Done():
+		t.Fatal("no request became ready for a decision")
+	}
+	return gate.Request{}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -31,6 +33,7 @@ can hold every recovery until an operator approves it.
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
       [--approval required] [--audit FILE] [--hold DURATION]
       [--webhook URL] [--policy FILE] [--approvers N] [--upstream URL]
+      [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
@@ -64,6 +67,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
 	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
 	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request (serve)")
+	fs.StringVar(&sc.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate chain `file` (serve)")
+	fs.StringVar(&sc.tlsKey, "tls-key", "", "the PEM private key `file` of --tls-cert (serve)")
+	fs.StringVar(&sc.clientCA, "client-ca", "", "operators may present client certificates from this PEM CA `file`, named by a listed operator (serve)")
 	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
@@ -127,6 +133,38 @@ func loadKeys(dir string) (*tang.Keys, error) {
 	return keys, err
 }
 
+// tls returns the TLS configuration of --tls-cert, --tls-key and
+// --client-ca, or nil to serve plain HTTP.
+func (sc *serveConfig) tls() (*tls.Config, error) {
+	if sc.tlsCert == "" && sc.tlsKey == "" {
+		if sc.clientCA != "" {
+			return nil, cli.Usage("--client-ca needs --tls-cert and --tls-key")
+		}
+		return nil, nil
+	}
+	if sc.tlsCert == "" || sc.tlsKey == "" {
+		return nil, cli.Usage("--tls-cert and --tls-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(sc.tlsCert, sc.tlsKey)
+	if err != nil {
+		return nil, cli.WithHint(fmt.Errorf("loading the TLS certificate: %w", err), cli.ExitUsage, "--tls-cert is a PEM chain, --tls-key its PEM key")
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if sc.clientCA != "" {
+		data, err := os.ReadFile(sc.clientCA)
+		if err != nil {
+			return nil, cli.WithHint(err, cli.ExitUsage, "--client-ca is a PEM file of CA certificates")
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(data) {
+			return nil, cli.Usage("--client-ca %s holds no PEM certificate", sc.clientCA)
+		}
+		// Hosts present no certificate; operators may.
+		cfg.ClientAuth, cfg.ClientCAs = tls.VerifyClientCertIfGiven, pool
+	}
+	return cfg, nil
+}
+
 // serveConfig holds serve's approval flags.
 type serveConfig struct {
 	approval  string
@@ -136,6 +174,9 @@ type serveConfig struct {
 	policy    string
 	approvers int
 	upstream  string
+	tlsCert   string
+	tlsKey    string
+	clientCA  string
 }
 
 func operator(pos []string, dir string, stdout io.Writer) error {
@@ -207,6 +248,14 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			return err
 		}
 	}
+	tlsConfig, err := sc.tls()
+	if err != nil {
+		return err
+	}
+	certOperators := tlsConfig != nil && tlsConfig.ClientCAs != nil
+	if certOperators && sc.approval != "required" {
+		return cli.Usage("--client-ca needs --approval required")
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	var handler http.Handler
 	if keys != nil {
@@ -218,7 +267,7 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			return cli.Usage("--approvers must be at least 1")
 		}
 		cfg := gate.Config{
-			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers,
+			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers, CertOperators: certOperators,
 			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
 		}
 		if names, err := cfg.Operators.Names(); err != nil {
@@ -276,6 +325,10 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir)
 	}
 	done := make(chan error, 1)
+	if tlsConfig != nil {
+		srv.TLSConfig = tlsConfig
+		ln = tls.NewListener(ln, tlsConfig)
+	}
 	go func() { done <- srv.Serve(ln) }()
 	select {
 	case err := <-done:

@@ -3,15 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
@@ -122,5 +125,89 @@ func TestServeApproval(t *testing.T) {
 	}
 	if strings.Contains(string(data)+logs.String(), token) {
 		t.Error("the operator token appears in the audit log or the server's log")
+	}
+}
+
+// TestServeTLS runs serve with --tls-cert, --tls-key and --client-ca:
+// hosts recover over https without a certificate, an operator approves
+// with a client certificate named like a listed operator.
+func TestServeTLS(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := filepath.Join(t.TempDir(), "db")
+	var out bytes.Buffer
+	if err := run(ctx, []string{"keygen", "--dir", dir}, nil, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	thp := strings.TrimSpace(out.String())
+	if err := run(ctx, []string{"operator", "add", "alice", "--dir", dir}, nil, io.Discard, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	ca := testenv.NewCA(t, "gate")
+	files := t.TempDir()
+	certFile, keyFile := ca.Server(t).WriteFiles(t, files, "gate")
+	caFile := ca.WriteCA(t, files, "ca.pem")
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	serveCtx, stop := context.WithCancel(ctx)
+	served := make(chan error, 1)
+	go func() {
+		served <- run(serveCtx, []string{"serve", "--dir", dir, "--listen", addr, "--approval", "required",
+			"--tls-cert", certFile, "--tls-key", keyFile, "--client-ca", caFile}, nil, io.Discard, io.Discard)
+	}()
+	url := "https://" + addr
+	host := &tang.Client{HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}}
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		_, err := host.Advertisement(ctx, url, thp)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, tang.ErrUnreachable) || ctx.Err() != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-served:
+			t.Fatalf("serve returned early: %v", err)
+		case <-poll.C:
+		}
+	}
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(`{"url":"`+url+`","thp":"`+thp+`"}`), []byte("s"), &unlock.Options{Tang: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pending := make(chan tang.Pending, 1)
+	done := make(chan error, 1)
+	go func() {
+		buf, err := unlock.Decrypt(ctx, jwe, &unlock.Options{Tang: host, OnPending: func(p tang.Pending) { pending <- p }})
+		if err == nil {
+			buf.Destroy()
+		}
+		done <- err
+	}()
+	var p tang.Pending
+	select {
+	case p = <-pending:
+	case <-ctx.Done():
+		t.Fatal("no pending report")
+	}
+	op := &gate.Client{URL: url, HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		RootCAs: ca.Pool(), Certificates: []tls.Certificate{ca.Client(t, "alice").TLSCertificate()},
+	}}}}
+	if _, err := op.Approve(ctx, p.Code); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Decrypt: %v", err)
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
 	}
 }

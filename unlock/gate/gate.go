@@ -48,6 +48,10 @@ type Config struct {
 	Upstream string
 	// Operators authenticates the operator API; nil refuses every caller.
 	Operators *Operators
+	// CertOperators also accepts, over TLS, a client certificate that the
+	// server verified (tls.Config.ClientCAs) and whose common name is a
+	// listed operator: that operator, without a token.
+	CertOperators bool
 	// Audit records every request and decision; nil records nothing
 	// (decisions are still logged).
 	Audit Auditor

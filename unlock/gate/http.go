@@ -362,6 +362,13 @@ func (g *Gate) operator(w http.ResponseWriter, r *http.Request, h func(http.Resp
 	name, valid := "", false
 	if ok {
 		name, valid = g.cfg.Operators.Authenticate(strings.TrimSpace(token))
+	} else if g.cfg.CertOperators && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		// crypto/tls verified the chain against ClientCAs; the name must
+		// still be a listed operator, so `operator remove` revokes it.
+		cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
+		if g.cfg.Operators.Has(cn) {
+			name, valid = cn, true
+		}
 	}
 	if !valid {
 		g.record(Event{Event: "unauthorized", Source: source(r), Outcome: r.Method + " " + r.URL.Path})

@@ -156,6 +156,15 @@ func (o *Operators) Names() ([]string, error) {
 	return names, nil
 }
 
+// Has reports whether name is a listed operator.
+func (o *Operators) Has(name string) bool {
+	if o == nil || name == "" {
+		return false
+	}
+	names, err := o.Names()
+	return err == nil && slices.Contains(names, name)
+}
+
 // Authenticate returns the name of the operator whose token this is. It
 // compares hashes in constant time and checks every entry.
 func (o *Operators) Authenticate(token string) (string, bool) {
