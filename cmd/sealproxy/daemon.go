@@ -78,9 +78,8 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 			hooks.status(s)
 		}
 	}
-	wctx, stopWatchdog := context.WithCancel(context.Background())
+	watchdog, stopWatchdog := sd.watchdog()
 	defer stopWatchdog()
-	sd.watchdog(wctx)
 
 	sockets := d.sockets
 	if sockets == nil {
@@ -166,6 +165,8 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		case <-ctxDone:
 			ctxDone = nil
 			stop("context ended")
+		case <-watchdog:
+			sd.ping()
 		}
 	}
 
@@ -266,6 +267,8 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		case <-ctxDone:
 			ctxDone = nil
 			stop("context ended")
+		case <-watchdog:
+			sd.ping()
 		}
 	}
 }

@@ -562,3 +562,28 @@ func TestWatchdog(t *testing.T) {
 	n.expect(t, "READY=1")
 	n.expect(t, "WATCHDOG=1")
 }
+
+// TestStopWhileUnlocking: SIGTERM while start-up waits for Tang ends it
+// at once, cleanly (exit 0), having listened on nothing; a SIGHUP before
+// then is ignored.
+func TestStopWhileUnlocking(t *testing.T) {
+	f := newFixture(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	f.sealed("web", tangSrv)
+	tangSrv.Stop()
+	path := f.write(key("web") + f.listener("web", "127.0.0.1:0") + "[unlock]\ntimeout = \"10m\"\nretry_backoff = \"10ms\"\n")
+	n := listenNotify(t)
+	r := startDaemon(t, &daemon{}, path)
+	n.expect(t, "web: "+tangSrv.URL+" unreachable (attempt 1)")
+	r.sigs <- syscall.SIGHUP
+	r.sigs <- syscall.SIGTERM
+	n.expect(t, "STOPPING=1")
+	if err := r.wait(); err != nil {
+		t.Fatalf("run = %v, want a clean stop", err)
+	}
+	logs := r.logs.String()
+	if strings.Contains(logs, "msg=listening") || !strings.Contains(logs, `msg="reload signal ignored: still starting"`) ||
+		!strings.Contains(logs, `msg="stopped before start-up was complete"`) {
+		t.Errorf("logs:\n%s", logs)
+	}
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -52,31 +51,26 @@ func (n notifier) reloading() {
 	n.notify(lines...)
 }
 
-// watchdog pings systemd every half WATCHDOG_USEC until ctx ends, when
-// the service has a WatchdogSec.
-func (n notifier) watchdog(ctx context.Context) {
+// watchdog returns a ticker channel for pinging systemd every half
+// WATCHDOG_USEC (the unit's WatchdogSec), and its stop function; a nil
+// channel when there is no watchdog. The daemon's own loop answers it, so
+// a daemon that stops answering signals stops pinging too.
+func (n notifier) watchdog() (<-chan time.Time, func()) {
 	every, err := sddaemon.SdWatchdogEnabled(false)
 	if err != nil {
 		n.log.Warn("ignoring the systemd watchdog", "err", err)
-		return
+		return nil, func() {}
 	}
 	if every <= 0 {
-		return
+		return nil, func() {}
 	}
 	n.log.Info("systemd watchdog enabled", "interval", every)
-	go func() {
-		t := time.NewTicker(every / 2)
-		defer t.Stop()
-		for {
-			n.notify(sddaemon.SdNotifyWatchdog)
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
-		}
-	}()
+	n.notify(sddaemon.SdNotifyWatchdog)
+	t := time.NewTicker(every / 2)
+	return t.C, t.Stop
 }
+
+func (n notifier) ping() { n.notify(sddaemon.SdNotifyWatchdog) }
 
 // systemdSockets returns the sockets systemd passed (LISTEN_FDS), by
 // FileDescriptorName, and forgets the environment so that child
