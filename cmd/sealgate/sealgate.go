@@ -17,6 +17,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/BurntSushi/toml"
+
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
@@ -33,7 +35,7 @@ can hold every recovery until an operator approves it.
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
       [--approval required] [--audit FILE] [--hold DURATION]
       [--webhook URL] [--policy FILE] [--approvers N] [--upstream URL]
-      [--tls-cert FILE --tls-key FILE [--client-ca FILE]]
+      [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--config FILE]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
@@ -71,9 +73,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.tlsKey, "tls-key", "", "the PEM private key `file` of --tls-cert (serve)")
 	fs.StringVar(&sc.clientCA, "client-ca", "", "operators may present client certificates from this PEM CA `file`, named by a listed operator (serve)")
 	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys (serve)")
+	config := fs.String("config", "", "read settings from this TOML `file`, keys named as the flags; flags override it (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
 		return err
+	}
+	if *config != "" {
+		if err := applyConfig(fs, *config); err != nil {
+			return err
+		}
 	}
 	if cmd == "operator" {
 		if *dir == "" {
@@ -131,6 +139,39 @@ func loadKeys(dir string) (*tang.Keys, error) {
 		return nil, cli.WithHint(err, cli.ExitUsage, "move "+bad.Path+" out of the directory, or restore it from a backup")
 	}
 	return keys, err
+}
+
+// applyConfig sets the flags a TOML file names (dir = "...", listen =
+// "...", tls-cert = "...", hold = "25s", approvers = 2, ...), except those
+// given on the command line, which win.
+func applyConfig(fs *flag.FlagSet, path string) error {
+	var values map[string]any
+	md, err := toml.DecodeFile(path, &values)
+	if err != nil {
+		return cli.WithHint(fmt.Errorf("config %s: %w", path, err), cli.ExitUsage, "keys are the serve flags' names: dir = \"/var/db/tang\", approval = \"required\", ...")
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, key := range md.Keys() {
+		name := key.String()
+		f := fs.Lookup(name)
+		if f == nil || name == "config" {
+			return cli.WithHint(fmt.Errorf("config %s: unknown key %q", path, name), cli.ExitUsage, "keys are the serve flags' names; see sealgate help")
+		}
+		if given[name] {
+			continue
+		}
+		v := values[name]
+		switch v.(type) {
+		case string, int64, bool:
+		default:
+			return cli.Usage("config %s: %s must be a string, number or boolean", path, name)
+		}
+		if err := fs.Set(name, fmt.Sprint(v)); err != nil {
+			return cli.Usage("config %s: %s: %v", path, name, err)
+		}
+	}
+	return nil
 }
 
 // tls returns the TLS configuration of --tls-cert, --tls-key and
