@@ -265,7 +265,7 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 				// A gate holds the recovery for an operator: show the
 				// code to compare with the gate's, and keep waiting.
 				OnPending: func(p tang.Pending) {
-					log.Warn("waiting for approval", "code", p.Code, "gate", p.URL,
+					log.Warn("waiting for approval", "code", p.Code,
 						"waited", time.Since(start).Round(time.Second))
 					st.pending(k.Name, p.URL, p.Code)
 				},

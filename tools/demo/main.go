@@ -1,10 +1,14 @@
 // Command demo brings sealproxy up on 127.0.0.1 with nothing installed
-// beyond Go: a Tang server with fresh keys (the code `sealgate serve`
+// beyond Go: a Tang server with fresh keys that holds each recovery for an
+// operator's approval (the code `sealgate serve --approval required`
 // runs), an HTTP echo backend, a fresh CA and server certificate whose
 // private key is sealed to the Tang server (the code `seal encrypt tang`
 // runs) and never written in the clear, and the real `sealproxy run` in
 // front of the backend, built from this checkout and supervised the way
-// systemd does it (NOTIFY_SOCKET). It does a TLS round trip through the
+// systemd does it (NOTIFY_SOCKET). The demo plays the operator: it
+// compares the approval code sealproxy shows with the gate's and approves
+// it through the gate's operator API (as `seal approve` does). Then it
+// does a TLS round trip through the
 // proxy, reloads it with SIGHUP, stops it with SIGTERM, and exits; with
 // -hold it keeps everything running until Ctrl-C, for you to try the
 // printed commands.
@@ -40,6 +44,7 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
@@ -70,13 +75,14 @@ func run(ctx context.Context, w io.Writer, hold bool) error {
 	}
 	defer os.RemoveAll(dir)
 
-	// 1. Tang.
-	tangURL, thp, stopTang, err := startTang(filepath.Join(dir, "tang"))
+	// 1. Tang, behind an approval gate.
+	gt, err := startGate(filepath.Join(dir, "gate"))
 	if err != nil {
-		return fmt.Errorf("starting Tang: %w", err)
+		return fmt.Errorf("starting the gate: %w", err)
 	}
-	defer stopTang()
-	fmt.Fprintf(out, "1. Tang server (sealgate serve) on %s with fresh keys; signing key thumbprint %s\n", tangURL, thp)
+	defer gt.stop()
+	tangURL, thp := gt.url, gt.thp
+	fmt.Fprintf(out, "1. Tang server with approval (sealgate serve --approval required) on %s, fresh keys;\n   signing key thumbprint %s, one operator: demo\n", tangURL, thp)
 
 	// 2. Backend.
 	backend, stopBackend, err := startBackend()
@@ -139,6 +145,31 @@ timeout = "1m"
 		return err
 	}
 	defer p.kill()
+
+	// The operator's part: the gate holds the recovery; sealproxy shows
+	// the code (log, systemd STATUS=); the operator compares it with the
+	// gate's and approves.
+	status, err := p.waitForMsg(ctx, "waiting for approval")
+	if err != nil {
+		return err
+	}
+	var req gate.Request
+	select {
+	case req = <-gt.pending:
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the request at the gate: %w", ctx.Err())
+	}
+	shown := codeRE.FindStringSubmatch(status)
+	if shown == nil || shown[1] != req.Code {
+		return fmt.Errorf("the code sealproxy shows (%q) is not the gate's (%s)", status, req.Code)
+	}
+	fmt.Fprintf(out, "   systemd's status line reads: %s\n", strings.TrimPrefix(status, "STATUS="))
+	fmt.Fprintf(out, "   the gate lists request %s from host %q; the codes match, so the operator approves:\n", req.Code, req.Host)
+	fmt.Fprintf(out, "     seal approve %s --gate %s\n", req.Code, tangURL)
+	op := &gate.Client{URL: tangURL, Token: gt.token}
+	if _, err := op.Approve(ctx, req.Code); err != nil {
+		return fmt.Errorf("approving: %w", err)
+	}
 	if err := p.waitFor(ctx, "READY=1"); err != nil {
 		return err
 	}
@@ -167,7 +198,7 @@ timeout = "1m"
 	if err := p.waitFor(ctx, "READY=1"); err != nil {
 		return err
 	}
-	fmt.Fprintln(out, "6. SIGHUP: reloaded (RELOADING=1, then READY=1); the key was kept in memory, Tang was not asked again")
+	fmt.Fprintln(out, "6. SIGHUP: reloaded (RELOADING=1, then READY=1); the key was kept in memory: Tang was not asked, no new approval")
 
 	fmt.Fprintf(out, `
 Try it while the demo runs (go run ./tools/demo -hold keeps it running):
@@ -175,7 +206,8 @@ Try it while the demo runs (go run ./tools/demo -hold keeps it running):
   openssl s_client -connect %[4]s -servername %[2]s -CAfile %[1]s/ca.crt
   curl -X POST http://%[5]s/reload        # reload, as SIGHUP does
   curl http://%[5]s/metrics               # Prometheus metrics
-`, dir, serverName, port(addr), addr, admin)
+  seal pending --gate %[6]s --token-file %[1]s/operator.token   # the operator's view (make build for bin/seal)
+`, dir, serverName, port(addr), addr, admin, tangURL)
 
 	if hold {
 		fmt.Fprintln(out, "\nholding; Ctrl-C stops the proxy (SIGTERM: drain, then exit)")
@@ -200,24 +232,44 @@ Try it while the demo runs (go run ./tools/demo -hold keeps it running):
 	return nil
 }
 
-// startTang serves a fresh key directory the way `sealgate serve` does.
-func startTang(dir string) (url, thp string, stop func(), err error) {
-	thp, err = tang.Keygen(dir)
+// demoGate is a gate (the code `sealgate serve --approval required`
+// runs) over fresh keys, with one operator.
+type demoGate struct {
+	url, thp, token string
+	pending         chan gate.Request
+	stop            func()
+}
+
+func startGate(dir string) (*demoGate, error) {
+	thp, err := tang.Keygen(dir)
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
 	keys, err := tang.OpenKeyDir(dir)
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
+	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
+	token, err := ops.Add("demo")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(filepath.Dir(dir), "operator.token"), []byte(token+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	g := &demoGate{thp: thp, token: token, pending: make(chan gate.Request, 16)}
+	gt := gate.New(gate.Config{Keys: keys, Operators: ops, OnPending: func(r gate.Request) { g.pending <- r }})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return "", "", nil, err
+		return nil, err
 	}
-	srv := &http.Server{Handler: tang.NewServer(keys, nil), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: gt, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
-	return "http://" + ln.Addr().String(), thp, func() { srv.Close() }, nil
+	g.url, g.stop = "http://"+ln.Addr().String(), func() { srv.Close() }
+	return g, nil
 }
+
+var codeRE = regexp.MustCompile(`waiting for approval \(code ([A-Z0-9]{4}-[A-Z0-9]{4})\)`)
 
 // startBackend serves an HTTP echo: the request comes back as the body.
 func startBackend() (string, func(), error) {
@@ -371,19 +423,28 @@ func shorten(line string) string {
 
 // waitFor waits for an sd_notify message containing want.
 func (p *proxyProcess) waitFor(ctx context.Context, want string) error {
+	_, err := p.waitForMsg(ctx, want)
+	return err
+}
+
+// waitForMsg waits for an sd_notify message containing want and returns
+// its line that does.
+func (p *proxyProcess) waitForMsg(ctx context.Context, want string) (string, error) {
 	for {
 		select {
 		case m, ok := <-p.msgs:
 			if !ok {
-				return errors.New("notify socket closed")
+				return "", errors.New("notify socket closed")
 			}
-			if strings.Contains(m, want) {
-				return nil
+			for _, line := range strings.Split(m, "\n") {
+				if strings.Contains(line, want) {
+					return line, nil
+				}
 			}
 		case <-p.exited:
-			return fmt.Errorf("sealproxy exited (%v) before %s", p.err, want)
+			return "", fmt.Errorf("sealproxy exited (%v) before %s", p.err, want)
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s from sealproxy: %w", want, ctx.Err())
+			return "", fmt.Errorf("waiting for %s from sealproxy: %w", want, ctx.Err())
 		}
 	}
 }

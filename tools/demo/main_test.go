@@ -19,6 +19,8 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"no key file in the clear",
+		"waiting for approval (code ",
+		"the codes match, so the operator approves",
 		"msg=\"key unlocked\" key=web",
 		"5. GET https://demo.sealproxy.test/hello",
 		"<- echo from the backend: GET /hello",
