@@ -210,7 +210,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		}
 	}()
 
-	if cfg.Admin.Listen != "" {
+	if cfg.Admin.Listen != "" && !stopping {
 		ln, err := listen(cfg.Admin.Listen)
 		if err != nil {
 			stop("admin listener failed")

@@ -163,9 +163,6 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 	ctx, abandon := context.WithCancelCause(ctx)
 	defer abandon(nil)
 
-	// One approval session per start-up (or reload): a gate's operator
-	// approves this host's recoveries once, not key by key.
-	session := unlock.NewSession(hostLabel())
 	st.begin(len(todo))
 	var (
 		wg       sync.WaitGroup
@@ -186,7 +183,7 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 				mu.Unlock()
 				return
 			}
-			key, attempts, err := l.s.openWithRetry(ctx, cfg, k, session, st)
+			key, attempts, err := l.s.openWithRetry(ctx, cfg, k, st)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -245,7 +242,7 @@ func reason(ctx context.Context) error {
 
 // openWithRetry opens one key, retrying while its Tang servers are
 // unreachable, and logs and reports its progress.
-func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, session *unlock.Session, st *status) (vault.Key, int, error) {
+func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, st *status) (vault.Key, int, error) {
 	urls := tangURLs(cfg, k)
 	tangURL := strings.Join(urls, ",")
 	log := s.log.With("key", k.Name)
@@ -261,7 +258,12 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 		key, err := s.open(ctx, k.Source, &vault.Options{
 			BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys, Log: s.log,
 			Unlock: &unlock.Options{
-				Session: session,
+				// A session per key and attempt: unlock.Session counts
+				// the recoveries of one Decrypt, and a gate refuses (409)
+				// a second key announced under the same session. So an
+				// operator approves each key (with an sss JWE, all its
+				// shares at one gate at once), not the whole start-up.
+				Session: unlock.NewSession(hostLabel()),
 				// A gate holds the recovery for an operator: show the
 				// code to compare with the gate's, and keep waiting.
 				OnPending: func(p tang.Pending) {
