@@ -33,9 +33,9 @@ var errForced = errors.New("stopped by a second signal before the drain was over
 // service reports its start-pending progress through them. Nil fields
 // are ignored.
 type runHooks struct {
-	status  func(string) // one line while unlocking, reloading, stopping
-	ready   func()       // every key open, every listener bound
-	stopped func()       // stop requested: draining
+	status  func(string)              // one line while unlocking, reloading, stopping
+	ready   func()                    // every key open, every listener bound
+	stopped func(drain time.Duration) // stop requested: draining for up to drain
 }
 
 func (d *daemon) cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -85,7 +85,13 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	if sockets == nil {
 		sockets = systemdSockets
 	}
-	listen := listenFunc(sockets())
+	passed := sockets()
+	listen := listenFunc(passed)
+	for name := range passed {
+		if !usesSocket(cfg, name) {
+			log.Warn("systemd passed a socket no listener uses (listen = \"systemd:NAME\")", "name", name)
+		}
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -131,7 +137,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		log.Info("stopping: no new connections; draining", "why", why, "shutdown_timeout", cfg.ShutdownTimeout)
 		sd.stopping()
 		if hooks.stopped != nil {
-			hooks.stopped()
+			hooks.stopped(cfg.ShutdownTimeout)
 		}
 		stopGroup()
 	}

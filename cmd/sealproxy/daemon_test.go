@@ -529,13 +529,16 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer file.Close()
-	sockets := func() map[string][]*os.File { return map[string][]*os.File{"web": {file}} }
+	sockets := func() map[string][]*os.File { return map[string][]*os.File{"web": {file}, "spare": {file}} }
 
 	path := f.write(key("web") + f.listener("web", "systemd:web"))
 	n := listenNotify(t)
 	r := startDaemon(t, &daemon{sockets: sockets}, path)
 	n.expect(t, "READY=1")
 	f.roundTrip(ln.Addr().String(), "web", "activated")
+	if !strings.Contains(r.logs.String(), `msg="systemd passed a socket no listener uses (listen = \"systemd:NAME\")" name=spare`) {
+		t.Errorf("no warning about the unused socket:\n%s", r.logs.String())
+	}
 	r.cancel()
 	if err := r.wait(); err != nil {
 		t.Fatal(err)
@@ -545,7 +548,7 @@ func TestSocketActivation(t *testing.T) {
 	var stderr syncBuffer
 	err = (&daemon{sockets: sockets}).run(context.Background(), []string{"run", "--config", path}, nil, io.Discard, &stderr)
 	if code := cli.Report("sealproxy", err, &stderr); code != cli.ExitFailure ||
-		!strings.Contains(stderr.String(), `listen systemd:api: systemd passed no socket named "api" (FileDescriptorName=); it passed: web`) {
+		!strings.Contains(stderr.String(), `listen systemd:api: systemd passed no socket named "api" (FileDescriptorName=); it passed: spare, web`) {
 		t.Errorf("code %d, stderr:\n%s", code, stderr.String())
 	}
 }

@@ -247,8 +247,8 @@ func (h *serviceHandler) Execute(_ []string, r <-chan svc.ChangeRequest, changes
 		ready: func() {
 			report(svc.Status{State: svc.Running, Accepts: svc.AcceptStop | svc.AcceptShutdown})
 		},
-		stopped: func() {
-			report(svc.Status{State: svc.StopPending, WaitHint: uint32(2 * config.DefaultShutdownTimeout / time.Millisecond)})
+		stopped: func(drain time.Duration) {
+			report(svc.Status{State: svc.StopPending, WaitHint: uint32((drain + 10*time.Second) / time.Millisecond)})
 		},
 	}
 	done := make(chan error, 1)

@@ -77,6 +77,19 @@ func (n notifier) ping() { n.notify(sddaemon.SdNotifyWatchdog) }
 // processes do not see it.
 func systemdSockets() map[string][]*os.File { return activation.FilesWithNames() }
 
+// usesSocket reports whether cfg listens on the passed socket name.
+func usesSocket(cfg *config.Config, name string) bool {
+	if cfg.Admin.Listen == config.SystemdPrefix+name {
+		return true
+	}
+	for _, l := range cfg.Listeners {
+		if l.Listen == config.SystemdPrefix+name {
+			return true
+		}
+	}
+	return false
+}
+
 // listenFunc opens listen addresses: "systemd:NAME" takes the socket
 // systemd passed under that name, anything else is proxy.Listen. Each
 // call hands out a duplicate of the passed socket, so that a listener
