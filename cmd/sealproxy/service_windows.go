@@ -301,10 +301,10 @@ func (w *eventWriter) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 		line = strings.TrimSpace(line)
-		switch {
-		case strings.Contains(line, "level=ERROR"), strings.Contains(line, ": error: "):
+		switch eventLevel(line) {
+		case eventError:
 			_ = w.log.Error(1, line)
-		case strings.Contains(line, "level=WARN"), strings.Contains(line, ": hint: "):
+		case eventWarning:
 			_ = w.log.Warning(2, line)
 		default:
 			_ = w.log.Info(3, line)
