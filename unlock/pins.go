@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/awnumar/memguard"
 
@@ -45,15 +46,63 @@ type Options struct {
 	OnPending func(tang.Pending)
 }
 
-// Session names one start-up of one host to the gates it asks.
+// Session names one start-up of one host to the gates it asks. By
+// default each Decrypt is its own session; Prepare makes several JWEs
+// (all keys of one start-up) one session.
 type Session struct {
 	ID   string // random; NewSession makes one
 	Host string // a label for the operator, e.g. the host name
+
+	mu       sync.Mutex
+	prepared *session
 }
 
 // NewSession returns a session with a fresh random id.
 func NewSession(host string) *Session {
 	return &Session{ID: tang.NewSessionID(), Host: host}
+}
+
+// Prepare blinds every tang recovery of these JWEs now, so that each gate
+// is told how many keys the whole start-up sends it and one decision
+// approves them all; Decrypt of any of them with this session uses the
+// prepared recoveries (each once). Call Close when done.
+func (s *Session) Prepare(jwes ...[]byte) {
+	p := newSession(s.ID, s.Host, jwes...)
+	s.mu.Lock()
+	old := s.prepared
+	s.prepared = p
+	s.mu.Unlock()
+	if old != nil {
+		old.wipe()
+	}
+}
+
+// Codes returns the approval code of each gate (by URL) that the
+// prepared recoveries go to, to show before any of them is sent.
+func (s *Session) Codes() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.prepared == nil {
+		return nil
+	}
+	return maps.Clone(s.prepared.codes)
+}
+
+// Close wipes the prepared recoveries that no Decrypt used.
+func (s *Session) Close() {
+	s.mu.Lock()
+	p := s.prepared
+	s.prepared = nil
+	s.mu.Unlock()
+	if p != nil {
+		p.wipe()
+	}
+}
+
+func (s *Session) current() *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.prepared
 }
 
 func (o *Options) tang() *tang.Client {
@@ -107,8 +156,10 @@ func Encrypt(ctx context.Context, pin string, config []byte, plaintext []byte, o
 func Decrypt(ctx context.Context, data []byte, opts *Options) (*memguard.LockedBuffer, error) {
 	var s *session
 	if opts != nil && opts.Session != nil {
-		s = newSession(data, opts)
-		defer s.wipe()
+		if s = opts.Session.current(); s == nil {
+			s = newSession(opts.Session.ID, opts.Session.Host, data)
+			defer s.wipe()
+		}
 	}
 	return decrypt(ctx, data, opts, s)
 }
@@ -258,7 +309,7 @@ func recoverTang(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte
 		ro    = &tang.RecoverOptions{}
 	)
 	if s != nil {
-		url, blind, ro = s.recovery(j)
+		url, blind, ro = s.recovery(j, opts)
 	}
 	if blind == nil {
 		var err error

@@ -11,7 +11,8 @@ import (
 // keys to expect and the code covering all of them can be shown before
 // the first request is sent.
 type session struct {
-	opts   *Options
+	id     string
+	host   string
 	urls   map[string]string   // by the tang JWE's protected header: the gate's base URL
 	points map[string][][]byte // by gate URL
 	codes  map[string]string   // by gate URL
@@ -21,12 +22,14 @@ type session struct {
 	reported map[string]bool        // gate URL (and a mismatching code)
 }
 
-func newSession(data []byte, opts *Options) *session {
+func newSession(id, host string, jwes ...[]byte) *session {
 	s := &session{
-		opts: opts, blinds: map[string]*tang.Blind{}, urls: map[string]string{},
+		id: id, host: host, blinds: map[string]*tang.Blind{}, urls: map[string]string{},
 		points: map[string][][]byte{}, codes: map[string]string{}, reported: map[string]bool{},
 	}
-	s.walk(data)
+	for _, data := range jwes {
+		s.walk(data)
+	}
 	for url, pts := range s.points {
 		s.codes[url] = tang.ApprovalCode(pts...)
 	}
@@ -64,7 +67,7 @@ func (s *session) walk(data []byte) {
 // recovery hands the prepared blind of a tang JWE over to its caller,
 // who wipes it, with the session's options for its gate. The blind is nil
 // if it was not prepared, or was already taken or wiped.
-func (s *session) recovery(j *jwe) (string, *tang.Blind, *tang.RecoverOptions) {
+func (s *session) recovery(j *jwe, opts *Options) (string, *tang.Blind, *tang.RecoverOptions) {
 	s.mu.Lock()
 	blind := s.blinds[j.protected]
 	delete(s.blinds, j.protected)
@@ -74,11 +77,12 @@ func (s *session) recovery(j *jwe) (string, *tang.Blind, *tang.RecoverOptions) {
 	}
 	url := s.urls[j.protected]
 	ro := &tang.RecoverOptions{
-		Session: &tang.Session{ID: s.opts.Session.ID, Host: s.opts.Session.Host, Keys: len(s.points[url])},
+		Session: &tang.Session{ID: s.id, Host: s.host, Keys: len(s.points[url])},
 		Code:    s.codes[url],
 	}
-	if s.opts.OnPending != nil {
-		ro.OnPending = s.onPending
+	if opts != nil && opts.OnPending != nil {
+		report := opts.OnPending
+		ro.OnPending = func(p tang.Pending) { s.onPending(p, report) }
 	}
 	return url, blind, ro
 }
@@ -86,7 +90,7 @@ func (s *session) recovery(j *jwe) (string, *tang.Blind, *tang.RecoverOptions) {
 // onPending reports each gate's code once, however many of its
 // recoveries are held, and once more if the gate's code for the complete
 // session is not ours: someone else's point is in it.
-func (s *session) onPending(p tang.Pending) {
+func (s *session) onPending(p tang.Pending, report func(tang.Pending)) {
 	key := p.URL
 	if p.Arrived >= p.Keys && p.Gate != p.Code {
 		key += " " + p.Gate
@@ -96,7 +100,7 @@ func (s *session) onPending(p tang.Pending) {
 	s.reported[key] = true
 	s.mu.Unlock()
 	if !seen {
-		s.opts.OnPending(p)
+		report(p)
 	}
 }
 

@@ -519,3 +519,48 @@ func TestTokensNeverLogged(t *testing.T) {
 	}
 	mustContain(t, string(stored), `"token_sha256"`)
 }
+
+// TestPreparedSession: the keys of one start-up, in separate JWEs, are one
+// session once prepared together: the code is known before anything is
+// sent, and one approval opens them all.
+func TestPreparedSession(t *testing.T) {
+	f := newFixture(t, nil)
+	a, b := []byte("key one"), []byte("key two")
+	ja, jb := seal(t, "tang", f.Config(), a), seal(t, "tang", f.Config(), b)
+	sess := unlock.NewSession("proxy-1")
+	sess.Prepare(ja, jb)
+	defer sess.Close()
+	code := sess.Codes()[f.URL]
+	if code == "" {
+		t.Fatalf("Codes() = %v, want a code for %s", sess.Codes(), f.URL)
+	}
+	doneA, pendingA := decryptAsync(testCtx(t), ja, &unlock.Options{Session: sess})
+	doneB, pendingB := decryptAsync(testCtx(t), jb, &unlock.Options{Session: sess})
+	req := f.next(t)
+	if req.Code != code || req.Keys != 2 || req.Host != "proxy-1" {
+		t.Fatalf("request %+v, want the prepared code %s for 2 keys", req, code)
+	}
+	// The session reports the gate once, through whichever Decrypt's
+	// request was held first.
+	var p tang.Pending
+	select {
+	case p = <-pendingA:
+	case p = <-pendingB:
+	case <-testCtx(t).Done():
+		t.Fatal("no pending report")
+	}
+	if p.Code != code {
+		t.Fatalf("client reports %s, want %s", p.Code, code)
+	}
+	if _, err := f.Operator(f.Token).Approve(testCtx(t), code); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		done <-chan result
+		want []byte
+	}{{doneA, a}, {doneB, b}} {
+		if r := wait(t, c.done); r.err != nil || !bytes.Equal(r.plain, c.want) {
+			t.Fatalf("Decrypt: %q, %v", r.plain, r.err)
+		}
+	}
+}
