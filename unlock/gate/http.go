@@ -439,18 +439,5 @@ func mustJSON(v any) []byte {
 }
 
 func (g *Gate) reply(w http.ResponseWriter, r *http.Request, status int, ctype string, body []byte, attrs ...slog.Attr) {
-	if ctype != "" {
-		w.Header().Set("Content-Type", ctype)
-	}
-	w.WriteHeader(status)
-	w.Write(body)
-	level := slog.LevelInfo
-	if status >= 400 {
-		level = slog.LevelWarn
-	}
-	attrs = append([]slog.Attr{
-		slog.String("method", r.Method), slog.String("path", r.URL.Path),
-		slog.Int("status", status), slog.String("remote", r.RemoteAddr),
-	}, attrs...)
-	g.log.LogAttrs(r.Context(), level, "gate request", attrs...)
+	tang.Reply(g.log, "gate request", w, r, status, ctype, body, attrs...)
 }

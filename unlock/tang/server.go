@@ -107,6 +107,13 @@ func (s *Server) current(r *http.Request) (*Keys, error) {
 }
 
 func (s *Server) reply(w http.ResponseWriter, r *http.Request, status int, ctype string, body []byte, attrs ...slog.Attr) {
+	Reply(s.log, "tang request", w, r, status, ctype, body, attrs...)
+}
+
+// Reply writes an answer and logs it as msg with the request's method,
+// path, status and remote address (and attrs). Shared with the gate, so
+// both log requests alike; callers never pass secrets in attrs.
+func Reply(log *slog.Logger, msg string, w http.ResponseWriter, r *http.Request, status int, ctype string, body []byte, attrs ...slog.Attr) {
 	if ctype != "" {
 		w.Header().Set("Content-Type", ctype)
 	}
@@ -120,5 +127,5 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, status int, ctype
 		slog.String("method", r.Method), slog.String("path", r.URL.Path),
 		slog.Int("status", status), slog.String("remote", r.RemoteAddr),
 	}, attrs...)
-	s.log.LogAttrs(r.Context(), level, "tang request", attrs...)
+	log.LogAttrs(r.Context(), level, msg, attrs...)
 }
