@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -106,10 +107,9 @@ func usedKeys(cfg *config.Config) []*config.Key {
 	return out
 }
 
-// tangURLs lists the Tang servers a sealed key's JWE names, for logs and
-// status lines; empty for other keys or a file that does not parse (the
-// recovery reports that).
-func tangURLs(cfg *config.Config, k *config.Key) []string {
+// sealedJWE reads a sealed key's JWE (the bytes vault opens), or nil for
+// other keys and a file that cannot be read (the recovery reports that).
+func sealedJWE(cfg *config.Config, k *config.Key) []byte {
 	path, ok := strings.CutPrefix(k.Source, "sealed:")
 	if !ok {
 		return nil
@@ -118,6 +118,22 @@ func tangURLs(cfg *config.Config, k *config.Key) []string {
 	if err != nil {
 		return nil
 	}
+	return data
+}
+
+// tangURLs lists the Tang servers a sealed key's JWE names, for logs and
+// status lines; empty for other keys or a file that does not parse (the
+// recovery reports that).
+func tangURLs(cfg *config.Config, k *config.Key) []string {
+	data := sealedJWE(cfg, k)
+	if data == nil {
+		return nil
+	}
+	return jweURLs(data)
+}
+
+// jweURLs lists the Tang servers a JWE names, in order, once each.
+func jweURLs(data []byte) []string {
 	n, err := unlock.Inspect(data)
 	if err != nil {
 		return nil
@@ -164,6 +180,8 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 	defer abandon(nil)
 
 	st.begin(len(todo))
+	sh := l.s.prepare(cfg, todo, st)
+	defer sh.sess.Close() // after wg.Wait: wipes the recoveries no key used
 	var (
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, maxConcurrentOpens)
@@ -174,16 +192,30 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-				defer func() { <-sem }()
-			case <-ctx.Done():
-				mu.Lock()
-				failures[k.Name] = KeyFailure{Key: k.Name, Err: reason(ctx)}
-				mu.Unlock()
-				return
+			// The sealed keys of the shared session do not take a slot:
+			// a gate approves the session only once every key announced
+			// to it arrived, so a key waiting for a slot behind keys held
+			// for that approval would hold them all until the timeout.
+			// The bound is about locked memory, which a recovery
+			// allocates (CEK, plaintext) once answered, not while held;
+			// start-up's vault.Harden checks RLIMIT_MEMLOCK for every
+			// sealed key's transient buffers at once
+			// (MemlockNeed(sealed)), and each open checks it again. The
+			// other keys (pkcs11, winstore, file) keep the bound. Their
+			// retries do not take a slot either: each is a separate
+			// approval (see openWithRetry).
+			if !sh.prepared[k.Name] {
+				select {
+				case sem <- struct{}{}:
+					defer func() { <-sem }()
+				case <-ctx.Done():
+					mu.Lock()
+					failures[k.Name] = KeyFailure{Key: k.Name, Err: reason(ctx)}
+					mu.Unlock()
+					return
+				}
 			}
-			key, attempts, err := l.s.openWithRetry(ctx, cfg, k, st)
+			key, attempts, err := l.s.openWithRetry(ctx, cfg, k, st, sh)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -228,6 +260,77 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 	return ue
 }
 
+// shared is the approval session of one start-up (or of the new keys of a
+// reload): the first attempt of every sealed key recovers under it, so an
+// operator approves the whole start-up once per gate.
+type shared struct {
+	sess     *unlock.Session
+	prepared map[string]bool     // the keys whose first attempt uses sess
+	gateKeys map[string][]string // by Tang URL: the keys whose recoveries go there
+	codes    map[string]string   // by Tang URL: the session's code there
+	start    time.Time
+	log      *slog.Logger
+	st       *status
+}
+
+// prepare reads the JWEs of the sealed keys in todo and blinds all their
+// recoveries under one session, so that each gate is told how many keys
+// the start-up sends it and shows the one code that covers them all. It
+// marks those keys as unlocking in st before any of them is sent, so that
+// a gate's report is not overwritten by a key that starts later.
+func (s *keyStore) prepare(cfg *config.Config, todo []*config.Key, st *status) *shared {
+	sh := &shared{
+		sess: unlock.NewSession(hostLabel()), prepared: map[string]bool{},
+		gateKeys: map[string][]string{}, start: time.Now(), log: s.log, st: st,
+	}
+	var jwes [][]byte
+	for _, k := range todo {
+		data := sealedJWE(cfg, k)
+		if data == nil {
+			continue
+		}
+		jwes = append(jwes, data)
+		sh.prepared[k.Name] = true
+		urls := jweURLs(data)
+		for _, u := range urls {
+			if b, err := tang.BaseURL(u); err == nil {
+				u = b // as the session and the client name it
+			}
+			if !slices.Contains(sh.gateKeys[u], k.Name) {
+				sh.gateKeys[u] = append(sh.gateKeys[u], k.Name)
+			}
+		}
+		st.set(k.Name, "unlocking at "+orLocal(strings.Join(urls, ",")))
+	}
+	sh.sess.Prepare(jwes...)
+	sh.codes = sh.sess.Codes()
+	return sh
+}
+
+// pending reports a gate holding the session's recoveries: once per gate
+// (unlock.Session reports each gate once), naming every key waiting there
+// with the one code that covers them.
+func (sh *shared) pending(key string, p tang.Pending) {
+	code := p.Code
+	if c, ok := sh.codes[p.URL]; ok {
+		code = c
+	}
+	names := sh.gateKeys[p.URL]
+	if len(names) == 0 {
+		names = []string{key}
+	}
+	log := sh.log.With("key", strings.Join(names, ","), "tang_url", p.URL)
+	if p.Gate != "" && p.Gate != code && p.Arrived >= p.Keys {
+		log.Error("the gate shows another code for this start-up: a recovery that is not ours is in the session; it must not be approved",
+			"code", code, "gate_code", p.Gate)
+		return
+	}
+	log.Warn("waiting for approval", "code", code, "waited", time.Since(sh.start).Round(time.Second))
+	for _, n := range names {
+		sh.st.pending(n, p.URL, code)
+	}
+}
+
 // reason is why ctx ended, as a key's failure: the timeout, or another
 // key's failure, or the caller's cancellation.
 func reason(ctx context.Context) error {
@@ -241,8 +344,12 @@ func reason(ctx context.Context) error {
 }
 
 // openWithRetry opens one key, retrying while its Tang servers are
-// unreachable, and logs and reports its progress.
-func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, st *status) (vault.Key, int, error) {
+// unreachable, and logs and reports its progress. A key sh prepared
+// recovers under sh's session the first time. A retry cannot: the
+// session's blinded points were sent, and a gate answers each once, so
+// it gets a session of its own (a new code for the operator, approved
+// for this key alone).
+func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, st *status, sh *shared) (vault.Key, int, error) {
 	urls := tangURLs(cfg, k)
 	tangURL := strings.Join(urls, ",")
 	log := s.log.With("key", k.Name)
@@ -251,27 +358,29 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 	}
 	start := time.Now()
 	log.Info("unlocking key")
-	st.set(k.Name, "unlocking at "+orLocal(tangURL))
+	if !sh.prepared[k.Name] { // else prepare reported it
+		st.set(k.Name, "unlocking at "+orLocal(tangURL))
+	}
 	backoff := cfg.Unlock.RetryBackoff
 	var last error // the last failure of a finished attempt
 	for attempt := 1; ; attempt++ {
+		uo := &unlock.Options{
+			Session: unlock.NewSession(hostLabel()),
+			// A gate holds the recovery for an operator: show the
+			// code to compare with the gate's, and keep waiting.
+			OnPending: func(p tang.Pending) {
+				log.Warn("waiting for approval", "code", p.Code,
+					"waited", time.Since(start).Round(time.Second))
+				st.pending(k.Name, p.URL, p.Code)
+			},
+		}
+		if attempt == 1 && sh.prepared[k.Name] {
+			uo.Session = sh.sess
+			uo.OnPending = func(p tang.Pending) { sh.pending(k.Name, p) }
+		}
 		key, err := s.open(ctx, k.Source, &vault.Options{
 			BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys, Log: s.log,
-			Unlock: &unlock.Options{
-				// A session per key and attempt: unlock.Session counts
-				// the recoveries of one Decrypt, and a gate refuses (409)
-				// a second key announced under the same session. So an
-				// operator approves each key (with an sss JWE, all its
-				// shares at one gate at once), not the whole start-up.
-				Session: unlock.NewSession(hostLabel()),
-				// A gate holds the recovery for an operator: show the
-				// code to compare with the gate's, and keep waiting.
-				OnPending: func(p tang.Pending) {
-					log.Warn("waiting for approval", "code", p.Code,
-						"waited", time.Since(start).Round(time.Second))
-					st.pending(k.Name, p.URL, p.Code)
-				},
-			},
+			Unlock: uo,
 		})
 		if err == nil {
 			took := time.Since(start).Round(time.Millisecond)
@@ -358,9 +467,18 @@ func (st *status) set(key, state string) {
 	st.publish()
 }
 
-// pending reports a recovery held at a gate for an operator's approval.
+// pending reports a recovery held at a gate for an operator's approval,
+// for a key not open yet.
 func (st *status) pending(key, url, code string) {
-	st.set(key, fmt.Sprintf("waiting for approval (code %s) at %s", code, url))
+	st.mu.Lock()
+	_, unlocking := st.keys[key]
+	if unlocking {
+		st.keys[key] = fmt.Sprintf("waiting for approval (code %s) at %s", code, url)
+	}
+	st.mu.Unlock()
+	if unlocking {
+		st.publish()
+	}
 }
 
 func (st *status) done(key string) {
