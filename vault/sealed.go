@@ -29,9 +29,9 @@ func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
 	if err := checkMemlock(MemlockNeed(1)); err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", r, err)
 	}
-	data, err := readLimited(opts.path(r.Path), maxJWE)
+	data, err := readSealed(r, opts)
 	if err != nil {
-		return nil, fmt.Errorf("reading sealed key %s: %w", r, err)
+		return nil, err
 	}
 	var uo *unlock.Options
 	if opts != nil {
@@ -50,6 +50,27 @@ func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
 		return nil, fmt.Errorf("sealed key %s: %w", r, err)
 	}
 	return k.asKey(), nil
+}
+
+// ReadSealed returns the JWE that a sealed: reference names, read as Open
+// reads it (relative to opts.BaseDir, at most 1 MiB), so a caller can
+// prepare its recovery (an approval session) or show its Tang servers.
+// ok is false for references of other kinds.
+func ReadSealed(ref string, opts *Options) (data []byte, ok bool, err error) {
+	r, err := ParseRef(ref)
+	if err != nil || r.Scheme != "sealed" {
+		return nil, false, err
+	}
+	data, err = readSealed(r, opts)
+	return data, true, err
+}
+
+func readSealed(r Ref, opts *Options) ([]byte, error) {
+	data, err := readLimited(opts.path(r.Path), maxJWE)
+	if err != nil {
+		return nil, fmt.Errorf("reading sealed key %s: %w", r, err)
+	}
+	return data, nil
 }
 
 func readLimited(path string, limit int64) ([]byte, error) {

@@ -110,12 +110,8 @@ func usedKeys(cfg *config.Config) []*config.Key {
 // sealedJWE reads a sealed key's JWE (the bytes vault opens), or nil for
 // other keys and a file that cannot be read (the recovery reports that).
 func sealedJWE(cfg *config.Config, k *config.Key) []byte {
-	path, ok := strings.CutPrefix(k.Source, "sealed:")
-	if !ok {
-		return nil
-	}
-	data, err := readLimited(cfg.Resolve(path), 1<<20)
-	if err != nil {
+	data, ok, err := vault.ReadSealed(k.Source, &vault.Options{BaseDir: cfg.Dir})
+	if !ok || err != nil {
 		return nil
 	}
 	return data

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"time"
 
 	"github.com/sealproxy/sealproxy/unlock/tang"
@@ -116,7 +115,7 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, op 
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("gate %s: %s: %w: %v", base, op, ErrGateUnreachable, unwrapURLError(err))
+		return fmt.Errorf("gate %s: %s: %w: %v", base, op, ErrGateUnreachable, tang.UnwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxOperatorResponse))
@@ -137,16 +136,4 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, op 
 		return fmt.Errorf("gate %s: %s: the answer is not the operator API's JSON: %v", base, op, err)
 	}
 	return nil
-}
-
-// unwrapURLError drops the *url.Error wrapper, whose text repeats the URL.
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		if ue.Timeout() {
-			return errors.New("timed out")
-		}
-		return ue.Err
-	}
-	return err
 }

@@ -274,7 +274,7 @@ func (c *Client) doWith(ctx context.Context, method, target string, body []byte,
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", ErrUnreachable, unwrapURLError(err))
+		return nil, 0, fmt.Errorf("%w: %v", ErrUnreachable, UnwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
@@ -305,9 +305,9 @@ func (c *Client) doWith(ctx context.Context, method, target string, body []byte,
 	return data, resp.StatusCode, nil
 }
 
-// unwrapURLError drops the *url.Error wrapper, whose text repeats the URL
-// that our Error already names.
-func unwrapURLError(err error) error {
+// UnwrapURLError drops the *url.Error wrapper of a transport failure,
+// whose text repeats the URL that our errors already name.
+func UnwrapURLError(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		if ue.Timeout() {
