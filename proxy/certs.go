@@ -196,13 +196,34 @@ func (r *AllowRules) VerifyConnection() func(tls.ConnectionState) error {
 	return verifyClient(r, nil)
 }
 
+// matchDNS compares DNS names in ASCII case only (RFC 4343): Unicode
+// folding would let "\u212a" (Kelvin sign) stand for "k", and a client
+// reach a name the pattern does not name.
 func matchDNS(pattern, name string) bool {
-	pattern, name = strings.ToLower(pattern), strings.ToLower(name)
 	if rest, ok := strings.CutPrefix(pattern, "*."); ok {
 		_, nameRest, ok := strings.Cut(name, ".")
-		return ok && nameRest == rest
+		return ok && equalFoldASCII(nameRest, rest)
 	}
-	return pattern == name
+	return equalFoldASCII(pattern, name)
+}
+
+func equalFoldASCII(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 func matchURI(pattern string, u *url.URL) bool {
