@@ -29,32 +29,48 @@ func readConnect(c *conn, tc *tls.Conn) (dest string, early []byte, err error) {
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
 	var req []byte
-	end := -1
-	for end < 0 {
+	for {
 		n, err := tc.Read(*bp)
 		req = append(req, (*bp)[:n]...)
-		end = bytes.Index(req, []byte("\r\n\r\n"))
-		if end < 0 && (err != nil || len(req) > maxConnectRequest) {
+		if bytes.Contains(req, []byte("\r\n\r\n")) {
+			break
+		}
+		if err != nil || len(req) > maxConnectRequest {
 			reply("400 Bad Request")
 			return "", nil, fmt.Errorf("reading CONNECT request: cut or longer than %d bytes", maxConnectRequest)
 		}
+	}
+	dest, early, status, err := parseConnect(c.cfg.ConnectAllow, req)
+	if err != nil {
+		reply(status)
+		return "", nil, err
+	}
+	c.backendName = dest
+	return dest, early, nil
+}
+
+// parseConnect parses a CONNECT request, req holding at least its request
+// line and header block up to the empty line, and checks the destination
+// against the allow-list. early is what follows the header block (nil if
+// nothing does); on failure status is the HTTP status to refuse it with.
+func parseConnect(allow []string, req []byte) (dest string, early []byte, status string, err error) {
+	end := bytes.Index(req, []byte("\r\n\r\n"))
+	if end < 0 {
+		return "", nil, "400 Bad Request", errors.New("reading CONNECT request: no end of header")
 	}
 	line, _, _ := bytes.Cut(req[:end], []byte("\r\n"))
 	method, rest, _ := strings.Cut(string(line), " ")
 	target, proto, _ := strings.Cut(rest, " ")
 	if method != "CONNECT" || !strings.HasPrefix(proto, "HTTP/1.") {
-		reply("405 Method Not Allowed")
-		return "", nil, errors.New("not a CONNECT request")
+		return "", nil, "405 Method Not Allowed", errors.New("not a CONNECT request")
 	}
-	if !connectAllowed(c.cfg.ConnectAllow, target) {
-		reply("403 Forbidden")
-		return "", nil, fmt.Errorf("CONNECT to %q is not allowed", target)
+	if !connectAllowed(allow, target) {
+		return "", nil, "403 Forbidden", fmt.Errorf("CONNECT to %q is not allowed", target)
 	}
-	c.backendName = target
 	if rest := req[end+4:]; len(rest) > 0 {
 		early = rest
 	}
-	return target, early, nil
+	return target, early, "", nil
 }
 
 // connectAllowed matches host:port against patterns host:port where the
