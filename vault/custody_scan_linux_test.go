@@ -142,6 +142,7 @@ func keyNeedles(t *testing.T, k crypto.Signer, pems ...[]byte) []needle {
 	}
 	switch k := k.(type) {
 	case *ecdsa.PrivateKey:
+		//lint:ignore SA1019 the scan looks for the raw scalar itself
 		num("scalar", k.D, (k.Curve.Params().N.BitLen()+7)/8)
 		der, err := x509.MarshalECPrivateKey(k)
 		if err != nil {

@@ -2,7 +2,6 @@ package vault
 
 import (
 	"errors"
-	"fmt"
 	"os"
 
 	"github.com/awnumar/memguard"
@@ -54,13 +53,6 @@ func MemlockNeed(keys int) int {
 func memguardReserve() int { return 8 * pageSize() }
 
 func pageSize() int { return os.Getpagesize() }
-
-func memlockError(limit uint64, need int) error {
-	return fmt.Errorf("%w: RLIMIT_MEMLOCK is %d bytes and the vault needs about %d: raise it (systemd unit: LimitMEMLOCK=%d or more; shell: ulimit -l %d)",
-		ErrMemlock, limit, need, roundKiB(need)*1024, roundKiB(need))
-}
-
-func roundKiB(n int) int { return (n + 1023) / 1024 }
 
 // Purge wipes every secret the vault holds (memguard's key and all locked
 // buffers, including the scratch arena) and is the last thing a daemon

@@ -30,3 +30,11 @@ func checkMemlock(need int) error {
 	}
 	return memlockError(lim.Cur, need)
 }
+
+// memlockError names the limit, the need and the fix.
+func memlockError(limit uint64, need int) error {
+	return fmt.Errorf("%w: RLIMIT_MEMLOCK is %d bytes and the vault needs about %d: raise it (systemd unit: LimitMEMLOCK=%d or more; shell: ulimit -l %d)",
+		ErrMemlock, limit, need, roundKiB(need)*1024, roundKiB(need))
+}
+
+func roundKiB(n int) int { return (n + 1023) / 1024 }

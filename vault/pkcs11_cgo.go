@@ -3,6 +3,7 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -15,6 +16,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -302,6 +304,7 @@ type tokenRSAKey struct{ *tokenKey }
 // is off in crypto/tls by default and should stay off.
 func (k tokenRSAKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.DecrypterOpts) ([]byte, error) {
 	d := k.signer.(crypto.Decrypter)
+	//lint:ignore SA1019 crypto/tls asks for PKCS #1 v1.5 decryption in TLS 1.2 RSA key exchange; this answers it without a padding oracle.
 	if o, ok := opts.(*rsa.PKCS1v15DecryptOptions); ok && o.SessionKeyLen > 0 {
 		if random == nil {
 			random = rand.Reader
@@ -310,7 +313,7 @@ func (k tokenRSAKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.De
 		if _, err := io.ReadFull(random, key); err != nil {
 			return nil, fmt.Errorf("decrypting with key %s: %w", k.name, err)
 		}
-		pt, err := d.Decrypt(random, ciphertext, &rsa.PKCS1v15DecryptOptions{})
+		pt, err := d.Decrypt(random, ciphertext, &rsa.PKCS1v15DecryptOptions{}) //lint:ignore SA1019 see above
 		ok := err == nil && len(pt) == len(key)
 		if ok {
 			subtle.ConstantTimeCopy(1, key, pt)
@@ -323,4 +326,28 @@ func (k tokenRSAKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.De
 		return nil, fmt.Errorf("decrypting with key %s: %w", k.name, err)
 	}
 	return pt, nil
+}
+
+// pin (only a cgo build opens tokens) returns the PIN from pin-value or the pin-source file (its first
+// line), or nil when the reference gives none. The caller wipes it.
+func (u *PKCS11URI) pin(baseDir func(string) string) ([]byte, error) {
+	if u.hasPin {
+		return bytes.Clone(u.pinValue), nil
+	}
+	if u.PinSource == "" {
+		return nil, nil
+	}
+	path, ok := strings.CutPrefix(u.PinSource, "file:")
+	if !ok {
+		return nil, fmt.Errorf("pin-source must be file:PATH")
+	}
+	path = strings.TrimPrefix(path, "//") // file:///x as well as file:/x
+	data, err := readLimited(baseDir(path), 4096)
+	if err != nil {
+		return nil, fmt.Errorf("reading pin-source: %w", err)
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	pin := bytes.Clone(bytes.TrimRight(line, "\r"))
+	clear(data)
+	return pin, nil
 }

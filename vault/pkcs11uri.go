@@ -1,7 +1,6 @@
 package vault
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -234,27 +233,3 @@ func (u *PKCS11URI) GoString() string { return u.String() }
 
 // LogValue logs the redacted form.
 func (u *PKCS11URI) LogValue() slog.Value { return slog.StringValue(u.String()) }
-
-// pin returns the PIN from pin-value or the pin-source file (its first
-// line), or nil when the reference gives none. The caller wipes it.
-func (u *PKCS11URI) pin(baseDir func(string) string) ([]byte, error) {
-	if u.hasPin {
-		return bytes.Clone(u.pinValue), nil
-	}
-	if u.PinSource == "" {
-		return nil, nil
-	}
-	path, ok := strings.CutPrefix(u.PinSource, "file:")
-	if !ok {
-		return nil, fmt.Errorf("pin-source must be file:PATH")
-	}
-	path = strings.TrimPrefix(path, "//") // file:///x as well as file:/x
-	data, err := readLimited(baseDir(path), 4096)
-	if err != nil {
-		return nil, fmt.Errorf("reading pin-source: %w", err)
-	}
-	line, _, _ := bytes.Cut(data, []byte("\n"))
-	pin := bytes.Clone(bytes.TrimRight(line, "\r"))
-	clear(data)
-	return pin, nil
-}

@@ -102,7 +102,8 @@ func (c *client) open(ctx context.Context) (*tls.Conn, error) {
 	t := nc.(*tls.Conn)
 	_ = t.SetDeadline(time.Now().Add(c.timeout))
 	var b [1]byte
-	if _, err := t.Write([]byte{cmdEcho, 'x'}); err == nil {
+	_, err = t.Write([]byte{cmdEcho, 'x'})
+	if err == nil {
 		_, err = io.ReadFull(t, b[:])
 	}
 	if err != nil {

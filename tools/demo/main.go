@@ -17,6 +17,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -37,7 +38,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -342,7 +342,8 @@ func writePKI(dir string) ([]byte, error) {
 func build(ctx context.Context, dir string) (string, error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		// Not on PATH: `go run` may have been called by its full path.
+		goTool = filepath.Join(cmp.Or(os.Getenv("GOROOT"), "/usr/local/go"), "bin", "go")
 	}
 	bin := filepath.Join(dir, "sealproxy")
 	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/sealproxy/sealproxy/cmd/sealproxy")

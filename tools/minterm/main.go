@@ -13,12 +13,12 @@ import (
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintf(os.Stderr, "minterm: error: %v\n", err)
-		os.Exit(1)
-	}
+	err := run(os.Args[1:])
+	fmt.Fprintf(os.Stderr, "minterm: error: %v\n", err)
+	os.Exit(1)
 }
 
+// run serves until accepting fails; it returns only with an error.
 func run(args []string) error {
 	fs := flag.NewFlagSet("minterm", flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:8443", "TLS address to listen on")
