@@ -9,6 +9,7 @@ require (
 	github.com/awnumar/memguard v0.23.0
 	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/google/certtostore v1.0.7
+	github.com/landlock-lsm/go-landlock v0.11.0
 	github.com/miekg/pkcs11 v1.0.3-0.20190429190417-a667d056470f
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rogpeppe/go-internal v1.16.0
@@ -32,4 +33,5 @@ require (
 	github.com/thales-e-security/pool v0.0.2 // indirect
 	golang.org/x/tools v0.26.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
+	kernel.org/pub/linux/libs/security/libcap/psx v1.2.77 // indirect
 )

@@ -48,6 +48,9 @@ const (
 	// Tang server again; each retry doubles it up to DefaultRetryBackoffMax.
 	DefaultRetryBackoff    = time.Second
 	DefaultRetryBackoffMax = 30 * time.Second
+
+	// DefaultLandlock confines where the kernel can.
+	DefaultLandlock = "best-effort"
 )
 
 // SystemdPrefix marks a listen address that names a socket systemd
@@ -72,6 +75,18 @@ type Config struct {
 	Listeners []Listener `toml:"listener"`
 	Admin     Admin      `toml:"admin"`
 	Unlock    Unlock     `toml:"unlock"`
+	Sandbox   Sandbox    `toml:"sandbox"`
+}
+
+// Sandbox confines `sealproxy run` once it has started (docs/sandboxing.md).
+type Sandbox struct {
+	// Landlock is best-effort (default: confine where the kernel has
+	// Landlock), off, or required (refuse to run unconfined).
+	Landlock string `toml:"landlock"`
+	// Read and Write are more paths the sandbox allows, for what the
+	// configuration does not name (a PKCS#11 module's own files).
+	Read  []string `toml:"read"`
+	Write []string `toml:"write"`
 }
 
 // Unlock tunes the recovery of sealed: keys.

@@ -30,6 +30,9 @@ func TestExampleFromIssue(t *testing.T) {
 	if cfg.Admin.Listen != "127.0.0.1:9090" {
 		t.Errorf("admin = %+v", cfg.Admin)
 	}
+	if cfg.Sandbox.Landlock != DefaultLandlock {
+		t.Errorf("sandbox.landlock = %q, want the default %q", cfg.Sandbox.Landlock, DefaultLandlock)
+	}
 }
 
 const base = `[[key]]
@@ -53,6 +56,8 @@ func TestErrors(t *testing.T) {
 	}{
 		{"unknown top-level key", base + "bogus = 1\n", []string{"c.toml:12: listener[0].bogus: unknown setting"}},
 		{"unknown key in table", base + "[admin]\nlisten = \"127.0.0.1:1\"\nport = 3\n", []string{"c.toml:14: admin.port: unknown setting"}},
+		{"sandbox mode", base + "[sandbox]\nlandlock = \"on\"\n", []string{"c.toml:13: sandbox.landlock: unknown mode \"on\" (want best-effort, off or required)"}},
+		{"sandbox key", base + "[sandbox]\nlandlok = \"off\"\n", []string{"c.toml:13: sandbox.landlok: unknown setting"}},
 		{"unknown table", base + "[listener.tlss]\nmin_version = \"1.2\"\n", []string{"c.toml:12: listener[0].tlss: unknown setting"}},
 		{"unknown key second listener", base + "\n[[listener]]\nname = \"b\"\nlisten = \"127.0.0.1:1\"\nmode = \"offload\"\nkeys = [\"web\"]\nbackend = \"x:1\"\nbakend = \"y:1\"\n",
 			[]string{"c.toml:19: listener[1].bakend: unknown setting"}},
@@ -121,6 +126,9 @@ func TestFullConfig(t *testing.T) {
 	}
 	if !cfg.Admin.Reload {
 		t.Error("admin.reload not read")
+	}
+	if s := cfg.Sandbox; s.Landlock != "best-effort" || len(s.Read) != 1 || len(s.Write) != 1 {
+		t.Errorf("sandbox = %+v", s)
 	}
 }
 

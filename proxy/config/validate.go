@@ -32,6 +32,7 @@ func (v *validator) validate(c *Config) {
 		c.ShutdownTimeout = DefaultShutdownTimeout
 	}
 	v.unlock(&c.Unlock)
+	v.sandbox(&c.Sandbox)
 	keys := map[string]bool{}
 	for i := range c.Keys {
 		k := &c.Keys[i]
@@ -313,6 +314,24 @@ func (v *validator) unlock(u *Unlock) {
 	}
 	if u.RetryBackoffMax < u.RetryBackoff {
 		v.errorf("unlock.retry_backoff_max", "%v is below retry_backoff %v", u.RetryBackoffMax, u.RetryBackoff)
+	}
+}
+
+func (v *validator) sandbox(s *Sandbox) {
+	if s.Landlock == "" {
+		s.Landlock = DefaultLandlock
+	} else if !oneOf(s.Landlock, "best-effort", "off", "required") {
+		v.errorf("sandbox.landlock", "unknown mode %q (want best-effort, off or required)", s.Landlock)
+	}
+	for _, list := range []struct {
+		name  string
+		paths []string
+	}{{"sandbox.read", s.Read}, {"sandbox.write", s.Write}} {
+		for _, p := range list.paths {
+			if p == "" {
+				v.errorf(list.name, "empty path")
+			}
+		}
 	}
 }
 
