@@ -6,10 +6,18 @@ import (
 	"errors"
 	"net"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // canPeek reports that readableNow really looks at the socket.
 const canPeek = true
+
+// The readiness checks poll the socket rather than peek at it (recv with
+// MSG_PEEK): a peek at a socket the peer reset returns ECONNRESET and
+// clears it, so the Read that follows saw a clean EOF, and a reset was
+// relayed, logged and counted as a close. poll leaves a pending error for
+// the Read.
 
 // waitReadable blocks until c has data (or EOF or an error) to read,
 // without reading it, so that no copy buffer is held while a connection
@@ -24,12 +32,7 @@ func waitReadable(c net.Conn) error {
 	if err != nil {
 		return nil
 	}
-	var b [1]byte
-	err = rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		return !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.EINTR)
-	})
-	return err
+	return rc.Read(func(fd uintptr) bool { return pollNow(fd) })
 }
 
 // readableNow reports, without blocking, whether c has data (or EOF or
@@ -44,10 +47,17 @@ func readableNow(c net.Conn) bool {
 		return true
 	}
 	ready := true
-	var b [1]byte
-	_ = rc.Control(func(fd uintptr) {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		ready = !errors.Is(err, syscall.EAGAIN)
-	})
+	_ = rc.Control(func(fd uintptr) { ready = pollNow(fd) })
 	return ready
+}
+
+// pollNow reports whether a read of fd would not block: data, EOF or a
+// pending error. A failed poll says yes: the Read then reports it.
+func pollNow(fd uintptr) bool {
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	if errors.Is(err, unix.EINTR) {
+		return false
+	}
+	return err != nil || n > 0
 }
