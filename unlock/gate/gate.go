@@ -24,6 +24,11 @@ const (
 	DefaultDeniedTTL           = time.Hour
 	DefaultMaxPendingPerSource = 8
 	DefaultMaxPending          = 1024
+	// A held POST /rec costs a connection and a goroutine until its hold
+	// ends; past these bounds a pending recovery is answered 202 at once
+	// (the client asks again), so a flood of polls cannot pin resources.
+	DefaultMaxHeldPerSource = 32
+	DefaultMaxHeld          = 4096
 )
 
 var (
@@ -70,6 +75,11 @@ type Config struct {
 	MaxPendingPerSource int
 	// MaxPending bounds all undecided requests.
 	MaxPending int
+	// MaxHeldPerSource and MaxHeld bound the POST /rec requests held
+	// open at once (of one source IP, and in all); past them a pending
+	// recovery is answered 202 without waiting.
+	MaxHeldPerSource int
+	MaxHeld          int
 	// OnPending is called (without locks held) when a request becomes
 	// ready for a decision: a single recovery, or a session whose keys
 	// all arrived.
@@ -143,6 +153,28 @@ type Gate struct {
 	mu       sync.Mutex
 	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
 	ruleUses [][]time.Time       // approvals by each rule with a Max, within its Per
+	held     map[string]int      // POST /rec requests held open, by source
+	heldAll  int
+}
+
+// hold counts a POST /rec about to be held open, if the bounds allow it;
+// the caller holds g.mu and calls unhold when the hold ends.
+func (g *Gate) hold(source string) bool {
+	if g.held[source] >= g.cfg.MaxHeldPerSource || g.heldAll >= g.cfg.MaxHeld {
+		return false
+	}
+	g.held[source]++
+	g.heldAll++
+	return true
+}
+
+func (g *Gate) unhold(source string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.heldAll--
+	if g.held[source]--; g.held[source] <= 0 {
+		delete(g.held, source)
+	}
 }
 
 // request is one pending recovery, or all recoveries of a session.
@@ -192,8 +224,14 @@ func New(cfg Config) *Gate {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
 	}
+	if cfg.MaxHeldPerSource <= 0 {
+		cfg.MaxHeldPerSource = DefaultMaxHeldPerSource
+	}
+	if cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = DefaultMaxHeld
+	}
 	g := &Gate{
-		cfg: cfg, log: cfg.Log, requests: map[string]*request{}, hooks: make(chan struct{}, maxWebhooks),
+		cfg: cfg, log: cfg.Log, requests: map[string]*request{}, held: map[string]int{}, hooks: make(chan struct{}, maxWebhooks),
 		ruleUses: make([][]time.Time, len(cfg.Rules)),
 	}
 	g.metrics = newMetrics(g)

@@ -305,7 +305,10 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 			return
 		}
 		// Pending.
-		if held || rec.async || rec.wait <= 0 {
+		if held || rec.async || rec.wait <= 0 || !g.hold(rec.source) {
+			if !held && !rec.async && rec.wait > 0 {
+				g.metrics.unheld.Inc()
+			}
 			st := req.status()
 			g.mu.Unlock()
 			g.reply(w, r, http.StatusAccepted, "application/json", mustJSON(st), attrs...)
@@ -318,10 +321,12 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 		case <-done:
 		case <-t.C:
 		case <-r.Context().Done():
-			t.Stop()
-			return
 		}
 		t.Stop()
+		g.unhold(rec.source)
+		if r.Context().Err() != nil {
+			return
+		}
 		held = true
 	}
 }

@@ -18,6 +18,7 @@ type metrics struct {
 	decided  *prometheus.CounterVec // decision, by
 	expired  *prometheus.CounterVec // state
 	refused  prometheus.Counter
+	unheld   prometheus.Counter
 	latency  *prometheus.HistogramVec // decision
 }
 
@@ -36,6 +37,9 @@ func newMetrics(g *Gate) *metrics {
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sealgate_refused_total", Help: "Recoveries refused before they could wait (too many pending, session conflicts).",
 		}),
+		unheld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sealgate_unheld_total", Help: "Pending recoveries answered 202 at once because too many requests were held open (per source, or in all).",
+		}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sealgate_decision_seconds", Help: "Time from a request's arrival to its decision.",
 			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800},
@@ -44,7 +48,14 @@ func newMetrics(g *Gate) *metrics {
 	pending := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "sealgate_requests_pending", Help: "Requests waiting for a decision now.",
 	}, func() float64 { return float64(len(g.Pending())) })
-	m.reg.MustRegister(m.requests, m.decided, m.expired, m.refused, m.latency, pending)
+	held := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "sealgate_requests_held", Help: "POST /rec requests held open now, waiting for a decision.",
+	}, func() float64 {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return float64(g.heldAll)
+	})
+	m.reg.MustRegister(m.requests, m.decided, m.expired, m.refused, m.unheld, m.latency, pending, held)
 	return m
 }
 

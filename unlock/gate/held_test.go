@@ -1,0 +1,98 @@
+package gate_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/unlock/gate"
+)
+
+// TestHeldRequestsBounded: a source that keeps polling a pending
+// recovery gets at most MaxHeldPerSource requests held open; the rest
+// are answered 202 at once (counted), and the held ones are released
+// when the decision comes.
+func TestHeldRequestsBounded(t *testing.T) {
+	f := newFixture(t, func(c *gate.Config) {
+		c.MaxHeldPerSource = 2
+		c.Hold = time.Minute // only the decision ends a hold in this test
+	})
+	kid, b := f.blind(t)
+	_, st := f.postPoint(t, kid, b, nil) // pending, not held
+	<-f.Ready
+
+	body, _ := json.Marshal(b.Request())
+	poll := func() (int, time.Duration) {
+		start := time.Now()
+		req, err := http.NewRequestWithContext(testCtx(t), http.MethodPost, f.URL+"/rec/"+kid, bytes.NewReader(body))
+		if err != nil {
+			t.Error(err)
+			return 0, 0
+		}
+		req.Header.Set("Content-Type", "application/jwk+json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return 0, 0
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, time.Since(start)
+	}
+	held := make(chan int, 2)
+	for range 2 {
+		go func() { status, _ := poll(); held <- status }()
+	}
+	waitMetric(t, f, "sealgate_requests_held 2")
+
+	// A third poll from the same source is not held.
+	if status, took := poll(); status != http.StatusAccepted || took > 20*time.Second {
+		t.Fatalf("third poll: %d after %v, want 202 at once", status, took)
+	}
+	waitMetric(t, f, "sealgate_unheld_total 1")
+	select {
+	case s := <-held:
+		t.Fatalf("a held poll returned %d before the decision", s)
+	default:
+	}
+
+	if _, err := f.g.Approve(st.Code, "alice", "test"); err != nil {
+		t.Fatal(err)
+	}
+	// Both held polls wake: one collects the answer; for the other the
+	// point was already answered, so it is a new request, pending (202).
+	got := []int{<-held, <-held}
+	slices.Sort(got)
+	if !slices.Equal(got, []int{http.StatusOK, http.StatusAccepted}) {
+		t.Fatalf("held polls after approval: %v, want [200 202]", got)
+	}
+	waitMetric(t, f, "sealgate_requests_held 0")
+}
+
+// waitMetric polls the gate's metrics until one line equals want.
+func waitMetric(t *testing.T, f *fixture, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		req, _ := http.NewRequest(http.MethodGet, f.URL+"/gate/metrics", nil)
+		req.Header.Set("Authorization", "Bearer "+f.Token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		last = string(data)
+		if slices.Contains(strings.Split(last, "\n"), want) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("metrics never showed %q; last scrape:\n%s", want, last)
+}
