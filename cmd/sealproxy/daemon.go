@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/cmd/internal/sandbox"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/unlock/tang"
@@ -99,7 +101,8 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	defer keys.closeAll()
 	st := newStatus(status)
 	first := cfg
-	loader := func(ctx context.Context) (*proxy.Plan, error) {
+	var confined atomic.Pointer[sandbox.Policy] // once applied
+	load := func(ctx context.Context) (*proxy.Plan, error) {
 		c := first
 		first = nil
 		if c == nil { // a reload re-reads the file
@@ -120,6 +123,10 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		}
 		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
 			Applied: l.applied, Discarded: l.discarded}, nil
+	}
+	loader := func(ctx context.Context) (*proxy.Plan, error) {
+		plan, err := load(ctx)
+		return plan, outsideSandbox(confined.Load(), err)
 	}
 	group := proxy.NewGroup(loader, &proxy.Options{
 		Log: log, Metrics: metrics, ShutdownTimeout: cfg.ShutdownTimeout, Listen: listen,
@@ -230,6 +237,17 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		go func() { _ = admin.Serve(ln) }()
 		defer admin.Close()
 		log.Info("admin listening", "addr", ln.Addr().String(), "reload", cfg.Admin.Reload)
+	}
+
+	// Confine before READY: every key is open, every listener bound.
+	if d.confine && !stopping {
+		p, err := confine(log, cfg)
+		if err != nil {
+			stop("sandbox not applied")
+			_ = group.Wait()
+			return err
+		}
+		confined.Store(p)
 	}
 
 	if !stopping {

@@ -43,6 +43,9 @@ type daemon struct {
 	// sockets returns the sockets the service manager passed, by name;
 	// nil means systemd's (LISTEN_FDS, LISTEN_FDNAMES).
 	sockets func() map[string][]*os.File
+	// confine applies [sandbox] once started. A sandbox cannot be left,
+	// so only the process's own daemon sets it, never an in-process test.
+	confine bool
 }
 
 func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {

@@ -232,7 +232,7 @@ func (h *serviceHandler) Execute(_ []string, r <-chan svc.ChangeRequest, changes
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	d := &daemon{}
+	d := &daemon{confine: true}
 	hooks := runHooks{
 		status: func(string) {
 			mu.Lock()

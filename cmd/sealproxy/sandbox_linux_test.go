@@ -1,0 +1,277 @@
+//go:build linux
+
+package main
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/cmd/internal/sandbox"
+	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/testenv"
+)
+
+// needLandlock skips a test whose assertions need the kernel to enforce
+// Landlock.
+func needLandlock(t *testing.T) {
+	t.Helper()
+	if sandbox.ABI() == 0 {
+		t.Skip("this kernel has no Landlock (the ABI version query failed): the sandbox cannot be enforced here")
+	}
+}
+
+// sandboxAddr returns a loopback address nothing listens on.
+func sandboxAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// servedSerial dials addr and returns the serial of the leaf it serves.
+func (f *fixture) servedSerial(addr, name string) string {
+	f.t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: f.ca.Pool(), ServerName: name + ".test"})
+	if err != nil {
+		f.t.Fatalf("dialing %s: %v", addr, err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// waitLog waits until the logs hold want.
+func waitForLog(t *testing.T, logs *syncBuffer, want string) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(logs.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs lack %q:\n%s", want, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestSandboxedProcess runs the built binary with [sandbox] landlock =
+// "required": it serves; a reload after the certificate and sealed key
+// were replaced in their directory serves the new certificate; a reload
+// naming a file in a directory outside the sandbox fails with the
+// sandbox's message and the old state keeps serving; the unix listener's
+// socket is removed at exit.
+func TestSandboxedProcess(t *testing.T) {
+	needLandlock(t)
+	bin := buildSealproxy(t)
+	f := newFixture(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	f.sealed("web", tangSrv)
+	addr := sandboxAddr(t)
+	sockDir := filepath.Join(f.dir, "run")
+	if err := os.Mkdir(sockDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(sockDir, "web.sock")
+	head := "[sandbox]\nlandlock = \"required\"\n\n"
+	listeners := f.listener("web", addr) + f.listener("local", "unix:"+sock)
+	listeners = strings.Replace(listeners, `keys = ["local"]`, `keys = ["web"]`, 1)
+	path := f.write(head + key("web") + listeners)
+
+	cmd := exec.Command(bin, "run", "--config", path)
+	var logs syncBuffer
+	cmd.Stderr = &logs
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	waitForLog(t, &logs, "msg=ready")
+	waitForLog(t, &logs, `msg="landlock sandbox applied" landlock_abi=`)
+	f.roundTrip(addr, "web", "confined")
+	before := f.servedSerial(addr, "web")
+
+	// A certificate and sealed key replaced in the same directory.
+	f.sealed("web", tangSrv)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, &logs, "msg=reloaded")
+	rotated := f.servedSerial(addr, "web")
+	if rotated == before {
+		t.Fatalf("the reload still serves certificate %s", before)
+	}
+	f.roundTrip(addr, "web", "rotated")
+
+	// A certificate in a new directory: outside the sandbox.
+	outside := t.TempDir()
+	leaf := f.ca.Server(t, "web.test")
+	certPath, _ := leaf.WriteFiles(t, outside, "web")
+	f.write(head + strings.Replace(key("web"), `cert = "web.crt"`, fmt.Sprintf("cert = %q", certPath), 1) + listeners)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, &logs, "reload failed; the previous configuration stays")
+	got := logs.String()
+	for _, want := range []string{certPath + ": permission denied", "sandbox: restart sealproxy to allow new paths"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the refused reload's error lacks %q:\n%s", want, got)
+		}
+	}
+	if serial := f.servedSerial(addr, "web"); serial != rotated {
+		t.Errorf("after the refused reload: serving %s, want the previous %s", serial, rotated)
+	}
+	f.roundTrip(addr, "web", "old state")
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, logs.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("no exit after SIGTERM:\n%s", logs.String())
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("unix socket %s left behind (removing it is allowed): %v", sock, err)
+	}
+	t.Logf("logs:\n%s", logs.String())
+}
+
+// sandboxChildEnv names the configuration a re-executed test binary
+// confines itself to: the sandbox cannot be left, so the test process
+// never applies it.
+const sandboxChildEnv = "SEALPROXY_SANDBOX_TEST_CONFIG"
+
+// TestSandboxPolicyConfines applies the policy computed from a
+// configuration in a child process, which then reads what the
+// configuration names and is refused a file beside the configuration's
+// directory and /etc/shadow.
+func TestSandboxPolicyConfines(t *testing.T) {
+	if path := os.Getenv(sandboxChildEnv); path != "" {
+		policyChild(t, path)
+		return
+	}
+	needLandlock(t)
+	f := newFixture(t)
+	f.sealed("web", testenv.EmbeddedTang(t))
+	path := f.write(key("web") + f.listener("web", "127.0.0.1:1"))
+	outside := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(outside, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestSandboxPolicyConfines$", "-test.v")
+	cmd.Env = append(os.Environ(), sandboxChildEnv+"="+path, "OUTSIDE="+outside)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("confined child: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "confined child: checks done") {
+		t.Fatalf("the child ran no checks:\n%s", out)
+	}
+}
+
+func policyChild(t *testing.T, path string) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sandbox.Apply(sandboxPolicy(cfg), sandbox.Required); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, cfg.Resolve("web.crt"), cfg.Resolve("web.key.jwe"), "/etc/hosts"} {
+		if _, err := os.ReadFile(p); err != nil {
+			t.Errorf("reading %s: %v, want allowed", p, err)
+		}
+	}
+	for _, p := range []string{os.Getenv("OUTSIDE"), "/etc/shadow"} {
+		if _, err := os.ReadFile(p); !errors.Is(err, fs.ErrPermission) {
+			t.Errorf("reading %s: %v, want a permission error", p, err)
+		}
+	}
+	if err := os.WriteFile(cfg.Resolve("web.crt"), nil, 0o644); !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("writing the certificate: %v, want a permission error", err)
+	}
+	fmt.Println("confined child: checks done")
+}
+
+// TestSandboxPolicy checks which paths a configuration opens up.
+func TestSandboxPolicy(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "etc", "sealproxy.toml")
+	data := `
+[sandbox]
+read = ["extra"]
+write = ["/var/lib/vendor"]
+
+[admin]
+listen = "unix:/run/sealproxy/admin.sock"
+
+[[key]]
+name = "web"
+cert = "certs/web.crt"
+source = "sealed:/srv/sealed/web.jwe"
+ocsp_staple = "/srv/ocsp/web.der"
+
+[[key]]
+name = "hsm"
+cert = "hsm.crt"
+source = "pkcs11:token=t;object=k?module-path=/opt/hsm/lib/libvendor.so&pin-source=file:/run/pins/hsm"
+
+[[listener]]
+name = "web"
+listen = "unix:sockets/web.sock"
+mode = "bridge"
+keys = ["web"]
+backend = "unix:/run/app/app.sock"
+[listener.tls]
+client_auth = "require"
+client_ca = "/srv/clients/ca.pem"
+crl = ["/srv/crl/a.crl", "/srv/crl2/b.crl"]
+[listener.upstream]
+ca = "/srv/upstream/ca.pem"
+server_name = "app"
+`
+	cfg, err := config.Parse(conf, []byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := sandboxPolicy(cfg)
+	etc := filepath.Join(dir, "etc")
+	for _, want := range []string{etc, filepath.Join(etc, "certs"), "/srv/sealed", "/srv/ocsp", "/opt/hsm/lib", "/usr/lib",
+		"/run/pins", "/srv/clients", "/srv/crl", "/srv/crl2", "/srv/upstream", filepath.Join(etc, "extra"), "/etc/ssl", "/etc/resolv.conf"} {
+		if !slices.Contains(p.Read, want) {
+			t.Errorf("read lacks %s: %q", want, p.Read)
+		}
+	}
+	if !slices.Equal(p.Write, []string{"/var/lib/vendor"}) {
+		t.Errorf("write = %q", p.Write)
+	}
+	if want := []string{"/run/sealproxy", filepath.Join(etc, "sockets")}; !slices.Equal(p.Sockets, want) {
+		t.Errorf("sockets = %q, want %q", p.Sockets, want)
+	}
+	for _, not := range []string{"/run/app/app.sock", filepath.Join(dir, "x"), "/etc/shadow", "/srv/x", "/x"} {
+		if p.Readable(not) {
+			t.Errorf("%s is readable", not)
+		}
+	}
+}
