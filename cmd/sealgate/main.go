@@ -8,4 +8,4 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 )
 
-func main() { os.Exit(cli.Main("sealgate", run)) }
+func main() { os.Exit(cli.Main("sealgate", asProcess(run))) }

@@ -36,6 +36,7 @@ can hold every recovery until an operator approves it.
       [--approval required] [--audit FILE] [--hold DURATION]
       [--webhook URL] [--policy FILE] [--approvers N] [--upstream URL]
       [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--config FILE]
+      [--landlock best-effort|off|required]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
@@ -73,6 +74,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.tlsKey, "tls-key", "", "the PEM private key `file` of --tls-cert (serve)")
 	fs.StringVar(&sc.clientCA, "client-ca", "", "operators may present client certificates from this PEM CA `file`, named by a listed operator (serve)")
 	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys (serve)")
+	fs.StringVar(&sc.landlock, "landlock", "best-effort", "confine serve once listening: `best-effort`, off or required (serve)")
 	config := fs.String("config", "", "read settings from this TOML `file`, keys named as the flags; flags override it (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
@@ -218,6 +220,7 @@ type serveConfig struct {
 	tlsCert   string
 	tlsKey    string
 	clientCA  string
+	landlock  string
 }
 
 func operator(pos []string, dir string, stdout io.Writer) error {
@@ -364,6 +367,10 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir, "approval", sc.approval)
 	} else {
 		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir)
+	}
+	if err := confine(ctx, log, dir, sc); err != nil {
+		ln.Close()
+		return err
 	}
 	done := make(chan error, 1)
 	if tlsConfig != nil {
