@@ -155,6 +155,8 @@ type Gate struct {
 	ruleUses [][]time.Time       // approvals by each rule with a Max, within its Per
 	held     map[string]int      // POST /rec requests held open, by source
 	heldAll  int
+
+	noisy noisyLimiter // audit lines of unauthenticated events, by source
 }
 
 // hold counts a POST /rec about to be held open, if the bounds allow it;
@@ -404,8 +406,10 @@ func (g *Gate) apply(r *request, to State, operator, source string, now time.Tim
 	return nil
 }
 
-// sweep drops requests whose time is up. Called with g.mu held.
+// sweep drops requests whose time is up, and writes the audit summaries
+// of suppressed events. Called with g.mu held.
 func (g *Gate) sweep() {
+	g.flushNoisy()
 	now := g.cfg.Now()
 	for key, r := range g.requests {
 		if now.Before(r.expires) {

@@ -96,3 +96,44 @@ func waitMetric(t *testing.T, f *fixture, want string) {
 	}
 	t.Fatalf("metrics never showed %q; last scrape:\n%s", want, last)
 }
+
+// TestUnauthorizedFloodAuditedInSummary: a flood of unauthorized operator
+// calls from one source writes its first ten audit lines, then one
+// summary line per minute, not one fsynced line per call.
+func TestUnauthorizedFloodAuditedInSummary(t *testing.T) {
+	f := newFixture(t, nil)
+	get := func() {
+		req, _ := http.NewRequest(http.MethodGet, f.URL+"/gate/pending", nil)
+		req.Header.Set("Authorization", "Bearer sgt_wrong")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("wrong token: %d, want 401", resp.StatusCode)
+		}
+	}
+	for range 25 {
+		get()
+	}
+	count := func(event string) int {
+		n := 0
+		for _, e := range f.auditEvents(t) {
+			if e.Event == event {
+				n++
+			}
+		}
+		return n
+	}
+	if n := count("unauthorized"); n != 10 {
+		t.Fatalf("%d unauthorized lines in the audit log after 25 calls, want 10", n)
+	}
+	waitMetric(t, f, "sealgate_audit_suppressed_total 15")
+	f.Clock.Advance(time.Minute + time.Second)
+	get() // a new window: written, after the summary of the last one
+	f.wantEvents(t, `suppressed:15 more "unauthorized" events from this source in 1m0s after 10 written`, "unauthorized:GET /gate/pending")
+	if n := count("unauthorized"); n != 11 {
+		t.Fatalf("%d unauthorized lines, want 11", n)
+	}
+}

@@ -255,7 +255,7 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 			var refused *errRefused
 			if errors.As(err, &refused) {
 				g.metrics.refused.Inc()
-				g.record(Event{Event: "refuse", Host: rec.host, Source: rec.source, Kids: []string{kid}, Session: rec.session != "", Outcome: refused.msg})
+				g.recordNoisy(Event{Event: "refuse", Host: rec.host, Source: rec.source, Kids: []string{kid}, Session: rec.session != "", Outcome: refused.msg})
 				g.reply(w, r, refused.status, "application/json", jsonError(refused.msg), append(attrs, slog.String("err", refused.msg))...)
 				return
 			}
@@ -376,7 +376,7 @@ func (g *Gate) operator(w http.ResponseWriter, r *http.Request, h func(http.Resp
 		}
 	}
 	if !valid {
-		g.record(Event{Event: "unauthorized", Source: source(r), Outcome: r.Method + " " + r.URL.Path})
+		g.recordNoisy(Event{Event: "unauthorized", Source: source(r), Outcome: r.Method + " " + r.URL.Path})
 		w.Header().Set("WWW-Authenticate", `Bearer realm="sealgate"`)
 		g.reply(w, r, http.StatusUnauthorized, "application/json", jsonError("unauthorized"))
 		return

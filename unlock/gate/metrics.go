@@ -19,7 +19,9 @@ type metrics struct {
 	expired  *prometheus.CounterVec // state
 	refused  prometheus.Counter
 	unheld   prometheus.Counter
-	latency  *prometheus.HistogramVec // decision
+	// suppressed counts audit lines not written one by one (noisy.go).
+	suppressed prometheus.Counter
+	latency    *prometheus.HistogramVec // decision
 }
 
 func newMetrics(g *Gate) *metrics {
@@ -40,6 +42,9 @@ func newMetrics(g *Gate) *metrics {
 		unheld: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sealgate_unheld_total", Help: "Pending recoveries answered 202 at once because too many requests were held open (per source, or in all).",
 		}),
+		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sealgate_audit_suppressed_total", Help: "Unauthorized calls and refused recoveries past a source's burst, audited as one summary line per minute instead of one line each.",
+		}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sealgate_decision_seconds", Help: "Time from a request's arrival to its decision.",
 			Buckets: []float64{1, 5, 15, 30, 60, 120, 300, 600, 1800},
@@ -55,7 +60,7 @@ func newMetrics(g *Gate) *metrics {
 		defer g.mu.Unlock()
 		return float64(g.heldAll)
 	})
-	m.reg.MustRegister(m.requests, m.decided, m.expired, m.refused, m.unheld, m.latency, pending, held)
+	m.reg.MustRegister(m.requests, m.decided, m.expired, m.refused, m.unheld, m.suppressed, m.latency, pending, held)
 	return m
 }
 
