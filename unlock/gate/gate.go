@@ -5,6 +5,7 @@
 package gate
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -148,7 +149,10 @@ type Gate struct {
 	log      *slog.Logger
 	metrics  *metrics
 
-	hooks chan struct{} // webhook deliveries in flight
+	hooks   chan struct{} // webhook deliveries in flight
+	hooksWG sync.WaitGroup
+	closing context.Context // cancelled by Close
+	stop    context.CancelFunc
 
 	mu       sync.Mutex
 	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
@@ -236,6 +240,7 @@ func New(cfg Config) *Gate {
 		cfg: cfg, log: cfg.Log, requests: map[string]*request{}, held: map[string]int{}, hooks: make(chan struct{}, maxWebhooks),
 		ruleUses: make([][]time.Time, len(cfg.Rules)),
 	}
+	g.closing, g.stop = context.WithCancel(context.Background())
 	g.metrics = newMetrics(g)
 	if cfg.Upstream != "" {
 		g.upstream = newUpstream(cfg.Upstream, cfg.Log)

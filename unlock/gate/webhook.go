@@ -47,13 +47,23 @@ func (g *Gate) notify(r Request) {
 		g.log.Warn("webhook: too many deliveries in flight; dropped", "code", r.Code)
 		return
 	}
+	g.hooksWG.Add(1)
 	go func() {
+		defer g.hooksWG.Done()
 		defer func() { <-g.hooks }()
 		body, _ := json.Marshal(WebhookEvent{Event: "pending", Request: r})
-		if err := wh.deliver(context.Background(), body); err != nil {
+		if err := wh.deliver(g.closing, body); err != nil {
 			g.log.Error("webhook delivery failed", "code", r.Code, "err", err)
 		}
 	}()
+}
+
+// Close stops the gate's background work: webhook deliveries in flight
+// are cancelled, and Close waits for them to end. The gate still answers
+// requests (the HTTP server's shutdown ends those).
+func (g *Gate) Close() {
+	g.stop()
+	g.hooksWG.Wait()
 }
 
 func (wh *Webhook) deliver(ctx context.Context, body []byte) error {

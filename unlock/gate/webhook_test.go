@@ -112,3 +112,33 @@ func (h *signalHandler) Handle(ctx context.Context, r slog.Record) error {
 	}
 	return err
 }
+
+// TestWebhookCancelledByClose: a delivery waiting to retry a dead
+// receiver ends when the gate closes, instead of outliving it.
+func TestWebhookCancelledByClose(t *testing.T) {
+	var calls atomic.Int32
+	first := make(chan struct{})
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			close(first)
+		}
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer recv.Close()
+	f := newFixture(t, func(c *gate.Config) {
+		c.Webhook = &gate.Webhook{URL: recv.URL, Attempts: 5, Backoff: time.Hour}
+	})
+	kid, b := f.blind(t)
+	f.postPoint(t, kid, b, nil)
+	<-first // the first attempt failed; the next waits an hour
+	closed := make(chan struct{})
+	go func() { f.g.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-testCtx(t).Done():
+		t.Fatal("Close did not end the delivery waiting to retry")
+	}
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d deliveries, want 1", n)
+	}
+}
