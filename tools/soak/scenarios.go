@@ -577,7 +577,7 @@ func (e *env) slowread(ctx context.Context) (r slowResult, err error) {
 	// stallBound is that, generously; stallWait bounds the wait for the
 	// buffers to fill (they hold megabytes per stream).
 	const stallWait = 60 * time.Second
-	stallBound := int64(k) * 256 << 10
+	stallBound := int64(k) * 64 << 10
 	start := time.Now()
 	for {
 		rss, err := e.proxy.rss()
