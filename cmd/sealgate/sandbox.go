@@ -63,7 +63,7 @@ func confine(ctx context.Context, log *slog.Logger, dir string, sc *serveConfig)
 	case err != nil:
 		return err
 	case !res.Enforced:
-		log.Warn("landlock is not available on this kernel: serving without the file system sandbox", "landlock_abi", res.ABI)
+		log.Warn("landlock is not available: serving without the file system sandbox", "why", res.Unavailable)
 	default:
 		log.Info("landlock sandbox applied", "landlock_abi", res.ABI, "rules", res.Rules, "missing", len(res.Missing))
 	}

@@ -136,7 +136,7 @@ func confine(log *slog.Logger, cfg *config.Config) (*sandbox.Policy, error) {
 		return nil, err
 	}
 	if !res.Enforced {
-		log.Warn("landlock is not available on this kernel: running without the file system sandbox", "landlock_abi", res.ABI)
+		log.Warn("landlock is not available: running without the file system sandbox", "why", res.Unavailable)
 		return nil, nil
 	}
 	log.Info("landlock sandbox applied", "landlock_abi", res.ABI, "rules", res.Rules,

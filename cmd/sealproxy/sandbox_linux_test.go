@@ -275,3 +275,21 @@ server_name = "app"
 		}
 	}
 }
+
+// TestUnitsAllowLandlock checks that the shipped units let the process
+// make its Landlock system calls: systemd before 254 leaves them out of
+// @system-service, and SystemCallErrorNumber=EPERM would make the
+// sandbox look unavailable.
+func TestUnitsAllowLandlock(t *testing.T) {
+	for _, u := range []string{"sealproxy.service", "sealgate.service"} {
+		data, err := os.ReadFile(filepath.Join(unitDir, u))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"\nSystemCallFilter=landlock_create_ruleset landlock_add_rule landlock_restrict_self\n", "\nProtectProc=invisible\n"} {
+			if !strings.Contains(string(data), want) {
+				t.Errorf("%s lacks %q", u, strings.TrimSpace(want))
+			}
+		}
+	}
+}

@@ -97,8 +97,10 @@ type Result struct {
 	Rules   int
 	Missing []string
 	// Enforced is false when nothing was applied (mode off, or
-	// best-effort on a kernel without Landlock).
-	Enforced bool
+	// best-effort without Landlock); Unavailable then says why Landlock
+	// could not be used, and how to fix it.
+	Enforced    bool
+	Unavailable string
 }
 
 // ErrUnsupported is matched (errors.Is) by the error of mode required on

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 
 	"github.com/landlock-lsm/go-landlock/landlock"
 	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
@@ -22,30 +23,44 @@ const minRequiredABI = 3
 // backends and NOTIFY_SOCKET).
 var config = landlock.V7
 
-// ABI returns the kernel's Landlock ABI version, 0 if it has none.
+// ABI returns the kernel's Landlock ABI version, 0 if it has none or
+// the system calls are blocked.
 func ABI() int {
-	v, err := ll.LandlockGetABIVersion()
-	if err != nil {
-		return 0
-	}
+	v, _ := abi()
 	return v
+}
+
+// abi returns the Landlock ABI version, or 0 and why Landlock cannot be
+// used.
+func abi() (int, string) {
+	v, err := ll.LandlockGetABIVersion()
+	switch {
+	case err == nil:
+		return v, ""
+	case errors.Is(err, syscall.EPERM):
+		return 0, "the landlock system calls are blocked by a seccomp filter: with systemd before 254, add SystemCallFilter=landlock_create_ruleset landlock_add_rule landlock_restrict_self to the unit"
+	}
+	return 0, "this kernel has no Landlock (" + err.Error() + "): it needs CONFIG_SECURITY_LANDLOCK=y and landlock in the lsm= boot parameter; Linux 6.2 or later"
 }
 
 // Apply confines the calling process (every thread, and every child it
 // starts later) to p. It cannot be undone.
 func Apply(p Policy, mode Mode) (Result, error) {
 	p.Clean()
-	res := Result{ABI: ABI()}
+	var why string
+	res := Result{}
+	res.ABI, why = abi()
 	switch mode {
 	case Off:
 		return res, nil
 	case BestEffort:
 		if res.ABI == 0 {
+			res.Unavailable = why
 			return res, nil
 		}
 	case Required:
 		if res.ABI == 0 {
-			return res, fmt.Errorf("%w: this kernel has no Landlock (it needs CONFIG_SECURITY_LANDLOCK=y and landlock in the lsm= boot parameter, Linux 6.2 or later); enable it, or choose landlock mode best-effort to run unconfined", ErrUnsupported)
+			return res, fmt.Errorf("%w: %s; or choose landlock mode best-effort to run unconfined", ErrUnsupported, why)
 		}
 		if res.ABI < minRequiredABI {
 			return res, fmt.Errorf("%w: the kernel's Landlock ABI %d cannot restrict truncate(2) (ABI %d, Linux 6.2, can); upgrade the kernel, or choose landlock mode best-effort", ErrUnsupported, res.ABI, minRequiredABI)

@@ -10,8 +10,10 @@ func ABI() int { return 0 }
 // Apply does nothing off Linux; mode required fails.
 func Apply(p Policy, mode Mode) (Result, error) {
 	switch mode {
-	case Off, BestEffort:
+	case Off:
 		return Result{}, nil
+	case BestEffort:
+		return Result{Unavailable: "landlock needs Linux"}, nil
 	case Required:
 		return Result{}, fmt.Errorf("%w: landlock needs Linux; choose landlock mode best-effort or off on this platform", ErrUnsupported)
 	}
