@@ -134,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (*report,
 		}
 	}
 
-	r := &report{Command: "go run ./tools/soak " + strings.Join(args, " "), Started: time.Now().UTC(),
+	r := &report{Command: strings.TrimSpace("go run ./tools/soak " + strings.Join(args, " ")), Started: time.Now().UTC(),
 		GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Params: map[string]any{
 			"hold_connections": p.holdN, "hold_seconds": p.holdFor.Seconds(), "flood_limit": p.floodL,
 			"flood_handshakes": p.floodM, "flood_seconds": p.floodFor.Seconds(), "flood_dialers": p.floodDialers,

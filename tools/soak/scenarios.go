@@ -79,11 +79,15 @@ func (e *env) hold(ctx context.Context) (r holdResult, err error) {
 		if err != nil {
 			return err
 		}
-		conns[i] = c
 		mu.Lock()
 		hds = append(hds, hd)
 		mu.Unlock()
-		return echo(c, fmt.Sprintf("hold %d open\n", i))
+		if err := echo(c, fmt.Sprintf("hold %d open\n", i)); err != nil {
+			c.Close()
+			return err
+		}
+		conns[i] = c
+		return nil
 	})
 	r.Errors += count
 	r.failErrs("opening and proving connections", errs, count)
