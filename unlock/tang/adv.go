@@ -3,7 +3,6 @@ package tang
 import (
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -261,26 +260,26 @@ func (a *Advertisement) FindExchangeKey(kid string) (*JWK, error) {
 // signAdvertisement signs payload with every signer, producing the
 // flattened JWS JSON form for one signer and the general form for several,
 // as tangd does.
-func signAdvertisement(payload []byte, signers []*ecdsa.PrivateKey) ([]byte, error) {
+func signAdvertisement(payload []byte, signers []*serverKey) ([]byte, error) {
 	payloadB64 := b64.EncodeToString(payload)
 	sigs := make([]jwsSignature, 0, len(signers))
-	for _, priv := range signers {
-		alg := algFor(&priv.PublicKey)
+	for _, k := range signers {
+		pub, err := k.ecdsaPublic()
+		if err != nil {
+			return nil, err
+		}
+		alg := algFor(pub)
 		protected := b64.EncodeToString([]byte(`{"alg":"` + alg + `","cty":"jwk-set+json"}`))
-		h, err := hashFor(alg, &priv.PublicKey)
+		h, err := hashFor(alg, pub)
 		if err != nil {
 			return nil, err
 		}
 		d := h.New()
 		d.Write([]byte(protected + "." + payloadB64))
-		r, s, err := ecdsa.Sign(rand.Reader, priv, d.Sum(nil))
+		sig, err := k.signJWS(d.Sum(nil))
 		if err != nil {
-			return nil, fmt.Errorf("signing advertisement: %w", err)
+			return nil, err
 		}
-		size := (priv.Curve.Params().BitSize + 7) / 8
-		sig := make([]byte, 2*size)
-		r.FillBytes(sig[:size])
-		s.FillBytes(sig[size:])
 		sigs = append(sigs, jwsSignature{Protected: protected, Signature: b64.EncodeToString(sig)})
 	}
 	out := jwsJSON{Payload: payloadB64}

@@ -253,6 +253,25 @@ func testExchangeKey(t *testing.T, crv string) (*JWK, []byte) {
 	return k, d
 }
 
+// exchangeJWK is the server side of the exchange with a test key whose
+// private part is in the JWK: it seals d as a key file's would be.
+func exchangeJWK(t *testing.T, srv, x *JWK) (*JWK, error) {
+	t.Helper()
+	c, err := curveByName(srv.Crv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := b64.DecodeString(srv.D)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sealScalar(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exchange(c, s, x)
+}
+
 func TestMcCallumRelyea(t *testing.T) {
 	for _, tc := range testCurves {
 		t.Run(tc.name, func(t *testing.T) {
@@ -303,7 +322,7 @@ func TestMcCallumRelyea(t *testing.T) {
 				if req.Alg != AlgExchange || req.D != "" {
 					t.Fatalf("request %+v", req)
 				}
-				y, err := exchange(srv, req)
+				y, err := exchangeJWK(t, srv, req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -395,10 +414,10 @@ func TestPointValidation(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer b.Wipe()
-			if _, err := exchange(srv, offCurve(b.Request())); !errors.Is(err, ErrBadExchange) || !errors.Is(err, ErrNotOnCurve) {
+			if _, err := exchangeJWK(t, srv, offCurve(b.Request())); !errors.Is(err, ErrBadExchange) || !errors.Is(err, ErrNotOnCurve) {
 				t.Errorf("exchange(off-curve X) = %v, want ErrBadExchange and ErrNotOnCurve", err)
 			}
-			y, err := exchange(srv, b.Request())
+			y, err := exchangeJWK(t, srv, b.Request())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -413,7 +432,7 @@ func TestPointValidation(t *testing.T) {
 			if _, err := b.Unblind(foreign.Public()); !errors.Is(err, ErrBadExchange) {
 				t.Errorf("Unblind(point on %s) = %v, want ErrBadExchange", other, err)
 			}
-			if _, err := exchange(srv, foreign.Public()); !errors.Is(err, ErrBadExchange) {
+			if _, err := exchangeJWK(t, srv, foreign.Public()); !errors.Is(err, ErrBadExchange) {
 				t.Errorf("exchange(point on %s) = %v, want ErrBadExchange", other, err)
 			}
 			if _, err := NewBlind(srv.Public(), foreign.Public()); !errors.Is(err, ErrBadExchange) {
@@ -432,10 +451,11 @@ func TestPointValidation(t *testing.T) {
 }
 
 func TestBindRefusesSigningKey(t *testing.T) {
-	k, err := generateKey(AlgSign, []string{OpSign, OpVerify})
+	k, file, err := newKeyFile(AlgSign, []string{OpSign, OpVerify})
 	if err != nil {
 		t.Fatal(err)
 	}
+	file.Destroy()
 	if _, _, err := Bind(k.Public()); !errors.Is(err, ErrBadKey) {
 		t.Fatalf("Bind(signing key) = %v, want ErrBadKey", err)
 	}

@@ -150,13 +150,9 @@ func (b *Blind) Wipe() {
 	b.e = nil
 }
 
-// exchange is the server side: Y = s·X for the client's point X.
-func exchange(key *JWK, x *JWK) (*JWK, error) {
-	c, s, err := key.exchangeScalar()
-	if err != nil {
-		return nil, err
-	}
-	defer wipe.Bytes(s)
+// exchange is the server side: Y = s·X for the client's point X. The
+// scalar s is opened only for the multiplication, in locked memory.
+func exchange(c curve, s *sealedScalar, x *JWK) (*JWK, error) {
 	if x.Kty != "EC" || x.Crv != c.name() {
 		return nil, fmt.Errorf("%w: request is a %q %q key, want EC %s", ErrBadExchange, x.Kty, x.Crv, c.name())
 	}
@@ -165,8 +161,14 @@ func exchange(key *JWK, x *JWK) (*JWK, error) {
 		return nil, fmt.Errorf("%w: %w", ErrBadExchange, err)
 	}
 	var Y []byte
-	wipe.Do(func() { Y, err = c.mul(X, s) })
-	if err != nil {
+	var mulErr error
+	if err := s.with(func(s []byte) error {
+		Y, mulErr = c.mul(X, s)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if err := mulErr; err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadExchange, err)
 	}
 	return jwkFromPoint(c, Y, AlgExchange, []string{OpDeriveKey}), nil

@@ -158,24 +158,6 @@ func (k *JWK) HasThumbprint(thp string) bool {
 	return ok && k.thumbprint(h) == thp
 }
 
-// ecdsaPrivate returns the signing key as a crypto.Signer.
-func (k *JWK) ecdsaPrivate() (*ecdsa.PrivateKey, error) {
-	ec, err := stdCurve(k.Crv)
-	if err != nil {
-		return nil, err
-	}
-	d, err := b64.DecodeString(k.D)
-	if err != nil {
-		return nil, fmt.Errorf("%w: d is not base64url", ErrBadKey)
-	}
-	defer clear(d)
-	priv, err := ecdsa.ParseRawPrivateKey(ec, d)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
-	}
-	return priv, nil
-}
-
 // ecdsaPublic returns k's point as an ECDSA public key for verifying.
 func (k *JWK) ecdsaPublic() (*ecdsa.PublicKey, error) {
 	c, err := curveByName(k.Crv)
@@ -195,20 +177,6 @@ func (k *JWK) ecdsaPublic() (*ecdsa.PublicKey, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
 	}
 	return pub, nil
-}
-
-// exchangePrivate returns k's scalar for the server side of the exchange.
-// The caller wipes it.
-func (k *JWK) exchangeScalar() (curve, []byte, error) {
-	c, err := curveByName(k.Crv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrBadKey, err)
-	}
-	d, err := b64.DecodeString(k.D)
-	if err != nil || len(d) != c.size() {
-		return nil, nil, fmt.Errorf("%w: d is not a %d-byte base64url scalar", ErrBadKey, c.size())
-	}
-	return c, d, nil
 }
 
 func stdCurve(crv string) (elliptic.Curve, error) {

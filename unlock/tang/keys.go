@@ -1,7 +1,6 @@
 package tang
 
 import (
-	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +9,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 var (
@@ -27,12 +24,16 @@ var (
 // Keys is the content of a tangd key directory: one JWK per *.jwk file;
 // files whose names start with "." hold rotated keys, which are no longer
 // advertised but still recover old bindings.
+//
+// The private scalars are sealed in memory (see custody.go): they are in
+// the clear only in locked memory, for one exchange or signature at a
+// time.
 type Keys struct {
-	active  []*JWK
-	rotated []*JWK
+	active  []*serverKey
+	rotated []*serverKey
 	payload []byte // the public JWK set of the active keys
 	adv     []byte // payload signed by the active signing keys
-	signers []*ecdsa.PrivateKey
+	signers []*serverKey
 }
 
 // LoadKeys reads a tangd-compatible key directory.
@@ -73,42 +74,15 @@ type KeyFileError struct {
 func (e *KeyFileError) Error() string { return "tang key " + e.Path + ": " + e.Err.Error() }
 func (e *KeyFileError) Unwrap() error { return e.Err }
 
-func loadKeyFile(path string) (*JWK, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading Tang key: %w", err)
-	}
-	defer wipe.Bytes(data)
-	k, err := ParseJWK(data)
-	if err != nil {
-		return nil, &KeyFileError{path, err}
-	}
-	if k.D == "" {
-		return nil, &KeyFileError{path, fmt.Errorf("%w: it has no private part", ErrBadKey)}
-	}
-	if len(k.KeyOps) == 0 {
-		// tangd would use such a key for everything; refuse to guess.
-		return nil, &KeyFileError{path, fmt.Errorf("%w: it has no key_ops, so its use is ambiguous", ErrBadKey)}
-	}
-	if !k.IsExchange() && !(k.Can(OpSign) && k.IsSigning()) {
-		return nil, &KeyFileError{path, fmt.Errorf("%w: key_ops %v allow neither signing nor recovery", ErrBadKey, k.KeyOps)}
-	}
-	return k, nil
-}
-
 func (ks *Keys) prepare() error {
 	var pubs []*JWK
 	for _, k := range ks.active {
 		pubs = append(pubs, k.Public())
 		if k.Can(OpSign) {
-			priv, err := k.ecdsaPrivate()
-			if err != nil {
-				return err
-			}
-			ks.signers = append(ks.signers, priv)
+			ks.signers = append(ks.signers, k)
 		}
 	}
-	hasExchange := slices.ContainsFunc(ks.active, (*JWK).IsExchange)
+	hasExchange := slices.ContainsFunc(ks.active, func(k *serverKey) bool { return k.IsExchange() })
 	if len(ks.signers) == 0 || !hasExchange {
 		return fmt.Errorf("%w: need an active signing key and an active exchange key", ErrNoKeys)
 	}
@@ -135,11 +109,7 @@ func (ks *Keys) Advertisement(thp string) ([]byte, error) {
 	}
 	signers := slices.Clone(ks.signers)
 	if !slices.Contains(ks.active, k) {
-		priv, err := k.ecdsaPrivate()
-		if err != nil {
-			return nil, err
-		}
-		signers = append(signers, priv)
+		signers = append(signers, k)
 	}
 	return signAdvertisement(ks.payload, signers)
 }
@@ -154,7 +124,7 @@ func (ks *Keys) Recover(kid string, x *JWK) (*JWK, error) {
 	if !k.IsExchange() {
 		return nil, fmt.Errorf("%w: key %s is not an exchange key", ErrWrongKeyUse, kid)
 	}
-	return exchange(k, x)
+	return k.exchange(x)
 }
 
 // CheckRecover reports whether Recover(kid, x) would succeed, without
@@ -210,7 +180,7 @@ func (ks *Keys) Thumbprints() []string {
 	return out
 }
 
-func (ks *Keys) find(thp string) *JWK {
+func (ks *Keys) find(thp string) *serverKey {
 	for _, k := range ks.active {
 		if k.HasThumbprint(thp) {
 			return k
@@ -231,20 +201,25 @@ func Keygen(dir string) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("creating Tang key directory: %w", err)
 	}
-	sig, err := generateKey(AlgSign, []string{OpSign, OpVerify})
-	if err != nil {
-		return "", err
-	}
-	exc, err := generateKey(AlgExchange, []string{OpDeriveKey})
-	if err != nil {
-		return "", err
-	}
-	for _, k := range []*JWK{sig, exc} {
-		if err := writeKeyFile(filepath.Join(dir, k.Thumbprint()+".jwk"), k); err != nil {
+	var sigThp string
+	for _, kind := range []struct {
+		alg string
+		ops []string
+	}{{AlgSign, []string{OpSign, OpVerify}}, {AlgExchange, []string{OpDeriveKey}}} {
+		pub, file, err := newKeyFile(kind.alg, kind.ops)
+		if err != nil {
 			return "", err
 		}
+		err = writeKeyFile(filepath.Join(dir, pub.Thumbprint()+".jwk"), file.Bytes())
+		file.Destroy()
+		if err != nil {
+			return "", err
+		}
+		if kind.alg == AlgSign {
+			sigThp = pub.Thumbprint()
+		}
 	}
-	return sig.Thumbprint(), nil
+	return sigThp, nil
 }
 
 // Rotate hides the active keys (renames them to dot-files: they keep
@@ -274,30 +249,9 @@ func Rotate(dir string) (string, error) {
 	return thp, nil
 }
 
-func generateKey(alg string, ops []string) (*JWK, error) {
-	c := curves["P-521"]
-	d := make([]byte, c.size())
-	defer wipe.Bytes(d)
-	if err := c.randomScalar(d); err != nil {
-		return nil, err
-	}
-	pt, err := c.baseMul(d)
-	if err != nil {
-		return nil, err
-	}
-	k := jwkFromPoint(c, pt, alg, ops)
-	k.D = b64.EncodeToString(d)
-	return k, nil
-}
-
 // writeKeyFile writes a key readable by its owner and group only (as
 // tangd-keygen's umask does) without ever replacing an existing file.
-func writeKeyFile(path string, k *JWK) error {
-	data, err := json.Marshal(k)
-	if err != nil {
-		return err
-	}
-	defer wipe.Bytes(data)
+func writeKeyFile(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o440)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {

@@ -1,0 +1,96 @@
+package tang
+
+import (
+	"bytes"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestParseKeyFile checks the key file parser that takes d out of the JSON
+// into locked memory: what it accepts, what it refuses, and that its
+// errors never quote d.
+func TestParseKeyFile(t *testing.T) {
+	pub, file, err := newKeyFile(AlgExchange, []string{OpDeriveKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Destroy()
+	good := bytes.Clone(file.Bytes())
+	if !bytes.HasPrefix(good, []byte(`{"alg":"ECMR","crv":"P-521","d":"`)) || !bytes.Contains(good, []byte(`","key_ops":["deriveKey"],"kty":"EC","x":"`)) {
+		t.Fatalf("key file is not in jose's member order: %s", good)
+	}
+	// The file parses as a JWK (with d) for anything else that reads it.
+	k, err := ParseJWK(good)
+	if err != nil || k.D == "" || k.Thumbprint() != pub.Thumbprint() {
+		t.Fatalf("ParseJWK(new key file) = %+v, %v", k, err)
+	}
+	d := k.D
+	scratch := make([]byte, maxScalar)
+	sk, err := parseKeyFile(good, scratch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sk.D != "" || sk.Thumbprint() != pub.Thumbprint() || !sk.IsExchange() {
+		t.Fatalf("parsed key %+v", sk.JWK)
+	}
+	other, otherFile, err := newKeyFile(AlgExchange, []string{OpDeriveKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile.Destroy()
+	swapped := strings.Replace(string(good), `"x":"`+pub.X+`","y":"`+pub.Y+`"`, `"x":"`+other.X+`","y":"`+other.Y+`"`, 1)
+	for _, tc := range []struct {
+		name, data string
+	}{
+		{"not JSON", `{"d":"` + d + `"`},
+		{"escaped d", strings.Replace(string(good), `"d":"`+d[:1], `"d":"\u00`+hex2(d[0]), 1)},
+		{"number d", strings.Replace(string(good), `"d":"`+d+`"`, `"d":1`, 1)},
+		{"short d", strings.Replace(string(good), d, d[:40], 1)},
+		{"long d", strings.Replace(string(good), d, d+d, 1)},
+		{"padded d", strings.Replace(string(good), d, d+"==", 1)},
+		{"no d", strings.Replace(string(good), `"d":"`+d+`",`, ``, 1)},
+		{"no key_ops", strings.Replace(string(good), `"key_ops":["deriveKey"],`, ``, 1)},
+		{"d of another point", swapped},
+		{"array", `[` + string(good) + `]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseKeyFile([]byte(tc.data), make([]byte, maxScalar))
+			if !errors.Is(err, ErrBadKey) {
+				t.Fatalf("parseKeyFile = %v, want ErrBadKey", err)
+			}
+			if strings.Contains(err.Error(), d[:8]) {
+				t.Fatalf("error quotes d: %v", err)
+			}
+		})
+	}
+}
+
+func hex2(b byte) string {
+	const digits = "0123456789abcdef"
+	return string([]byte{digits[b>>4], digits[b&15]})
+}
+
+// TestSealedScalar checks that a sealed scalar opens to what was sealed
+// and that its box holds no copy of it.
+func TestSealedScalar(t *testing.T) {
+	s := []byte("a 66-byte scalar: a 66-byte scalar: a 66-byte scalar: a 66-bytes.")
+	sc, err := sealScalar(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(sc.box, s[:16]) {
+		t.Fatal("the box holds the scalar in the clear")
+	}
+	var seen []byte
+	if err := sc.with(func(got []byte) error { seen = bytes.Clone(got); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(seen, s) {
+		t.Fatalf("opened %q, want %q", seen, s)
+	}
+	sc.box[len(sc.box)-1] ^= 1
+	if err := sc.with(func([]byte) error { t.Fatal("f ran with a tampered box"); return nil }); err == nil {
+		t.Fatal("a tampered box opened")
+	}
+}
