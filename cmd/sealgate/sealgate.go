@@ -133,14 +133,25 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 
 func loadKeys(dir string) (*tang.Keys, error) {
 	keys, err := tang.LoadKeys(dir)
+	if err != nil {
+		return nil, keyDirError(dir, err)
+	}
+	return keys, nil
+}
+
+// keyDirError adds the hint that fixes a key directory that cannot be
+// loaded.
+func keyDirError(dir string, err error) error {
 	var bad *tang.KeyFileError
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, tang.ErrNoKeys):
-		return nil, cli.WithHint(err, cli.ExitUsage, "create keys first: sealgate keygen --dir "+dir)
+		return cli.WithHint(err, cli.ExitUsage, "create keys first: sealgate keygen --dir "+dir)
 	case errors.As(err, &bad):
-		return nil, cli.WithHint(err, cli.ExitUsage, "move "+bad.Path+" out of the directory, or restore it from a backup")
+		return cli.WithHint(err, cli.ExitUsage, "move "+bad.Path+" out of the directory, or restore it from a backup")
+	case errors.Is(err, tang.ErrMemlock):
+		return cli.WithHint(err, cli.ExitUsage, "the keys are held in locked memory: raise the limit as the message says")
 	}
-	return keys, err
+	return err
 }
 
 // applyConfig sets the flags a TOML file names (dir = "...", listen =
@@ -284,12 +295,9 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 	}
 	var keys *tang.KeyDir
 	if sc.upstream == "" {
-		if _, err := loadKeys(dir); err != nil {
-			return err
-		}
 		var err error
 		if keys, err = tang.OpenKeyDir(dir); err != nil {
-			return err
+			return keyDirError(dir, err)
 		}
 	}
 	tlsConfig, err := sc.tls()
