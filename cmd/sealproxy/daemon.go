@@ -87,6 +87,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		sockets = systemdSockets
 	}
 	passed := sockets()
+	var confined atomic.Pointer[sandbox.Policy] // once applied
 	listen := listenFunc(passed)
 	for name := range passed {
 		if !usesSocket(cfg, name) {
@@ -101,7 +102,6 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	defer keys.closeAll()
 	st := newStatus(status)
 	first := cfg
-	var confined atomic.Pointer[sandbox.Policy] // once applied
 	load := func(ctx context.Context) (*proxy.Plan, error) {
 		c := first
 		first = nil
@@ -129,7 +129,11 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		return plan, outsideSandbox(confined.Load(), err)
 	}
 	group := proxy.NewGroup(loader, &proxy.Options{
-		Log: log, Metrics: metrics, ShutdownTimeout: cfg.ShutdownTimeout, Listen: listen,
+		Log: log, Metrics: metrics, ShutdownTimeout: cfg.ShutdownTimeout,
+		Listen: func(addr string) (net.Listener, error) {
+			ln, err := listen(addr)
+			return ln, outsideSandbox(confined.Load(), err)
+		},
 	})
 
 	gctx, stopGroup := context.WithCancel(ctx)

@@ -23,12 +23,20 @@ import (
 // SoftHSM's configuration and tokens.
 func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 	p := sandbox.System()
-	dirOf := func(path string) {
-		if path != "" {
-			p.Read = append(p.Read, filepath.Dir(cfg.Resolve(path)))
+	readDir := func(path string) {
+		p.Read = append(p.Read, filepath.Dir(path))
+		// A link's target is opened too (certbot's live/ links into
+		// archive/, where renewals add files).
+		if target, err := filepath.EvalSymlinks(path); err == nil {
+			p.Read = append(p.Read, filepath.Dir(target))
 		}
 	}
-	dirOf(cfg.Path)
+	dirOf := func(path string) {
+		if path != "" {
+			readDir(cfg.Resolve(path))
+		}
+	}
+	readDir(cfg.Path)
 	for _, k := range cfg.Keys {
 		dirOf(k.Cert)
 		dirOf(k.OCSPStaple)

@@ -140,6 +140,25 @@ func TestSandboxedProcess(t *testing.T) {
 	}
 	f.roundTrip(addr, "web", "old state")
 
+	// A unix listener in a new directory: no socket can be made there.
+	newSock := filepath.Join(t.TempDir(), "new.sock")
+	extra := strings.Replace(f.listener("web", "unix:"+newSock), `name = "web"`, `name = "new"`, 1)
+	f.write(head + key("web") + listeners + extra)
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for strings.Count(logs.String(), "reload failed; the previous configuration stays") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the second refused reload was not logged:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if want := newSock + " is outside the paths allowed at start-up; sandbox: restart sealproxy to allow new paths"; !strings.Contains(logs.String(), want) {
+		t.Errorf("the refused unix listener's error lacks %q:\n%s", want, logs.String())
+	}
+	f.roundTrip(addr, "web", "still the old state")
+
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -251,13 +270,26 @@ crl = ["/srv/crl/a.crl", "/srv/crl2/b.crl"]
 ca = "/srv/upstream/ca.pem"
 server_name = "app"
 `
+	// hsm.crt links into another directory, as certbot's live/ does.
+	archive := filepath.Join(dir, "archive")
+	for _, d := range []string{filepath.Join(dir, "etc"), archive} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(archive, "hsm1.crt"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../archive/hsm1.crt", filepath.Join(dir, "etc", "hsm.crt")); err != nil {
+		t.Fatal(err)
+	}
 	cfg, err := config.Parse(conf, []byte(data))
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := sandboxPolicy(cfg)
 	etc := filepath.Join(dir, "etc")
-	for _, want := range []string{etc, filepath.Join(etc, "certs"), "/srv/sealed", "/srv/ocsp", "/opt/hsm/lib", "/usr/lib",
+	for _, want := range []string{etc, filepath.Join(etc, "certs"), archive, "/srv/sealed", "/srv/ocsp", "/opt/hsm/lib", "/usr/lib",
 		"/run/pins", "/srv/clients", "/srv/crl", "/srv/crl2", "/srv/upstream", filepath.Join(etc, "extra"), "/etc/ssl", "/etc/resolv.conf"} {
 		if !slices.Contains(p.Read, want) {
 			t.Errorf("read lacks %s: %q", want, p.Read)

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -108,11 +109,30 @@ type Result struct {
 var ErrUnsupported = errors.New("landlock is not available")
 
 // DeniedPath returns the path of a permission error err wraps that the
-// policy does not cover: an open the sandbox refused.
+// policy does not cover: an open, or a unix socket's bind, that the
+// sandbox refused.
 func (p *Policy) DeniedPath(err error) (string, bool) {
-	var pe *fs.PathError
-	if !errors.Is(err, fs.ErrPermission) || !errors.As(err, &pe) || p.Readable(pe.Path) {
+	if !errors.Is(err, fs.ErrPermission) {
 		return "", false
 	}
-	return pe.Path, true
+	var (
+		pe *fs.PathError
+		oe *net.OpError
+	)
+	if errors.As(err, &oe) {
+		if ua, ok := oe.Addr.(*net.UnixAddr); ok && oe.Op == "listen" && !p.socketDir(filepath.Dir(ua.Name)) {
+			return ua.Name, true
+		}
+	}
+	if errors.As(err, &pe) && !p.Readable(pe.Path) {
+		return pe.Path, true
+	}
+	return "", false
+}
+
+func (p *Policy) socketDir(dir string) bool {
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
+	}
+	return slices.Contains(p.Sockets, dir)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -22,7 +23,7 @@ func TestParseMode(t *testing.T) {
 }
 
 func TestDeniedPath(t *testing.T) {
-	p := Policy{Read: []string{"/srv/tls/"}, Write: []string{"/var/log/gate.log"}}
+	p := Policy{Read: []string{"/srv/tls/"}, Write: []string{"/var/log/gate.log"}, Sockets: []string{"/run/sp"}}
 	p.Clean()
 	for _, tc := range []struct {
 		err  error
@@ -34,12 +35,20 @@ func TestDeniedPath(t *testing.T) {
 		{&fs.PathError{Op: "open", Path: "/var/log/gate.log", Err: syscall.EPERM}, ""},
 		{&fs.PathError{Op: "open", Path: "/srv/new/a.crt", Err: syscall.ENOENT}, ""},
 		{errors.New("eacces"), ""},
+		{listenErr("/run/new/a.sock", syscall.EACCES), "/run/new/a.sock"},
+		{listenErr("/run/sp/a.sock", syscall.EACCES), ""},
+		{listenErr("/run/new/a.sock", syscall.EADDRINUSE), ""},
 	} {
 		got, ok := p.DeniedPath(tc.err)
 		if got != tc.want || ok != (tc.want != "") {
 			t.Errorf("DeniedPath(%v) = %q, %v; want %q", tc.err, got, ok, tc.want)
 		}
 	}
+}
+
+func listenErr(path string, errno syscall.Errno) error {
+	return fmt.Errorf("listener \"x\": %w", &net.OpError{Op: "listen", Net: "unix",
+		Addr: &net.UnixAddr{Name: path, Net: "unix"}, Err: os.NewSyscallError("bind", errno)})
 }
 
 func TestCleanAndAdd(t *testing.T) {
