@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"regexp"
@@ -132,7 +133,8 @@ func (g *Gate) parseRecovery(w http.ResponseWriter, r *http.Request, kid string)
 		for _, p := range strings.Split(pref, ",") {
 			p = strings.TrimSpace(p)
 			if v, ok := strings.CutPrefix(p, "wait="); ok {
-				if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+				// A wait beyond what a Duration holds would wrap negative.
+				if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= int(math.MaxInt64/time.Second) {
 					rec.wait = min(rec.wait, time.Duration(n)*time.Second)
 				}
 			} else if strings.EqualFold(p, "respond-async") {
