@@ -44,13 +44,13 @@ func OpenKeyDir(dir string) (*KeyDir, error) {
 // If a re-read fails the previous keys keep serving and the error is
 // returned alongside them.
 func (d *KeyDir) Keys() (*Keys, error) {
-	st, err := os.Stat(d.dir)
-	if err != nil {
-		return d.current(), fmt.Errorf("tang key directory: %w", err)
-	}
 	entries, err := os.ReadDir(d.dir)
 	if err != nil {
-		return d.current(), fmt.Errorf("tang key directory: %w", err)
+		return d.current(), fmt.Errorf("reading Tang key directory: %w", err)
+	}
+	st, err := os.Stat(d.dir)
+	if err != nil {
+		return d.current(), fmt.Errorf("reading Tang key directory: %w", err)
 	}
 	var names strings.Builder
 	for _, e := range entries {
