@@ -299,25 +299,29 @@ func (p *proxyProcess) kill() {
 }
 
 // logProblems returns the log lines that mention a panic or a fatal
-// error, and the number of lines.
-func (p *proxyProcess) logProblems() ([]string, int, error) {
+// error, the number of lines, and their number by level.
+func (p *proxyProcess) logProblems() ([]string, int, map[string]int, error) {
 	f, err := os.Open(p.logPath)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer f.Close()
 	var bad []string
-	n := 0
+	n, levels := 0, map[string]int{}
 	s := bufio.NewScanner(f)
 	s.Buffer(make([]byte, 64<<10), 1<<20)
 	for s.Scan() {
 		n++
+		if _, rest, ok := strings.Cut(s.Text(), " level="); ok {
+			lvl, _, _ := strings.Cut(rest, " ")
+			levels[lvl]++
+		}
 		l := strings.ToLower(s.Text())
 		if strings.Contains(l, "panic") || strings.Contains(l, "fatal") {
 			bad = append(bad, s.Text())
 		}
 	}
-	return bad, n, s.Err()
+	return bad, n, levels, s.Err()
 }
 
 func tail(b []byte, n int) string {

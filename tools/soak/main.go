@@ -70,6 +70,7 @@ type report struct {
 	Hostile     *hostileResult `json:"hostile,omitempty"`
 	ProxyAlive  bool           `json:"proxy_alive_at_end"`
 	LogLines    int            `json:"proxy_log_lines"`
+	LogLevels   map[string]int `json:"proxy_log_lines_by_level"`
 	LogProblems []string       `json:"proxy_log_panics_or_fatals"`
 	CleanStop   bool           `json:"proxy_clean_stop"`
 	Problems    []string       `json:"problems"`
@@ -206,7 +207,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (*report,
 	if stopErr != nil {
 		r.Problems = append(r.Problems, fmt.Sprintf("stopping sealproxy: %v", stopErr))
 	}
-	r.LogProblems, r.LogLines, err = e.proxy.logProblems()
+	r.LogProblems, r.LogLines, r.LogLevels, err = e.proxy.logProblems()
 	if err != nil {
 		r.Problems = append(r.Problems, fmt.Sprintf("reading the proxy's log: %v", err))
 	}
@@ -376,6 +377,7 @@ func printTable(w io.Writer, r *report) {
 	}
 	row("end", "proxy alive / clean SIGTERM stop", "%v / %v", r.ProxyAlive, r.CleanStop)
 	row("end", "log lines / with panic or fatal", "%d / %d", r.LogLines, len(r.LogProblems))
+	row("end", "log lines by level", "%v", r.LogLevels)
 	t.Flush()
 	if len(r.Problems) == 0 {
 		fmt.Fprintln(w, "\nsoak: ok, every property held")
