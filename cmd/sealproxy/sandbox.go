@@ -82,7 +82,8 @@ var libDirs = []string{"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/l
 // pkcs11Policy is what a pkcs11: key needs to be opened again: the
 // module's directory, the library directories, the pin-source file's
 // directory and, for SoftHSM, its configuration file and token
-// directory (written: SoftHSM locks and updates its token files).
+// directory (read when it looks keys up; finding and signing write
+// nothing, TestSandboxedPKCS11).
 func pkcs11Policy(cfg *config.Config, opaque string) sandbox.Policy {
 	u, err := vault.ParsePKCS11URI(opaque)
 	if err != nil || u.ModulePath == "" {
@@ -99,7 +100,7 @@ func pkcs11Policy(cfg *config.Config, opaque string) sandbox.Policy {
 		}
 		p.Read = append(p.Read, conf)
 		if dir := softhsmTokenDir(conf); dir != "" {
-			p.Write = append(p.Write, dir)
+			p.Read = append(p.Read, dir)
 		}
 	}
 	return p

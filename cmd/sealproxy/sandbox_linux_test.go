@@ -65,6 +65,31 @@ func waitForLog(t *testing.T, logs *syncBuffer, want string) {
 	}
 }
 
+// startConfined starts `sealproxy run` and waits until it is confined
+// and ready; the process is killed at the end of the test if it still
+// runs.
+func startConfined(t *testing.T, bin, path string) (*exec.Cmd, *syncBuffer, <-chan error) {
+	t.Helper()
+	cmd := exec.Command(bin, "run", "--config", path)
+	logs := new(syncBuffer)
+	cmd.Stderr = logs
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	waitForLog(t, logs, `msg="landlock sandbox applied" landlock_abi=`)
+	waitForLog(t, logs, "msg=ready")
+	return cmd, logs, exited
+}
+
 // TestSandboxedProcess runs the built binary with [sandbox] landlock =
 // "required": it serves; a reload after the certificate and sealed key
 // were replaced in their directory serves the new certificate; a reload
@@ -88,23 +113,7 @@ func TestSandboxedProcess(t *testing.T) {
 	listeners = strings.Replace(listeners, `keys = ["local"]`, `keys = ["web"]`, 1)
 	path := f.write(head + key("web") + listeners)
 
-	cmd := exec.Command(bin, "run", "--config", path)
-	var logs syncBuffer
-	cmd.Stderr = &logs
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
-	waitForLog(t, &logs, "msg=ready")
-	waitForLog(t, &logs, `msg="landlock sandbox applied" landlock_abi=`)
+	cmd, logs, exited := startConfined(t, bin, path)
 	f.roundTrip(addr, "web", "confined")
 	before := f.servedSerial(addr, "web")
 
@@ -113,7 +122,7 @@ func TestSandboxedProcess(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitForLog(t, &logs, "msg=reloaded")
+	waitForLog(t, logs, "msg=reloaded")
 	rotated := f.servedSerial(addr, "web")
 	if rotated == before {
 		t.Fatalf("the reload still serves certificate %s", before)
@@ -128,7 +137,7 @@ func TestSandboxedProcess(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitForLog(t, &logs, "reload failed; the previous configuration stays")
+	waitForLog(t, logs, "reload failed; the previous configuration stays")
 	got := logs.String()
 	for _, want := range []string{certPath + ": permission denied", "sandbox: restart sealproxy to allow new paths"} {
 		if !strings.Contains(got, want) {
