@@ -53,6 +53,17 @@ func (e *endpoint) closeWrite() {
 	}
 }
 
+// abort ends the connection as broken: no close_notify, and a reset
+// instead of a FIN. A relay aborts both sides when either fails mid-
+// stream, so a peer cannot take a cut stream for a complete one (a TLS
+// client would otherwise see a clean close_notify after truncated data).
+func (e *endpoint) abort() {
+	if tc, ok := e.raw.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = e.raw.Close()
+}
+
 func (e *endpoint) close() {
 	if e.tls != nil {
 		// Do not let a dead peer hold Close for crypto/tls's 5s alert write.
@@ -211,6 +222,14 @@ func (r *relay) closeAll() {
 	})
 }
 
+// abortAll is closeAll after a failure: both sides are reset.
+func (r *relay) abortAll() {
+	r.once.Do(func() {
+		r.client.abort()
+		r.backend.abort()
+	})
+}
+
 func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }
 
 func (r *relay) limit() time.Duration {
@@ -264,7 +283,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 				if werr != nil {
 					d.wrErr = werr
 					r.first.CompareAndSwap(nil, d)
-					r.closeAll()
+					r.abortAll()
 					end(d)
 					return
 				}
@@ -299,7 +318,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 		default:
 			d.readErr = err
 			r.first.CompareAndSwap(nil, d)
-			r.closeAll()
+			r.abortAll()
 			end(d)
 			return
 		}

@@ -50,8 +50,12 @@ func TestBackendResetIsAnError(t *testing.T) {
 	}
 	c.SetDeadline(time.Now().Add(30 * time.Second))
 	var ne net.Error
-	if _, err := io.Copy(io.Discard, c); errors.As(err, &ne) && ne.Timeout() {
+	_, err = io.Copy(io.Discard, c)
+	if errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("the client's connection outlived the backend's reset: %v", err)
+	}
+	if err == nil {
+		t.Fatal("the client saw a clean end (close_notify) of a stream the backend cut: want an error, so the cut shows")
 	}
 	closed := func(reason string) float64 { return counter(srv.metrics.Closed.WithLabelValues("test", reason)) }
 	waitFor(t, "the connection to be counted", func() bool { return closed(reasonBackendError)+closed(reasonBackendClosed) > 0 })

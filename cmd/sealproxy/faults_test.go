@@ -868,12 +868,15 @@ func TestFaultBackendReset(t *testing.T) {
 		got = append(got, n)
 		slowest = max(slowest, took)
 		if err == nil {
-			clean++ // TLS close_notify: the client cannot tell the cut
+			clean++ // TLS close_notify: the client could not tell the cut
 		}
 	}
 	close(stop)
 	wg.Wait()
 	total := 0
+	if clean > 0 {
+		t.Errorf("%d of %d clients saw a clean TLS close after the backend's reset: want an error, so a cut stream cannot pass for a whole one", clean, resets)
+	}
 	for i, err := range otherErrs {
 		if err != nil {
 			t.Fatalf("connection %d failed during the resets: %v", i, err)
@@ -902,7 +905,7 @@ func TestFaultBackendReset(t *testing.T) {
 		now = runtime.NumGoroutine()
 		return now <= baseline
 	})
-	t.Logf("FAULT %s: %d resets after %d of %d bytes: clients read %v bytes and saw the end within %v (%d of them as a clean TLS close_notify), %v backend_error counted, %d other connections did %d echo rounds with 0 failures, goroutines %d -> %d",
+	t.Logf("FAULT %s: %d resets after %d of %d bytes: clients read %v bytes and saw the end within %v (%d of them as a clean TLS close_notify, the rest as a reset), %v backend_error counted, %d other connections did %d echo rounds with 0 failures, goroutines %d -> %d",
 		"backend reset mid-stream", resets, sent, asked, got, slowest.Round(time.Millisecond), clean, backendErrors, len(others), total, baseline, now)
 }
 
