@@ -36,7 +36,7 @@ can hold every recovery until an operator approves it.
       [--approval required] [--audit FILE] [--hold DURATION]
       [--webhook URL] [--policy FILE] [--approvers N] [--upstream URL]
       [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--config FILE]
-      [--landlock best-effort|off|required]
+      [--landlock best-effort|off|required] [--max-connections N]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
@@ -74,6 +74,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.tlsKey, "tls-key", "", "the PEM private key `file` of --tls-cert (serve)")
 	fs.StringVar(&sc.clientCA, "client-ca", "", "operators may present client certificates from this PEM CA `file`, named by a listed operator (serve)")
 	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys (serve)")
+	fs.IntVar(&sc.maxConns, "max-connections", DefaultMaxConnections, "refuse connections beyond this `many` open at once (serve)")
 	fs.StringVar(&sc.landlock, "landlock", "best-effort", "confine serve once listening: `best-effort`, off or required (serve)")
 	config := fs.String("config", "", "read settings from this TOML `file`, keys named as the flags; flags override it (serve)")
 	pos, err := cli.Parse(fs, rest)
@@ -232,6 +233,7 @@ type serveConfig struct {
 	tlsKey    string
 	clientCA  string
 	landlock  string
+	maxConns  int
 }
 
 func operator(pos []string, dir string, stdout io.Writer) error {
@@ -278,6 +280,9 @@ func operator(pos []string, dir string, stdout io.Writer) error {
 func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.Writer) error {
 	if sc.approval != "none" && sc.approval != "required" {
 		return cli.Usage("--approval is none or required, not %q", sc.approval)
+	}
+	if sc.maxConns <= 0 {
+		return cli.Usage("--max-connections must be positive")
 	}
 	if sc.hold <= 0 {
 		return cli.Usage("--hold must be positive")
@@ -358,10 +363,12 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 	} else if sc.audit != "" || sc.webhook != "" || sc.policy != "" {
 		return cli.Usage("--audit, --webhook and --policy need --approval required")
 	}
-	ln, err := net.Listen("tcp", listen)
+	tcp, err := net.Listen("tcp", listen)
 	if err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "choose a free address with --listen")
 	}
+	limited := &limitListener{Listener: tcp, max: int64(sc.maxConns)}
+	var ln net.Listener = limited
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -393,6 +400,10 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	log.Info("stopping tang")
-	return srv.Shutdown(shutdown)
+	log.Info("stopping tang", "refused_over_max_connections", limited.refused.Load())
+	err = srv.Shutdown(shutdown)
+	if g, ok := handler.(*gate.Gate); ok {
+		g.Close() // cancel webhook deliveries in flight
+	}
+	return err
 }
