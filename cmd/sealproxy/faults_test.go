@@ -778,23 +778,23 @@ func TestFaultBackendReset(t *testing.T) {
 		asked = 64 << 20 // what the client expects
 	)
 	// resetOnce asks for a large transfer that the backend cuts.
-	resetOnce := func() (int64, error, time.Duration) {
+	resetOnce := func() (int64, time.Duration, error) {
 		c, err := f.tlsTo(addr, "web")
 		if err != nil {
-			return 0, err, 0
+			return 0, 0, err
 		}
 		defer c.Close()
 		c.SetDeadline(time.Now().Add(faultTimeout))
 		if _, err := fmt.Fprintf(c, "reset %d\n", sent); err != nil {
-			return 0, err, 0
+			return 0, 0, err
 		}
 		start := time.Now()
 		n, err := io.Copy(io.Discard, c)
-		return n, err, time.Since(start)
+		return n, time.Since(start), err
 	}
 	// Warm up every path once, so that the baseline counts what the
 	// daemon starts lazily.
-	if n, err, _ := resetOnce(); n >= asked || isTimeout(err) {
+	if n, _, err := resetOnce(); n >= asked || isTimeout(err) {
 		t.Fatalf("warm-up reset: %d bytes, %v", n, err)
 	}
 	if err := f.echo(addr, "web", "echo\nwarm-up"); err != nil {
@@ -858,7 +858,7 @@ func TestFaultBackendReset(t *testing.T) {
 	var slowest time.Duration
 	clean := 0
 	for range resets {
-		n, err, took := resetOnce()
+		n, took, err := resetOnce()
 		if isTimeout(err) {
 			t.Fatalf("the client hung after the backend's reset: %d bytes, %v", n, err)
 		}

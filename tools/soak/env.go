@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -22,7 +23,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -135,7 +135,8 @@ func writePKI(ctx context.Context, dir, tangURL, thp string) (*x509.CertPool, er
 func buildProxy(ctx context.Context, dir string) (string, error) {
 	goTool, err := exec.LookPath("go")
 	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+		// Not on PATH: `go run` may have been called by its full path.
+		goTool = filepath.Join(cmp.Or(os.Getenv("GOROOT"), "/usr/local/go"), "bin", "go")
 	}
 	bin := filepath.Join(dir, "sealproxy")
 	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/sealproxy/sealproxy/cmd/sealproxy")
