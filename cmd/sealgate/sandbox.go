@@ -59,7 +59,7 @@ func confine(ctx context.Context, log *slog.Logger, dir string, sc *serveConfig)
 	res, err := sandbox.Apply(p, mode)
 	switch {
 	case errors.Is(err, sandbox.ErrUnsupported):
-		return cli.WithHint(fmt.Errorf("--landlock required: %w", err), cli.ExitFailure, "use --landlock best-effort to serve unconfined on this kernel")
+		return cli.WithHint(fmt.Errorf("--landlock required: %w", err), cli.ExitFailure, "use --landlock best-effort to serve unconfined where Landlock cannot be used")
 	case err != nil:
 		return err
 	case !res.Enforced:

@@ -139,7 +139,7 @@ func confine(log *slog.Logger, cfg *config.Config) (*sandbox.Policy, error) {
 	res, err := sandbox.Apply(p, mode)
 	if errors.Is(err, sandbox.ErrUnsupported) {
 		return nil, cli.WithHint(fmt.Errorf("[sandbox] landlock = \"required\": %w", err), cli.ExitFailure,
-			"set [sandbox] landlock = \"best-effort\" to run unconfined on this kernel")
+			"set [sandbox] landlock = \"best-effort\" to run unconfined where Landlock cannot be used")
 	}
 	if err != nil {
 		return nil, err
