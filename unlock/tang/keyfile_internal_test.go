@@ -94,3 +94,50 @@ func TestSealedScalar(t *testing.T) {
 		t.Fatal("a tampered box opened")
 	}
 }
+
+// FuzzParseKeyFile feeds the key file parser arbitrary bytes: it must
+// not panic, must keep d within its buffer, and what it accepts must be
+// a key whose sealed scalar matches its public point.
+func FuzzParseKeyFile(f *testing.F) {
+	for _, kind := range []struct {
+		alg string
+		ops []string
+	}{{AlgSign, []string{OpSign, OpVerify}}, {AlgExchange, []string{OpDeriveKey}}} {
+		_, file, err := newKeyFile(kind.alg, kind.ops)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(bytes.Clone(file.Bytes()))
+		file.Destroy()
+	}
+	f.Add([]byte(`{"kty":"EC","crv":"P-256","x":"gI0GAILBdu7T53akrFmMyGcsF3n5dO7MmwNBHKW5SV0","y":"SLW_xSffzlPWrHEVI30DHM_4egVwt3NQqeUD7nMFpps","d":"0_NxaRPUMQoAJt50Gz8YiTr8gRTwyEaCumd-MToTmIo","key_ops":["deriveKey"],"alg":"ECMR"}`))
+	f.Add([]byte(`{"d":null,"d":"AA"}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		buf := make([]byte, maxScalar+8)
+		k, err := parseKeyFile(data, buf[:maxScalar])
+		if !bytes.Equal(buf[maxScalar:], make([]byte, 8)) {
+			t.Fatal("d was decoded past its buffer")
+		}
+		if err != nil {
+			if !errors.Is(err, ErrBadKey) && !errors.Is(err, ErrMemlock) {
+				t.Fatalf("error %v is not ErrBadKey", err)
+			}
+			return
+		}
+		pt, err := k.point(k.c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var match bool
+		if err := k.d.with(func(d []byte) error {
+			pub, err := k.c.baseMul(d)
+			match = err == nil && bytes.Equal(pub, pt)
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if !match {
+			t.Fatal("the sealed scalar does not match the public point")
+		}
+	})
+}
