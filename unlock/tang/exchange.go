@@ -162,8 +162,8 @@ func exchange(c curve, s *sealedScalar, x *JWK) (*JWK, error) {
 	}
 	var Y []byte
 	var mulErr error
-	if err := s.with(func(s []byte) error {
-		Y, mulErr = c.mul(X, s)
+	if err := s.with(func(d []byte) error {
+		Y, mulErr = c.mul(X, d)
 		return nil
 	}); err != nil {
 		return nil, err
