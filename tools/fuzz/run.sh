@@ -118,7 +118,10 @@ for ((i = 0; i < total; i++)); do
 		rc=${PIPESTATUS[0]}
 	fi
 	set -e
-	last=$(grep -E '^fuzz: elapsed: ' "$log" | tail -n 1 || true)
+	last=$(grep -E '^fuzz: elapsed: .*execs: ' "$log" | tail -n 1 || true)
+	if [ -z "$last" ]; then
+		last=$(grep -E '^fuzz: elapsed: ' "$log" | tail -n 1 || true)
+	fi
 	elapsed=- execs=- new=-
 	if [ -n "$last" ]; then
 		elapsed=$(sed -E 's/^fuzz: elapsed: ([^,]+),.*/\1/' <<<"$last")
@@ -129,6 +132,12 @@ for ((i = 0; i < total; i++)); do
 	input=
 	if [ "$rc" -eq 0 ]; then
 		result=ok
+		# FUZZTIME ran out while the cached corpus was being replayed:
+		# no new input was tried. Say so rather than report 0 executions.
+		base=$(grep -E '^fuzz: elapsed: ' "$log" | tail -n 1 | sed -nE 's/.*gathering baseline coverage: ([0-9]+\/[0-9]+).*/\1/p')
+		if [ "$execs" = - ] && [ -n "$base" ]; then
+			result="ok (baseline only, $base)"
+		fi
 	else
 		failed=1
 		result=FAIL
