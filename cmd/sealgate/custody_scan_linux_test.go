@@ -59,18 +59,28 @@ func TestTangKeysMemoryScan(t *testing.T) {
 			if out, err := build.CombinedOutput(); err != nil {
 				t.Fatalf("go build (GOEXPERIMENT=%s): %v\n%s", b.experiment, err, out)
 			}
-			counts, total := scanGate(t, bin)
-			t.Logf("sealgate built %s: %d occurrences %v", b.name, total, counts)
-			if b.wantNone && total != 0 {
-				t.Errorf("sealgate's memory holds %d copies of its private scalars: %v", total, counts)
+			modes := []string{"tang", "gate"}
+			if !b.wantNone {
+				modes = modes[:1]
+			}
+			for _, mode := range modes {
+				t.Run(mode, func(t *testing.T) {
+					counts, total := scanGate(t, bin, mode == "gate")
+					t.Logf("sealgate built %s, serving as %s: %d occurrences %v", b.name, mode, total, counts)
+					if b.wantNone && total != 0 {
+						t.Errorf("sealgate's memory holds %d copies of its private scalars: %v", total, counts)
+					}
+				})
 			}
 		})
 	}
 }
 
 // scanGate runs bin through keygen, serve, recoveries, a rotation and more
-// recoveries, waits for it to go idle and returns the scan's counts.
-func scanGate(t *testing.T, bin string) (map[string]int, int) {
+// recoveries, waits for it to go idle and returns the scan's counts. With
+// gate it serves with --approval required and a policy that approves
+// every local request, so the recoveries go through the gate's code.
+func scanGate(t *testing.T, bin string, gate bool) (map[string]int, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := filepath.Join(t.TempDir(), "db")
@@ -83,7 +93,15 @@ func scanGate(t *testing.T, bin string) (map[string]int, int) {
 	addr := ln.Addr().String()
 	ln.Close()
 	var logs bytes.Buffer
-	srv := exec.Command(bin, "serve", "--dir", dir, "--listen", addr)
+	args := []string{"serve", "--dir", dir, "--listen", addr}
+	if gate {
+		policy := filepath.Join(t.TempDir(), "policy.toml")
+		if err := os.WriteFile(policy, []byte("[[rule]]\nname = \"local\"\naction = \"approve\"\nsources = [\"127.0.0.0/8\"]\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, "--approval", "required", "--policy", policy)
+	}
+	srv := exec.Command(bin, args...)
 	srv.Stdout, srv.Stderr = &logs, &logs
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
