@@ -199,6 +199,9 @@ timeout = "30s"
 
 	var pins []needle
 	t.Run("pkcs11-wrong-pin", func(t *testing.T) {
+		parent := r.t
+		r.t = t
+		defer func() { r.t = parent }()
 		h := testenv.NewSoftHSM(t) // skips (fails under SEALPROXY_REQUIRE_INTEROP=1) without softhsm2
 		wrongPIN := "wrong-" + strings.TrimPrefix(h.PIN, "pin-")
 		pins = append(pins, needle{"PKCS#11 PIN", []byte(h.PIN)}, needle{"PKCS#11 SO PIN", []byte("so-" + h.PIN)},
@@ -230,6 +233,23 @@ timeout = "30s"
 	if err := gateProc.wait(30 * time.Second); err != nil {
 		t.Errorf("sealgate did not stop cleanly: %v", err)
 	}
+	// The gate is gone: recoveries find Tang unreachable.
+	r.run("seal decrypt (Tang stopped)", []byte(jwe), "seal", "decrypt")
+	downCfg := filepath.Join(proxyDir, "tang-down.toml")
+	cfgData, err := os.ReadFile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgData = bytes.Replace(cfgData, []byte(`timeout = "30s"`), []byte(`timeout = "2s"`), 1)
+	cfgData = bytes.Replace(cfgData, []byte(listen), []byte(freePort(t)), 1)
+	cfgData = bytes.Replace(cfgData, []byte(adminAddr), []byte(freePort(t)), 1)
+	if err := os.WriteFile(downCfg, cfgData, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.run("sealproxy run (Tang stopped)", nil, "sealproxy", "run", "--config", downCfg); err == nil {
+		t.Error("sealproxy started with its Tang server stopped")
+	}
+
 	for _, p := range r.procs {
 		r.add(p.name+" stdout", []byte(p.stdout.String()))
 		r.add(p.name+" stderr", []byte(p.stderr.String()))
