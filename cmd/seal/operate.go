@@ -97,7 +97,8 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 			if !r.Complete {
 				keys = fmt.Sprintf("%d/%d (incomplete)", r.Arrived, r.Keys)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Code, host, r.Source, keys, time.Since(r.Created).Round(time.Second))
+			p := gate.Printable
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p(r.Code), p(host), p(r.Source), keys, time.Since(r.Created).Round(time.Second))
 		}
 		return tw.Flush()
 	case "approve", "deny":
@@ -115,10 +116,10 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 			return explainGate(err, *gateURL)
 		}
 		if d.Status == gate.StatePending {
-			fmt.Fprintf(stdout, "%s: approval %d of %d by %s; %d more operators must approve\n", d.Code, d.Approvals, d.Needed, d.Operator, d.Needed-d.Approvals)
+			fmt.Fprintf(stdout, "%s: approval %d of %d by %s; %d more operators must approve\n", gate.Printable(d.Code), d.Approvals, d.Needed, gate.Printable(d.Operator), d.Needed-d.Approvals)
 			return nil
 		}
-		fmt.Fprintf(stdout, "%s %s by %s\n", d.Code, d.Status, d.Operator)
+		fmt.Fprintf(stdout, "%s %s by %s\n", gate.Printable(d.Code), gate.Printable(string(d.Status)), gate.Printable(d.Operator))
 		return nil
 	}
 	return nil

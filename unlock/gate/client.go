@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
+	"unicode"
 
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
@@ -128,7 +130,7 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, op 
 		}
 		msg := http.StatusText(resp.StatusCode)
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			msg = e.Error
+			msg = Printable(e.Error)
 		}
 		return &APIError{URL: base, Op: op, Status: resp.StatusCode, Message: msg}
 	}
@@ -136,4 +138,16 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, op 
 		return fmt.Errorf("gate %s: %s: the answer is not the operator API's JSON: %v", base, op, err)
 	}
 	return nil
+}
+
+// Printable returns s as it is if every rune prints on a terminal, and
+// quoted with escapes otherwise: text from a gate (an error, a host's
+// name) must not carry control sequences to an operator's screen.
+func Printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
