@@ -261,6 +261,12 @@ func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
 	if perr, ok := err.(pkcs11.Error); ok && perr == pkcs11.CKR_USER_ALREADY_LOGGED_IN {
 		err = nil
 	}
+	if perr, ok := err.(pkcs11.Error); ok {
+		switch perr {
+		case pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE, pkcs11.CKR_PIN_EXPIRED, pkcs11.CKR_PIN_LOCKED:
+			return "", fmt.Errorf("logging in: %w (%w)", ErrPINRefused, err)
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("logging in: %w", err)
 	}

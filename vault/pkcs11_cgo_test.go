@@ -129,7 +129,7 @@ func TestPKCS11BadInputs(t *testing.T) {
 		want      string // in the error
 		is        error
 	}{
-		{"wrong PIN", h.URIWithPIN("ec256", wrongPIN), "CKR_PIN_INCORRECT", nil},
+		{"wrong PIN", h.URIWithPIN("ec256", wrongPIN), "CKR_PIN_INCORRECT", ErrPINRefused},
 		{"missing token", strings.Replace(h.URI("ec256"), "token="+h.Token, "token=no-such-token", 1), "no-such-token", nil},
 		{"missing object", h.URI("no-such-key"), "no private key", nil},
 		{"bad module path", strings.Replace(h.URI("ec256"), h.Module, "/nonexistent/libpkcs11.so", 1), "/nonexistent/libpkcs11.so", nil},
@@ -154,7 +154,7 @@ func TestPKCS11BadInputs(t *testing.T) {
 			if !strings.Contains(err.Error(), c.want) {
 				t.Errorf("error does not mention %q", c.want)
 			}
-			if c.is == nil && !strings.Contains(err.Error(), "pkcs11:token=") {
+			if !errors.Is(c.is, ErrBadRef) && !strings.Contains(err.Error(), "pkcs11:token=") {
 				t.Errorf("error does not name the reference")
 			}
 			if r, perr := ParseRef(c.ref); perr == nil {

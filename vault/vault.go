@@ -40,6 +40,9 @@ var (
 	ErrUnavailable = errors.New("key backend unavailable")
 	// ErrKeyMismatch reports a key whose public half is not the certificate's.
 	ErrKeyMismatch = errors.New("private key does not match certificate")
+	// ErrPINRefused reports a PKCS#11 token that refused the PIN: wrong,
+	// malformed, expired or locked.
+	ErrPINRefused = errors.New("the token refused the PIN")
 )
 
 // Options say where and how keys are opened.

@@ -312,6 +312,8 @@ func startError(err error) error {
 		return cli.WithHint(err, cli.ExitUsage, "")
 	case errors.Is(err, tang.ErrDenied):
 		return cli.WithHint(err, cli.ExitDenied, "an operator denied this start-up at the gate; ask why before starting again (the gate's audit log has who and when)")
+	case errors.As(err, &ue) && errors.Is(err, vault.ErrPINRefused):
+		return cli.WithHint(err, exitUnlock, "check the PIN of the pkcs11: key named above (its pin-source file); a locked PIN must be reset with the token's SO PIN")
 	case errors.As(err, &ue):
 		return cli.WithHint(err, exitUnlock, "check that this host reaches the Tang servers named above (curl URL/adv); [unlock] timeout sets how long start-up waits")
 	case errors.Is(err, vault.ErrPlaintextRefused):

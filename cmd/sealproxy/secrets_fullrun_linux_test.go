@@ -217,8 +217,12 @@ timeout = "30s"
 			hsmCfg := r.input(fmt.Sprintf("hsm%d.toml", i), fmt.Sprintf("[[key]]\nname = \"hsm\"\ncert = %q\nsource = %q\n\n[[listener]]\nname = \"hsm\"\nlisten = %q\nmode = \"offload\"\nkeys = [\"hsm\"]\nbackend = %q\n",
 				certFile, uri, freePort(t), echo))
 			name := fmt.Sprintf("sealproxy run (PKCS#11, wrong PIN, %s)", strings.SplitN(pin, "=", 2)[0])
-			if _, _, err := r.run(name, nil, "sealproxy", "run", "--config", hsmCfg); err == nil {
+			_, stderr, err := r.run(name, nil, "sealproxy", "run", "--config", hsmCfg)
+			if err == nil {
 				t.Errorf("%s succeeded", name)
+			}
+			if !strings.Contains(stderr, "hint: check the PIN of the pkcs11: key") {
+				t.Errorf("%s: the hint does not point at the PIN:\n%s", name, stderr)
 			}
 			r.run(fmt.Sprintf("sealproxy check (PKCS#11 %d)", i), nil, "sealproxy", "check", "--config", hsmCfg)
 		}
