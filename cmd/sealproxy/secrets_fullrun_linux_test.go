@@ -583,7 +583,11 @@ func tlsKeyNeedles(t *testing.T, keyPEM []byte) []needle {
 			ns = append(ns, needle{fmt.Sprintf("TLS key PEM line %d", i), []byte(line)})
 		}
 	}
-	return append(ns, encodings("TLS key scalar", ec.D.FillBytes(make([]byte, 32)))...)
+	scalar, err := ec.Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(ns, encodings("TLS key scalar", scalar)...)
 }
 
 // tangKeyFile is a key file of the gate's directory.

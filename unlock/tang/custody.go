@@ -139,9 +139,3 @@ func (a *keyArena) borrow(f func(kek *[kekSize]byte, scratch []byte)) {
 
 // ErrMemlock reports a locked-memory limit too small to hold the keys.
 var ErrMemlock = errors.New("locked memory limit too low")
-
-func memlockError(limit uint64, need int) error {
-	kib := (need + 1023) / 1024
-	return fmt.Errorf("%w: RLIMIT_MEMLOCK is %d bytes and the Tang keys need about %d: raise it (systemd unit: LimitMEMLOCK=%d or more; shell: ulimit -l %d)",
-		ErrMemlock, limit, need, kib*1024, kib)
-}

@@ -208,7 +208,7 @@ func (k *serverKey) signJWS(digest []byte) ([]byte, error) {
 		if err != nil {
 			return fmt.Errorf("%w: signing key %s is unusable", ErrBadKey, k.Thumbprint())
 		}
-		defer wipe.BigInt(priv.D)
+		defer wipe.BigInt(priv.D) //lint:ignore SA1019 the only way to wipe crypto/ecdsa's big.Int copy of the scalar
 		r, s, err := ecdsa.Sign(rand.Reader, priv, digest)
 		if err != nil {
 			return fmt.Errorf("signing advertisement: %w", err)

@@ -20,3 +20,10 @@ func checkMemlock(need int) error {
 }
 
 func pageSize() int { return os.Getpagesize() }
+
+// memlockError names the limit, the need and the fix.
+func memlockError(limit uint64, need int) error {
+	kib := (need + 1023) / 1024
+	return fmt.Errorf("%w: RLIMIT_MEMLOCK is %d bytes and the Tang keys need about %d: raise it (systemd unit: LimitMEMLOCK=%d or more; shell: ulimit -l %d)",
+		ErrMemlock, limit, need, kib*1024, kib)
+}
