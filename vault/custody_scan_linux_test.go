@@ -122,7 +122,7 @@ func keyholder(ref string) error {
 type touching struct{ crypto.Signer }
 
 func (k touching) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	defer defaultScrubber().touch()
+	defer wipe.Used()
 	return k.Signer.Sign(rand, digest, opts)
 }
 

@@ -135,7 +135,7 @@ func newSealedKey(name string, pemData []byte, mode custodyMode) (*sealedKey, er
 		return nil, outErr
 	}
 	k := &sealedKey{name: name, shape: shape, custody: c}
-	defaultScrubber().touch()
+	wipe.Used()
 	return k, nil
 }
 
@@ -215,7 +215,7 @@ func (k *sealedKey) use(f func(crypto.Signer) error) error {
 			return k.shape.rebuild(secret, f)
 		})
 	})
-	defaultScrubber().touch()
+	wipe.Used()
 	return err
 }
 

@@ -24,8 +24,9 @@ const scrubSettle = 20 * time.Millisecond
 
 type scrubber struct {
 	kick chan struct{}
+	done chan struct{} // closed after each scrub; replaced under mu
 	mu   sync.Mutex
-	n    uint64
+	n    uint64 // scrubs completed
 }
 
 var (
@@ -35,7 +36,7 @@ var (
 
 func defaultScrubber() *scrubber {
 	scrubOnce.Do(func() {
-		scrubVal = &scrubber{kick: make(chan struct{}, 1)}
+		scrubVal = &scrubber{kick: make(chan struct{}, 1), done: make(chan struct{})}
 		go scrubVal.run()
 	})
 	return scrubVal
@@ -66,13 +67,17 @@ func (s *scrubber) run() {
 		Scrub()
 		s.mu.Lock()
 		s.n++
+		close(s.done)
+		s.done = make(chan struct{})
 		s.mu.Unlock()
 	}
 }
 
 // Scrub forces the garbage collector to free, and with
 // GOEXPERIMENT=runtimesecret erase, what Do-guarded code left behind, and
-// returns freed pages to the operating system.
+// returns freed pages to the operating system. Users of secrets trigger it
+// on their own after going idle (Used); a daemon may also call it after
+// start-up.
 func Scrub() {
 	runtime.GC()
 	time.Sleep(scrubSettle)
@@ -80,10 +85,11 @@ func Scrub() {
 	debug.FreeOSMemory()
 }
 
-// Scrubs returns the number of idle scrubs so far.
-func Scrubs() uint64 {
+// Scrubs returns the number of idle scrubs so far and a channel closed at
+// the next one (for tests and a daemon's status).
+func Scrubs() (uint64, <-chan struct{}) {
 	s := defaultScrubber()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.n
+	return s.n, s.done
 }
