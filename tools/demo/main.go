@@ -17,7 +17,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -43,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sealproxy/sealproxy/tools/internal/gobuild"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
@@ -136,7 +136,7 @@ timeout = "1m"
 		return err
 	}
 	fmt.Fprintln(out, "4. building sealproxy from this checkout and starting `sealproxy run`:")
-	bin, err := build(ctx, dir)
+	bin, err := gobuild.Command(ctx, "sealproxy", dir)
 	if err != nil {
 		return err
 	}
@@ -336,24 +336,6 @@ func writePKI(dir string) ([]byte, error) {
 	}
 	defer clear(der)
 	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// build compiles cmd/sealproxy into dir.
-func build(ctx context.Context, dir string) (string, error) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		// Not on PATH: `go run` may have been called by its full path.
-		goTool = filepath.Join(cmp.Or(os.Getenv("GOROOT"), "/usr/local/go"), "bin", "go")
-	}
-	bin := filepath.Join(dir, "sealproxy")
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/sealproxy/sealproxy/cmd/sealproxy")
-	// As `make build` does: only with runtime/secret are the standard
-	// library's copies of the key erased after each signature.
-	cmd.Env = append(os.Environ(), "GOEXPERIMENT=runtimesecret")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/sealproxy: %w\n%s", err, out)
-	}
-	return bin, nil
 }
 
 // proxyProcess is `sealproxy run` as a child, with the service

@@ -5,7 +5,6 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -129,22 +128,6 @@ func writePKI(ctx context.Context, dir, tangURL, thp string) (*x509.CertPool, er
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
 	return pool, nil
-}
-
-// buildProxy compiles cmd/sealproxy into dir, as `make build` does.
-func buildProxy(ctx context.Context, dir string) (string, error) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		// Not on PATH: `go run` may have been called by its full path.
-		goTool = filepath.Join(cmp.Or(os.Getenv("GOROOT"), "/usr/local/go"), "bin", "go")
-	}
-	bin := filepath.Join(dir, "sealproxy")
-	cmd := exec.CommandContext(ctx, goTool, "build", "-o", bin, "github.com/sealproxy/sealproxy/cmd/sealproxy")
-	cmd.Env = append(os.Environ(), "GOEXPERIMENT=runtimesecret")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./cmd/sealproxy: %w\n%s", err, out)
-	}
-	return bin, nil
 }
 
 // listenerSpec is one [[listener]] of the proxy's configuration.

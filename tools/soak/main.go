@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sealproxy/sealproxy/tools/internal/gobuild"
 )
 
 // Listener timeouts the scenarios depend on.
@@ -282,7 +284,7 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 	stops = append(stops, sb.close)
 
 	logf("building sealproxy")
-	bin, err := buildProxy(ctx, dir)
+	bin, err := gobuild.Command(ctx, "sealproxy", dir)
 	if err != nil {
 		return nil, nil, err
 	}
