@@ -93,6 +93,7 @@ func (t *scriptTang) stop() {
 		t.srv.Close()
 		<-t.done
 		t.srv = nil
+		waitRefused(strings.TrimPrefix(t.url, "http://"))
 	}
 }
 

@@ -3,12 +3,14 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +37,7 @@ func (s *Tang) Stop() {
 	if s.stop != nil {
 		s.stop()
 		s.stop = nil
+		waitRefused(s.addr)
 	}
 }
 
@@ -234,6 +237,24 @@ func waitListening(addr string, exited <-chan struct{}) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("nothing listening on %s after 5s", addr)
+}
+
+// waitRefused waits until connecting to addr is refused. A closed Go
+// listener's socket is closed for real only once its Accept has woken, so
+// a connect just after Close can still land in the backlog and be reset;
+// tests that expect "connection refused" wait here first.
+func waitRefused(addr string) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return
+		}
+		if err == nil {
+			c.Close()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func listenRetry(addr string) (net.Listener, error) {
