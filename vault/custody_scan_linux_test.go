@@ -4,7 +4,6 @@ package vault
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -127,18 +126,15 @@ func (k touching) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([
 }
 
 // needles are the byte strings that would betray a key.
-type needle struct {
-	name string
-	b    []byte
-}
+type needle = testenv.Needle
 
 func keyNeedles(t *testing.T, k crypto.Signer, pems ...[]byte) []needle {
 	t.Helper()
 	var ns []needle
 	num := func(name string, x *big.Int, size int) {
 		be := x.FillBytes(make([]byte, size))
-		ns = append(ns, needle{name + " big-endian", be})
-		ns = append(ns, needle{name + " little-endian", reversed(be)})
+		ns = append(ns, needle{Name: name + " big-endian", Bytes: be})
+		ns = append(ns, needle{Name: name + " little-endian", Bytes: reversed(be)})
 	}
 	switch k := k.(type) {
 	case *ecdsa.PrivateKey:
@@ -148,33 +144,33 @@ func keyNeedles(t *testing.T, k crypto.Signer, pems ...[]byte) []needle {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ns = append(ns, needle{"SEC 1 DER", der})
+		ns = append(ns, needle{Name: "SEC 1 DER", Bytes: der})
 	case *rsa.PrivateKey:
 		num("d", k.D, k.Size())
 		num("p", k.Primes[0], len(k.Primes[0].Bytes()))
 		num("q", k.Primes[1], len(k.Primes[1].Bytes()))
-		ns = append(ns, needle{"PKCS#1 DER", x509.MarshalPKCS1PrivateKey(k)})
+		ns = append(ns, needle{Name: "PKCS#1 DER", Bytes: x509.MarshalPKCS1PrivateKey(k)})
 	case ed25519.PrivateKey:
 		seed := k.Seed()
-		ns = append(ns, needle{"seed", seed}, needle{"seed reversed", reversed(seed)})
+		ns = append(ns, needle{Name: "seed", Bytes: seed}, needle{Name: "seed reversed", Bytes: reversed(seed)})
 		// What crypto/ed25519 derives from the seed: the clamped scalar and
 		// the nonce prefix.
 		h := sha512.Sum512(seed)
 		h[0] &= 248
 		h[31] &= 127
 		h[31] |= 64
-		ns = append(ns, needle{"expanded scalar", h[:32]}, needle{"expanded scalar reversed", reversed(h[:32])},
-			needle{"nonce prefix", h[32:]})
+		ns = append(ns, needle{Name: "expanded scalar", Bytes: h[:32]}, needle{Name: "expanded scalar reversed", Bytes: reversed(h[:32])},
+			needle{Name: "nonce prefix", Bytes: h[32:]})
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(k)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns = append(ns, needle{"PKCS#8 DER", der})
+	ns = append(ns, needle{Name: "PKCS#8 DER", Bytes: der})
 	for _, p := range pems {
 		// The first line of base64 after the header: 48 bytes of DER.
 		lines := strings.Split(string(p), "\n")
-		ns = append(ns, needle{"PEM text " + strings.Trim(lines[0], "-"), []byte(lines[1])})
+		ns = append(ns, needle{Name: "PEM text " + strings.Trim(lines[0], "-"), Bytes: []byte(lines[1])})
 	}
 	return ns
 }
@@ -183,48 +179,6 @@ func reversed(b []byte) []byte {
 	r := slices.Clone(b)
 	slices.Reverse(r)
 	return r
-}
-
-// scanProcess reads every readable mapping of pid and counts each needle.
-func scanProcess(t *testing.T, pid int, ns []needle) (map[string]int, int64) {
-	t.Helper()
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		t.Fatalf("reading maps: %v", err)
-	}
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		t.Fatalf("opening /proc/%d/mem: %v (a non-dumpable process needs CAP_SYS_PTRACE)", pid, err)
-	}
-	defer mem.Close()
-	counts := map[string]int{}
-	var scanned int64
-	for line := range strings.Lines(string(maps)) {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[1][0] != 'r' {
-			continue
-		}
-		if len(f) >= 6 && (f[5] == "[vvar]" || f[5] == "[vvar_vclock]" || f[5] == "[vsyscall]") {
-			continue
-		}
-		lo, hi, _ := strings.Cut(f[0], "-")
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil {
-			t.Fatalf("bad maps line %q", line)
-		}
-		buf := make([]byte, end-start)
-		n, _ := mem.ReadAt(buf, int64(start))
-		buf = buf[:n]
-		scanned += int64(n)
-		for _, nd := range ns {
-			if c := bytes.Count(buf, nd.b); c > 0 {
-				counts[nd.name] += c
-				t.Logf("%s found %d× in %s %s", nd.name, c, f[0], strings.Join(f[5:], " "))
-			}
-		}
-	}
-	return counts, scanned
 }
 
 // hasPtraceCap reports whether this process has CAP_SYS_PTRACE (bit 19 of
@@ -468,7 +422,7 @@ func TestCustodyMemoryScan(t *testing.T) {
 					h.handshakes(t, pool, 20)
 					h.load(t, pool, 8, 25) // 200 concurrent handshakes
 					h.awaitScrub(t)
-					counts, scanned := scanProcess(t, h.cmd.Process.Pid, needles)
+					counts, scanned := testenv.ScanMemory(t, h.cmd.Process.Pid, needles, true)
 					total := 0
 					for _, n := range counts {
 						total += n

@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -189,7 +188,7 @@ func scanGate(t *testing.T, bin string, gate bool) (map[string]int, int) {
 	if line, err := bufio.NewReader(ready).ReadString('\n'); err != nil || line != "ready\n" {
 		t.Fatalf("the control process did not start: %q, %v", line, err)
 	}
-	if plain, _ := scanMemory(t, holder.Process.Pid, needles, false); sum(plain) == 0 {
+	if plain, _ := testenv.ScanMemory(t, holder.Process.Pid, needles, false); sum(plain) == 0 {
 		t.Fatal("the scan found no scalar in a process holding the key files as JWKs: the scan is broken")
 	} else {
 		t.Logf("control (JWKs held in the clear): %d occurrences %v", sum(plain), plain)
@@ -200,7 +199,7 @@ func scanGate(t *testing.T, bin string, gate bool) (map[string]int, int) {
 	var counts map[string]int
 	for {
 		var scanned int64
-		counts, scanned = scanMemory(t, srv.Process.Pid, needles, false)
+		counts, scanned = testenv.ScanMemory(t, srv.Process.Pid, needles, false)
 		if scanned == 0 {
 			t.Fatal("scanned nothing")
 		}
@@ -211,7 +210,7 @@ func scanGate(t *testing.T, bin string, gate bool) (map[string]int, int) {
 		time.Sleep(250 * time.Millisecond)
 	}
 	if sum(counts) != 0 {
-		scanMemory(t, srv.Process.Pid, needles, true) // log where
+		testenv.ScanMemory(t, srv.Process.Pid, needles, true) // log where
 	}
 	return counts, sum(counts)
 }
@@ -233,10 +232,7 @@ func runBin(t *testing.T, bin string, args ...string) string {
 	return string(out)
 }
 
-type needle struct {
-	name string
-	b    []byte
-}
+type needle = testenv.Needle
 
 // scalarNeedles reads every key file of dir (active and rotated) and
 // returns each private scalar in the encodings that would betray it.
@@ -267,57 +263,12 @@ func scalarNeedles(t *testing.T, dir string) []needle {
 		rev := slices.Clone(raw)
 		slices.Reverse(rev)
 		ns = append(ns,
-			needle{name + " raw big-endian", raw},
-			needle{name + " raw little-endian", rev},
-			needle{name + " base64url", []byte(k.D)},
-			needle{name + " hex", []byte(hex.EncodeToString(raw))},
-			needle{name + " HEX", []byte(strings.ToUpper(hex.EncodeToString(raw)))},
+			needle{Name: name + " raw big-endian", Bytes: raw},
+			needle{Name: name + " raw little-endian", Bytes: rev},
+			needle{Name: name + " base64url", Bytes: []byte(k.D)},
+			needle{Name: name + " hex", Bytes: []byte(hex.EncodeToString(raw))},
+			needle{Name: name + " HEX", Bytes: []byte(strings.ToUpper(hex.EncodeToString(raw)))},
 		)
 	}
 	return ns
-}
-
-// scanMemory reads every readable mapping of pid and counts each needle;
-// with where, it logs the mappings it finds them in.
-func scanMemory(t *testing.T, pid int, ns []needle, where bool) (map[string]int, int64) {
-	t.Helper()
-	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
-	if err != nil {
-		t.Fatalf("reading maps: %v", err)
-	}
-	mem, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
-	if err != nil {
-		t.Fatalf("opening /proc/%d/mem: %v", pid, err)
-	}
-	defer mem.Close()
-	counts := map[string]int{}
-	var scanned int64
-	for line := range strings.Lines(string(maps)) {
-		f := strings.Fields(line)
-		if len(f) < 2 || f[1][0] != 'r' {
-			continue
-		}
-		if len(f) >= 6 && (f[5] == "[vvar]" || f[5] == "[vvar_vclock]" || f[5] == "[vsyscall]") {
-			continue
-		}
-		lo, hi, _ := strings.Cut(f[0], "-")
-		start, err1 := strconv.ParseUint(lo, 16, 64)
-		end, err2 := strconv.ParseUint(hi, 16, 64)
-		if err1 != nil || err2 != nil {
-			t.Fatalf("bad maps line %q", line)
-		}
-		buf := make([]byte, end-start)
-		n, _ := mem.ReadAt(buf, int64(start))
-		buf = buf[:n]
-		scanned += int64(n)
-		for _, nd := range ns {
-			if c := bytes.Count(buf, nd.b); c > 0 {
-				counts[nd.name] += c
-				if where {
-					t.Logf("%s found %d× in %s %s", nd.name, c, f[0], strings.Join(f[5:], " "))
-				}
-			}
-		}
-	}
-	return counts, scanned
 }
