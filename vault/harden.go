@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/awnumar/memguard"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // ErrMemlock reports a locked-memory limit too small for the keys: memguard
@@ -33,7 +34,7 @@ type HardenOptions struct {
 //
 // The daemon should also call memguard.Purge (or Purge here) on exit.
 func Harden(opts HardenOptions) error {
-	if err := disableCoreDumps(!opts.KeepDumpable); err != nil {
+	if err := wipe.NoDumps(!opts.KeepDumpable); err != nil {
 		return err
 	}
 	return checkMemlock(MemlockNeed(max(1, opts.Keys)))

@@ -8,18 +8,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func disableCoreDumps(undumpable bool) error {
-	if err := unix.Setrlimit(unix.RLIMIT_CORE, &unix.Rlimit{}); err != nil {
-		return fmt.Errorf("disabling core dumps (RLIMIT_CORE 0): %w", err)
-	}
-	if undumpable {
-		if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
-			return fmt.Errorf("making the process non-dumpable (PR_SET_DUMPABLE 0): %w", err)
-		}
-	}
-	return nil
-}
-
 func checkMemlock(need int) error {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {

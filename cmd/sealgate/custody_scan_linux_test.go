@@ -193,6 +193,16 @@ func scanGate(t *testing.T, bin string, gate bool) (map[string]int, int) {
 	} else {
 		t.Logf("control (JWKs held in the clear): %d occurrences %v", sum(plain), plain)
 	}
+	// serve hardened itself before reading its keys: no core dumps.
+	limits, err := os.ReadFile(fmt.Sprintf("/proc/%d/limits", srv.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(limits)) {
+		if f := strings.Fields(line); strings.HasPrefix(line, "Max core file size") && (len(f) < 6 || f[4] != "0" || f[5] != "0") {
+			t.Errorf("sealgate serve may dump core: %s", strings.TrimSpace(line))
+		}
+	}
 	// sealgate scrubs about 0.2 s after the last use of a key; scan until
 	// the counts reach zero or a few seconds have passed.
 	deadline := time.Now().Add(5 * time.Second)

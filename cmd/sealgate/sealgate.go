@@ -22,6 +22,7 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 const usage = `usage: sealgate COMMAND --dir DIR [FLAGS]
@@ -296,6 +297,14 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		}
 		if _, err := os.Stat(dir); err != nil {
 			return cli.WithHint(err, cli.ExitUsage, "--dir holds operators.json, even in front of an upstream")
+		}
+	}
+	// Before any key is read: no core dumps, and no ptrace or
+	// /proc/PID/mem for other processes of this user (in-process tests
+	// stay dumpable).
+	if process, _ := ctx.Value(processKey{}).(bool); process {
+		if err := wipe.NoDumps(true); err != nil {
+			return err
 		}
 	}
 	var keys *tang.KeyDir
