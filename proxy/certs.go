@@ -73,7 +73,7 @@ func (c *CertChooser) swap(certs []*tls.Certificate, staplers map[*tls.Certifica
 			names = []string{cert.Leaf.Subject.CommonName}
 		}
 		for _, n := range names {
-			n = strings.ToLower(n)
+			n = lowerASCII(n)
 			if _, dup := s.names[n]; !dup { // the first listed key wins
 				s.names[n] = cert
 			}
@@ -98,7 +98,7 @@ func (c *CertChooser) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certifica
 }
 
 func (s *certSet) choose(serverName string) *tls.Certificate {
-	name := strings.ToLower(strings.TrimSuffix(serverName, "."))
+	name := lowerASCII(strings.TrimSuffix(serverName, "."))
 	if name != "" {
 		if cert, ok := s.names[name]; ok {
 			return cert
@@ -205,6 +205,17 @@ func matchDNS(pattern, name string) bool {
 		return ok && equalFoldASCII(nameRest, rest)
 	}
 	return equalFoldASCII(pattern, name)
+}
+
+// lowerASCII lowercases A-Z only, as matchDNS compares: the certificate
+// chosen for a name is the one its comparison would pick.
+func lowerASCII(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }
 
 func equalFoldASCII(a, b string) bool {
