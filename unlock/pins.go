@@ -426,8 +426,14 @@ type shareResult struct {
 	err   error
 }
 
-// recoverSSS decrypts the children concurrently and stops the rest as soon
-// as t shares are in.
+// maxConcurrentShares bounds the children of one sss node recovered at
+// once: a JWE of up to 1 MiB can hold over a thousand shares, and each is
+// a connection to a Tang server.
+const maxConcurrentShares = 32
+
+// recoverSSS decrypts the children concurrently, at most
+// maxConcurrentShares at a time, and stops the rest as soon as t shares
+// are in.
 func recoverSSS(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte, error) {
 	node := j.header.Clevis.SSS
 	if node == nil || j.header.Alg != "dir" {
@@ -444,8 +450,16 @@ func recoverSSS(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte,
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make(chan shareResult, n)
+	slots := make(chan struct{}, maxConcurrentShares)
 	for i, child := range node.JWE {
 		go func() {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				results <- shareResult{i, nil, ctx.Err()}
+				return
+			}
+			defer func() { <-slots }()
 			share, err := decrypt(ctx, []byte(child), opts, s)
 			results <- shareResult{i, share, err}
 		}()
