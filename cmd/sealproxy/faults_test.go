@@ -800,10 +800,11 @@ func TestFaultBackendReset(t *testing.T) {
 	if err := f.echo(addr, "web", "echo\nwarm-up"); err != nil {
 		t.Fatal(err)
 	}
-	errorsBefore := r.metric(`sealproxy_connections_closed_total{listener="web",reason="backend_error"}`)
+	// A connection's close is counted before it leaves the active gauge.
 	eventually(t, "the warm-up connections to end", func() bool {
 		return r.metric(`sealproxy_connections_active{listener="web"}`) == 0
 	})
+	errorsBefore := r.metric(`sealproxy_connections_closed_total{listener="web",reason="backend_error"}`)
 	baseline := runtime.NumGoroutine()
 
 	// Long-lived connections that keep echoing through the resets.
@@ -886,7 +887,12 @@ func TestFaultBackendReset(t *testing.T) {
 	if total == 0 {
 		t.Fatal("the other connections did nothing")
 	}
-	backendErrors := r.metric(`sealproxy_connections_closed_total{listener="web",reason="backend_error"}`) - errorsBefore
+	// The last reset's close is counted just after its client sees it.
+	var backendErrors float64
+	eventually(t, "the resets to be counted", func() bool {
+		backendErrors = r.metric(`sealproxy_connections_closed_total{listener="web",reason="backend_error"}`) - errorsBefore
+		return backendErrors >= resets
+	})
 	if backendErrors != resets {
 		t.Errorf("backend errors counted %v, want %d:\n%s", backendErrors, resets, r.logs.String())
 	}
