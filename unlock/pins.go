@@ -428,12 +428,14 @@ type shareResult struct {
 
 // maxConcurrentShares bounds the children of one sss node recovered at
 // once: a JWE of up to 1 MiB can hold over a thousand shares, and each is
-// a connection to a Tang server.
+// a connection to a Tang server. Under an approval session there is no
+// bound: a gate approves a session only once every point it announced
+// has arrived, and a share waiting for approval keeps its slot.
 const maxConcurrentShares = 32
 
 // recoverSSS decrypts the children concurrently, at most
-// maxConcurrentShares at a time, and stops the rest as soon as t shares
-// are in.
+// maxConcurrentShares at a time outside an approval session, and stops
+// the rest as soon as t shares are in.
 func recoverSSS(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte, error) {
 	node := j.header.Clevis.SSS
 	if node == nil || j.header.Alg != "dir" {
@@ -451,6 +453,9 @@ func recoverSSS(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte,
 	defer cancel()
 	results := make(chan shareResult, n)
 	slots := make(chan struct{}, maxConcurrentShares)
+	if s != nil {
+		slots = make(chan struct{}, n)
+	}
 	for i, child := range node.JWE {
 		go func() {
 			select {

@@ -3,6 +3,7 @@ package gate_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 )
 
@@ -135,5 +137,27 @@ func TestUnauthorizedFloodAuditedInSummary(t *testing.T) {
 	f.wantEvents(t, `suppressed:15 more "unauthorized" events from this source in 1m0s after 10 written`, "unauthorized:GET /gate/pending")
 	if n := count("unauthorized"); n != 11 {
 		t.Fatalf("%d unauthorized lines, want 11", n)
+	}
+}
+
+// TestWideSSSSession: an sss node with more shares at one gate than a
+// client recovers at once outside a session (32) still completes its
+// session: every point must arrive before the gate can approve it.
+func TestWideSSSSession(t *testing.T) {
+	f := newFixture(t, nil)
+	const shares = 40
+	cfgs := strings.TrimSuffix(strings.Repeat(f.Config()+",", shares), ",")
+	secret := []byte("wide secret")
+	jwe := seal(t, "sss", fmt.Sprintf(`{"t":%d,"pins":{"tang":[%s]}}`, shares, cfgs), secret)
+	done, _ := decryptAsync(testCtx(t), jwe, &unlock.Options{Session: unlock.NewSession("web-1")})
+	req := f.next(t)
+	if req.Keys != shares || req.Arrived != shares {
+		t.Fatalf("session request %+v, want all %d points arrived", req, shares)
+	}
+	if _, err := f.Operator(f.Token).Approve(testCtx(t), req.Code); err != nil {
+		t.Fatal(err)
+	}
+	if r := wait(t, done); r.err != nil || !bytes.Equal(r.plain, secret) {
+		t.Fatalf("Decrypt: %v", r.err)
 	}
 }
