@@ -91,7 +91,7 @@ func TestSecretsFullRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	echo := startEchoBackend(t)
+	echo := startEcho(t)
 	listen, adminAddr := freePort(t), freePort(t)
 	cfg := filepath.Join(proxyDir, "sealproxy.toml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, `shutdown_timeout = "5s"
@@ -497,28 +497,6 @@ func freePort(t *testing.T) string {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	return ln.Addr().String()
-}
-
-func startEchoBackend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				io.Copy(c, c)
-			}()
-		}
-	}()
 	return ln.Addr().String()
 }
 
