@@ -1,6 +1,8 @@
 module github.com/sealproxy/sealproxy
 
-go 1.26.0
+go 1.27
+
+toolchain go1.27.3
 
 require (
 	filippo.io/nistec v0.0.4
