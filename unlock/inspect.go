@@ -61,20 +61,22 @@ func Inspect(data []byte) (*Node, error) {
 	return n, nil
 }
 
-// Format writes n as an indented tree, one pin per block.
+// Format writes n as an indented tree, one pin per block. Every field
+// comes from the JWE, which anyone may have written: escaped.
 func (n *Node) Format(w io.Writer) { n.format(w, 0) }
 
 func (n *Node) format(w io.Writer, depth int) {
 	in := strings.Repeat("  ", depth)
+	p := tang.Printable
 	switch n.Pin {
 	case "tang":
-		fmt.Fprintf(w, "%stang %s\n", in, n.URL)
-		fmt.Fprintf(w, "%s  kid: %s\n", in, n.Kid)
+		fmt.Fprintf(w, "%stang %s\n", in, p(n.URL))
+		fmt.Fprintf(w, "%s  kid: %s\n", in, p(n.Kid))
 		if n.Curve != "" {
-			fmt.Fprintf(w, "%s  curve: %s\n", in, n.Curve)
+			fmt.Fprintf(w, "%s  curve: %s\n", in, p(n.Curve))
 		}
 		for _, thp := range n.Thumbprints {
-			fmt.Fprintf(w, "%s  signing key thp: %s\n", in, thp)
+			fmt.Fprintf(w, "%s  signing key thp: %s\n", in, p(thp))
 		}
 	case "sss":
 		fmt.Fprintf(w, "%ssss: %d of %d\n", in, n.Threshold, len(n.Shares))
@@ -82,6 +84,6 @@ func (n *Node) format(w io.Writer, depth int) {
 			c.format(w, depth+1)
 		}
 	default:
-		fmt.Fprintf(w, "%s%s (not supported by sealproxy)\n", in, n.Pin)
+		fmt.Fprintf(w, "%s%s (not supported by sealproxy)\n", in, p(n.Pin))
 	}
 }

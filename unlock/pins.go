@@ -39,10 +39,12 @@ type Options struct {
 	TrustOnFirstUse bool
 	// Session, when set, makes the recoveries of one Decrypt one approval
 	// session at each gate they go to: one operator decision per gate
-	// approves all of them. Nil sends each recovery on its own.
+	// approves all of them. Nil makes each recovery a session of its own
+	// (one decision each); either way the code is the committed exchange's.
 	Session *Session
 	// OnPending is told when a gate holds a recovery for approval, with
-	// the code to show (once per gate and code); nil ignores it.
+	// the code to show, once the gate confirmed it (once per gate in a
+	// session); nil ignores it.
 	OnPending func(tang.Pending)
 }
 
@@ -75,17 +77,6 @@ func (s *Session) Prepare(jwes ...[]byte) {
 	if old != nil {
 		old.wipe()
 	}
-}
-
-// Codes returns the approval code of each gate (by URL) that the
-// prepared recoveries go to, to show before any of them is sent.
-func (s *Session) Codes() map[string]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.prepared == nil {
-		return nil
-	}
-	return maps.Clone(s.prepared.codes)
 }
 
 // Close wipes the prepared recoveries that no Decrypt used.
@@ -289,15 +280,15 @@ func tangBlind(j *jwe) (url string, blind *tang.Blind, err error) {
 	}
 	adv, err := tang.AdvertisementFromPayload(node.Adv)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
+		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, tang.Printable(node.URL), err)
 	}
 	srv, err := adv.FindExchangeKey(j.header.Kid)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
+		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, tang.Printable(node.URL), err)
 	}
 	blind, err = tang.NewBlind(srv, j.header.Epk)
 	if err != nil {
-		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, node.URL, err)
+		return "", nil, fmt.Errorf("%w: tang %s: %w", ErrMalformed, tang.Printable(node.URL), err)
 	}
 	return url, blind, nil
 }

@@ -8,30 +8,30 @@ import (
 
 // session is one Decrypt's approval session: every tang recovery in the
 // JWE tree is prepared up front, so that each gate can be told how many
-// keys to expect and the code covering all of them can be shown before
-// the first request is sent.
+// keys to expect, and the host can commit to all of its points there
+// before the first request is sent (tang.Exchange).
 type session struct {
-	id     string
-	host   string
-	urls   map[string]string   // by the tang JWE's protected header: the gate's base URL
-	points map[string][][]byte // by gate URL
-	codes  map[string]string   // by gate URL
+	id        string
+	host      string
+	urls      map[string]string         // by the tang JWE's protected header: the gate's base URL
+	points    map[string][][]byte       // by gate URL
+	exchanges map[string]*tang.Exchange // by gate URL
 
 	mu       sync.Mutex
 	blinds   map[string]*tang.Blind // by protected header; taken by the recovery that uses it
-	reported map[string]bool        // gate URL (and a mismatching code)
+	reported map[string]bool        // gate URL
 }
 
 func newSession(id, host string, jwes ...[]byte) *session {
 	s := &session{
 		id: id, host: host, blinds: map[string]*tang.Blind{}, urls: map[string]string{},
-		points: map[string][][]byte{}, codes: map[string]string{}, reported: map[string]bool{},
+		points: map[string][][]byte{}, exchanges: map[string]*tang.Exchange{}, reported: map[string]bool{},
 	}
 	for _, data := range jwes {
 		s.walk(data)
 	}
 	for url, pts := range s.points {
-		s.codes[url] = tang.ApprovalCode(pts...)
+		s.exchanges[url] = tang.NewExchange(pts...)
 	}
 	return s
 }
@@ -77,8 +77,7 @@ func (s *session) recovery(j *jwe, opts *Options) (string, *tang.Blind, *tang.Re
 	}
 	url := s.urls[j.protected]
 	ro := &tang.RecoverOptions{
-		Session: &tang.Session{ID: s.id, Host: s.host, Keys: len(s.points[url])},
-		Code:    s.codes[url],
+		Session: &tang.Session{ID: s.id, Host: s.host, Keys: len(s.points[url]), Exchange: s.exchanges[url]},
 	}
 	if opts != nil && opts.OnPending != nil {
 		report := opts.OnPending
@@ -88,16 +87,11 @@ func (s *session) recovery(j *jwe, opts *Options) (string, *tang.Blind, *tang.Re
 }
 
 // onPending reports each gate's code once, however many of its
-// recoveries are held, and once more if the gate's code for the complete
-// session is not ours: someone else's point is in it.
+// recoveries are held.
 func (s *session) onPending(p tang.Pending, report func(tang.Pending)) {
-	key := p.URL
-	if p.Arrived >= p.Keys && p.Gate != p.Code {
-		key += " " + p.Gate
-	}
 	s.mu.Lock()
-	seen := s.reported[key]
-	s.reported[key] = true
+	seen := s.reported[p.URL]
+	s.reported[p.URL] = true
 	s.mu.Unlock()
 	if !seen {
 		report(p)

@@ -1,6 +1,7 @@
 package unlock
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/sealproxy/sealproxy/unlock/tang"
@@ -11,7 +12,7 @@ import (
 // for each Tang server (Session.Prepare; the files are the sealed keys an
 // attacker may swap). Seeds: the FuzzParseJWE corpus. Properties: no
 // panic, no network; every prepared tang JWE parses, names a gate URL
-// with points, and each gate's code is ApprovalCode over its points;
+// with points, and each gate's exchange commits to exactly its points;
 // each blind is handed out once; wipe leaves none.
 func FuzzSessionPrepare(f *testing.F) {
 	f.Add([]byte("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIiwiY2xldmlzIjp7InBpbiI6InNzcyJ9fQ..AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA"))
@@ -24,12 +25,18 @@ func FuzzSessionPrepare(f *testing.F) {
 				t.Fatalf("gate %s with no points", url)
 			}
 			npoints += len(pts)
-			if want := tang.ApprovalCode(pts...); s.codes[url] != want {
-				t.Fatalf("gate %s code %q, want %q", url, s.codes[url], want)
+			x := s.exchanges[url]
+			if x == nil {
+				t.Fatalf("gate %s has no exchange", url)
+			}
+			nh, err1 := tang.DecodeNonce(x.Reveal())
+			commit, err2 := tang.DecodeNonce(x.Commitment())
+			if err1 != nil || err2 != nil || !bytes.Equal(commit, tang.Commitment(nh, pts...)) {
+				t.Fatalf("gate %s: the exchange does not commit to the gate's points", url)
 			}
 		}
-		if len(s.codes) != len(s.points) || len(s.blinds) != npoints || len(s.urls) != npoints {
-			t.Fatalf("%d codes, %d gates, %d blinds, %d urls, %d points", len(s.codes), len(s.points), len(s.blinds), len(s.urls), npoints)
+		if len(s.exchanges) != len(s.points) || len(s.blinds) != npoints || len(s.urls) != npoints {
+			t.Fatalf("%d exchanges, %d gates, %d blinds, %d urls, %d points", len(s.exchanges), len(s.points), len(s.blinds), len(s.urls), npoints)
 		}
 		for protected, url := range s.urls {
 			if _, ok := s.points[url]; !ok {
@@ -37,7 +44,7 @@ func FuzzSessionPrepare(f *testing.F) {
 			}
 			j := &jwe{protected: protected}
 			got, blind, ro := s.recovery(j, nil)
-			if blind == nil || got != url || ro.Session == nil || ro.Session.Keys != len(s.points[url]) || ro.Code != s.codes[url] {
+			if blind == nil || got != url || ro.Session == nil || ro.Session.Keys != len(s.points[url]) || ro.Session.Exchange != s.exchanges[url] {
 				t.Fatalf("recovery of a prepared JWE: %q %v %+v", got, blind != nil, ro)
 			}
 			blind.Wipe()

@@ -247,7 +247,9 @@ func readJWE(f *ioFlags, stdin io.Reader) ([]byte, error) {
 }
 
 // decryptOptions makes one decrypt one approval session at each gate,
-// and prints the code of each gate that holds it.
+// and prints the code of each gate that holds it. The client confirmed
+// the code (a gate showing another one stops the recovery); the URL comes
+// from the JWE: escaped.
 func decryptOptions(stderr io.Writer) *unlock.Options {
 	host, err := os.Hostname()
 	if err != nil || len(host) > tang.MaxHostLabel {
@@ -259,11 +261,7 @@ func decryptOptions(stderr io.Writer) *unlock.Options {
 		OnPending: func(p tang.Pending) {
 			mu.Lock()
 			defer mu.Unlock()
-			if p.Arrived >= p.Keys && p.Gate != p.Code {
-				fmt.Fprintf(stderr, "seal: warning: %s shows code %s for this request, not %s: another request is in it; do not approve %s\n", p.URL, p.Gate, p.Code, p.Gate)
-				return
-			}
-			fmt.Fprintf(stderr, "seal: waiting for approval of code %s at %s\n", p.Code, p.URL)
+			fmt.Fprintf(stderr, "seal: waiting for approval of code %s at %s\n", tang.Printable(p.Code), tang.Printable(p.URL))
 		},
 	}
 }
@@ -288,6 +286,10 @@ func explain(err error) error {
 		return cli.WithHint(err, cli.ExitFailure, "convert it to the compact form with: jose jwe fmt -i FILE -c")
 	case errors.Is(err, tang.ErrDenied):
 		return cli.WithHint(err, cli.ExitDenied, "ask the operator why; a new attempt shows a new code to approve")
+	case errors.Is(err, tang.ErrCodeMismatch):
+		return cli.WithHint(err, cli.ExitFailure, "something between this host and the gate changed the request: tell the operator not to approve it;\nreach the gate over a path you trust (https), then try again")
+	case errors.Is(err, tang.ErrGateFull):
+		return cli.WithHint(err, cli.ExitFailure, "the gate is refusing new requests because too many are pending (flooded, or many hosts at once);\nask its operator to clear them (seal pending), then try again")
 	case errors.Is(err, tang.ErrNotApproved):
 		return cli.WithHint(err, cli.ExitFailure, "an operator approves it with: seal approve CODE --gate URL; wait longer with --timeout")
 	case errors.Is(err, unlock.ErrNotEnoughShares):

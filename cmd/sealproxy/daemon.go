@@ -312,6 +312,10 @@ func startError(err error) error {
 		return cli.WithHint(err, cli.ExitUsage, "")
 	case errors.Is(err, tang.ErrDenied):
 		return cli.WithHint(err, cli.ExitDenied, "an operator denied this start-up at the gate; ask why before starting again (the gate's audit log has who and when)")
+	case errors.Is(err, tang.ErrCodeMismatch):
+		return cli.WithHint(err, exitUnlock, "something between this host and the gate changed a recovery: tell the gate's operator not to approve it; reach the gate over a path you trust (https), then start again")
+	case errors.As(err, &ue) && errors.Is(err, tang.ErrGateFull) && !errors.Is(err, tang.ErrUnreachable):
+		return cli.WithHint(err, exitUnlock, "the gate is refusing new requests because too many are pending (flooded, or many hosts at once); ask its operator to clear them (seal pending), then start again")
 	case errors.As(err, &ue) && errors.Is(err, vault.ErrPINRefused):
 		return cli.WithHint(err, exitUnlock, "check the PIN of the pkcs11: key named above (its pin-source file); a locked PIN must be reset with the token's SO PIN")
 	case errors.As(err, &ue):

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
 // The service manager protocol of systemd (Type=notify-reload): the
@@ -35,8 +36,13 @@ func (n notifier) notify(lines ...string) {
 	}
 }
 
-func (n notifier) ready(status string) { n.notify(sddaemon.SdNotifyReady, "STATUS="+status) }
-func (n notifier) status(s string)     { n.notify("STATUS=" + s) }
+// STATUS= text can hold what a gate or a JWE said (a denial's operator,
+// a URL): escaped, so that it stays one printable line and cannot add
+// notify assignments of its own.
+func (n notifier) ready(status string) {
+	n.notify(sddaemon.SdNotifyReady, "STATUS="+tang.Printable(status))
+}
+func (n notifier) status(s string) { n.notify("STATUS=" + tang.Printable(s)) }
 func (n notifier) stopping() {
 	n.notify(sddaemon.SdNotifyStopping, "STATUS=stopping: draining connections")
 }

@@ -79,9 +79,10 @@ func hostLabel() string {
 }
 
 // retryable reports an error worth trying again after a pause: a Tang
-// server (or every server an sss share needs) that did not answer.
+// server (or every server an sss share needs) that did not answer, or a
+// gate full of pending requests (a flood ends, or is cleared).
 func retryable(err error) bool {
-	return errors.Is(err, tang.ErrUnreachable) && !errors.Is(err, context.Canceled)
+	return (errors.Is(err, tang.ErrUnreachable) || errors.Is(err, tang.ErrGateFull)) && !errors.Is(err, context.Canceled)
 }
 
 // usedKeys returns the names of the keys cfg's listeners use, in file
@@ -263,7 +264,6 @@ type shared struct {
 	sess     *unlock.Session
 	prepared map[string]bool     // the keys whose first attempt uses sess
 	gateKeys map[string][]string // by Tang URL: the keys whose recoveries go there
-	codes    map[string]string   // by Tang URL: the session's code there
 	start    time.Time
 	log      *slog.Logger
 	st       *status
@@ -299,31 +299,22 @@ func (s *keyStore) prepare(cfg *config.Config, todo []*config.Key, st *status) *
 		st.set(k.Name, "unlocking at "+orLocal(strings.Join(urls, ",")))
 	}
 	sh.sess.Prepare(jwes...)
-	sh.codes = sh.sess.Codes()
 	return sh
 }
 
 // pending reports a gate holding the session's recoveries: once per gate
 // (unlock.Session reports each gate once), naming every key waiting there
-// with the one code that covers them.
+// with the one code that covers them, which the client confirmed with the
+// gate (a gate showing another code stops the attempt: tang.ErrCodeMismatch).
 func (sh *shared) pending(key string, p tang.Pending) {
-	code := p.Code
-	if c, ok := sh.codes[p.URL]; ok {
-		code = c
-	}
 	names := sh.gateKeys[p.URL]
 	if len(names) == 0 {
 		names = []string{key}
 	}
 	log := sh.log.With("key", strings.Join(names, ","), "tang_url", p.URL)
-	if p.Gate != "" && p.Gate != code && p.Arrived >= p.Keys {
-		log.Error("the gate shows another code for this start-up: a recovery that is not ours is in the session; it must not be approved",
-			"code", code, "gate_code", p.Gate)
-		return
-	}
-	log.Warn("waiting for approval", "code", code, "waited", time.Since(sh.start).Round(time.Second))
+	log.Warn("waiting for approval", "code", p.Code, "waited", time.Since(sh.start).Round(time.Second))
 	for _, n := range names {
-		sh.st.pending(n, p.URL, code)
+		sh.st.pending(n, p.URL, p.Code)
 	}
 }
 
@@ -397,9 +388,13 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 		if dl, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(dl))
 		}
-		log.Warn("Tang server unreachable; retrying", "err", err, "attempt", attempt,
+		what, state := "Tang server unreachable; retrying", "unreachable"
+		if errors.Is(err, tang.ErrGateFull) && !errors.Is(err, tang.ErrUnreachable) {
+			what, state = "the gate refuses new requests: it is full (flooded?); retrying", "full"
+		}
+		log.Warn(what, "err", err, "attempt", attempt,
 			"waited", time.Since(start).Round(time.Millisecond), "retry_in", wait.Round(time.Millisecond))
-		st.set(k.Name, fmt.Sprintf("%s unreachable (attempt %d), retrying", orLocal(tangURL), attempt))
+		st.set(k.Name, fmt.Sprintf("%s %s (attempt %d), retrying", orLocal(tangURL), state, attempt))
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -469,7 +464,7 @@ func (st *status) pending(key, url, code string) {
 	st.mu.Lock()
 	_, unlocking := st.keys[key]
 	if unlocking {
-		st.keys[key] = fmt.Sprintf("waiting for approval (code %s) at %s", code, url)
+		st.keys[key] = fmt.Sprintf("waiting for approval (code %s) at %s", tang.Printable(code), tang.Printable(url))
 	}
 	st.mu.Unlock()
 	if unlocking {

@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
 	"time"
-	"unicode"
 
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
@@ -140,14 +138,6 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, op 
 	return nil
 }
 
-// Printable returns s as it is if every rune prints on a terminal, and
-// quoted with escapes otherwise: text from a gate (an error, a host's
-// name) must not carry control sequences to an operator's screen.
-func Printable(s string) string {
-	for _, r := range s {
-		if !unicode.IsPrint(r) {
-			return strconv.Quote(s)
-		}
-	}
-	return s
-}
+// Printable is tang.Printable, the one escaping of text from a gate or a
+// JWE, for the operator's side.
+func Printable(s string) string { return tang.Printable(s) }

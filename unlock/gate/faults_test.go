@@ -161,9 +161,9 @@ func TestFaultAuditDiskFills(t *testing.T) {
 		t.Fatalf("recovery after the approval: %q, %v", r.plain, r.err)
 	}
 	took := time.Since(recovered)
-	events := f.wantEvents(t, "request:pending", "approve:approved", "release:answered")
-	if len(events) != 3 {
-		t.Errorf("audit log has %d events, want exactly request, approve and release: %+v", len(events), events)
+	events := f.wantEvents(t, "request:pending", "code:agreed", "approve:approved", "release:answered")
+	if len(events) != 4 {
+		t.Errorf("audit log has %d events, want exactly request, code, approve and release: %+v", len(events), events)
 	}
 	t.Logf("FAULT %s: approval refused with HTTP 500 naming %s and ENOSPC, request still pending, client still waiting after %d more polls, 0 audit bytes written; once there was room: approved and key released in %v, audit log %d events",
 		"audit disk fills while pending", filepath.Base(f.Audit), 2, took.Round(time.Millisecond), len(events))

@@ -6,6 +6,7 @@ package gate
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -119,6 +120,11 @@ type Request struct {
 	Keys     int       `json:"keys"`
 	Arrived  int       `json:"arrived"`
 	Complete bool      `json:"complete"`
+	// Verified is true for a committed session, whose code the host shows
+	// too (docs/approval.md, "Codes"); false for a stock clevis client's
+	// request, whose code no host shows: the operator cannot compare
+	// anything for it.
+	Verified bool      `json:"verified"`
 	Created  time.Time `json:"created"`
 	Expires  time.Time `json:"expires"`
 	Operator string    `json:"operator,omitempty"`
@@ -192,6 +198,9 @@ type request struct {
 	keys      int
 	points    []*point
 	code      string
+	commit    []byte // the host's commitment, in a committed session
+	ng        []byte // the gate's nonce, drawn once all points arrived
+	nh        []byte // the host's nonce, once it opened the commitment
 	state     State
 	created   time.Time
 	expires   time.Time
@@ -199,6 +208,7 @@ type request struct {
 	decided   time.Time
 	approvals []string      // operators who approved, while more must
 	done      chan struct{} // closed when decided
+	changed   chan struct{} // closed (and replaced) when the exchange moves on
 }
 
 type point struct {
@@ -252,6 +262,17 @@ func New(cfg Config) *Gate {
 
 func (r *request) complete() bool { return len(r.points) >= r.keys }
 
+// decidable is complete, and in a committed session also revealed: only
+// then is there a code the host shows too.
+func (r *request) decidable() bool { return r.complete() && (r.commit == nil || r.nh != nil) }
+
+// signal wakes the recoveries held on r: the exchange moved on, and their
+// hosts have something to hear.
+func (r *request) signal() {
+	close(r.changed)
+	r.changed = make(chan struct{})
+}
+
 func (r *request) kids() []string {
 	var out []string
 	for _, p := range r.points {
@@ -265,7 +286,7 @@ func (r *request) kids() []string {
 func (r *request) view() Request {
 	return Request{
 		Code: r.code, State: r.state, Session: r.session != "", Host: r.host, Source: r.source,
-		Kids: r.kids(), Keys: r.keys, Arrived: len(r.points), Complete: r.complete(),
+		Kids: r.kids(), Keys: r.keys, Arrived: len(r.points), Complete: r.decidable(), Verified: r.commit != nil,
 		Created: r.created, Expires: r.expires, Operator: r.operator, Decided: r.decided,
 		Approvals: slices.Clone(r.approvals),
 	}
@@ -273,6 +294,9 @@ func (r *request) view() Request {
 
 func (r *request) status() tang.Status {
 	st := tang.Status{Status: string(r.state), Code: r.code, Host: r.host, Keys: r.keys, Arrived: len(r.points)}
+	if r.ng != nil {
+		st.Nonce = base64.RawURLEncoding.EncodeToString(r.ng)
+	}
 	switch r.state {
 	case StatePending:
 		st.Expires = r.expires
@@ -291,12 +315,26 @@ func (r *request) find(kid string, x []byte) *point {
 	return nil
 }
 
-func (r *request) recode() {
+func (r *request) xs() [][]byte {
 	xs := make([][]byte, len(r.points))
 	for i, p := range r.points {
 		xs[i] = p.x
 	}
-	r.code = tang.ApprovalCode(xs...)
+	return xs
+}
+
+// recode sets the code: in a committed session the exchange's, once the
+// host revealed its nonce (none before: there is nothing to compare yet);
+// otherwise the code of the points, which no host shows.
+func (r *request) recode() {
+	switch {
+	case r.commit == nil:
+		r.code = tang.ApprovalCode(r.xs()...)
+	case r.nh != nil:
+		r.code = tang.SessionCode(r.nh, r.ng, r.commit)
+	default:
+		r.code = ""
+	}
 }
 
 // Pending lists the undecided requests, oldest first.

@@ -73,10 +73,12 @@ func TestApprove(t *testing.T) {
 	done, pending := decryptAsync(testCtx(t), jwe, nil)
 	req := f.next(t)
 	p := <-pending
-	if p.Code != req.Code || p.Gate != req.Code || p.URL != f.URL {
+	if p.Code != req.Code || p.URL != f.URL {
 		t.Fatalf("client reports %+v, gate has code %s", p, req.Code)
 	}
-	if req.State != gate.StatePending || req.Session || req.Source != "127.0.0.1" || !req.Complete || len(req.Kids) != 1 {
+	// Our client always runs the committed exchange, in a session of its
+	// own when the caller gave none.
+	if req.State != gate.StatePending || !req.Session || !req.Verified || req.Source != "127.0.0.1" || !req.Complete || len(req.Kids) != 1 {
 		t.Fatalf("pending request %+v", req)
 	}
 	list, err := f.Operator(f.Token).Pending(testCtx(t))
@@ -94,9 +96,11 @@ func TestApprove(t *testing.T) {
 	if r.err != nil || !bytes.Equal(r.plain, secret) {
 		t.Fatalf("Decrypt = %q, %v", r.plain, r.err)
 	}
-	events := f.wantEvents(t, "request:pending", "approve:approved", "release:answered")
+	events := f.wantEvents(t, "request:pending", "code:agreed", "approve:approved", "release:answered")
 	for _, e := range events {
-		if e.Code != req.Code || e.Source != "127.0.0.1" || e.Time.IsZero() {
+		// A committed session has no code before the host revealed its
+		// nonce: the request event has none.
+		if (e.Code != req.Code) != (e.Event == "request") || e.Source != "127.0.0.1" || e.Time.IsZero() {
 			t.Errorf("audit event %+v: want code %s, source and time", e, req.Code)
 		}
 	}
@@ -124,18 +128,30 @@ func TestDeny(t *testing.T) {
 			t.Fatalf("after denial: %d %+v, want 403 denied by alice", status, st)
 		}
 	}
-	_, err := (&tang.Client{}).Recover(testCtx(t), f.URL, kid, b)
+	// A decided request takes no second decision.
+	_, err := f.Operator(f.Token).Approve(testCtx(t), st.Code)
+	wantIs(t, err, gate.ErrNotPending)
+	f.wantEvents(t, "request:pending", "deny:denied", "approve:already decided")
+
+	// Our client, denied, gets a *tang.DeniedError with the code.
+	_, b2 := f.blind(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := (&tang.Client{}).Recover(testCtx(t), f.URL, kid, b2)
+		errc <- err
+	}()
+	req := f.next(t)
+	if _, err := f.Operator(f.Token).Deny(testCtx(t), req.Code); err != nil {
+		t.Fatal(err)
+	}
+	err = <-errc
 	wantIs(t, err, tang.ErrDenied)
 	mustContain(t, err.Error(), "recovery denied by operator alice at ")
 	mustContain(t, err.Error(), f.URL)
 	var de *tang.DeniedError
-	if !errors.As(err, &de) || de.Code != st.Code {
-		t.Fatalf("err = %#v, want a *tang.DeniedError with code %s", err, st.Code)
+	if !errors.As(err, &de) || de.Code != req.Code {
+		t.Fatalf("err = %#v, want a *tang.DeniedError with code %s", err, req.Code)
 	}
-	// A decided request takes no second decision.
-	_, err = f.Operator(f.Token).Approve(testCtx(t), st.Code)
-	wantIs(t, err, gate.ErrNotPending)
-	f.wantEvents(t, "request:pending", "deny:denied", "approve:already decided")
 }
 
 // TestDenyEndToEnd: Decrypt of a denied JWE fails with ErrDenied.
@@ -323,7 +339,7 @@ func TestNotApprovedInTime(t *testing.T) {
 	defer cancel()
 	_, err := (&tang.Client{}).Recover(ctx, f.URL, kid, b)
 	wantIs(t, err, tang.ErrNotApproved)
-	mustContain(t, err.Error(), tang.ApprovalCode(b.Point()))
+	mustContain(t, err.Error(), "code "+f.next(t).Code+" is still pending")
 }
 
 // TestOperatorAuth: a missing, a wrong and a removed operator's token get
@@ -521,8 +537,9 @@ func TestTokensNeverLogged(t *testing.T) {
 }
 
 // TestPreparedSession: the keys of one start-up, in separate JWEs, are one
-// session once prepared together: the code is known before anything is
-// sent, and one approval opens them all.
+// session once prepared together: one code for both, which the gate shows
+// once both arrived and the host revealed its nonce, and one approval
+// opens them all.
 func TestPreparedSession(t *testing.T) {
 	f := newFixture(t, nil)
 	a, b := []byte("key one"), []byte("key two")
@@ -530,15 +547,12 @@ func TestPreparedSession(t *testing.T) {
 	sess := unlock.NewSession("proxy-1")
 	sess.Prepare(ja, jb)
 	defer sess.Close()
-	code := sess.Codes()[f.URL]
-	if code == "" {
-		t.Fatalf("Codes() = %v, want a code for %s", sess.Codes(), f.URL)
-	}
 	doneA, pendingA := decryptAsync(testCtx(t), ja, &unlock.Options{Session: sess})
 	doneB, pendingB := decryptAsync(testCtx(t), jb, &unlock.Options{Session: sess})
 	req := f.next(t)
-	if req.Code != code || req.Keys != 2 || req.Host != "proxy-1" {
-		t.Fatalf("request %+v, want the prepared code %s for 2 keys", req, code)
+	code := req.Code
+	if req.Keys != 2 || req.Arrived != 2 || !req.Complete || !req.Verified || req.Host != "proxy-1" {
+		t.Fatalf("request %+v, want a verified session of 2 keys", req)
 	}
 	// The session reports the gate once, through whichever Decrypt's
 	// request was held first.

@@ -2,6 +2,7 @@ package gate
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -76,6 +77,8 @@ type recovery struct {
 	session string
 	host    string
 	keys    int
+	commit  []byte // Sealgate-Commit
+	reveal  []byte // Sealgate-Reveal
 	source  string
 	wait    time.Duration
 	async   bool // "Prefer: respond-async": answer 202 at once, without holding
@@ -125,6 +128,18 @@ func (g *Gate) parseRecovery(w http.ResponseWriter, r *http.Request, kid string)
 				return nil, http.StatusBadRequest, fmt.Errorf("%s must be a number from 1 to %d", tang.HeaderKeys, tang.MaxSessionKey)
 			}
 		}
+		if v := r.Header.Get(tang.HeaderCommit); v != "" {
+			if rec.commit, err = tang.DecodeNonce(v); err != nil {
+				return nil, http.StatusBadRequest, fmt.Errorf("%s: %v", tang.HeaderCommit, err)
+			}
+		}
+		if v := r.Header.Get(tang.HeaderReveal); v != "" {
+			if rec.reveal, err = tang.DecodeNonce(v); err != nil || rec.commit == nil {
+				return nil, http.StatusBadRequest, fmt.Errorf("%s must be %d bytes in base64url, with %s", tang.HeaderReveal, tang.NonceSize, tang.HeaderCommit)
+			}
+		}
+	} else if r.Header.Get(tang.HeaderCommit) != "" || r.Header.Get(tang.HeaderReveal) != "" {
+		return nil, http.StatusBadRequest, fmt.Errorf("%s and %s need %s", tang.HeaderCommit, tang.HeaderReveal, tang.HeaderSession)
 	}
 	// RFC 7240 preferences: "wait=N", the client stops listening after
 	// N s; "respond-async", the client wants to know at once that its
@@ -186,8 +201,11 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 	}
 	now := g.cfg.Now()
 	if r := g.requests[key]; r != nil {
+		if rec.session != "" && !bytes.Equal(r.commit, rec.commit) {
+			return nil, false, &errRefused{http.StatusConflict, "session already in use with another " + tang.HeaderCommit}
+		}
 		if rec.session == "" || r.find(rec.kid, rec.point) != nil || r.state == StateDenied {
-			return r, false, nil
+			return g.reveal(r, rec, false)
 		}
 		// A new key of a known session.
 		switch {
@@ -207,7 +225,7 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 			r.recode()
 			return nil, false, err
 		}
-		return r, r.complete(), nil
+		return g.reveal(r, rec, true)
 	}
 	pending, fromSource := 0, 0
 	for _, r := range g.requests {
@@ -226,8 +244,8 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 	}
 	r := &request{
 		key: key, session: rec.session, host: rec.host, source: rec.source, keys: rec.keys,
-		points: []*point{{kid: rec.kid, x: rec.point}}, state: StatePending,
-		created: now, expires: now.Add(g.cfg.PendingTTL), done: make(chan struct{}),
+		points: []*point{{kid: rec.kid, x: rec.point}}, commit: rec.commit, state: StatePending,
+		created: now, expires: now.Add(g.cfg.PendingTTL), done: make(chan struct{}), changed: make(chan struct{}),
 	}
 	r.recode()
 	ev := r.event("request")
@@ -237,7 +255,49 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 	}
 	g.requests[key] = r
 	g.metrics.requests.Inc()
-	return r, r.complete(), nil
+	return g.reveal(r, rec, true)
+}
+
+// reveal moves r's code exchange on after rec joined it (added: rec
+// brought a new point) and reports whether r became ready for a
+// decision. A committed session that has all its points gets the gate's
+// nonce, drawn only now that the host's commitment and points are fixed;
+// the host's nonce must then open the commitment over the points the gate
+// received, or points were substituted on the way: refused, and the
+// request stays undecidable. Called with g.mu held.
+func (g *Gate) reveal(r *request, rec *recovery, added bool) (*request, bool, error) {
+	if r.commit == nil {
+		return r, added && r.complete(), nil
+	}
+	if added && r.complete() {
+		r.ng = make([]byte, tang.NonceSize)
+		rand.Read(r.ng)
+		r.signal()
+	}
+	if rec.reveal == nil || r.state != StatePending {
+		return r, false, nil
+	}
+	switch {
+	case r.ng == nil:
+		return nil, false, &errRefused{http.StatusConflict, fmt.Sprintf("%s before the gate's nonce: the session has %d of its %d keys", tang.HeaderReveal, len(r.points), r.keys)}
+	case r.nh != nil && !bytes.Equal(r.nh, rec.reveal):
+		return nil, false, &errRefused{http.StatusConflict, "another " + tang.HeaderReveal + " for this session"}
+	case r.nh != nil:
+		return r, false, nil
+	case !bytes.Equal(tang.Commitment(rec.reveal, r.xs()...), r.commit):
+		return nil, false, &errRefused{http.StatusConflict, "the host's nonce does not open its commitment over the points the gate received: they were changed on the way; this session cannot be approved"}
+	}
+	r.nh = rec.reveal
+	r.recode()
+	ev := r.event("code")
+	ev.Outcome = "agreed"
+	if err := g.audit(ev); err != nil {
+		r.nh = nil
+		r.recode()
+		return nil, false, err
+	}
+	r.signal()
+	return r, true, nil
 }
 
 func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
@@ -306,9 +366,11 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 			g.answer(w, r, rec, attrs)
 			return
 		}
-		// Pending.
-		if held || rec.async || rec.wait <= 0 || !g.hold(rec.source) {
-			if !held && !rec.async && rec.wait > 0 {
+		// Pending. A committed session waiting for the host's nonce is
+		// answered at once: the host must hear the gate's nonce to go on.
+		waitsForHost := req.ng != nil && req.nh == nil
+		if held || rec.async || rec.wait <= 0 || waitsForHost || !g.hold(rec.source) {
+			if !held && !rec.async && rec.wait > 0 && !waitsForHost {
 				g.metrics.unheld.Inc()
 			}
 			st := req.status()
@@ -316,11 +378,12 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 			g.reply(w, r, http.StatusAccepted, "application/json", mustJSON(st), attrs...)
 			return
 		}
-		done := req.done
+		done, changed := req.done, req.changed
 		g.mu.Unlock()
 		t := time.NewTimer(rec.wait)
 		select {
 		case <-done:
+		case <-changed:
 		case <-t.C:
 		case <-r.Context().Done():
 		}

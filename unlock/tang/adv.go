@@ -254,7 +254,7 @@ func (a *Advertisement) FindExchangeKey(kid string) (*JWK, error) {
 			return k, nil
 		}
 	}
-	return nil, fmt.Errorf("%w with thumbprint %s", ErrNoExchangeKey, kid)
+	return nil, fmt.Errorf("%w with thumbprint %s", ErrNoExchangeKey, Printable(kid))
 }
 
 // signAdvertisement signs payload with every signer, producing the

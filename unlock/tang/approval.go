@@ -8,9 +8,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // The approval protocol of a gate (see docs/approval.md): a gate is a Tang
@@ -27,6 +31,12 @@ const (
 	// HeaderKeys is how many recoveries this start-up sends to this gate;
 	// the session is complete (and can be approved) once they all arrived.
 	HeaderKeys = "Sealgate-Keys"
+	// HeaderCommit is the host's commitment to its nonce and its points
+	// (Exchange.Commitment), the same on every recovery of the session.
+	HeaderCommit = "Sealgate-Commit"
+	// HeaderReveal is the host's nonce, sent once the gate has answered
+	// with its own (Status.Nonce).
+	HeaderReveal = "Sealgate-Reveal"
 )
 
 // Limits on the session headers, checked by the gate.
@@ -43,6 +53,13 @@ var (
 	// ErrNotApproved reports a recovery still pending approval when the
 	// caller stopped waiting.
 	ErrNotApproved = errors.New("recovery not approved in time")
+	// ErrCodeMismatch reports a gate whose code for the session is not the
+	// host's, or that refused the host's nonce: the gate did not receive
+	// what the host sent, so something in the middle changed it.
+	ErrCodeMismatch = errors.New("the gate's approval code is not this host's")
+	// ErrGateFull reports a gate that refuses new requests because too
+	// many are pending (a flood, or too many hosts at once).
+	ErrGateFull = errors.New("the gate refuses new requests: too many are pending")
 )
 
 // DeniedError is a gate's refusal: who denied the recovery and when.
@@ -52,16 +69,18 @@ type DeniedError struct {
 	Code     string
 }
 
+// Error names the operator and the code as the gate sent them, escaped
+// (Printable): the text reaches terminals, logs and sd_notify lines.
 func (e *DeniedError) Error() string {
 	msg := "recovery denied"
 	if e.Operator != "" {
-		msg += " by operator " + e.Operator
+		msg += " by operator " + Printable(e.Operator)
 	}
 	if !e.At.IsZero() {
 		msg += " at " + e.At.UTC().Format("15:04 UTC")
 	}
 	if e.Code != "" {
-		msg += " (code " + e.Code + ")"
+		msg += " (code " + Printable(e.Code) + ")"
 	}
 	return msg
 }
@@ -71,8 +90,13 @@ func (e *DeniedError) Is(target error) bool { return target == ErrDenied }
 // Status is the JSON body of a gate's answer that is not a point: 202
 // (pending) or 403 (denied).
 type Status struct {
-	Status   string    `json:"status"` // "pending" or "denied"
-	Code     string    `json:"code"`
+	Status string `json:"status"` // "pending" or "denied"
+	// Code is the request's approval code; in a committed session it is
+	// empty until the host revealed its nonce (see Exchange).
+	Code string `json:"code"`
+	// Nonce is the gate's nonce (base64url, 32 bytes) of a committed
+	// session, once all its keys arrived.
+	Nonce    string    `json:"nonce,omitempty"`
 	Host     string    `json:"host,omitempty"`
 	Keys     int       `json:"keys,omitempty"`    // keys announced for the session
 	Arrived  int       `json:"arrived,omitempty"` // keys the gate has seen
@@ -87,6 +111,9 @@ type Session struct {
 	ID   string // random, from NewSessionID
 	Host string // a label for the operator, e.g. the host name
 	Keys int    // how many recoveries go to this gate in this session
+	// Exchange is the host's side of the session's code exchange at this
+	// gate, over all Keys points; nil with one key makes one over it.
+	Exchange *Exchange
 }
 
 // NewSessionID returns a fresh random session id.
@@ -96,25 +123,140 @@ func NewSessionID() string {
 	return b64.EncodeToString(b)
 }
 
-// codeDomain separates approval codes from any other use of SHA-256.
-const codeDomain = "sealgate approval code v1\n"
+// Domains separate the protocol's hashes from any other use of SHA-256.
+const (
+	codeDomain   = "sealgate approval code v1\n"
+	commitDomain = "sealgate commit v2\n"
+	code2Domain  = "sealgate approval code v2\n"
+)
 
-// ApprovalCode is the code an operator compares between host and gate:
-// the first 40 bits of SHA-256 over the blinded points, sorted and each
-// prefixed with its 2-byte length, in base32 as XXXX-XXXX. Points are the
-// uncompressed encodings (Blind.Point). A request without a session has
-// one point; a session's code covers all of its points.
+// NonceSize is the size of the host's and the gate's nonces.
+const NonceSize = 32
+
+// ApprovalCode is the identifier of a request no code exchange covers (a
+// stock clevis client, a session without a commitment): the first 40 bits
+// of SHA-256 over the blinded points, sorted and each prefixed with its
+// 2-byte length, in base32 as XXXX-XXXX. Points are the uncompressed
+// encodings (Blind.Point). No host shows it: a man in the middle who knows
+// its blinding can grind a point to any such code offline, so an operator
+// has nothing to compare for these requests (docs/approval.md, "Codes").
 func ApprovalCode(points ...[]byte) string {
-	sorted := slices.Clone(points)
-	slices.SortFunc(sorted, bytes.Compare)
 	h := sha256.New()
 	h.Write([]byte(codeDomain))
+	writePoints(h, points)
+	return formatCode(h.Sum(nil))
+}
+
+func writePoints(h hash.Hash, points [][]byte) {
+	sorted := slices.Clone(points)
+	slices.SortFunc(sorted, bytes.Compare)
 	for _, p := range sorted {
 		h.Write(binary.BigEndian.AppendUint16(nil, uint16(len(p))))
 		h.Write(p)
 	}
-	s := base32.StdEncoding.EncodeToString(h.Sum(nil)[:5])
+}
+
+func formatCode(sum []byte) string {
+	s := base32.StdEncoding.EncodeToString(sum[:5])
 	return s[:4] + "-" + s[4:]
+}
+
+// Commitment is the host's commitment to its nonce nh and the session's
+// points at one gate: SHA-256("sealgate commit v2\n" ‖ nh ‖ for each
+// point, sorted bytewise: len16 ‖ point).
+func Commitment(nh []byte, points ...[]byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(commitDomain))
+	h.Write(nh)
+	writePoints(h, points)
+	return h.Sum(nil)
+}
+
+// SessionCode is the approval code of a committed session, which host
+// and gate compute alike once each has both nonces: the first 40 bits of
+// SHA-256("sealgate approval code v2\n" ‖ nh ‖ ng ‖ commitment) in
+// base32 as XXXX-XXXX. The gate fixes its side (the commitment it
+// received) before it draws ng, and the host reveals nh only after it
+// got ng, so nobody can steer both codes to one value: a man in the
+// middle matches them with probability 2^-40 per attempt.
+func SessionCode(nh, ng, commitment []byte) string {
+	h := sha256.New()
+	h.Write([]byte(code2Domain))
+	h.Write(nh)
+	h.Write(ng)
+	h.Write(commitment)
+	return formatCode(h.Sum(nil))
+}
+
+// Exchange is the host's side of a committed session at one gate: a
+// random nonce and its commitment over the session's points there. The
+// same Exchange serves every recovery and every retry of the session, so
+// its code stays stable.
+type Exchange struct {
+	nonce  []byte
+	commit []byte
+}
+
+// NewExchange draws the host's nonce and commits to it and the points.
+func NewExchange(points ...[]byte) *Exchange {
+	nh := make([]byte, NonceSize)
+	rand.Read(nh)
+	return &Exchange{nonce: nh, commit: Commitment(nh, points...)}
+}
+
+// Commitment is the value of the Sealgate-Commit header.
+func (x *Exchange) Commitment() string { return b64.EncodeToString(x.commit) }
+
+// Reveal is the value of the Sealgate-Reveal header: the nonce. Send it
+// only after the gate's nonce arrived.
+func (x *Exchange) Reveal() string { return b64.EncodeToString(x.nonce) }
+
+// Code is the session's code once the gate's nonce ng is known.
+func (x *Exchange) Code(ng []byte) string { return SessionCode(x.nonce, ng, x.commit) }
+
+// DecodeNonce decodes a nonce or a commitment as sent in a header or a
+// Status: base64url without padding, exactly NonceSize bytes.
+func DecodeNonce(s string) ([]byte, error) {
+	b, err := b64.DecodeString(s)
+	if err != nil || len(b) != NonceSize {
+		return nil, fmt.Errorf("want %d bytes in base64url", NonceSize)
+	}
+	return b, nil
+}
+
+// IsCode reports whether s is an approval code exactly as the protocol
+// writes it: XXXX-XXXX in A-Z and 2-7. Anything else from a gate is a
+// protocol error and never shown.
+func IsCode(s string) bool {
+	if len(s) != 9 || s[4] != '-' {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if i != 4 && !(c >= 'A' && c <= 'Z' || c >= '2' && c <= '7') {
+			return false
+		}
+	}
+	return true
+}
+
+// Printable returns s as it is if every rune prints on a terminal, and
+// quoted with escapes otherwise. Text from a gate or a JWE (a host's
+// name, an operator, a URL, an error) goes through it before it reaches
+// a terminal, a log line or an sd_notify message, so it cannot carry
+// control sequences, line breaks or bidirectional overrides there. Bytes
+// that are not UTF-8 are escaped too (a lone 0x9b is CSI to a terminal
+// in 8-bit mode).
+func Printable(s string) string {
+	if !utf8.ValidString(s) {
+		return strconv.Quote(s)
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 // NormalizeCode accepts a code as people type it (any case, with or
@@ -130,12 +272,13 @@ func NormalizeCode(code string) (string, error) {
 	return c[:4] + "-" + c[4:], nil
 }
 
-// Pending is what a client reports while a gate holds its recovery.
+// Pending is what a client reports while a gate holds its recovery: the
+// session's code, which the gate confirmed (a gate that shows another
+// code stops the recovery with ErrCodeMismatch).
 type Pending struct {
 	URL     string
 	Kid     string
-	Code    string // computed here from our own points
-	Gate    string // the code the gate reports; differs from Code only if someone else's point is in the session
+	Code    string
 	Keys    int
 	Arrived int
 }

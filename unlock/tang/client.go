@@ -47,7 +47,8 @@ type Error struct {
 	Err    error
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("tang %s: %s: %v", e.URL, e.Op, e.Err) }
+// Error names the server by its URL, which comes from a JWE: escaped.
+func (e *Error) Error() string { return fmt.Sprintf("tang %s: %s: %v", Printable(e.URL), e.Op, e.Err) }
 func (e *Error) Unwrap() error { return e.Err }
 
 func (c *Client) httpClient() *http.Client {
@@ -142,13 +143,10 @@ func (c *Client) Recover(ctx context.Context, tangURL, kid string, b *Blind) ([]
 // RecoverOptions are the choices of one recovery at a gate.
 type RecoverOptions struct {
 	// Session groups this recovery with the others of one start-up; nil
-	// sends none, and a gate holds this recovery on its own.
+	// makes a session of this recovery alone.
 	Session *Session
-	// Code is the approval code to report: ApprovalCode over the session's
-	// points. Empty means the code of this recovery's point alone.
-	Code string
-	// OnPending is called when the gate first answers that the recovery
-	// waits for approval (and again if the gate's code changes).
+	// OnPending is called when the gate confirmed the session's code and
+	// holds the recovery for approval (once per recovery).
 	OnPending func(Pending)
 }
 
@@ -157,10 +155,14 @@ type RecoverOptions struct {
 // be asked in a busy loop.
 const minPoll = time.Second
 
-// RecoverWith is Recover at a gate: while the gate answers 202 (pending
-// approval) it reports the code through o.OnPending and asks again with
-// the same point until the gate answers, denies (ErrDenied), or ctx ends
-// (ErrNotApproved).
+// RecoverWith is Recover at a gate. Every request carries the session's
+// commitment (HeaderCommit). While the gate answers 202 (pending) it asks
+// again with the same point; once the gate sent its nonce it reveals its
+// own (HeaderReveal), computes the session's code, and reports it through
+// o.OnPending when the gate shows the same code. It ends when the gate
+// answers, denies (ErrDenied), shows another code or refuses the nonce
+// (ErrCodeMismatch), or ctx ends (ErrNotApproved). A plain Tang server
+// ignores the headers and answers at once.
 func (c *Client) RecoverWith(ctx context.Context, tangURL, kid string, b *Blind, o *RecoverOptions) ([]byte, error) {
 	base, err := BaseURL(tangURL)
 	if err != nil {
@@ -169,80 +171,133 @@ func (c *Client) RecoverWith(ctx context.Context, tangURL, kid string, b *Blind,
 	if o == nil {
 		o = &RecoverOptions{}
 	}
-	op := "recovering with key " + kid
+	op := "recovering with key " + Printable(kid) // from the JWE
 	req, err := json.Marshal(b.Request())
 	if err != nil {
 		return nil, err
 	}
-	code := o.Code
-	if code == "" {
-		code = ApprovalCode(b.Point())
+	s := Session{ID: NewSessionID(), Keys: 1}
+	if o.Session != nil {
+		s = *o.Session
+	}
+	if s.Exchange == nil {
+		if s.Keys > 1 {
+			return nil, fmt.Errorf("tang %s: %s: a session of %d keys needs its exchange over all of them", base, op, s.Keys)
+		}
+		s.Exchange = NewExchange(b.Point())
 	}
 	hdr := http.Header{}
-	if s := o.Session; s != nil {
-		hdr.Set(HeaderSession, s.ID)
-		if s.Host != "" {
-			hdr.Set(HeaderHost, s.Host)
-		}
-		if s.Keys > 0 {
-			hdr.Set(HeaderKeys, strconv.Itoa(s.Keys))
-		}
+	hdr.Set(HeaderSession, s.ID)
+	if s.Host != "" {
+		hdr.Set(HeaderHost, s.Host)
 	}
+	if s.Keys > 0 {
+		hdr.Set(HeaderKeys, strconv.Itoa(s.Keys))
+	}
+	hdr.Set(HeaderCommit, s.Exchange.Commitment())
 	// RFC 7240 preferences for a gate: hold a request at most this long,
 	// so that our own per-request timeout does not cut its answer off;
-	// and the first time, say at once that it waits, so that the code is
-	// shown without delay. A plain Tang server ignores both.
+	// and when the answer moves the exchange on (the first request, the
+	// one that reveals our nonce), say at once that it waits, so that the
+	// code is shown without delay. A plain Tang server ignores both.
 	wait := "wait=" + strconv.Itoa(max(1, int(c.timeout()*3/4/time.Second)))
-	var reported string
+	var (
+		ng    []byte // the gate's nonce, once it sent it
+		code  string // the session's code, once ng is known
+		shown bool   // the gate confirmed code, and OnPending was told
+		async = true
+		sent  int
+	)
+	fail := func(status int, err error) ([]byte, error) {
+		return nil, &Error{URL: base, Op: op, Status: status, Err: err}
+	}
+	stillPending := func() error {
+		if code == "" {
+			return fmt.Errorf("%w: the gate has not received all %d keys of this session: %v", ErrNotApproved, max(1, s.Keys), ctx.Err())
+		}
+		return fmt.Errorf("%w: code %s is still pending: %v", ErrNotApproved, code, ctx.Err())
+	}
 	for {
-		if reported == "" {
+		if async {
 			hdr.Set("Prefer", "respond-async, "+wait)
 		} else {
 			hdr.Set("Prefer", wait)
 		}
 		started := time.Now()
+		sent++
 		body, status, err := c.doWith(ctx, http.MethodPost, base+"/rec/"+url.PathEscape(kid), req, hdr, maxRecoveryResponse)
 		if err != nil {
-			if errors.Is(err, ErrUnknownKey) {
-				err = fmt.Errorf("%w: the Tang server no longer has key %s: was it deleted?", ErrUnknownKey, kid)
+			switch {
+			case errors.Is(err, ErrUnknownKey):
+				err = fmt.Errorf("%w: the Tang server no longer has key %s: was it deleted?", ErrUnknownKey, Printable(kid))
+			case ng != nil && status == http.StatusConflict:
+				// The gate refused our nonce: the points or the commitment
+				// it received are not ours.
+				err = fmt.Errorf("%w: the gate refused this host's nonce: what it received is not what this host sent: %w", ErrCodeMismatch, err)
+			case sent > 1 && ctx.Err() != nil:
+				err = stillPending()
 			}
-			if reported != "" && ctx.Err() != nil {
-				err = fmt.Errorf("%w: code %s is still pending: %v", ErrNotApproved, code, ctx.Err())
-			}
-			return nil, &Error{URL: base, Op: op, Status: status, Err: err}
+			return fail(status, err)
 		}
-		if status == http.StatusAccepted {
-			var st Status
-			if json.Unmarshal(body, &st) != nil || st.Status != "pending" {
-				return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: HTTP 202 without a pending status", ErrBadResponse)}
+		if status != http.StatusAccepted {
+			var y JWK
+			if err := json.Unmarshal(body, &y); err != nil {
+				return fail(status, fmt.Errorf("%w: answer is not a JWK", ErrBadResponse))
 			}
-			if st.Code != reported && o.OnPending != nil {
-				o.OnPending(Pending{URL: base, Kid: kid, Code: code, Gate: st.Code, Keys: st.Keys, Arrived: st.Arrived})
+			z, err := b.Unblind(&y)
+			if err != nil {
+				return fail(status, fmt.Errorf("%w: %w", ErrBadResponse, err))
 			}
-			first := reported == ""
-			reported = st.Code
-			// The first answer comes at once (respond-async); later ones
-			// come after the gate held the request, unless it does not.
-			if wait := minPoll - time.Since(started); wait > 0 && !first {
-				t := time.NewTimer(wait)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: code %s is still pending: %v", ErrNotApproved, code, ctx.Err())}
-				case <-t.C:
-				}
+			return z, nil
+		}
+		var st Status
+		if json.Unmarshal(body, &st) != nil || st.Status != "pending" {
+			return fail(status, fmt.Errorf("%w: HTTP 202 without a pending status", ErrBadResponse))
+		}
+		if st.Code != "" && !IsCode(st.Code) {
+			// Never shown: it could be anything, escapes included.
+			return fail(status, fmt.Errorf("%w: HTTP 202 with a code that is not XXXX-XXXX", ErrBadResponse))
+		}
+		first := async
+		async = false
+		if st.Nonce != "" {
+			n, err := DecodeNonce(st.Nonce)
+			switch {
+			case err != nil:
+				return fail(status, fmt.Errorf("%w: the gate's nonce: %v", ErrBadResponse, err))
+			case ng != nil && !bytes.Equal(n, ng):
+				return fail(status, fmt.Errorf("%w: the gate changed its nonce within a session", ErrBadResponse))
+			case ng == nil:
+				ng, code = n, s.Exchange.Code(n)
+				hdr.Set(HeaderReveal, s.Exchange.Reveal())
+				async, first = true, true // reveal now, and hear the code at once
 			}
-			continue
 		}
-		var y JWK
-		if err := json.Unmarshal(body, &y); err != nil {
-			return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: answer is not a JWK", ErrBadResponse)}
+		if st.Code != "" {
+			switch {
+			case code == "":
+				// A code before the exchange: not a gate of this protocol,
+				// or our headers were removed on the way.
+				return fail(status, fmt.Errorf("%w: the gate shows a code without the committed exchange (is it an older sealgate, or is something in the middle?)", ErrCodeMismatch))
+			case st.Code != code:
+				return fail(status, fmt.Errorf("%w: the gate shows code %s, this host %s: do not approve %s", ErrCodeMismatch, st.Code, code, st.Code))
+			case !shown && o.OnPending != nil:
+				o.OnPending(Pending{URL: base, Kid: kid, Code: code, Keys: st.Keys, Arrived: st.Arrived})
+			}
+			shown = true
 		}
-		z, err := b.Unblind(&y)
-		if err != nil {
-			return nil, &Error{URL: base, Op: op, Status: status, Err: fmt.Errorf("%w: %w", ErrBadResponse, err)}
+		// An answer that moved the exchange on came at once
+		// (respond-async); later ones come after the gate held the
+		// request, unless it does not.
+		if wait := minPoll - time.Since(started); wait > 0 && !first {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fail(status, stillPending())
+			case <-t.C:
+			}
 		}
-		return z, nil
 	}
 }
 
@@ -293,16 +348,38 @@ func (c *Client) doWith(ctx context.Context, method, target string, body []byte,
 		}
 		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 403)", ErrWrongKeyUse)
 	case resp.StatusCode == http.StatusBadRequest:
-		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 400)", ErrRejected)
+		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP 400)%s", ErrRejected, gateError(data, limit))
+	case resp.StatusCode == http.StatusTooManyRequests,
+		resp.StatusCode == http.StatusServiceUnavailable && gateError(data, limit) != "":
+		// A gate's refusal of new requests (a plain Tang server sends
+		// neither), not a server that is down.
+		return nil, resp.StatusCode, fmt.Errorf("%w (HTTP %d)%s", ErrGateFull, resp.StatusCode, gateError(data, limit))
 	case resp.StatusCode >= 500:
 		return nil, resp.StatusCode, fmt.Errorf("%w: HTTP %d", ErrUnreachable, resp.StatusCode)
 	default:
-		return nil, resp.StatusCode, fmt.Errorf("%w: HTTP %d", ErrBadResponse, resp.StatusCode)
+		return nil, resp.StatusCode, fmt.Errorf("%w: HTTP %d%s", ErrBadResponse, resp.StatusCode, gateError(data, limit))
 	}
 	if int64(len(data)) > limit {
 		return nil, resp.StatusCode, fmt.Errorf("%w: answer larger than %d bytes", ErrBadResponse, limit)
 	}
 	return data, resp.StatusCode, nil
+}
+
+// gateError is ": MESSAGE" for a gate's JSON error answer
+// ({"error":MESSAGE}), escaped, or "" for any other body.
+func gateError(data []byte, limit int64) string {
+	var e struct {
+		Error string `json:"error"`
+	}
+	if int64(len(data)) > limit || json.Unmarshal(data, &e) != nil || e.Error == "" {
+		return ""
+	}
+	const maxShown = 200
+	msg := []rune(e.Error)
+	if len(msg) > maxShown {
+		msg = append(msg[:maxShown], []rune("...")...)
+	}
+	return ": " + Printable(string(msg))
 }
 
 // UnwrapURLError drops the *url.Error wrapper of a transport failure,
