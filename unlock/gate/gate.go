@@ -111,20 +111,15 @@ const (
 
 // Request is the operator's view of a pending recovery or session.
 type Request struct {
-	Code     string   `json:"code"`
-	State    State    `json:"state"`
-	Session  bool     `json:"session"`
-	Host     string   `json:"host,omitempty"`
-	Source   string   `json:"source"`
-	Kids     []string `json:"kids"`
-	Keys     int      `json:"keys"`
-	Arrived  int      `json:"arrived"`
-	Complete bool     `json:"complete"`
-	// Verified is true for a committed session, whose code the host shows
-	// too (docs/approval.md, "Codes"); false for a stock clevis client's
-	// request, whose code no host shows: the operator cannot compare
-	// anything for it.
-	Verified bool      `json:"verified"`
+	Code     string    `json:"code"`
+	State    State     `json:"state"`
+	Session  bool      `json:"session"`
+	Host     string    `json:"host,omitempty"`
+	Source   string    `json:"source"`
+	Kids     []string  `json:"kids"`
+	Keys     int       `json:"keys"`
+	Arrived  int       `json:"arrived"`
+	Complete bool      `json:"complete"`
 	Created  time.Time `json:"created"`
 	Expires  time.Time `json:"expires"`
 	Operator string    `json:"operator,omitempty"`
@@ -132,6 +127,11 @@ type Request struct {
 	// Approvals are the operators who approved so far, when more than
 	// one must (Config.Approvers).
 	Approvals []string `json:"approvals,omitempty"`
+	// Verified is true for a committed session, whose code the host shows
+	// too (docs/approval.md, "Codes"); false for a stock clevis client's
+	// request, whose code no host shows: the operator cannot compare
+	// anything for it.
+	Verified bool `json:"verified"`
 }
 
 // Decision is the outcome of Approve or Deny. With more than one
