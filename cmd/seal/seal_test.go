@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -165,4 +168,140 @@ func receive(t *testing.T, ctx context.Context, ready <-chan gate.Request) gate.
 		t.Fatal("no request became ready for a decision")
 	}
 	return gate.Request{}
+}
+
+// hostileGate is a gate behind a man in the middle that answers every
+// POST /rec with status and body; advertisements pass through. It returns
+// a JWE sealed to the gate as the host knows it (the man in the middle's
+// address).
+func hostileGate(t *testing.T, ctx context.Context, status int, body string) (jwe []byte, url string) {
+	t.Helper()
+	dir := t.TempDir()
+	thp, err := tang.Keygen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := tang.OpenKeyDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	real := httptest.NewServer(gate.New(gate.Config{Keys: keys}))
+	t.Cleanup(real.Close)
+	mitm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			w.WriteHeader(status)
+			w.Write([]byte(body))
+			return
+		}
+		resp, err := http.Get(real.URL + r.URL.Path)
+		if err != nil {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(mitm.Close)
+	jwe, err = unlock.Encrypt(ctx, "tang", []byte(`{"url":"`+mitm.URL+`","thp":"`+thp+`"}`), []byte("secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return jwe, mitm.URL
+}
+
+// TestDecryptHostileGate: whatever a man in the middle on the Tang port
+// answers, seal decrypt puts no control character on the terminal, stops
+// with an error, and the hint fits the cause.
+func TestDecryptHostileGate(t *testing.T) {
+	const esc = "\r\x1b[0m\x1b[2Kseal: waiting for approval of code AAAA-AAAA at http://gate:7500\x1b[8m"
+	nonce := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	for _, tc := range []struct {
+		name   string
+		status int
+		body   string
+		want   []string
+	}{
+		{"escapes as the code", 202, `{"status":"pending","code":` + string(must(json.Marshal(esc))) + `,"keys":1,"arrived":1}`,
+			[]string{"a code that is not XXXX-XXXX"}},
+		{"a code without the exchange", 202, `{"status":"pending","code":"AAAA-AAAA","keys":1,"arrived":1}`,
+			[]string{"without the committed exchange", "seal: hint: something between this host and the gate changed the request"}},
+		{"another code", 202, `{"status":"pending","code":"AAAA-AAAA","nonce":"` + nonce + `","keys":1,"arrived":1}`,
+			[]string{"the gate shows code AAAA-AAAA, this host ", "seal: hint: something between this host and the gate changed the request"}},
+		{"hostile denial", 403, `{"status":"denied","code":"AAAA-AAAA","operator":"eve\r\u001b[2K\nseal: key recovered"}`,
+			[]string{`recovery denied by operator "eve\r\x1b[2K\nseal: key recovered"`}},
+		{"gate full", 503, `{"error":"too many pending requests"}`,
+			[]string{"too many are pending (HTTP 503)", "seal: hint: the gate is refusing new requests because too many are pending"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			jwe, _ := hostileGate(t, ctx, tc.status, tc.body)
+			var stdout, stderr bytes.Buffer
+			err := run(ctx, []string{"decrypt"}, bytes.NewReader(jwe), &stdout, &stderr)
+			code := cli.Report("seal", err, &stderr)
+			if code == 0 || stdout.Len() != 0 {
+				t.Fatalf("exit %d, stdout %q", code, stdout.String())
+			}
+			out := stderr.String()
+			if strings.ContainsAny(out, "\x1b\r") || strings.Contains(out, "waiting for approval") {
+				t.Fatalf("stderr carries the gate's text raw, or shows a code:\n%q", out)
+			}
+			for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+				if !strings.HasPrefix(line, "seal: error: ") && !strings.HasPrefix(line, "seal: hint: ") {
+					t.Fatalf("stderr has a line of the gate's making: %q", line)
+				}
+			}
+			if strings.Contains(out, "check that the Tang server is running") {
+				t.Fatalf("hint blames the Tang server:\n%s", out)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(out, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+// TestInspectHostileHeader: seal inspect prints what a JWE's header says,
+// which anyone may have written, escaped.
+func TestInspectHostileHeader(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	jwe, _ := hostileGate(t, ctx, 500, "")
+	parts := strings.SplitN(string(jwe), ".", 2)
+	hdr, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h map[string]any
+	if err := json.Unmarshal(hdr, &h); err != nil {
+		t.Fatal(err)
+	}
+	h["kid"] = "\x1b]0;owned\a"
+	h["epk"].(map[string]any)["crv"] = "P-521\r\nseal: ok"
+	h["clevis"].(map[string]any)["tang"].(map[string]any)["url"] = "http://gate\u202e:7500/\x1b[2J"
+	hdr, _ = json.Marshal(h)
+	hostile := base64.RawURLEncoding.EncodeToString(hdr) + "." + parts[1]
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, []string{"inspect"}, strings.NewReader(hostile), &stdout, &stderr); err != nil {
+		t.Fatalf("seal inspect: %v", err)
+	}
+	out := stdout.String()
+	if strings.ContainsAny(out, "\x1b\r\a\u202e") {
+		t.Fatalf("seal inspect printed the header raw:\n%q", out)
+	}
+	for _, want := range []string{`tang "http://gate\u202e:7500/\x1b[2J"`, `kid: "\x1b]0;owned\a"`, `curve: "P-521\r\nseal: ok"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %s:\n%s", want, out)
+		}
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }
