@@ -98,7 +98,14 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 				keys = fmt.Sprintf("%d/%d (incomplete)", r.Arrived, r.Keys)
 			}
 			p := gate.Printable
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", p(r.Code), p(host), p(r.Source), keys, time.Since(r.Created).Round(time.Second))
+			code := p(r.Code)
+			switch {
+			case r.Code == "":
+				code = "-" // a committed session before the host revealed its nonce
+			case !r.Verified:
+				code += " (unverified)" // stock clevis: no host shows this code
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", code, p(host), p(r.Source), keys, time.Since(r.Created).Round(time.Second))
 		}
 		return tw.Flush()
 	case "approve", "deny":

@@ -305,3 +305,61 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// TestPendingMarksUnverified: seal pending marks a request whose code no
+// host shows (a stock clevis client's), so the operator knows there is
+// nothing to compare.
+func TestPendingMarksUnverified(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	thp, err := tang.Keygen(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := tang.OpenKeyDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops := gate.OpenOperators(dir + "/" + gate.OperatorsFile)
+	token, err := ops.Add("alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gate.New(gate.Config{Keys: keys, Operators: ops}))
+	defer srv.Close()
+	adv, err := (&tang.Client{}).Advertisement(ctx, srv.URL, thp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exc, err := adv.ExchangeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	epk, z, err := tang.Bind(exc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clear(z)
+	b, err := tang.NewBlind(exc, epk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Wipe()
+	// As clevis sends it: no session, no commitment.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/rec/"+exc.Thumbprint(), bytes.NewReader(must(json.Marshal(b.Request()))))
+	req.Header.Set("Prefer", "wait=0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	t.Setenv("SEALGATE_TOKEN", token)
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, []string{"pending", "--gate", srv.URL}, nil, &stdout, &stderr); err != nil {
+		t.Fatalf("seal pending: %v", err)
+	}
+	if want := tang.ApprovalCode(b.Point()) + " (unverified)"; !strings.Contains(stdout.String(), want) {
+		t.Fatalf("seal pending lists:\n%s\nwant %q", stdout.String(), want)
+	}
+}
