@@ -290,6 +290,8 @@ func explain(err error) error {
 		return cli.WithHint(err, cli.ExitFailure, "something between this host and the gate changed the request: tell the operator not to approve it;\nreach the gate over a path you trust (https), then try again")
 	case errors.Is(err, tang.ErrGateFull):
 		return cli.WithHint(err, cli.ExitFailure, "the gate is refusing new requests because too many are pending (flooded, or many hosts at once);\nask its operator to clear them (seal pending), then try again")
+	case errors.Is(err, tang.ErrSessionLost):
+		return cli.WithHint(err, cli.ExitFailure, "the gate restarted, or the request expired before a decision; run seal decrypt again (it shows a new code)")
 	case errors.Is(err, tang.ErrNotApproved):
 		return cli.WithHint(err, cli.ExitFailure, "an operator approves it with: seal approve CODE --gate URL; wait longer with --timeout")
 	case errors.Is(err, unlock.ErrNotEnoughShares):

@@ -79,10 +79,12 @@ func hostLabel() string {
 }
 
 // retryable reports an error worth trying again after a pause: a Tang
-// server (or every server an sss share needs) that did not answer, or a
-// gate full of pending requests (a flood ends, or is cleared).
+// server (or every server an sss share needs) that did not answer, a
+// gate full of pending requests (a flood ends, or is cleared), or a gate
+// that lost the session (restarted): the retry is a new session.
 func retryable(err error) bool {
-	return (errors.Is(err, tang.ErrUnreachable) || errors.Is(err, tang.ErrGateFull)) && !errors.Is(err, context.Canceled)
+	return (errors.Is(err, tang.ErrUnreachable) || errors.Is(err, tang.ErrGateFull) || errors.Is(err, tang.ErrSessionLost)) &&
+		!errors.Is(err, context.Canceled)
 }
 
 // usedKeys returns the names of the keys cfg's listeners use, in file
@@ -389,8 +391,12 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 			wait = min(wait, time.Until(dl))
 		}
 		what, state := "Tang server unreachable; retrying", "unreachable"
-		if errors.Is(err, tang.ErrGateFull) && !errors.Is(err, tang.ErrUnreachable) {
+		switch {
+		case errors.Is(err, tang.ErrUnreachable):
+		case errors.Is(err, tang.ErrGateFull):
 			what, state = "the gate refuses new requests: it is full (flooded?); retrying", "full"
+		case errors.Is(err, tang.ErrSessionLost):
+			what, state = "the gate lost the approval session (restarted?); retrying with a new code", "lost the session"
 		}
 		log.Warn(what, "err", err, "attempt", attempt,
 			"waited", time.Since(start).Round(time.Millisecond), "retry_in", wait.Round(time.Millisecond))

@@ -273,6 +273,9 @@ func (g *Gate) reveal(r *request, rec *recovery, added bool) (*request, bool, er
 		r.ng = make([]byte, tang.NonceSize)
 		rand.Read(r.ng)
 		r.signal()
+		// A nonce sent with the request that completes the session was
+		// sent before the gate's existed: not the protocol's order.
+		return r, false, nil
 	}
 	if rec.reveal == nil || r.state != StatePending {
 		return r, false, nil

@@ -233,6 +233,17 @@ func TestCommitReplay(t *testing.T) {
 	if list := f.g.Pending(); len(list) != 1 || list[0].Code != "" || list[0].Complete {
 		t.Fatalf("pending %+v, want one undecidable session", list)
 	}
+	// A nonce sent with the request that completes a session was sent
+	// before the gate's existed: ignored, the host must reveal after.
+	_, b1 := f.blind(t)
+	x1 := tang.NewExchange(b1.Point())
+	early := map[string]string{tang.HeaderSession: tang.NewSessionID(), tang.HeaderKeys: "1", tang.HeaderCommit: x1.Commitment(), tang.HeaderReveal: x1.Reveal()}
+	if status, st := f.postPoint(t, kid, b1, early); status != http.StatusAccepted || st.Nonce == "" || st.Code != "" {
+		t.Fatalf("a nonce with the completing request: %d %+v, want 202 with the gate's nonce and no code", status, st)
+	}
+	if status, st := f.postPoint(t, kid, b1, early); status != http.StatusAccepted || st.Code == "" {
+		t.Fatalf("the nonce sent again: %d %+v, want 202 with the code", status, st)
+	}
 	// Malformed headers.
 	for name, h := range map[string]map[string]string{
 		"short commitment":       {tang.HeaderSession: tang.NewSessionID(), tang.HeaderCommit: "AAAA"},

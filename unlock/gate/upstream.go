@@ -104,5 +104,10 @@ func (up *upstream) recover(ctx context.Context, kid string, x *tang.JWK) (int, 
 	if err != nil || len(data) > maxUpstreamAnswer {
 		return http.StatusBadGateway, "", nil, fmt.Errorf("upstream tang %s: answer unreadable or too large", up.base)
 	}
+	if resp.StatusCode == http.StatusAccepted {
+		// Another gate holds it: its code and nonce are not this gate's
+		// exchange with the host, and must not reach the host as if they were.
+		return http.StatusBadGateway, "", nil, fmt.Errorf("upstream tang %s held the recovery (HTTP 202): the upstream must be a plain Tang server, not a gate", up.base)
+	}
 	return resp.StatusCode, resp.Header.Get("Content-Type"), data, nil
 }

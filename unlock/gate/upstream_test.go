@@ -97,3 +97,29 @@ func recv(t *testing.T, ready <-chan gate.Request) gate.Request {
 	}
 	return gate.Request{}
 }
+
+// TestUpstreamThatHolds: an upstream that answers 202 (another gate) is
+// not passed through as this gate's pending answer: its code and nonce are
+// not of this gate's exchange with the host. The host gets 502.
+func TestUpstreamThatHolds(t *testing.T) {
+	f := newFixture(t, nil)
+	holding := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusAccepted)
+		w.Write([]byte(`{"status":"pending","code":"AAAA-AAAA","keys":1,"arrived":1}`))
+	}))
+	defer holding.Close()
+	gateURL, g, ready, _ := upstreamGate(t, holding.URL)
+	kid, b := f.blind(t)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := (&tang.Client{}).Recover(testCtx(t), gateURL, kid, b)
+		errc <- err
+	}()
+	req := recv(t, ready)
+	if _, err := g.Approve(req.Code, "alice", "test"); err != nil {
+		t.Fatal(err)
+	}
+	err := <-errc
+	wantIs(t, err, tang.ErrUnreachable)
+	mustContain(t, err.Error(), "HTTP 502")
+}

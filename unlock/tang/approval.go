@@ -57,6 +57,11 @@ var (
 	// host's, or that refused the host's nonce: the gate did not receive
 	// what the host sent, so something in the middle changed it.
 	ErrCodeMismatch = errors.New("the gate's approval code is not this host's")
+	// ErrSessionLost reports a gate that started a session over after the
+	// host revealed its nonce (it restarted, or the request expired): the
+	// host cannot take a second nonce for the same commitment, so the
+	// attempt ends, and a new one has a new code.
+	ErrSessionLost = errors.New("the gate no longer has this session")
 	// ErrGateFull reports a gate that refuses new requests because too
 	// many are pending (a flood, or too many hosts at once).
 	ErrGateFull = errors.New("the gate refuses new requests: too many are pending")

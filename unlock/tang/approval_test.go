@@ -240,3 +240,23 @@ func TestPrintable(t *testing.T) {
 		}
 	}
 }
+
+// TestClientNonceChanged: a gate that sends another nonce after the host
+// revealed its own (restarted, or the request expired) ends the attempt:
+// the host never takes a second nonce for one commitment, which would let
+// whoever saw the first reveal grind the code.
+func TestClientNonceChanged(t *testing.T) {
+	_, kp := newKeyDir(t)
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		nonce := b64.EncodeToString(bytes.Repeat([]byte{byte(n.Add(1))}, 32))
+		w.WriteHeader(202)
+		w.Write([]byte(mustMarshal(t, tang.Status{Status: "pending", Nonce: nonce, Keys: 1, Arrived: 1})))
+	}))
+	defer srv.Close()
+	_, err := (&tang.Client{}).RecoverWith(testCtx(t), srv.URL, kp.exc.Thumbprint(), testBlind(t, kp), nil)
+	tangErr(t, err, srv.URL, tang.ErrSessionLost)
+	if n.Load() != 2 {
+		t.Fatalf("%d requests, want 2: the nonce, then the reveal", n.Load())
+	}
+}

@@ -266,7 +266,9 @@ func (c *Client) RecoverWith(ctx context.Context, tangURL, kid string, b *Blind,
 			case err != nil:
 				return fail(status, fmt.Errorf("%w: the gate's nonce: %v", ErrBadResponse, err))
 			case ng != nil && !bytes.Equal(n, ng):
-				return fail(status, fmt.Errorf("%w: the gate changed its nonce within a session", ErrBadResponse))
+				// Our nonce is out: taking another gate nonce for the same
+				// commitment would let whoever saw it grind the code.
+				return fail(status, fmt.Errorf("%w: it sent a new nonce (restarted, or the request expired)", ErrSessionLost))
 			case ng == nil:
 				ng, code = n, s.Exchange.Code(n)
 				hdr.Set(HeaderReveal, s.Exchange.Reveal())
