@@ -339,3 +339,42 @@ func FuzzOperatorsFile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCommitHeaders fuzzes the code exchange's headers of a session's
+// POST /rec: Sealgate-Commit and Sealgate-Reveal. Properties: no panic; a
+// refusal is a 400; an accepted request has a commitment of exactly
+// tang.NonceSize bytes or none, and a revealed nonce of that size only
+// with a commitment.
+func FuzzCommitHeaders(f *testing.F) {
+	g, kid, body, _ := fuzzGate(f)
+	x := tang.NewExchange([]byte("point"))
+	f.Add(x.Commitment(), "")
+	f.Add(x.Commitment(), x.Reveal())
+	f.Add("", x.Reveal())
+	f.Add(x.Commitment()+"=", "AAAA")
+	f.Add(strings.Repeat("A", 44), strings.Repeat("_", 43))
+	f.Add("\x00", "\u202e")
+	f.Fuzz(func(t *testing.T, commit, reveal string) {
+		r := httptest.NewRequest(http.MethodPost, "/rec/x", bytes.NewReader(body))
+		r.Header.Set(tang.HeaderSession, "c2Vzc2lvbi0x")
+		if commit != "" {
+			r.Header[tang.HeaderCommit] = []string{commit}
+		}
+		if reveal != "" {
+			r.Header[tang.HeaderReveal] = []string{reveal}
+		}
+		rec, status, err := g.parseRecovery(httptest.NewRecorder(), r, kid)
+		if err != nil {
+			if status != http.StatusBadRequest {
+				t.Fatalf("refused with status %d: %v", status, err)
+			}
+			return
+		}
+		if rec.commit != nil && len(rec.commit) != tang.NonceSize || (rec.commit == nil) != (commit == "") {
+			t.Fatalf("commitment %x from %q", rec.commit, commit)
+		}
+		if rec.reveal != nil && (len(rec.reveal) != tang.NonceSize || rec.commit == nil) || (rec.reveal == nil) != (reveal == "") {
+			t.Fatalf("reveal %x from %q, commitment %x", rec.reveal, reveal, rec.commit)
+		}
+	})
+}

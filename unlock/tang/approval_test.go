@@ -260,3 +260,24 @@ func TestClientNonceChanged(t *testing.T) {
 		t.Fatalf("%d requests, want 2: the nonce, then the reveal", n.Load())
 	}
 }
+
+// FuzzIsCode: what IsCode lets through from a gate is exactly a normalized
+// code, nine printable ASCII bytes; DecodeNonce gives NonceSize bytes or
+// an error.
+func FuzzIsCode(f *testing.F) {
+	f.Add("ABCD-EFGH")
+	f.Add("abcd-efgh")
+	f.Add("ABCD-EFG\x1b")
+	f.Add(b64.EncodeToString(bytes.Repeat([]byte{1}, 32)))
+	f.Fuzz(func(t *testing.T, s string) {
+		if tang.IsCode(s) {
+			norm, err := tang.NormalizeCode(s)
+			if err != nil || norm != s || tang.Printable(s) != s {
+				t.Fatalf("IsCode(%q) but NormalizeCode = %q, %v", s, norm, err)
+			}
+		}
+		if b, err := tang.DecodeNonce(s); err == nil && len(b) != tang.NonceSize {
+			t.Fatalf("DecodeNonce(%q) = %d bytes", s, len(b))
+		}
+	})
+}
