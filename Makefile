@@ -5,7 +5,7 @@ GO ?= go
 # fetches it through the module proxy. Set GOTOOLCHAIN yourself to override.
 export GOTOOLCHAIN ?= go1.27.3
 
-.PHONY: demo test vet lint build build-all fuzz soak bench
+.PHONY: demo test vet lint build build-all fuzz soak bench package test-systemd
 
 # demo runs the main job on embedded defaults: nothing beyond Go is needed.
 demo:
@@ -31,6 +31,19 @@ vet:
 # signature (see docs/benchmarks.md, "Key custody").
 build:
 	GOEXPERIMENT=runtimesecret $(GO) build -o bin/ ./cmd/...
+
+# package builds dist/: sealproxy_VERSION_amd64.deb and _arm64.deb (nfpm,
+# docs/packaging/nfpm.yaml) and sealproxy_VERSION_windows-amd64.zip, each
+# binary built with runtime/secret, -trimpath and the version stamped;
+# then checks them (tools/release). VERSION defaults to the git tag, or
+# 0.0.0~gitDATE.HASH. See docs/packaging/README.md.
+NFPM_VERSION = v2.48.0
+NFPM = .tools/nfpm-$(NFPM_VERSION)/nfpm
+VERSION ?=
+$(NFPM):
+	GOBIN=$(CURDIR)/$(@D) GOOS= GOARCH= $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+package: $(NFPM)
+	$(GO) run ./tools/release -out dist -nfpm $(NFPM) -version "$(VERSION)"
 
 # build-all builds every variant the build tags allow: cgo and not, Linux
 # and Windows, with and without runtime/secret.

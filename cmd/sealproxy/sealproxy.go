@@ -92,6 +92,11 @@ func (d *daemon) untilSignal(ctx context.Context) context.Context {
 	return ctx
 }
 
+// buildVersion is stamped by the release build (-ldflags -X
+// main.buildVersion=VERSION, tools/release); otherwise the module's
+// version from the build information is shown.
+var buildVersion string
+
 func version() string {
 	v := "(devel)"
 	goVersion := ""
@@ -100,6 +105,9 @@ func version() string {
 			v = bi.Main.Version
 		}
 		goVersion = bi.GoVersion
+	}
+	if buildVersion != "" {
+		v = buildVersion
 	}
 	return strings.TrimSpace("sealproxy " + v + " " + goVersion)
 }
