@@ -61,12 +61,22 @@ func RequestReload(ctx context.Context, addr string) error {
 	case http.StatusOK:
 		return nil
 	case http.StatusInternalServerError:
-		return fmt.Errorf("%w: %s", ErrReloadFailed, msg)
+		if msg == "" {
+			return ErrReloadFailed
+		}
+		return &reloadError{msg: msg}
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		return fmt.Errorf("%s: %w", b, ErrReloadDisabled)
 	}
 	return fmt.Errorf("asking %s to reload: unexpected answer %s: %s", b, resp.Status, msg)
 }
+
+// reloadError is the daemon's own reason for a failed reload, which
+// already says that the previous configuration stays.
+type reloadError struct{ msg string }
+
+func (e *reloadError) Error() string        { return e.msg }
+func (e *reloadError) Is(target error) bool { return target == ErrReloadFailed }
 
 // printable returns s as it is if every rune prints, and quoted with
 // escapes otherwise: the answer comes from a socket and goes to a

@@ -41,7 +41,7 @@ func TestReloadCommand(t *testing.T) {
 
 	f.write(key("web") + f.listener("web", "127.0.0.1:0") + "bogus = 1\n" + admin)
 	_, stderr, code = runCLI(t, "reload", "--admin", "unix:"+sock)
-	if code != 1 || !strings.Contains(stderr, "sealproxy: error: reload failed; the previous configuration is still served") ||
+	if code != 1 || !strings.Contains(stderr, "sealproxy: error: reload failed, the previous configuration stays: ") ||
 		!strings.Contains(stderr, "bogus: unknown setting") || !strings.Contains(stderr, "sealproxy: hint: fix the configuration") {
 		t.Fatalf("broken reload: exit %d, stderr %q; want exit 1 with the reason and a hint", code, stderr)
 	}
