@@ -19,6 +19,7 @@ test: vet build-all lint
 	$(GO) test -race -count=1 ./...
 	# the key-handling packages again as the binaries are built (make build)
 	GOEXPERIMENT=runtimesecret $(GO) test -count=1 ./unlock/... ./vault/... ./cmd/sealproxy/ ./cmd/sealgate/
+	$(MAKE) --no-print-directory test-systemd
 	@if [ "$(TEST_FUZZTIME)" != 0 ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
 
 vet:
@@ -44,6 +45,14 @@ $(NFPM):
 	GOBIN=$(CURDIR)/$(@D) GOOS= GOARCH= $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 package: $(NFPM)
 	$(GO) run ./tools/release -out dist -nfpm $(NFPM) -version "$(VERSION)"
+
+# test-systemd boots systemd as PID 1 in systemd-nspawn (Debian
+# systemd-container) on a volatile overlay of this machine's root, with a
+# private network, installs the .deb and drives the units with systemctl
+# (tools/systemd/test.sh, docs/systemd.md). Needs root; skips without
+# nspawn unless CI=true or SEALPROXY_REQUIRE_INTEROP=1, where it fails.
+test-systemd: package
+	tools/systemd/test.sh dist/sealproxy_*_$$(dpkg --print-architecture 2>/dev/null || echo amd64).deb
 
 # build-all builds every variant the build tags allow: cgo and not, Linux
 # and Windows, with and without runtime/secret.
