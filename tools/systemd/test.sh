@@ -55,6 +55,8 @@ cleanup() {
 		kill -KILL "$nspawn_pid" 2>/dev/null
 		wait "$nspawn_pid" 2>/dev/null
 	fi
+	# Killing the namespace's init ends every process left in it.
+	[ -n "$pid1" ] && kill -KILL "$pid1" 2>/dev/null
 	if mountpoint -q "$root"; then
 		umount "$root" || umount -l "$root"
 	fi
@@ -163,6 +165,7 @@ inside systemd-run --wait --pipe --quiet -p DynamicUser=yes -p StateDirectory=se
 	/usr/bin/sealgate keygen --dir /var/lib/sealgate >/dev/null || fail "sealgate keygen"
 token=$(inside systemd-run --wait --pipe --quiet -p DynamicUser=yes -p StateDirectory=sealgate \
 	/usr/bin/sealgate operator add ci --dir /var/lib/sealgate) || fail "sealgate operator add"
+case $token in sgt_?*) ;; *) fail "sealgate operator add printed no token" ;; esac
 thp=$(inside sealgate thp --dir /var/lib/sealgate | head -1)
 put /etc/systemd/system/sealgate.service.d/test.conf <<'CONF'
 [Service]
@@ -210,7 +213,8 @@ approve() {
 	code=${code#code }
 	status=$(show sealproxy.service StatusText)
 	[ "$(show sealproxy.service ActiveState)" = activating ] || fail "$what: not activating while held: $(show sealproxy.service ActiveState)"
-	inside env SEALGATE_TOKEN="$token" seal pending --gate http://127.0.0.1:7500 | grep -q "$code" || fail "$what: the gate does not list code $code"
+	pending=$(inside env SEALGATE_TOKEN="$token" seal pending --gate http://127.0.0.1:7500)
+	grep -qF "$code" <<<"$pending" || fail "$what: the gate does not list code $code"
 	inside env SEALGATE_TOKEN="$token" seal approve "$code" --gate http://127.0.0.1:7500 >/dev/null || fail "$what: seal approve $code"
 	until_true 30 has sealproxy.service ActiveState active || fail "$what: not active after approval"
 	ok "$what: STATUS \"$status\" while held; seal approve $code; active"
@@ -249,7 +253,8 @@ if inside systemctl reload sealproxy.service 2>/dev/null; then fail "systemctl r
 [ "$(show sealproxy.service ActiveState)" = active ] || fail "sealproxy not active after a failed reload"
 show sealproxy.service StatusText | grep -q "last reload failed" || fail "StatusText after a failed reload: $(show sealproxy.service StatusText)"
 [ "$(tls 443)" = "hello through sealproxy" ] && [ "$(tls 8443)" = "hello through sealproxy" ] || fail "not serving after a failed reload"
-inside journalctl --no-pager -u sealproxy.service | grep -q "sealproxy: error: reload failed, the previous configuration stays: /etc/sealproxy/sealproxy.toml:1: bogus: unknown setting" ||
+journal=$(inside journalctl --no-pager -u sealproxy.service)
+grep -qF "sealproxy: error: reload failed, the previous configuration stays: /etc/sealproxy/sealproxy.toml:1: bogus: unknown setting" <<<"$journal" ||
 	fail "the journal lacks sealproxy reload's error"
 inside cp /root/good.toml /etc/sealproxy/sealproxy.toml
 ok "systemctl reload of a broken configuration: exit non-zero, still serving, STATUS says so"
