@@ -61,10 +61,11 @@ cleanup() {
 		umount "$root" || umount -l "$root"
 	fi
 	rm -rf "$work"
+	echo "test-systemd: $((SECONDS - started))s"
 	if [ $rc -eq 0 ]; then
-		echo "systemd: $passed passed, 0 failed ($((SECONDS - started))s)"
+		echo "systemd: $passed passed, 0 failed"
 	else
-		echo "systemd: $passed passed, 1 failed ($((SECONDS - started))s)" >&2
+		echo "systemd: $passed passed, 1 failed" >&2
 	fi
 	exit $rc
 }
