@@ -150,7 +150,10 @@ inside dpkg -i /mnt/sealproxy-test/sealproxy.deb >/dev/null || fail "dpkg -i"
 inside systemctl cat sealproxy.service sealgate.service sealproxy-web.socket >/dev/null || fail "units not loaded after dpkg -i"
 inside dpkg-query -W -f='${Conffiles}\n' sealproxy | grep -q '^ /etc/sealproxy/sealproxy.toml ' || fail "sealproxy.toml is not a conffile"
 version=$(inside sealproxy version)
-ok "dpkg -i: units loaded, conffile registered, $version"
+for unit in sealproxy.service sealgate.service sealproxy-web.socket; do
+	[ "$(inside systemctl is-enabled "$unit" || true)" = disabled ] || fail "$unit is enabled by dpkg -i"
+done
+ok "dpkg -i: units loaded and not enabled, conffile registered, $version"
 
 # --- the units' exposure as systemd rates it (docs/systemd.md quotes it)
 for unit in sealproxy.service sealgate.service; do
@@ -232,6 +235,16 @@ tls() { inside curl -fsS --max-time 10 --cacert /etc/sealproxy/web.crt --resolve
 [ "$(show sealproxy.service CapabilityBoundingSet)" = "" ] || fail "sealproxy has capabilities"
 ok "TLS round trip through the sealed key on :443 (socket activation, no capabilities)"
 
+# The admin socket that reloads belongs to the service's transient user,
+# and nobody else may connect (UMask=0077: no group or other bits).
+sock=$(inside stat -c '%a %U' /run/sealproxy/admin.sock)
+main_user=$(inside ps -o user= -p "$(show sealproxy.service MainPID)")
+case $sock in
+?00" $main_user") [ "$main_user" != root ] || fail "sealproxy runs as root" ;;
+*) fail "admin socket: mode and owner $sock, service user $main_user" ;;
+esac
+ok "admin socket: mode ${sock% *}, owned by the service's user $main_user"
+
 # --- a reload that works: a second listener appears
 inside sh -c 'cat >> /etc/sealproxy/sealproxy.toml' <<'CONF'
 
@@ -298,4 +311,16 @@ inside systemctl stop sealproxy.service
 inside rm /etc/systemd/system/sealproxy.service.d/memlock.conf
 ok "LimitMEMLOCK=32K: refused, with the figure in the journal"
 
-inside systemctl stop sealproxy-web.socket sealgate.service backend.service
+# --- reinstalling keeps the edited conffile; removing stops the units and
+# keeps it
+inside dpkg -i /mnt/sealproxy-test/sealproxy.deb >/dev/null || fail "dpkg -i again"
+inside grep -q '^name = "direct"' /etc/sealproxy/sealproxy.toml || fail "dpkg -i replaced the edited sealproxy.toml"
+inside systemctl is-active --quiet sealgate.service sealproxy-web.socket || fail "units not active before dpkg -r"
+inside dpkg -r sealproxy >/dev/null || fail "dpkg -r"
+for unit in sealgate.service sealproxy-web.socket sealproxy.service; do
+	[ "$(inside systemctl is-active "$unit" || true)" != active ] || fail "$unit still active after dpkg -r"
+done
+inside test -f /etc/sealproxy/sealproxy.toml || fail "dpkg -r removed the conffile"
+ok "dpkg -i again keeps the edited conffile; dpkg -r stops the units, keeps the conffile"
+
+inside systemctl stop backend.service
