@@ -5,7 +5,7 @@ GO ?= go
 # fetches it through the module proxy. Set GOTOOLCHAIN yourself to override.
 export GOTOOLCHAIN ?= go1.27.3
 
-.PHONY: demo test vet lint build build-all fuzz soak bench
+.PHONY: demo test vet lint build build-all fuzz soak bench package test-systemd
 
 # demo runs the main job on embedded defaults: nothing beyond Go is needed.
 demo:
@@ -19,6 +19,7 @@ test: vet build-all lint
 	$(GO) test -race -count=1 ./...
 	# the key-handling packages again as the binaries are built (make build)
 	GOEXPERIMENT=runtimesecret $(GO) test -count=1 ./unlock/... ./vault/... ./cmd/sealproxy/ ./cmd/sealgate/
+	$(MAKE) --no-print-directory test-systemd
 	@if [ "$(TEST_FUZZTIME)" != 0 ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
 
 vet:
@@ -31,6 +32,27 @@ vet:
 # signature (see docs/benchmarks.md, "Key custody").
 build:
 	GOEXPERIMENT=runtimesecret $(GO) build -o bin/ ./cmd/...
+
+# package builds dist/: sealproxy_VERSION_amd64.deb and _arm64.deb (nfpm,
+# docs/packaging/nfpm.yaml) and sealproxy_VERSION_windows-amd64.zip, each
+# binary built with runtime/secret, -trimpath and the version stamped;
+# then checks them (tools/release). VERSION defaults to the git tag, or
+# 0.0.0~gitDATE.HASH. See docs/packaging/README.md.
+NFPM_VERSION = v2.48.0
+NFPM = .tools/nfpm-$(NFPM_VERSION)/nfpm
+VERSION ?=
+$(NFPM):
+	GOBIN=$(CURDIR)/$(@D) GOOS= GOARCH= $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+package: $(NFPM)
+	$(GO) run ./tools/release -out dist -nfpm $(NFPM) -version "$(VERSION)"
+
+# test-systemd boots systemd as PID 1 in systemd-nspawn (Debian
+# systemd-container) on a volatile overlay of this machine's root, with a
+# private network, installs the .deb and drives the units with systemctl
+# (tools/systemd/test.sh, docs/systemd.md). Needs root; skips without
+# nspawn unless CI=true or SEALPROXY_REQUIRE_INTEROP=1, where it fails.
+test-systemd: package
+	tools/systemd/test.sh dist/sealproxy_*_$$(dpkg --print-architecture 2>/dev/null || echo amd64).deb
 
 # build-all builds every variant the build tags allow: cgo and not, Linux
 # and Windows, with and without runtime/secret.

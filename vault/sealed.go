@@ -24,6 +24,9 @@ var ErrClosed = errors.New("key is closed")
 // openSealed recovers a sealed: key through unlock and moves its secret
 // into custody.
 func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
+	if err := CheckMemoryProtection(opts != nil && opts.AllowUnprotectedMemory); err != nil {
+		return nil, fmt.Errorf("opening key %s: %w", r, err)
+	}
 	// Check before unlock allocates locked memory: memguard can hang when
 	// mlock fails.
 	if err := checkMemlock(MemlockNeed(1)); err != nil {
@@ -43,7 +46,7 @@ func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
 	}
 	defer buf.Destroy()
 	if !wipe.Erasing() {
-		opts.log().Warn("built without GOEXPERIMENT=runtimesecret: copies of the key the standard library makes while signing stay in freed memory until it is reused", "key", r)
+		opts.log().Warn("allow_unprotected_memory: copies of the key the standard library makes while signing stay in freed memory until it is reused", "key", r)
 	}
 	k, err := newSealedKey(r.String(), buf.Bytes(), custodyBox)
 	if err != nil {

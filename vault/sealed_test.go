@@ -20,6 +20,7 @@ import (
 
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 var modes = []struct {
@@ -173,7 +174,10 @@ func TestOpenSealedThroughTang(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "key.jwe"), jwe, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	k, err := Open(ctx, "sealed:key.jwe", &Options{BaseDir: dir})
+	// Accepted here so that the test runs in both build modes;
+	// TestOpenSealedMemoryProtection covers the refusal.
+	opts := &Options{BaseDir: dir, AllowUnprotectedMemory: true}
+	k, err := Open(ctx, "sealed:key.jwe", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,9 +190,66 @@ func TestOpenSealedThroughTang(t *testing.T) {
 
 	// With Tang gone the key cannot be recovered, and the error names it.
 	srv.Stop()
-	_, err = Open(ctx, "sealed:key.jwe", &Options{BaseDir: dir})
+	_, err = Open(ctx, "sealed:key.jwe", opts)
 	if err == nil || !strings.Contains(err.Error(), "sealed:key.jwe") {
 		t.Fatalf("open without Tang: got %v, want an error naming sealed:key.jwe", err)
+	}
+}
+
+// A binary whose wipe.Do erases nothing (built without
+// GOEXPERIMENT=runtimesecret) refuses sealed: keys before it asks Tang,
+// unless the options accept it; a protected binary opens them. The
+// Makefile runs this package in both build modes.
+func TestOpenSealedMemoryProtection(t *testing.T) {
+	srv := testenv.EmbeddedTang(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	tk := testKeys(t)[0]
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(srv.Config()), tk.pems["SEC1"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "key.jwe"), jwe, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	open := func(allow bool) error {
+		k, err := Open(ctx, "sealed:key.jwe", &Options{BaseDir: dir, AllowUnprotectedMemory: allow})
+		if err == nil {
+			k.Close()
+		}
+		return err
+	}
+
+	if wipe.Erasing() {
+		if err := CheckMemoryProtection(false); err != nil {
+			t.Fatalf("protected build: %v", err)
+		}
+		if err := open(false); err != nil {
+			t.Fatalf("protected build refused a sealed key: %v", err)
+		}
+		return
+	}
+	err = CheckMemoryProtection(false)
+	if !errors.Is(err, ErrUnprotectedMemory) {
+		t.Fatalf("unprotected build: CheckMemoryProtection = %v, want ErrUnprotectedMemory", err)
+	}
+	if want := "GOEXPERIMENT=runtimesecret"; !wipe.Built() && !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not name %s", err, want)
+	}
+	if err := CheckMemoryProtection(true); err != nil {
+		t.Fatalf("accepted: %v", err)
+	}
+	if err := open(false); !errors.Is(err, ErrUnprotectedMemory) || !strings.Contains(err.Error(), "sealed:key.jwe") {
+		t.Fatalf("unprotected build opened a sealed key: %v, want ErrUnprotectedMemory naming the key", err)
+	}
+	if err := open(true); err != nil {
+		t.Fatalf("allow_unprotected_memory: %v", err)
+	}
+	// Refused before any Tang server is asked: with Tang gone the error
+	// is still the refusal, not an unreachable server.
+	srv.Stop()
+	if err := open(false); !errors.Is(err, ErrUnprotectedMemory) {
+		t.Fatalf("with Tang stopped: %v, want ErrUnprotectedMemory", err)
 	}
 }
 

@@ -18,9 +18,11 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // Key is a private key in custody. RSA keys also implement
@@ -43,6 +45,10 @@ var (
 	// ErrPINRefused reports a PKCS#11 token that refused the PIN: wrong,
 	// malformed, expired or locked.
 	ErrPINRefused = errors.New("the token refused the PIN")
+	// ErrUnprotectedMemory reports a sealed: key refused because this
+	// binary does not erase the copies the standard library makes of it
+	// (see CheckMemoryProtection).
+	ErrUnprotectedMemory = errors.New("sealed keys are refused: this binary leaves copies of a key in freed memory")
 )
 
 // Options say where and how keys are opened.
@@ -51,10 +57,30 @@ type Options struct {
 	BaseDir string
 	// AllowPlaintext permits file: keys (development only).
 	AllowPlaintext bool
+	// AllowUnprotectedMemory permits sealed: keys in a binary whose
+	// wipe.Do erases nothing (built without GOEXPERIMENT=runtimesecret,
+	// or a platform runtime/secret does not cover): development only.
+	AllowUnprotectedMemory bool
 	// Unlock configures the recovery of sealed: keys.
 	Unlock *unlock.Options
 	// Log receives warnings (a nil logger discards them).
 	Log *slog.Logger
+}
+
+// CheckMemoryProtection refuses sealed: keys in a binary that cannot
+// erase the copies of a key the standard library makes while parsing and
+// signing, unless allow says the operator accepts that (a plain `go
+// build` left 16 copies of a key's scalar in a process's memory after
+// handshakes; docs/benchmarks.md, "Key custody"). A daemon calls it at
+// start-up, before it contacts any Tang server; Open calls it too.
+func CheckMemoryProtection(allow bool) error {
+	if allow || wipe.Erasing() {
+		return nil
+	}
+	if !wipe.Built() {
+		return fmt.Errorf("%w: it was built without GOEXPERIMENT=runtimesecret (a plain go build or go install)", ErrUnprotectedMemory)
+	}
+	return fmt.Errorf("%w: runtime/secret erases nothing on %s/%s", ErrUnprotectedMemory, runtime.GOOS, runtime.GOARCH)
 }
 
 func (o *Options) log() *slog.Logger {

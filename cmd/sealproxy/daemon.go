@@ -20,6 +20,7 @@ import (
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/unlock/tang"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
 	"github.com/sealproxy/sealproxy/vault"
 )
 
@@ -67,6 +68,10 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		return err
 	}
 	if sealed := countSealed(cfg); sealed > 0 {
+		// Before any Tang server or gate is asked for a key.
+		if err := vault.CheckMemoryProtection(cfg.AllowUnprotectedMemory); err != nil {
+			return startError(err)
+		}
 		if err := vault.Harden(vault.HardenOptions{Keys: sealed}); err != nil {
 			return cli.WithHint(err, cli.ExitFailure, "")
 		}
@@ -322,6 +327,8 @@ func startError(err error) error {
 		return cli.WithHint(err, exitUnlock, "check that this host reaches the Tang servers named above (curl URL/adv); [unlock] timeout sets how long start-up waits")
 	case errors.Is(err, vault.ErrPlaintextRefused):
 		hint = "file: keys are for development only: set allow_plaintext_keys = true, or seal the key with 'seal encrypt'"
+	case errors.Is(err, vault.ErrUnprotectedMemory):
+		hint = unprotectedHint()
 	case errors.Is(err, vault.ErrKeyMismatch):
 		hint = "each [[key]]'s cert must be the certificate of its source's key"
 	case errors.Is(err, vault.ErrUnavailable):
@@ -330,6 +337,16 @@ func startError(err error) error {
 		hint = "another process may hold that address, or binding it needs privileges; change the listener's listen (or use systemd:NAME socket activation)"
 	}
 	return cli.WithHint(err, cli.ExitFailure, hint)
+}
+
+// unprotectedHint says how to get a binary that erases a key's copies.
+func unprotectedHint() string {
+	if !wipe.Built() {
+		return "build sealproxy with 'make build' (GOEXPERIMENT=runtimesecret) or install the release package; " +
+			"allow_unprotected_memory = true accepts the copies (development only)"
+	}
+	return "sealed keys are protected on linux/amd64 and linux/arm64 only; use a pkcs11: or winstore: key here, " +
+		"or set allow_unprotected_memory = true to accept the copies"
 }
 
 // newLogger makes the daemon's logger.

@@ -20,6 +20,7 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // fixture is a directory with a CA, certificates, sealed keys and an echo
@@ -85,8 +86,15 @@ func (f *fixture) listener(name, listen string) string {
 	return fmt.Sprintf("[[listener]]\nname = %q\nlisten = %q\nmode = \"offload\"\nkeys = [%q]\nbackend = %q\n\n", name, listen, name, f.backend)
 }
 
+// write writes sealproxy.toml. A binary built without runtime/secret
+// refuses sealed keys (TestRunRefusesUnprotectedMemory); the fixture
+// accepts that in such a build, so the same tests run in both modes,
+// and a runtimesecret build runs them on the default.
 func (f *fixture) write(cfg string) string {
 	f.t.Helper()
+	if !wipe.Erasing() {
+		cfg = "allow_unprotected_memory = true\n" + cfg
+	}
 	path := filepath.Join(f.dir, "sealproxy.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		f.t.Fatal(err)
@@ -589,4 +597,48 @@ func TestStopWhileUnlocking(t *testing.T) {
 		!strings.Contains(logs, `msg="stopped before start-up was complete"`) {
 		t.Errorf("logs:\n%s", logs)
 	}
+}
+
+// TestRunRefusesUnprotectedMemory: a binary built without runtime/secret
+// refuses to start with a sealed key, before asking Tang, with a hint to
+// use a protected build; allow_unprotected_memory = true accepts it. A
+// runtimesecret build (the Makefile's second run) starts on the default.
+func TestRunRefusesUnprotectedMemory(t *testing.T) {
+	f := newFixture(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	f.sealed("web", tangSrv)
+	cfg := key("web") + f.listener("web", "127.0.0.1:0")
+	path := filepath.Join(f.dir, "sealproxy.toml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if wipe.Erasing() {
+		n := listenNotify(t)
+		r := startDaemon(t, &daemon{}, path)
+		n.expect(t, "READY=1")
+		f.roundTrip(r.addr("web"), "web", "protected build")
+		return
+	}
+	tangSrv.Stop() // refused before Tang is asked: no unreachable-Tang retries
+	_, stderr, code := runCLI(t, "run", "--config", path)
+	for _, want := range []string{
+		"sealproxy: error: sealed keys are refused: this binary leaves copies of a key in freed memory: it was built without GOEXPERIMENT=runtimesecret",
+		"sealproxy: hint: build sealproxy with 'make build' (GOEXPERIMENT=runtimesecret) or install the release package",
+		"allow_unprotected_memory = true",
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	if code != cli.ExitFailure {
+		t.Errorf("exit %d, want %d", code, cli.ExitFailure)
+	}
+	tangSrv.Start()
+	if err := os.WriteFile(path, []byte("allow_unprotected_memory = true\n"+cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n := listenNotify(t)
+	r := startDaemon(t, &daemon{}, path)
+	n.expect(t, "READY=1")
+	f.roundTrip(r.addr("web"), "web", "accepted")
 }

@@ -61,7 +61,8 @@ func (l *load) opener(cfg *config.Config) proxy.KeyOpener {
 		if !ok {
 			var err error
 			key, err = s.open(ctx, k.Source, &vault.Options{
-				BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys, Log: s.log,
+				BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys,
+				AllowUnprotectedMemory: cfg.AllowUnprotectedMemory, Log: s.log,
 			})
 			if err != nil {
 				return nil, err

@@ -1,6 +1,6 @@
 // Command sealproxy is the TLS termination proxy whose private keys stay
-// sealed: `sealproxy run`, `sealproxy check`, `sealproxy version`, and
-// `sealproxy service` on Windows.
+// sealed: `sealproxy run`, `sealproxy check`, `sealproxy reload`,
+// `sealproxy version`, and `sealproxy service` on Windows.
 package main
 
 import (

@@ -20,6 +20,8 @@ const usage = `usage: sealproxy COMMAND [flags]
 commands:
   run --config FILE      open every key, then serve the listeners of FILE
   check --config FILE    validate FILE, its certificates and CA bundles (no key is opened)
+  reload --admin ADDR    ask the running sealproxy to reload and wait for the outcome
+                         (ADDR is its [admin] listen, with reload = true)
   service COMMAND        install, uninstall, start or stop the Windows service
   version                print the version
 
@@ -58,6 +60,8 @@ func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout
 		return d.cmdRun(ctx, rest, stderr)
 	case "check":
 		return cmdCheck(d.untilSignal(ctx), rest, stdout)
+	case "reload":
+		return cmdReload(d.untilSignal(ctx), rest, stdout)
 	case "service":
 		return cmdService(ctx, rest, stdout, stderr)
 	case "version":
@@ -68,7 +72,7 @@ func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout
 		return nil
 	default:
 		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage,
-			"commands are run, check, service and version; run 'sealproxy help'")
+			"commands are run, check, reload, service and version; run 'sealproxy help'")
 	}
 }
 
@@ -88,6 +92,11 @@ func (d *daemon) untilSignal(ctx context.Context) context.Context {
 	return ctx
 }
 
+// buildVersion is stamped by the release build (-ldflags -X
+// main.buildVersion=VERSION, tools/release); otherwise the module's
+// version from the build information is shown.
+var buildVersion string
+
 func version() string {
 	v := "(devel)"
 	goVersion := ""
@@ -96,6 +105,9 @@ func version() string {
 			v = bi.Main.Version
 		}
 		goVersion = bi.GoVersion
+	}
+	if buildVersion != "" {
+		v = buildVersion
 	}
 	return strings.TrimSpace("sealproxy " + v + " " + goVersion)
 }
@@ -151,6 +163,37 @@ func cmdCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	fmt.Fprintf(stdout, "%s: configuration is valid: %d listener(s), %d key(s) (keys were not opened)\n",
 		path, len(cfg.Listeners), len(cfg.Keys))
 	return nil
+}
+
+// cmdReload is `sealproxy reload`: POST /reload on the admin listener,
+// exit 0 only once the daemon applied the new configuration. A unit's
+// ExecReload runs it, so that `systemctl reload` fails when the reload
+// does.
+func cmdReload(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
+	addr := fs.String("admin", "", "the daemon's [admin] listen `ADDR` (unix:PATH or host:port)")
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return cli.Usage("reload: unexpected argument %q", rest[0])
+	}
+	if *addr == "" {
+		return cli.WithHint(errors.New("reload: no admin address given"), cli.ExitUsage,
+			"pass --admin unix:/run/sealproxy/admin.sock, the [admin] listen of the configuration")
+	}
+	err = proxy.RequestReload(ctx, *addr)
+	switch {
+	case err == nil:
+		fmt.Fprintln(stdout, "reloaded")
+		return nil
+	case errors.Is(err, proxy.ErrReloadFailed):
+		return cli.WithHint(err, cli.ExitFailure, "fix the configuration ('sealproxy check --config FILE' validates it) and reload again")
+	case errors.Is(err, proxy.ErrReloadDisabled):
+		return cli.WithHint(err, cli.ExitFailure, "set reload = true under [admin] and restart sealproxy once")
+	}
+	return cli.WithHint(err, cli.ExitFailure, "is sealproxy running, with [admin] listen = \""+*addr+"\" and reload = true in its configuration?")
 }
 
 func countSealed(cfg *config.Config) int {

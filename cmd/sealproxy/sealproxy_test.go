@@ -18,6 +18,7 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // syncBuffer is a bytes.Buffer safe for the daemon to write and the test
@@ -179,6 +180,8 @@ func testRunEndToEnd(t *testing.T, source string) {
 	cfg := strings.NewReplacer(replace...).Replace(exampleConfig)
 	if source == "file" {
 		cfg = "allow_plaintext_keys = true\n" + cfg
+	} else if !wipe.Erasing() {
+		cfg = "allow_unprotected_memory = true\n" + cfg // TestRunRefusesUnprotectedMemory
 	}
 	path := filepath.Join(dir, "sealproxy.toml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {

@@ -37,7 +37,7 @@ import (
 )
 
 // TestSecretsFullRun runs the real binaries (seal, sealgate, sealproxy,
-// built with go build) through a whole life: a gate that requires
+// built as `make build` builds them) through a whole life: a gate that requires
 // approval, a TLS key sealed to it, a start-up whose approval is denied,
 // one approved with `seal approve` (after a wrong token), TLS traffic, a
 // reload, both metrics endpoints, the operator API, and failures (corrupt
@@ -332,7 +332,9 @@ func (r *fullRun) build() {
 	goTool := testenv.LookTool(r.t, "go", "golang-go")
 	cmd := exec.CommandContext(r.ctx, goTool, "build", "-o", r.bins+"/",
 		"github.com/sealproxy/sealproxy/cmd/seal", "github.com/sealproxy/sealproxy/cmd/sealgate", "github.com/sealproxy/sealproxy/cmd/sealproxy")
-	cmd.Env = append(os.Environ(), "GOFLAGS=")
+	// As `make build` and the package build them: without runtime/secret
+	// sealproxy refuses sealed keys.
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOEXPERIMENT=runtimesecret")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		r.t.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
@@ -40,6 +41,7 @@ func TestUnitsVerify(t *testing.T) {
 			}
 		}
 	}
+	checkReloadUnit(t)
 	analyze, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze is not installed; the units were not verified")
@@ -69,6 +71,34 @@ func TestUnitsVerify(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// checkReloadUnit: the unit reloads through `sealproxy reload` on the
+// admin socket that the packaged example configuration serves with
+// reload = true, and keeps Type=notify (systemd 252 refuses
+// notify-reload and then ignores `systemctl reload`).
+func checkReloadUnit(t *testing.T) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(unitDir, "sealproxy.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(data)
+	const sock = "unix:/run/sealproxy/admin.sock"
+	if !strings.Contains(unit, "\nExecReload=/usr/bin/sealproxy reload --admin "+sock+"\n") {
+		t.Errorf("sealproxy.service: ExecReload does not run sealproxy reload --admin %s", sock)
+	}
+	if !strings.Contains(unit, "\nType=notify\n") {
+		t.Errorf("sealproxy.service: want Type=notify (systemd 252 has no notify-reload)")
+	}
+	cfg, err := config.Load("../../docs/packaging/sealproxy.toml")
+	if err != nil {
+		t.Fatalf("the packaged example configuration: %v", err)
+	}
+	if cfg.Admin.Listen != sock || !cfg.Admin.Reload {
+		t.Errorf("the packaged example configuration: [admin] listen = %q, reload = %v; the unit's ExecReload needs %q and true",
+			cfg.Admin.Listen, cfg.Admin.Reload, sock)
 	}
 }
 

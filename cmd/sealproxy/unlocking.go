@@ -368,7 +368,8 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 			uo.OnPending = func(p tang.Pending) { sh.pending(k.Name, p) }
 		}
 		key, err := s.open(ctx, k.Source, &vault.Options{
-			BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys, Log: s.log,
+			BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys,
+			AllowUnprotectedMemory: cfg.AllowUnprotectedMemory, Log: s.log,
 			Unlock: uo,
 		})
 		if err == nil {

@@ -66,6 +66,10 @@ type Config struct {
 
 	// AllowPlaintextKeys permits file: keys (development only).
 	AllowPlaintextKeys bool `toml:"allow_plaintext_keys"`
+	// AllowUnprotectedMemory permits sealed: keys in a binary built
+	// without GOEXPERIMENT=runtimesecret (development only): such a
+	// binary leaves copies of the key in freed memory.
+	AllowUnprotectedMemory bool `toml:"allow_unprotected_memory"`
 	// MaxConnections bounds connections over all listeners (0: no bound).
 	MaxConnections int `toml:"max_connections"`
 	// ShutdownTimeout bounds the drain of open connections at stop.

@@ -9,3 +9,7 @@ func Do(f func()) { f() }
 
 // Erasing reports whether Do erases more than the caller's own buffers.
 func Erasing() bool { return false }
+
+// Built reports whether this binary was built with
+// GOEXPERIMENT=runtimesecret.
+func Built() bool { return false }

@@ -16,3 +16,7 @@ func Do(f func()) { secret.Do(f) }
 func Erasing() bool {
 	return runtime.GOOS == "linux" && (runtime.GOARCH == "amd64" || runtime.GOARCH == "arm64")
 }
+
+// Built reports whether this binary was built with
+// GOEXPERIMENT=runtimesecret.
+func Built() bool { return true }
