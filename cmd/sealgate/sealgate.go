@@ -10,11 +10,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -39,6 +41,7 @@ can hold every recovery until an operator approves it.
       [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--config FILE]
       [--landlock best-effort|off|required] [--max-connections N]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
+      [--role metrics]                           a credential that reads /gate/metrics only
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
 
@@ -77,6 +80,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys (serve)")
 	fs.IntVar(&sc.maxConns, "max-connections", DefaultMaxConnections, "refuse connections beyond this `many` open at once (serve)")
 	fs.StringVar(&sc.landlock, "landlock", "best-effort", "confine serve once listening: `best-effort`, off or required (serve)")
+	role := fs.String("role", string(gate.RoleOperator), "operator add: `operator` (decides) or metrics (reads /gate/metrics only)")
 	config := fs.String("config", "", "read settings from this TOML `file`, keys named as the flags; flags override it (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
@@ -91,7 +95,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if *dir == "" {
 			return cli.WithHint(errors.New("operator needs --dir"), cli.ExitUsage, "sealgate operator add alice --dir /var/db/tang")
 		}
-		return operator(pos, *dir, stdout)
+		return operator(pos, *dir, gate.Role(*role), stdout)
 	}
 	if len(pos) != 0 {
 		return cli.Usage("%s takes no arguments, got %q", cmd, pos)
@@ -237,19 +241,24 @@ type serveConfig struct {
 	maxConns  int
 }
 
-func operator(pos []string, dir string, stdout io.Writer) error {
+func operator(pos []string, dir string, role gate.Role, stdout io.Writer) error {
 	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
 	hint := "sealgate operator add NAME --dir DIR | operator remove NAME --dir DIR | operator list --dir DIR"
 	if len(pos) == 0 {
 		return cli.WithHint(errors.New("operator needs add, remove or list"), cli.ExitUsage, hint)
+	}
+	if role != gate.RoleOperator && pos[0] != "add" {
+		return cli.WithHint(errors.New("--role goes with operator add"), cli.ExitUsage, "sealgate operator add prom --role metrics --dir "+dir)
 	}
 	switch sub, args := pos[0], pos[1:]; {
 	case sub == "add" && len(args) == 1:
 		if _, err := os.Stat(dir); err != nil {
 			return cli.WithHint(err, cli.ExitUsage, "create keys first: sealgate keygen --dir "+dir)
 		}
-		token, err := ops.Add(args[0])
+		token, err := ops.AddRole(args[0], role)
 		switch {
+		case errors.Is(err, gate.ErrBadRole):
+			return cli.WithHint(fmt.Errorf("--role: %w", err), cli.ExitUsage, "operator decides; metrics only reads /gate/metrics (for Prometheus)")
 		case errors.Is(err, gate.ErrBadOperatorName):
 			return cli.WithHint(err, cli.ExitUsage, "for example: sealgate operator add alice --dir "+dir)
 		case errors.Is(err, gate.ErrOperatorExists):
@@ -270,8 +279,19 @@ func operator(pos []string, dir string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
+		roles, err := ops.Roles()
+		if err != nil {
+			return err
+		}
 		for _, n := range names {
-			fmt.Fprintln(stdout, n)
+			switch roles[n] {
+			case gate.RoleOperator:
+				fmt.Fprintln(stdout, n)
+			case "":
+				fmt.Fprintln(stdout, n, "(unknown role: may do nothing)")
+			default:
+				fmt.Fprintf(stdout, "%s (%s)\n", n, roles[n])
+			}
 		}
 		return nil
 	}
@@ -336,9 +356,9 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers, CertOperators: certOperators,
 			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
 		}
-		if names, err := cfg.Operators.Names(); err != nil {
+		if roles, err := cfg.Operators.Roles(); err != nil {
 			return cli.WithHint(err, cli.ExitUsage, "fix or remove "+cfg.Operators.Path())
-		} else if len(names) == 0 {
+		} else if !slices.Contains(slices.Collect(maps.Values(roles)), gate.RoleOperator) {
 			log.Warn("no operators: nobody can approve; add one with sealgate operator add NAME --dir " + dir)
 		}
 		if sc.audit != "" {
