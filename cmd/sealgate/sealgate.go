@@ -374,9 +374,14 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			if err != nil {
 				return cli.WithHint(err, cli.ExitUsage, "name a policy file with --policy")
 			}
-			if cfg.Rules, err = gate.ParsePolicy(data); err != nil {
+			policy, err := gate.ParsePolicyFile(data)
+			if errors.Is(err, gate.ErrApproveAnySource) {
+				return cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage,
+					"name the hosts' networks (sources = [\"10.1.0.0/16\"]), or add any_source = true to the rule if anyone with a sealed key may be approved")
+			} else if err != nil {
 				return cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage, "see docs/approval.md, \"Policies\"")
 			}
+			cfg.Rules, cfg.Reserved = policy.Rules, policy.Reserved
 		}
 		if sc.webhook != "" {
 			if u, err := url.Parse(sc.webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -219,8 +219,9 @@ func FuzzOperatorAPI(f *testing.F) {
 }
 
 // FuzzParsePolicy parses policy files. Properties: no panic; a refusal
-// wraps ErrBadPolicy; accepted rules are well formed (an action, masked
-// source prefixes, valid host patterns, a window of two distinct times
+// wraps ErrBadPolicy; reserved sources are masked prefixes; accepted
+// rules are well formed (an action, an approve rule with sources or else
+// any_source, masked source prefixes, valid host patterns, a window of two distinct times
 // of day, max and per together and for approvals only) and can be
 // matched against any request.
 func FuzzParsePolicy(f *testing.F) {
@@ -236,6 +237,10 @@ func FuzzParsePolicy(f *testing.F) {
 		"[[rule]]\naction = \"approve\"\nhosts = [\"[\"]\n",
 		"[[rule]]\naction = \"approve\"\nsources = [\"10.0.0.1/33\"]\n",
 		"[[rule]]\naction = \"approve\"\nunknown = 1\n",
+		"[[rule]]\naction = \"approve\"\nany_source = true\nhosts = [\"web-*\"]\n",
+		"[[rule]]\naction = \"approve\"\nany_source = true\nsources = [\"10.0.0.0/8\"]\n",
+		"[[rule]]\naction = \"deny\"\nany_source = true\n",
+		"reserved_sources = [\"10.0.0.0/8\", \"::1\"]\n[[rule]]\naction = \"deny\"\n",
 		"[rule]\naction = \"approve\"\n",
 		"",
 	} {
@@ -253,14 +258,25 @@ func FuzzParsePolicy(f *testing.F) {
 		time.Date(2026, 1, 1, 23, 59, 59, 0, time.UTC),
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rules, err := ParsePolicy(data)
+		policy, err := ParsePolicyFile(data)
 		if err != nil {
 			if !errors.Is(err, ErrBadPolicy) {
 				t.Fatalf("error %v does not wrap ErrBadPolicy", err)
 			}
 			return
 		}
-		for _, rule := range rules {
+		for _, p := range policy.Reserved {
+			if !p.IsValid() || p != p.Masked() {
+				t.Fatalf("reserved source %v", p)
+			}
+		}
+		for _, rule := range policy.Rules {
+			if rule.Action == StateApproved && (len(rule.Sources) > 0) == rule.AnySource {
+				t.Fatalf("approve rule with sources %v and any_source %v", rule.Sources, rule.AnySource)
+			}
+			if rule.Action != StateApproved && rule.AnySource {
+				t.Fatalf("any_source on a %v rule", rule.Action)
+			}
 			if rule.Name == "" || (rule.Action != StateApproved && rule.Action != StateDenied) {
 				t.Fatalf("rule %+v", rule)
 			}

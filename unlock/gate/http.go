@@ -210,20 +210,8 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 		}
 		return r, r.complete(), nil
 	}
-	pending, fromSource := 0, 0
-	for _, r := range g.requests {
-		if r.state == StatePending {
-			pending++
-			if r.source == rec.source {
-				fromSource++
-			}
-		}
-	}
-	if fromSource >= g.cfg.MaxPendingPerSource {
-		return nil, false, &errRefused{http.StatusTooManyRequests, fmt.Sprintf("%d requests from this source are already pending", fromSource)}
-	}
-	if pending >= g.cfg.MaxPending {
-		return nil, false, &errRefused{http.StatusServiceUnavailable, "too many pending requests"}
+	if err := g.admit(rec, now); err != nil {
+		return nil, false, err
 	}
 	r := &request{
 		key: key, session: rec.session, host: rec.host, source: rec.source, keys: rec.keys,
