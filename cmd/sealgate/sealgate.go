@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -37,7 +38,8 @@ can hold every recovery until an operator approves it.
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
       [--approval required] [--audit FILE] [--hold DURATION]
-      [--webhook URL] [--policy FILE] [--approvers N] [--upstream URL]
+      [--webhook URL [--webhook-secret-file FILE]] [--policy FILE]
+      [--approvers N] [--upstream URL]
       [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--config FILE]
       [--landlock best-effort|off|required] [--max-connections N]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
@@ -72,6 +74,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.audit, "audit", "", "append decisions to this `file` as JSON lines (serve)")
 	fs.DurationVar(&sc.hold, "hold", gate.DefaultHold, "hold a recovery this `long` before answering pending (serve)")
 	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
+	fs.StringVar(&sc.webhookSecret, "webhook-secret-file", "", "sign webhook deliveries with HMAC-SHA256 under the secret in this `file` (serve)")
 	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
 	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request (serve)")
 	fs.StringVar(&sc.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate chain `file` (serve)")
@@ -227,18 +230,38 @@ func (sc *serveConfig) tls() (*tls.Config, error) {
 
 // serveConfig holds serve's approval flags.
 type serveConfig struct {
-	approval  string
-	audit     string
-	hold      time.Duration
-	webhook   string
-	policy    string
-	approvers int
-	upstream  string
-	tlsCert   string
-	tlsKey    string
-	clientCA  string
-	landlock  string
-	maxConns  int
+	approval string
+	audit    string
+	hold     time.Duration
+	webhook  string
+	// webhookSecret is the path of the webhook's signing secret.
+	webhookSecret string
+	policy        string
+	approvers     int
+	upstream      string
+	tlsCert       string
+	tlsKey        string
+	clientCA      string
+	landlock      string
+	maxConns      int
+}
+
+// minWebhookSecret is the shortest webhook secret accepted, in bytes.
+const minWebhookSecret = 32
+
+// readWebhookSecret reads the webhook's HMAC key: the file's bytes
+// without trailing line ends. The error never quotes the file.
+func readWebhookSecret(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cli.WithHint(fmt.Errorf("--webhook-secret-file: %w", err), cli.ExitUsage, "make one with: head -c 32 /dev/urandom | base64 > "+path)
+	}
+	secret := bytes.TrimRight(data, "\r\n")
+	if len(secret) < minWebhookSecret {
+		return nil, cli.WithHint(fmt.Errorf("--webhook-secret-file %s: the secret is %d bytes, fewer than %d", path, len(secret), minWebhookSecret), cli.ExitUsage,
+			"make one with: head -c 32 /dev/urandom | base64 > "+path)
+	}
+	return secret, nil
 }
 
 func operator(pos []string, dir string, role gate.Role, stdout io.Writer) error {
@@ -388,14 +411,21 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 				return cli.Usage("--webhook must be an http:// or https:// URL")
 			}
 			cfg.Webhook = &gate.Webhook{URL: sc.webhook}
+			if sc.webhookSecret == "" {
+				log.Warn("webhook deliveries are unsigned: a receiver cannot tell them from forgeries; add --webhook-secret-file")
+			} else if cfg.Webhook.Secret, err = readWebhookSecret(sc.webhookSecret); err != nil {
+				return err
+			}
+		} else if sc.webhookSecret != "" {
+			return cli.Usage("--webhook-secret-file needs --webhook")
 		}
 		if keys != nil {
 			cfg.Keys = keys
 		}
 		handler = gate.New(cfg)
 		writeTimeout = sc.hold + 10*time.Second
-	} else if sc.audit != "" || sc.webhook != "" || sc.policy != "" {
-		return cli.Usage("--audit, --webhook and --policy need --approval required")
+	} else if sc.audit != "" || sc.webhook != "" || sc.webhookSecret != "" || sc.policy != "" {
+		return cli.Usage("--audit, --webhook, --webhook-secret-file and --policy need --approval required")
 	}
 	tcp, err := net.Listen("tcp", listen)
 	if err != nil {
