@@ -22,13 +22,15 @@ import (
 //   - Other sources share MaxPending, at most MaxPendingPerNetwork per /24
 //     or /64: filling the pool takes addresses in many networks.
 //
-// Called with g.mu held.
-func (g *Gate) admit(rec *recovery, now time.Time) error {
+// Called with g.mu held. It returns the room the request takes.
+func (g *Gate) admit(rec *recovery, now time.Time) (room, error) {
+	// A flood calls this for every request, under the lock: the loop
+	// below compares only what each request's room holds.
+	in := room{network: networkOf(rec.source), reserved: g.reserved(rec.source)}
 	probe := &request{source: rec.source, host: rec.host, keys: rec.keys, points: []*point{{kid: rec.kid}}}
 	if probe.complete() && g.ruleFor(probe, now) >= 0 {
-		return nil
+		return in, nil
 	}
-	reserved, network := g.reserved(rec.source), networkOf(rec.source)
 	pool, fromSource, fromNetwork := 0, 0, 0
 	for _, r := range g.requests {
 		if r.state != StatePending {
@@ -37,25 +39,33 @@ func (g *Gate) admit(rec *recovery, now time.Time) error {
 		if r.source == rec.source {
 			fromSource++
 		}
-		if g.reserved(r.source) != reserved {
+		if r.room.reserved != in.reserved {
 			continue
 		}
 		pool++
-		if !reserved && networkOf(r.source) == network {
+		if r.room.network == in.network {
 			fromNetwork++
 		}
 	}
+	var err error
 	switch {
 	case fromSource >= g.cfg.MaxPendingPerSource:
-		return &errRefused{http.StatusTooManyRequests, fmt.Sprintf("%d requests from this source are already pending", fromSource)}
-	case !reserved && fromNetwork >= g.cfg.MaxPendingPerNetwork:
-		return &errRefused{http.StatusTooManyRequests, fmt.Sprintf("%d requests from this source's network %s are already pending", fromNetwork, network)}
-	case reserved && pool >= g.cfg.MaxPendingReserved:
-		return &errRefused{http.StatusServiceUnavailable, fmt.Sprintf("gate full: %d requests from reserved sources are waiting for a decision; try again once an operator decided some", pool)}
-	case !reserved && pool >= g.cfg.MaxPending:
-		return &errRefused{http.StatusServiceUnavailable, fmt.Sprintf("gate full: %d requests are waiting for a decision; try again later, or ask the gate's operators to name this source in a policy rule or reserved_sources", pool)}
+		err = &errRefused{http.StatusTooManyRequests, fmt.Sprintf("%d requests from this source are already pending", fromSource)}
+	case !in.reserved && fromNetwork >= g.cfg.MaxPendingPerNetwork:
+		err = &errRefused{http.StatusTooManyRequests, fmt.Sprintf("%d requests from this source's network %s are already pending", fromNetwork, in.network)}
+	case in.reserved && pool >= g.cfg.MaxPendingReserved:
+		err = &errRefused{http.StatusServiceUnavailable, fmt.Sprintf("gate full: %d requests from reserved sources are waiting for a decision; try again once an operator decided some", pool)}
+	case !in.reserved && pool >= g.cfg.MaxPending:
+		err = &errRefused{http.StatusServiceUnavailable, fmt.Sprintf("gate full: %d requests are waiting for a decision; try again later, or ask the gate's operators to name this source in a policy rule or reserved_sources", pool)}
 	}
-	return nil
+	return in, err
+}
+
+// room is where a pending request counts against the bounds: its source's
+// network, and whether the source is reserved.
+type room struct {
+	network  string
+	reserved bool
 }
 
 // reserved reports whether source waits in the reserved pool: it is in

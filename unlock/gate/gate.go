@@ -213,6 +213,7 @@ type request struct {
 	decided   time.Time
 	approvals []string      // operators who approved, while more must
 	done      chan struct{} // closed when decided
+	room      room          // where it counts against the bounds (admit)
 }
 
 type point struct {

@@ -210,13 +210,14 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 		}
 		return r, r.complete(), nil
 	}
-	if err := g.admit(rec, now); err != nil {
+	room, err := g.admit(rec, now)
+	if err != nil {
 		return nil, false, err
 	}
 	r := &request{
 		key: key, session: rec.session, host: rec.host, source: rec.source, keys: rec.keys,
 		points: []*point{{kid: rec.kid, x: rec.point}}, state: StatePending,
-		created: now, expires: now.Add(g.cfg.PendingTTL), done: make(chan struct{}),
+		created: now, expires: now.Add(g.cfg.PendingTTL), done: make(chan struct{}), room: room,
 	}
 	r.recode()
 	ev := r.event("request")
