@@ -171,6 +171,7 @@ type Gate struct {
 	mu       sync.Mutex
 	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
 	ruleUses [][]time.Time       // approvals by each rule with a Max, within its Per
+	denials  []*request          // kept denials by rules, oldest first (bounded; see autoDecide)
 	held     map[string]int      // POST /rec requests held open, by source
 	heldAll  int
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -270,5 +271,30 @@ func (g *Gate) autoDecide(r *request) bool {
 	if rule.Max > 0 {
 		g.ruleUses[i] = append(g.ruleUses[i], now)
 	}
+	if rule.Action == StateDenied {
+		g.keepDenial(r)
+	}
 	return true
+}
+
+// maxRuleDenials bounds the denials by rules that are kept to answer 403.
+// A rule denies what anyone sends it, at the rate it is sent, and each
+// denial is kept for DeniedTTL; the oldest beyond the bound are dropped,
+// as if their time were up (a retry meets the same rule again).
+const maxRuleDenials = 4096
+
+// keepDenial counts r, just denied by a rule, against maxRuleDenials.
+// Called with g.mu held.
+func (g *Gate) keepDenial(r *request) {
+	g.denials = append(g.denials, r)
+	if len(g.denials) <= maxRuleDenials {
+		return
+	}
+	drop := len(g.denials) - maxRuleDenials
+	for _, old := range g.denials[:drop] {
+		if g.requests[old.key] == old {
+			delete(g.requests, old.key)
+		}
+	}
+	g.denials = slices.Delete(g.denials, 0, drop)
 }
