@@ -85,7 +85,7 @@ func TestServeSandboxed(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(policy, []byte("[[rule]]\nname = \"all\"\naction = \"approve\"\n"), 0o644); err != nil {
+	if err := os.WriteFile(policy, []byte("[[rule]]\nname = \"all\"\naction = \"approve\"\nany_source = true\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	probe, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,11 +11,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -35,10 +38,12 @@ can hold every recovery until an operator approves it.
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
       [--approval required] [--audit FILE] [--hold DURATION]
-      [--webhook URL] [--policy FILE] [--approvers N] [--upstream URL]
+      [--webhook URL [--webhook-secret-file FILE]] [--policy FILE]
+      [--approvers N] [--upstream URL]
       [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--config FILE]
       [--landlock best-effort|off|required] [--max-connections N]
   sealgate operator add NAME --dir DIR           add an operator; prints its token once
+      [--role metrics]                           a credential that reads /gate/metrics only
   sealgate operator remove NAME --dir DIR        remove an operator
   sealgate operator list --dir DIR               list the operators
 
@@ -69,6 +74,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.audit, "audit", "", "append decisions to this `file` as JSON lines (serve)")
 	fs.DurationVar(&sc.hold, "hold", gate.DefaultHold, "hold a recovery this `long` before answering pending (serve)")
 	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
+	fs.StringVar(&sc.webhookSecret, "webhook-secret-file", "", "sign webhook deliveries with HMAC-SHA256 under the secret in this `file` (serve)")
 	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
 	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request (serve)")
 	fs.StringVar(&sc.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate chain `file` (serve)")
@@ -77,6 +83,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys (serve)")
 	fs.IntVar(&sc.maxConns, "max-connections", DefaultMaxConnections, "refuse connections beyond this `many` open at once (serve)")
 	fs.StringVar(&sc.landlock, "landlock", "best-effort", "confine serve once listening: `best-effort`, off or required (serve)")
+	role := fs.String("role", string(gate.RoleOperator), "operator add: `operator` (decides) or metrics (reads /gate/metrics only)")
 	config := fs.String("config", "", "read settings from this TOML `file`, keys named as the flags; flags override it (serve)")
 	pos, err := cli.Parse(fs, rest)
 	if err != nil {
@@ -91,7 +98,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		if *dir == "" {
 			return cli.WithHint(errors.New("operator needs --dir"), cli.ExitUsage, "sealgate operator add alice --dir /var/db/tang")
 		}
-		return operator(pos, *dir, stdout)
+		return operator(pos, *dir, gate.Role(*role), stdout)
 	}
 	if len(pos) != 0 {
 		return cli.Usage("%s takes no arguments, got %q", cmd, pos)
@@ -223,33 +230,58 @@ func (sc *serveConfig) tls() (*tls.Config, error) {
 
 // serveConfig holds serve's approval flags.
 type serveConfig struct {
-	approval  string
-	audit     string
-	hold      time.Duration
-	webhook   string
-	policy    string
-	approvers int
-	upstream  string
-	tlsCert   string
-	tlsKey    string
-	clientCA  string
-	landlock  string
-	maxConns  int
+	approval string
+	audit    string
+	hold     time.Duration
+	webhook  string
+	// webhookSecret is the path of the webhook's signing secret.
+	webhookSecret string
+	policy        string
+	approvers     int
+	upstream      string
+	tlsCert       string
+	tlsKey        string
+	clientCA      string
+	landlock      string
+	maxConns      int
 }
 
-func operator(pos []string, dir string, stdout io.Writer) error {
+// minWebhookSecret is the shortest webhook secret accepted, in bytes.
+const minWebhookSecret = 32
+
+// readWebhookSecret reads the webhook's HMAC key: the file's bytes
+// without trailing line ends. The error never quotes the file.
+func readWebhookSecret(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, cli.WithHint(fmt.Errorf("--webhook-secret-file: %w", err), cli.ExitUsage, "make one with: head -c 32 /dev/urandom | base64 > "+path)
+	}
+	secret := bytes.TrimRight(data, "\r\n")
+	if len(secret) < minWebhookSecret {
+		return nil, cli.WithHint(fmt.Errorf("--webhook-secret-file %s: the secret is %d bytes, fewer than %d", path, len(secret), minWebhookSecret), cli.ExitUsage,
+			"make one with: head -c 32 /dev/urandom | base64 > "+path)
+	}
+	return secret, nil
+}
+
+func operator(pos []string, dir string, role gate.Role, stdout io.Writer) error {
 	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
 	hint := "sealgate operator add NAME --dir DIR | operator remove NAME --dir DIR | operator list --dir DIR"
 	if len(pos) == 0 {
 		return cli.WithHint(errors.New("operator needs add, remove or list"), cli.ExitUsage, hint)
+	}
+	if role != gate.RoleOperator && pos[0] != "add" {
+		return cli.WithHint(errors.New("--role goes with operator add"), cli.ExitUsage, "sealgate operator add prom --role metrics --dir "+dir)
 	}
 	switch sub, args := pos[0], pos[1:]; {
 	case sub == "add" && len(args) == 1:
 		if _, err := os.Stat(dir); err != nil {
 			return cli.WithHint(err, cli.ExitUsage, "create keys first: sealgate keygen --dir "+dir)
 		}
-		token, err := ops.Add(args[0])
+		token, err := ops.AddRole(args[0], role)
 		switch {
+		case errors.Is(err, gate.ErrBadRole):
+			return cli.WithHint(fmt.Errorf("--role: %w", err), cli.ExitUsage, "operator decides; metrics only reads /gate/metrics (for Prometheus)")
 		case errors.Is(err, gate.ErrBadOperatorName):
 			return cli.WithHint(err, cli.ExitUsage, "for example: sealgate operator add alice --dir "+dir)
 		case errors.Is(err, gate.ErrOperatorExists):
@@ -270,8 +302,19 @@ func operator(pos []string, dir string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
+		roles, err := ops.Roles()
+		if err != nil {
+			return err
+		}
 		for _, n := range names {
-			fmt.Fprintln(stdout, n)
+			switch roles[n] {
+			case gate.RoleOperator:
+				fmt.Fprintln(stdout, n)
+			case "":
+				fmt.Fprintln(stdout, n, "(unknown role: may do nothing)")
+			default:
+				fmt.Fprintf(stdout, "%s (%s)\n", n, roles[n])
+			}
 		}
 		return nil
 	}
@@ -336,9 +379,9 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers, CertOperators: certOperators,
 			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
 		}
-		if names, err := cfg.Operators.Names(); err != nil {
+		if roles, err := cfg.Operators.Roles(); err != nil {
 			return cli.WithHint(err, cli.ExitUsage, "fix or remove "+cfg.Operators.Path())
-		} else if len(names) == 0 {
+		} else if !slices.Contains(slices.Collect(maps.Values(roles)), gate.RoleOperator) {
 			log.Warn("no operators: nobody can approve; add one with sealgate operator add NAME --dir " + dir)
 		}
 		if sc.audit != "" {
@@ -354,23 +397,35 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			if err != nil {
 				return cli.WithHint(err, cli.ExitUsage, "name a policy file with --policy")
 			}
-			if cfg.Rules, err = gate.ParsePolicy(data); err != nil {
+			policy, err := gate.ParsePolicyFile(data)
+			if errors.Is(err, gate.ErrApproveAnySource) {
+				return cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage,
+					"name the hosts' networks (sources = [\"10.1.0.0/16\"]), or add any_source = true to the rule if anyone with a sealed key may be approved")
+			} else if err != nil {
 				return cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage, "see docs/approval.md, \"Policies\"")
 			}
+			cfg.Rules, cfg.Reserved = policy.Rules, policy.Reserved
 		}
 		if sc.webhook != "" {
 			if u, err := url.Parse(sc.webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 				return cli.Usage("--webhook must be an http:// or https:// URL")
 			}
 			cfg.Webhook = &gate.Webhook{URL: sc.webhook}
+			if sc.webhookSecret == "" {
+				log.Warn("webhook deliveries are unsigned: a receiver cannot tell them from forgeries; add --webhook-secret-file")
+			} else if cfg.Webhook.Secret, err = readWebhookSecret(sc.webhookSecret); err != nil {
+				return err
+			}
+		} else if sc.webhookSecret != "" {
+			return cli.Usage("--webhook-secret-file needs --webhook")
 		}
 		if keys != nil {
 			cfg.Keys = keys
 		}
 		handler = gate.New(cfg)
 		writeTimeout = sc.hold + 10*time.Second
-	} else if sc.audit != "" || sc.webhook != "" || sc.policy != "" {
-		return cli.Usage("--audit, --webhook and --policy need --approval required")
+	} else if sc.audit != "" || sc.webhook != "" || sc.webhookSecret != "" || sc.policy != "" {
+		return cli.Usage("--audit, --webhook, --webhook-secret-file and --policy need --approval required")
 	}
 	tcp, err := net.Listen("tcp", listen)
 	if err != nil {

@@ -17,7 +17,10 @@ import (
 // decision, or an attempt at one that failed, with the reason in outcome),
 // "release" (an approved recovery answered), "expire" (a pending request
 // or an unused approval lapsed), "unauthorized" (an operator API call
-// without a valid token).
+// without a valid token), "forbidden" (a valid credential whose role may
+// not make this call), "cross-site" (a call that changes state refused
+// because it was not JSON from the gate's own origin; the operator is
+// whose credential the browser sent).
 type Event struct {
 	Time     time.Time `json:"time"`
 	Event    string    `json:"event"`

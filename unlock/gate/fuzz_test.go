@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -145,21 +146,31 @@ func FuzzParseRecovery(f *testing.F) {
 	})
 }
 
-// FuzzOperatorAPI sends an Authorization header and a body to POST
-// /gate/approve and /gate/deny with no request pending. Properties: no
-// panic; only the operator's own token (as "Bearer TOKEN", spaces around
-// it trimmed) passes, anything else is 401; an authorized call answers
-// 400 for a body that is not {"code":"..."}, 404 for an unknown code or
-// 413 for a body over 1 KiB; every answer is a JSON object.
+// FuzzOperatorAPI sends an Authorization header, a Content-Type, a
+// Sec-Fetch-Site and a body to POST /gate/approve and /gate/deny with no
+// request pending. Properties: no panic; only the operator's own token
+// (as "Bearer TOKEN", spaces around it trimmed) passes, anything else is
+// 401; an authorized call answers 403 when the browser says it comes
+// from another origin (Sec-Fetch-Site other than same-origin or none),
+// 415 when it is not application/json, 400 for a body that is not
+// {"code":"..."}, 404 for an unknown code or 413 for a body over 1 KiB;
+// every answer is a JSON object.
 func FuzzOperatorAPI(f *testing.F) {
 	g, _, _, token := fuzzGate(f)
+	const js = "application/json"
 	for _, auth := range []string{"Bearer " + token, "Bearer  " + token + " ", "bearer " + token, "Bearer " + token[:len(token)-1], "Bearer ", "Basic YWxpY2U6eA==", ""} {
-		f.Add(auth, []byte(`{"code":"ABCD-EFGH"}`), false)
+		f.Add(auth, js, "", []byte(`{"code":"ABCD-EFGH"}`), false)
 	}
 	for _, body := range []string{`{"code":"abcd efgh"}`, `{"code":""}`, `{"code":"A","x":1}`, `{"code":"A"}{}`, `{"code":"A"} `, `{"Code":"A"}`, `{"code":1}`, `[]`, `null`, ``, `{"code":"` + strings.Repeat("A", 1100) + `"}`} {
-		f.Add("Bearer "+token, []byte(body), true)
+		f.Add("Bearer "+token, js, "", []byte(body), true)
 	}
-	f.Fuzz(func(t *testing.T, auth string, body []byte, deny bool) {
+	for _, ct := range []string{"text/plain", "", "application/json; charset=utf-8", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/json;;", "APPLICATION/JSON"} {
+		f.Add("Bearer "+token, ct, "", []byte(`{"code":"ABCD-EFGH"}`), false)
+	}
+	for _, site := range []string{"cross-site", "same-site", "same-origin", "none", "Cross-Site"} {
+		f.Add("Bearer "+token, js, site, []byte(`{"code":"ABCD-EFGH"}`), false)
+	}
+	f.Fuzz(func(t *testing.T, auth, ctype, site string, body []byte, deny bool) {
 		target := "/gate/approve"
 		if deny {
 			target = "/gate/deny"
@@ -167,6 +178,12 @@ func FuzzOperatorAPI(f *testing.F) {
 		r := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(body))
 		if auth != "" {
 			r.Header.Set("Authorization", auth)
+		}
+		if ctype != "" {
+			r.Header.Set("Content-Type", ctype)
+		}
+		if site != "" {
+			r.Header.Set("Sec-Fetch-Site", site)
 		}
 		w := httptest.NewRecorder()
 		g.ServeHTTP(w, r)
@@ -176,10 +193,20 @@ func FuzzOperatorAPI(f *testing.F) {
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		authorized := ok && strings.TrimSpace(got) == token
+		mt, _, mterr := mime.ParseMediaType(r.Header.Get("Content-Type"))
+		site = r.Header.Get("Sec-Fetch-Site")
 		switch {
 		case !authorized:
 			if w.Code != http.StatusUnauthorized {
 				t.Fatalf("Authorization %q got status %d", auth, w.Code)
+			}
+		case site != "" && site != "same-origin" && site != "none":
+			if w.Code != http.StatusForbidden {
+				t.Fatalf("Sec-Fetch-Site %q got status %d", site, w.Code)
+			}
+		case mterr != nil || mt != "application/json":
+			if w.Code != http.StatusUnsupportedMediaType {
+				t.Fatalf("Content-Type %q got status %d", ctype, w.Code)
 			}
 		case len(body) > maxOperatorRequest:
 			if w.Code != http.StatusRequestEntityTooLarge {
@@ -192,8 +219,9 @@ func FuzzOperatorAPI(f *testing.F) {
 }
 
 // FuzzParsePolicy parses policy files. Properties: no panic; a refusal
-// wraps ErrBadPolicy; accepted rules are well formed (an action, masked
-// source prefixes, valid host patterns, a window of two distinct times
+// wraps ErrBadPolicy; reserved sources are masked prefixes; accepted
+// rules are well formed (an action, an approve rule with sources or else
+// any_source, masked source prefixes, valid host patterns, a window of two distinct times
 // of day, max and per together and for approvals only) and can be
 // matched against any request.
 func FuzzParsePolicy(f *testing.F) {
@@ -209,6 +237,10 @@ func FuzzParsePolicy(f *testing.F) {
 		"[[rule]]\naction = \"approve\"\nhosts = [\"[\"]\n",
 		"[[rule]]\naction = \"approve\"\nsources = [\"10.0.0.1/33\"]\n",
 		"[[rule]]\naction = \"approve\"\nunknown = 1\n",
+		"[[rule]]\naction = \"approve\"\nany_source = true\nhosts = [\"web-*\"]\n",
+		"[[rule]]\naction = \"approve\"\nany_source = true\nsources = [\"10.0.0.0/8\"]\n",
+		"[[rule]]\naction = \"deny\"\nany_source = true\n",
+		"reserved_sources = [\"10.0.0.0/8\", \"::1\"]\n[[rule]]\naction = \"deny\"\n",
 		"[rule]\naction = \"approve\"\n",
 		"",
 	} {
@@ -226,14 +258,25 @@ func FuzzParsePolicy(f *testing.F) {
 		time.Date(2026, 1, 1, 23, 59, 59, 0, time.UTC),
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rules, err := ParsePolicy(data)
+		policy, err := ParsePolicyFile(data)
 		if err != nil {
 			if !errors.Is(err, ErrBadPolicy) {
 				t.Fatalf("error %v does not wrap ErrBadPolicy", err)
 			}
 			return
 		}
-		for _, rule := range rules {
+		for _, p := range policy.Reserved {
+			if !p.IsValid() || p != p.Masked() {
+				t.Fatalf("reserved source %v", p)
+			}
+		}
+		for _, rule := range policy.Rules {
+			if rule.Action == StateApproved && (len(rule.Sources) > 0) == rule.AnySource {
+				t.Fatalf("approve rule with sources %v and any_source %v", rule.Sources, rule.AnySource)
+			}
+			if rule.Action != StateApproved && rule.AnySource {
+				t.Fatalf("any_source on a %v rule", rule.Action)
+			}
 			if rule.Name == "" || (rule.Action != StateApproved && rule.Action != StateDenied) {
 				t.Fatalf("rule %+v", rule)
 			}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -26,6 +27,10 @@ const (
 	DefaultDeniedTTL           = time.Hour
 	DefaultMaxPendingPerSource = 8
 	DefaultMaxPending          = 1024
+	// A network is a /24 (IPv4) or a /64 (IPv6): what one attacker
+	// gets as easily as one address.
+	DefaultMaxPendingPerNetwork = 64
+	DefaultMaxPendingReserved   = 1024
 	// A held POST /rec costs a connection and a goroutine until its hold
 	// ends; past these bounds a pending recovery is answered 202 at once
 	// (the client asks again), so a flood of polls cannot pin resources.
@@ -75,8 +80,17 @@ type Config struct {
 	DeniedTTL time.Duration
 	// MaxPendingPerSource bounds the undecided requests of one source IP.
 	MaxPendingPerSource int
-	// MaxPending bounds all undecided requests.
+	// MaxPendingPerNetwork bounds the undecided requests of one /24
+	// (IPv4) or /64 (IPv6), except from reserved sources.
+	MaxPendingPerNetwork int
+	// MaxPending bounds the undecided requests from sources that are not
+	// reserved.
 	MaxPending int
+	// Reserved are sources whose requests wait in a pool of their own,
+	// MaxPendingReserved, as do the sources an approve rule names: a
+	// flood from elsewhere cannot fill it (see admit).
+	Reserved           []netip.Prefix
+	MaxPendingReserved int
 	// MaxHeldPerSource and MaxHeld bound the POST /rec requests held
 	// open at once (of one source IP, and in all); past them a pending
 	// recovery is answered 202 without waiting.
@@ -163,6 +177,7 @@ type Gate struct {
 	mu       sync.Mutex
 	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
 	ruleUses [][]time.Time       // approvals by each rule with a Max, within its Per
+	denials  []*request          // kept denials by rules, oldest first (bounded; see autoDecide)
 	held     map[string]int      // POST /rec requests held open, by source
 	heldAll  int
 
@@ -209,6 +224,7 @@ type request struct {
 	approvals []string      // operators who approved, while more must
 	done      chan struct{} // closed when decided
 	changed   chan struct{} // closed (and replaced) when the exchange moves on
+	room      room          // where it counts against the bounds (admit)
 }
 
 type point struct {
@@ -239,6 +255,12 @@ func New(cfg Config) *Gate {
 	}
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = DefaultMaxPending
+	}
+	if cfg.MaxPendingPerNetwork <= 0 {
+		cfg.MaxPendingPerNetwork = DefaultMaxPendingPerNetwork
+	}
+	if cfg.MaxPendingReserved <= 0 {
+		cfg.MaxPendingReserved = DefaultMaxPendingReserved
 	}
 	if cfg.MaxHeldPerSource <= 0 {
 		cfg.MaxHeldPerSource = DefaultMaxHeldPerSource

@@ -426,7 +426,7 @@ func TestBadInput(t *testing.T) {
 	op := f.Operator(f.Token)
 	_, err = op.Approve(testCtx(t), "AAAA-AAAA")
 	wantIs(t, err, gate.ErrUnknownCode)
-	auth := map[string]string{"Authorization": "Bearer " + f.Token}
+	auth := map[string]string{"Authorization": "Bearer " + f.Token, "Content-Type": "application/json"}
 	for _, tc := range []struct {
 		name, body string
 		want       int

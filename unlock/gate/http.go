@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"mime"
 	"net"
 	"net/http"
 	"regexp"
@@ -227,25 +228,14 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 		}
 		return g.reveal(r, rec, true)
 	}
-	pending, fromSource := 0, 0
-	for _, r := range g.requests {
-		if r.state == StatePending {
-			pending++
-			if r.source == rec.source {
-				fromSource++
-			}
-		}
-	}
-	if fromSource >= g.cfg.MaxPendingPerSource {
-		return nil, false, &errRefused{http.StatusTooManyRequests, fmt.Sprintf("%d requests from this source are already pending", fromSource)}
-	}
-	if pending >= g.cfg.MaxPending {
-		return nil, false, &errRefused{http.StatusServiceUnavailable, "too many pending requests"}
+	room, err := g.admit(rec, now)
+	if err != nil {
+		return nil, false, err
 	}
 	r := &request{
 		key: key, session: rec.session, host: rec.host, source: rec.source, keys: rec.keys,
 		points: []*point{{kid: rec.kid, x: rec.point}}, commit: rec.commit, state: StatePending,
-		created: now, expires: now.Add(g.cfg.PendingTTL), done: make(chan struct{}), changed: make(chan struct{}),
+		created: now, expires: now.Add(g.cfg.PendingTTL), done: make(chan struct{}), changed: make(chan struct{}), room: room,
 	}
 	r.recode()
 	ev := r.event("request")
@@ -429,18 +419,20 @@ func (g *Gate) answer(w http.ResponseWriter, r *http.Request, rec *recovery, att
 }
 
 // operator authenticates an operator API call by its bearer token. A
-// missing and a wrong token get the same answer.
+// missing and a wrong token get the same answer. A metrics credential
+// reaches GET /gate/metrics only, and a call that changes state must be
+// JSON from no other origin (see sameOrigin).
 func (g *Gate) operator(w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, string)) {
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	name, valid := "", false
+	name, role, valid := "", Role(""), false
 	if ok {
-		name, valid = g.cfg.Operators.Authenticate(strings.TrimSpace(token))
+		name, role, valid = g.cfg.Operators.Identify(strings.TrimSpace(token))
 	} else if g.cfg.CertOperators && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		// crypto/tls verified the chain against ClientCAs; the name must
 		// still be a listed operator, so `operator remove` revokes it.
 		cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
-		if g.cfg.Operators.Has(cn) {
-			name, valid = cn, true
+		if role, valid = g.cfg.Operators.RoleOf(cn); valid {
+			name = cn
 		}
 	}
 	if !valid {
@@ -450,7 +442,46 @@ func (g *Gate) operator(w http.ResponseWriter, r *http.Request, h func(http.Resp
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	if role != RoleOperator && (role != RoleMetrics || r.URL.Path != "/gate/metrics") {
+		msg := fmt.Sprintf("forbidden: %s has the %s role, which reads /gate/metrics only", name, RoleMetrics)
+		if role != RoleMetrics {
+			msg = fmt.Sprintf("forbidden: %s has a role this gate does not know; give it a new one with sealgate operator remove and add", name)
+		}
+		g.recordNoisy(Event{Event: "forbidden", Operator: name, Source: source(r), Outcome: r.Method + " " + r.URL.Path})
+		g.reply(w, r, http.StatusForbidden, "application/json", jsonError(msg), slog.String("operator", name))
+		return
+	}
+	if status, msg := sameOrigin(r); status != 0 {
+		// A browser sends a client certificate to any page's request, as
+		// it sends cookies: whatever the credential, a call that
+		// changes state must not come from another site.
+		g.recordNoisy(Event{Event: "cross-site", Operator: name, Source: source(r), Outcome: r.Method + " " + r.URL.Path + ": " + msg})
+		g.reply(w, r, status, "application/json", jsonError(msg), slog.String("operator", name))
+		return
+	}
 	h(w, r, name)
+}
+
+// crossOrigin refuses unsafe requests that a browser marks as coming from
+// another origin (Sec-Fetch-Site other than same-origin or none), or whose
+// Origin is not this host.
+var crossOrigin = http.NewCrossOriginProtection()
+
+// sameOrigin checks a call that changes state: it must come from no other
+// origin, and be application/json, which no other site can send without
+// a CORS preflight that the gate never grants. It returns the status and
+// message to refuse with, or 0.
+func sameOrigin(r *http.Request) (int, string) {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return 0, ""
+	}
+	if err := crossOrigin.Check(r); err != nil {
+		return http.StatusForbidden, "cross-origin request refused: decide from the gate's own page, seal approve or seal deny"
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		return http.StatusUnsupportedMediaType, "Content-Type must be application/json"
+	}
+	return 0, ""
 }
 
 func (g *Gate) handlePending(w http.ResponseWriter, r *http.Request, name string) {

@@ -9,9 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// metrics are the gate's Prometheus collectors, served to operators at
-// GET /gate/metrics (with their token, as Prometheus's
-// authorization.credentials can send it).
+// metrics are the gate's Prometheus collectors, served at GET
+// /gate/metrics to a metrics credential (RoleMetrics, as Prometheus's
+// authorization.credentials can send it) or an operator.
 type metrics struct {
 	reg      *prometheus.Registry
 	requests prometheus.Counter

@@ -50,7 +50,35 @@ type operatorFile struct {
 type operatorEntry struct {
 	Name        string    `json:"name"`
 	TokenSHA256 string    `json:"token_sha256"`
+	Role        Role      `json:"role,omitempty"` // empty: RoleOperator
 	Added       time.Time `json:"added"`
+}
+
+// Role is what a listed credential may do.
+type Role string
+
+const (
+	// RoleOperator lists, approves and denies requests, and reads metrics.
+	RoleOperator Role = "operator"
+	// RoleMetrics reads GET /gate/metrics only: a scraper's credential
+	// that cannot decide anything.
+	RoleMetrics Role = "metrics"
+)
+
+// ErrBadRole reports a role that is neither operator nor metrics.
+var ErrBadRole = errors.New(`roles are "operator" and "metrics"`)
+
+// role is e's role; an entry without one is an operator (files written
+// before roles existed), and one this version does not know may do
+// nothing.
+func (e *operatorEntry) role() Role {
+	switch e.Role {
+	case "", RoleOperator:
+		return RoleOperator
+	case RoleMetrics:
+		return RoleMetrics
+	}
+	return ""
 }
 
 // OpenOperators returns the operator list at path (OperatorsFile in a key
@@ -108,9 +136,16 @@ func (o *Operators) write(f *operatorFile) error {
 }
 
 // Add lists a new operator and returns its token, which is not stored.
-func (o *Operators) Add(name string) (string, error) {
+func (o *Operators) Add(name string) (string, error) { return o.AddRole(name, RoleOperator) }
+
+// AddRole lists a new credential with role and returns its token, which
+// is not stored.
+func (o *Operators) AddRole(name string, role Role) (string, error) {
 	if !operatorName.MatchString(name) {
 		return "", fmt.Errorf("%w: %q", ErrBadOperatorName, name)
+	}
+	if role != RoleOperator && role != RoleMetrics {
+		return "", fmt.Errorf("%w, not %q", ErrBadRole, role)
 	}
 	f, err := o.read()
 	if err != nil {
@@ -122,7 +157,11 @@ func (o *Operators) Add(name string) (string, error) {
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
-	f.Operators = append(f.Operators, operatorEntry{Name: name, TokenSHA256: tokenHash(token), Added: time.Now().UTC().Truncate(time.Second)})
+	e := operatorEntry{Name: name, TokenSHA256: tokenHash(token), Added: time.Now().UTC().Truncate(time.Second)}
+	if role != RoleOperator {
+		e.Role = role
+	}
+	f.Operators = append(f.Operators, e)
 	if err := o.write(f); err != nil {
 		return "", err
 	}
@@ -156,7 +195,21 @@ func (o *Operators) Names() ([]string, error) {
 	return names, nil
 }
 
-// Has reports whether name is a listed operator.
+// Roles maps each listed name to its role (empty for a role this version
+// does not know).
+func (o *Operators) Roles() (map[string]Role, error) {
+	f, err := o.read()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]Role{}
+	for _, e := range f.Operators {
+		out[e.Name] = e.role()
+	}
+	return out, nil
+}
+
+// Has reports whether name is listed (with any role).
 func (o *Operators) Has(name string) bool {
 	if o == nil || name == "" {
 		return false
@@ -165,28 +218,47 @@ func (o *Operators) Has(name string) bool {
 	return err == nil && slices.Contains(names, name)
 }
 
-// Authenticate returns the name of the operator whose token this is. It
-// compares hashes in constant time and checks every entry.
-func (o *Operators) Authenticate(token string) (string, bool) {
-	if o == nil || token == "" {
+// RoleOf returns the role of the listed name; false if it is not listed.
+func (o *Operators) RoleOf(name string) (Role, bool) {
+	if o == nil || name == "" {
 		return "", false
 	}
-	f, err := o.read()
+	roles, err := o.Roles()
 	if err != nil {
 		return "", false
 	}
+	role, ok := roles[name]
+	return role, ok
+}
+
+// Authenticate returns the name of the operator whose token this is. It
+// compares hashes in constant time and checks every entry.
+func (o *Operators) Authenticate(token string) (string, bool) {
+	name, _, ok := o.Identify(token)
+	return name, ok
+}
+
+// Identify is Authenticate that also returns the credential's role.
+func (o *Operators) Identify(token string) (string, Role, bool) {
+	if o == nil || token == "" {
+		return "", "", false
+	}
+	f, err := o.read()
+	if err != nil {
+		return "", "", false
+	}
 	got := sha256.Sum256([]byte(token))
-	name, found := "", 0
+	name, role, found := "", Role(""), 0
 	for _, e := range f.Operators {
 		want, err := hex.DecodeString(e.TokenSHA256)
 		if err != nil || len(want) != sha256.Size {
 			continue
 		}
 		if subtle.ConstantTimeCompare(got[:], want) == 1 {
-			name, found = e.Name, found+1
+			name, role, found = e.Name, e.role(), found+1
 		}
 	}
-	return name, found == 1
+	return name, role, found == 1
 }
 
 func tokenHash(token string) string {

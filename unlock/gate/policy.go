@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,9 +21,13 @@ type Rule struct {
 	Name   string
 	Action State // StateApproved or StateDenied
 	// Sources the request must come from; empty matches any.
-	Sources []netip.Prefix
+	// ParsePolicy refuses an approve rule without sources unless
+	// AnySource says so.
+	Sources   []netip.Prefix
+	AnySource bool
 	// Hosts are path.Match patterns for the host label; empty matches
-	// any (a request without a session has the empty label).
+	// any (a request without a session has the empty label). The label
+	// is what the host says (Sealgate-Host): any client can claim any.
 	Hosts []string
 	// Window, if set, is the time of day (UTC) the rule applies in.
 	Window *Window
@@ -45,32 +50,58 @@ func (w *Window) contains(t time.Time) bool {
 	return m >= w.From || m < w.To
 }
 
-// ErrBadPolicy reports a policy file that cannot be used.
-var ErrBadPolicy = errors.New("bad policy")
+var (
+	// ErrBadPolicy reports a policy file that cannot be used.
+	ErrBadPolicy = errors.New("bad policy")
+	// ErrApproveAnySource reports an approve rule without sources that
+	// does not say any_source = true: it would approve anyone who holds
+	// a sealed key.
+	ErrApproveAnySource = errors.New("an approve rule without sources approves anyone who can reach the gate with a sealed key")
+)
+
+// Policy is a policy file: its rules, and the sources it reserves
+// capacity for (besides those its approve rules name).
+type Policy struct {
+	Rules    []Rule
+	Reserved []netip.Prefix
+}
 
 type policyFile struct {
-	Rule []struct {
-		Name    string   `toml:"name"`
-		Action  string   `toml:"action"`
-		Sources []string `toml:"sources"`
-		Hosts   []string `toml:"hosts"`
-		Window  string   `toml:"window"`
-		Max     int      `toml:"max"`
-		Per     string   `toml:"per"`
+	ReservedSources []string `toml:"reserved_sources"`
+	Rule            []struct {
+		Name      string   `toml:"name"`
+		Action    string   `toml:"action"`
+		Sources   []string `toml:"sources"`
+		AnySource bool     `toml:"any_source"`
+		Hosts     []string `toml:"hosts"`
+		Window    string   `toml:"window"`
+		Max       int      `toml:"max"`
+		Per       string   `toml:"per"`
 	} `toml:"rule"`
 }
 
-// ParsePolicy reads rules from TOML:
+// ParsePolicy reads the rules of a policy file (see ParsePolicyFile).
+func ParsePolicy(data []byte) ([]Rule, error) {
+	p, err := ParsePolicyFile(data)
+	if err != nil {
+		return nil, err
+	}
+	return p.Rules, nil
+}
+
+// ParsePolicyFile reads a policy from TOML:
+//
+//	reserved_sources = ["10.2.0.0/16"] # wait in the reserved pool too
 //
 //	[[rule]]
 //	name = "office hours"
 //	action = "approve"            # or "deny"
-//	sources = ["10.1.0.0/16"]
-//	hosts = ["web-*"]
+//	sources = ["10.1.0.0/16"]     # or any_source = true (approve rules)
+//	hosts = ["web-*"]             # the label the client sends
 //	window = "08:00-18:00"        # UTC
 //	max = 10                      # approvals
 //	per = "1h"
-func ParsePolicy(data []byte) ([]Rule, error) {
+func ParsePolicyFile(data []byte) (*Policy, error) {
 	var f policyFile
 	md, err := toml.Decode(string(data), &f)
 	if err != nil {
@@ -79,13 +110,20 @@ func ParsePolicy(data []byte) ([]Rule, error) {
 	if und := md.Undecoded(); len(und) > 0 {
 		return nil, fmt.Errorf("%w: unknown key %s", ErrBadPolicy, und[0])
 	}
-	var rules []Rule
+	policy := &Policy{}
+	for _, s := range f.ReservedSources {
+		p, err := parseSource(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: reserved_sources: %v", ErrBadPolicy, err)
+		}
+		policy.Reserved = append(policy.Reserved, p)
+	}
 	for i, r := range f.Rule {
 		where := fmt.Sprintf("rule %d", i+1)
 		if r.Name != "" {
 			where += " (" + r.Name + ")"
 		}
-		rule := Rule{Name: r.Name, Hosts: r.Hosts, Max: r.Max}
+		rule := Rule{Name: r.Name, Hosts: r.Hosts, Max: r.Max, AnySource: r.AnySource}
 		if rule.Name == "" {
 			rule.Name = strconv.Itoa(i + 1)
 		}
@@ -98,15 +136,11 @@ func ParsePolicy(data []byte) ([]Rule, error) {
 			return nil, fmt.Errorf("%w: %s: action is approve or deny, not %q", ErrBadPolicy, where, r.Action)
 		}
 		for _, s := range r.Sources {
-			p, err := netip.ParsePrefix(s)
+			p, err := parseSource(s)
 			if err != nil {
-				a, aerr := netip.ParseAddr(s)
-				if aerr != nil {
-					return nil, fmt.Errorf("%w: %s: source %q is not an address or CIDR prefix", ErrBadPolicy, where, s)
-				}
-				p = netip.PrefixFrom(a, a.BitLen())
+				return nil, fmt.Errorf("%w: %s: %v", ErrBadPolicy, where, err)
 			}
-			rule.Sources = append(rule.Sources, p.Masked())
+			rule.Sources = append(rule.Sources, p)
 		}
 		for _, h := range r.Hosts {
 			if _, err := path.Match(h, ""); err != nil {
@@ -133,9 +167,30 @@ func ParsePolicy(data []byte) ([]Rule, error) {
 				return nil, fmt.Errorf("%w: %s: max and per bound approvals only", ErrBadPolicy, where)
 			}
 		}
-		rules = append(rules, rule)
+		switch {
+		case r.AnySource && rule.Action != StateApproved:
+			return nil, fmt.Errorf("%w: %s: any_source is for approve rules (a deny rule without sources matches any)", ErrBadPolicy, where)
+		case r.AnySource && len(rule.Sources) > 0:
+			return nil, fmt.Errorf("%w: %s: any_source = true and sources contradict each other; keep one", ErrBadPolicy, where)
+		case rule.Action == StateApproved && len(rule.Sources) == 0 && !r.AnySource:
+			return nil, fmt.Errorf("%w: %s: %w", ErrBadPolicy, where, ErrApproveAnySource)
+		}
+		policy.Rules = append(policy.Rules, rule)
 	}
-	return rules, nil
+	return policy, nil
+}
+
+// parseSource reads an address or a CIDR prefix.
+func parseSource(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		a, aerr := netip.ParseAddr(s)
+		if aerr != nil {
+			return netip.Prefix{}, fmt.Errorf("source %q is not an address or CIDR prefix", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	return p.Masked(), nil
 }
 
 func clockMinutes(s string) (int, error) {
@@ -175,10 +230,9 @@ func (rule *Rule) matches(r *request, now time.Time) bool {
 	return rule.Window == nil || rule.Window.contains(now)
 }
 
-// autoDecide applies the first matching rule to r, which just became
-// ready. It reports whether r was decided. Called with g.mu held.
-func (g *Gate) autoDecide(r *request) bool {
-	now := g.cfg.Now()
+// ruleFor returns the index of the first rule that decides r at now, or
+// -1. Called with g.mu held.
+func (g *Gate) ruleFor(r *request, now time.Time) int {
 	for i := range g.cfg.Rules {
 		rule := &g.cfg.Rules[i]
 		if !rule.matches(r, now) {
@@ -196,14 +250,51 @@ func (g *Gate) autoDecide(r *request) bool {
 				continue // spent for now: an operator decides
 			}
 		}
-		if err := g.apply(r, rule.Action, "policy:"+rule.Name, "", now); err != nil {
-			g.log.Error("policy decision not applied", "code", r.code, "err", err)
-			return false
-		}
-		if rule.Max > 0 {
-			g.ruleUses[i] = append(g.ruleUses[i], now)
-		}
-		return true
+		return i
 	}
-	return false
+	return -1
+}
+
+// autoDecide applies the first matching rule to r, which just became
+// ready. It reports whether r was decided. Called with g.mu held.
+func (g *Gate) autoDecide(r *request) bool {
+	now := g.cfg.Now()
+	i := g.ruleFor(r, now)
+	if i < 0 {
+		return false
+	}
+	rule := &g.cfg.Rules[i]
+	if err := g.apply(r, rule.Action, "policy:"+rule.Name, "", now); err != nil {
+		g.log.Error("policy decision not applied", "code", r.code, "err", err)
+		return false
+	}
+	if rule.Max > 0 {
+		g.ruleUses[i] = append(g.ruleUses[i], now)
+	}
+	if rule.Action == StateDenied {
+		g.keepDenial(r)
+	}
+	return true
+}
+
+// maxRuleDenials bounds the denials by rules that are kept to answer 403.
+// A rule denies what anyone sends it, at the rate it is sent, and each
+// denial is kept for DeniedTTL; the oldest beyond the bound are dropped,
+// as if their time were up (a retry meets the same rule again).
+const maxRuleDenials = 4096
+
+// keepDenial counts r, just denied by a rule, against maxRuleDenials.
+// Called with g.mu held.
+func (g *Gate) keepDenial(r *request) {
+	g.denials = append(g.denials, r)
+	if len(g.denials) <= maxRuleDenials {
+		return
+	}
+	drop := len(g.denials) - maxRuleDenials
+	for _, old := range g.denials[:drop] {
+		if g.requests[old.key] == old {
+			delete(g.requests, old.key)
+		}
+	}
+	g.denials = slices.Delete(g.denials, 0, drop)
 }

@@ -34,19 +34,38 @@ hosts = ["evil*"]
 		t.Fatalf("rules = %+v", rules)
 	}
 	for name, bad := range map[string]string{
-		"unknown key":     "[[rule]]\naction = \"approve\"\nsource = [\"10.0.0.0/8\"]\n",
-		"action":          "[[rule]]\naction = \"allow\"\n",
-		"source":          "[[rule]]\naction = \"approve\"\nsources = [\"10.0.0.0/33\"]\n",
-		"host pattern":    "[[rule]]\naction = \"approve\"\nhosts = [\"[\"]\n",
-		"window":          "[[rule]]\naction = \"approve\"\nwindow = \"8-18\"\n",
-		"max without per": "[[rule]]\naction = \"approve\"\nmax = 3\n",
-		"per":             "[[rule]]\naction = \"approve\"\nmax = 3\nper = \"soon\"\n",
-		"max on deny":     "[[rule]]\naction = \"deny\"\nmax = 3\nper = \"1h\"\n",
-		"not TOML":        "[[rule]\n",
+		"unknown key":            "[[rule]]\naction = \"approve\"\nsource = [\"10.0.0.0/8\"]\n",
+		"action":                 "[[rule]]\naction = \"allow\"\n",
+		"source":                 "[[rule]]\naction = \"approve\"\nsources = [\"10.0.0.0/33\"]\n",
+		"host pattern":           "[[rule]]\naction = \"approve\"\nhosts = [\"[\"]\n",
+		"window":                 "[[rule]]\naction = \"approve\"\nwindow = \"8-18\"\n",
+		"max without per":        "[[rule]]\naction = \"approve\"\nmax = 3\n",
+		"per":                    "[[rule]]\naction = \"approve\"\nmax = 3\nper = \"soon\"\n",
+		"max on deny":            "[[rule]]\naction = \"deny\"\nmax = 3\nper = \"1h\"\n",
+		"not TOML":               "[[rule]\n",
+		"approve anyone":         "[[rule]]\naction = \"approve\"\nhosts = [\"web-*\"]\n",
+		"any_source and sources": "[[rule]]\naction = \"approve\"\nany_source = true\nsources = [\"10.0.0.0/8\"]\n",
+		"any_source on deny":     "[[rule]]\naction = \"deny\"\nany_source = true\n",
+		"reserved source":        "reserved_sources = [\"10.0.0.0/33\"]\n",
 	} {
 		if _, err := gate.ParsePolicy([]byte(bad)); !errors.Is(err, gate.ErrBadPolicy) {
 			t.Errorf("%s: err = %v, want ErrBadPolicy", name, err)
 		}
+	}
+}
+
+// TestPolicyAnySource: an approve rule without sources approves anyone
+// who holds a sealed key and reaches the gate, so it must say so.
+func TestPolicyAnySource(t *testing.T) {
+	_, err := gate.ParsePolicy([]byte("[[rule]]\nname = \"web\"\naction = \"approve\"\nhosts = [\"web-*\"]\n"))
+	if !errors.Is(err, gate.ErrApproveAnySource) || !errors.Is(err, gate.ErrBadPolicy) ||
+		err.Error() != "bad policy: rule 1 (web): an approve rule without sources approves anyone who can reach the gate with a sealed key" {
+		t.Fatalf("approve rule without sources: %v", err)
+	}
+	p, err := gate.ParsePolicyFile([]byte("reserved_sources = [\"10.2.0.0/16\", \"192.0.2.7\"]\n[[rule]]\naction = \"approve\"\nany_source = true\nhosts = [\"web-*\"]\n"))
+	if err != nil || len(p.Rules) != 1 || !p.Rules[0].AnySource || len(p.Rules[0].Sources) != 0 ||
+		len(p.Reserved) != 2 || p.Reserved[1].String() != "192.0.2.7/32" {
+		t.Fatalf("any_source = true: %+v, %v", p, err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -114,7 +115,24 @@ type cdpReply struct {
 
 func startChromium(t *testing.T) *browser {
 	t.Helper()
+	return startChromiumIn(t, "", "")
+}
+
+// startChromiumIn starts Chromium with HOME set to home (where it finds
+// its NSS database, $HOME/.pki/nssdb) unless empty, and with prefs as its
+// profile's Preferences file unless empty.
+func startChromiumIn(t *testing.T, home, prefs string) *browser {
+	t.Helper()
 	path := testenv.LookTool(t, "chromium", "chromium")
+	profile := t.TempDir()
+	if prefs != "" {
+		if err := os.MkdirAll(filepath.Join(profile, "Default"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(profile, "Default", "Preferences"), []byte(prefs), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	toChrome, ours, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -124,11 +142,14 @@ func startChromium(t *testing.T) *browser {
 		t.Fatal(err)
 	}
 	args := []string{"--headless=new", "--remote-debugging-pipe", "--disable-gpu", "--no-first-run",
-		"--no-default-browser-check", "--disable-extensions", "--user-data-dir=" + t.TempDir(), "about:blank"}
+		"--no-default-browser-check", "--disable-extensions", "--user-data-dir=" + profile, "about:blank"}
 	if os.Geteuid() == 0 {
 		args = append(args, "--no-sandbox") // Chromium refuses to run as root with its sandbox
 	}
 	cmd := exec.Command(path, args...)
+	if home != "" {
+		cmd.Env = append(os.Environ(), "HOME="+home)
+	}
 	cmd.ExtraFiles = []*os.File{toChrome, theirs} // fd 3: it reads; fd 4: it writes
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -3,11 +3,15 @@ package gate
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 )
 
@@ -16,6 +20,12 @@ import (
 // receiver answers 2xx or the attempts run out.
 type Webhook struct {
 	URL string
+	// Secret, if set, signs each delivery: WebhookSignatureHeader is
+	// "t=UNIX,v1=HEX", HEX the HMAC-SHA256 under Secret of the decimal
+	// UNIX time, ".", and the body exactly as sent. Each attempt is
+	// signed at its own time, so a receiver that refuses old times sees a
+	// replay. See docs/approval.md, "Webhook".
+	Secret []byte
 	// HTTP is the client; nil means one with a 10 s timeout.
 	HTTP *http.Client
 	// Attempts bounds the deliveries of one event; zero means 5.
@@ -29,6 +39,19 @@ type Webhook struct {
 type WebhookEvent struct {
 	Event   string  `json:"event"` // "pending"
 	Request Request `json:"request"`
+}
+
+// WebhookSignatureHeader carries a delivery's signature (Webhook.Secret).
+const WebhookSignatureHeader = "Sealgate-Signature"
+
+// signWebhook is the WebhookSignatureHeader value for body sent at now.
+func signWebhook(secret []byte, now time.Time, body []byte) string {
+	t := strconv.FormatInt(now.Unix(), 10)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(t))
+	mac.Write([]byte("."))
+	mac.Write(body)
+	return "t=" + t + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
 // maxWebhooks bounds the deliveries in flight; beyond it events are
@@ -101,6 +124,9 @@ func (wh *Webhook) deliver(ctx context.Context, body []byte) error {
 			return fmt.Errorf("webhook at %s: %v", host, err)
 		}
 		req.Header.Set("Content-Type", "application/json")
+		if len(wh.Secret) > 0 {
+			req.Header.Set(WebhookSignatureHeader, signWebhook(wh.Secret, time.Now(), body))
+		}
 		resp, err := hc.Do(req)
 		if err != nil {
 			last = fmt.Errorf("webhook at %s: attempt %d of %d: unreachable", host, i+1, attempts)
