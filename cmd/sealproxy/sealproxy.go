@@ -57,7 +57,7 @@ func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout
 	case "run":
 		return d.cmdRun(ctx, rest, stderr)
 	case "check":
-		return cmdCheck(d.untilSignal(ctx), rest, stdout)
+		return cmdCheck(d.untilSignal(ctx), rest, stdout, stderr)
 	case "service":
 		return cmdService(ctx, rest, stdout, stderr)
 	case "version":
@@ -136,7 +136,7 @@ func loadConfig(path string, checking bool) (*config.Config, error) {
 	return cfg, nil
 }
 
-func cmdCheck(ctx context.Context, args []string, stdout io.Writer) error {
+func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path, err := configFlag("check", args, nil)
 	if err != nil {
 		return err
@@ -147,6 +147,9 @@ func cmdCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if _, err := proxy.Build(ctx, cfg, nil, nil); err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "certificate and CA paths are relative to the configuration file's directory")
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "sealproxy: warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "%s: configuration is valid: %d listener(s), %d key(s) (keys were not opened)\n",
 		path, len(cfg.Listeners), len(cfg.Keys))
