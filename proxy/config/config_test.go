@@ -189,6 +189,20 @@ func TestWarnings(t *testing.T) {
 	}
 }
 
+// TestWarnsConnectLocalhost: a connect destination named localhost is
+// always refused after resolution; check says how to allow it.
+func TestWarnsConnectLocalhost(t *testing.T) {
+	cfg, err := Parse("c.toml", []byte(strings.Replace(strings.Replace(base, `"offload"`, `"connect"`, 1), "backend = \"127.0.0.1:9000\"\n",
+		"[listener.tls]\nclient_auth = \"require\"\nclient_ca = \"ca.pem\"\n[listener.connect]\nallow = [\"127.0.0.1:5432\", \"LocalHost:6379\"]\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `c.toml:15: listener[0].connect.allow: destination "LocalHost:6379" resolves to loopback, which connect refuses unless an entry names the address: write 127.0.0.1:6379 or [::1]:6379`
+	if len(cfg.Warnings) != 1 || cfg.Warnings[0].Error() != want {
+		t.Errorf("warnings %v, want %q", cfg.Warnings, want)
+	}
+}
+
 func TestLoopback(t *testing.T) {
 	for addr, want := range map[string]bool{
 		"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:9090": true, "unix:/run/a.sock": true,

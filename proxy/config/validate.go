@@ -309,6 +309,8 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 		host, port, err := net.SplitHostPort(d)
 		if err != nil || host == "" || (port != "*" && !validPort(port)) {
 			v.errorf(p+".connect.allow", "destination %q: want host:port, the port may be *", d)
+		} else if h := strings.ToLower(strings.TrimSuffix(host, ".")); h == "localhost" || strings.HasSuffix(h, ".localhost") {
+			v.warnf(p+".connect.allow", "destination %q resolves to loopback, which connect refuses unless an entry names the address: write 127.0.0.1:%s or [::1]:%s", d, port, port)
 		}
 	}
 }
