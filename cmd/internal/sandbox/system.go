@@ -110,7 +110,13 @@ func TrustStore(files, dirs, sources []string) []string {
 		if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 			return
 		}
-		if target, err := filepath.EvalSymlinks(path); err == nil && !covered(target) {
+		target, err := filepath.EvalSymlinks(path)
+		if err != nil || covered(target) {
+			return
+		}
+		// Go reads files there, not directories: a link to a directory
+		// adds nothing (a rule on it would open all beneath).
+		if fi, err := os.Stat(target); err == nil && fi.Mode().IsRegular() {
 			out = append(out, target)
 		}
 	}

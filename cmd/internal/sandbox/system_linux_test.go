@@ -58,6 +58,7 @@ func TestTrustStoreConfines(t *testing.T) {
 		"ssl/certs/1a2b.0":    "root.pem",
 		"ssl/certs/extra.pem": filepath.Join(dir, "elsewhere/extra.crt"),
 		"ssl/cert.pem":        "certs/bundle.crt",
+		"ssl/certs/keys":      filepath.Join(dir, "ssl/private"), // a directory: Go reads no file through it
 	} {
 		if err := os.Symlink(target, filepath.Join(dir, link)); err != nil {
 			t.Fatal(err)
