@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -26,10 +27,14 @@ func (s *Server) dialBackend(c *conn, backends []Backend) (*endpoint, error) {
 			c.backendName = b.String()
 			return ep, nil
 		}
-		if c.ctx.Err() != nil {
+		if c.ctx.Err() != nil || errors.Is(err, errForbiddenDestination) {
 			return nil, err
 		}
-		s.opts.Metrics.BackendErrors.WithLabelValues(c.cfg.Name, b.String()).Inc()
+		label := b.String()
+		if c.cfg.Mode == ModeConnect {
+			label = c.connectRule // the client chose b: bounded by the allow-list
+		}
+		s.opts.Metrics.BackendErrors.WithLabelValues(c.cfg.Name, label).Inc()
 		s.opts.Log.Warn("backend failed", "listener", c.cfg.Name, "backend", b.String(), "err", err)
 		errs = append(errs, err)
 	}
@@ -40,6 +45,12 @@ func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ConnectTimeout)
 	defer cancel()
 	var d net.Dialer
+	if c.cfg.Mode == ModeConnect {
+		allow := c.cfg.ConnectAllow
+		d.ControlContext = func(_ context.Context, _, address string, _ syscall.RawConn) error {
+			return checkConnectAddr(allow, address)
+		}
+	}
 	raw, err := d.DialContext(ctx, b.Network, b.Address)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to backend %s: %w", b, err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/crypto/ocsp"
@@ -162,13 +163,23 @@ func serverTLS(cfg *config.Config, t *config.TLS, served []*tls.Certificate, sta
 	}
 	tc.MinVersion, _ = config.Version(t.MinVersion)
 	tc.MaxVersion, _ = config.Version(t.MaxVersion)
-	for _, name := range t.CipherSuites {
-		id, _ := config.CipherSuite(name)
-		tc.CipherSuites = append(tc.CipherSuites, id)
+	// Mozilla's intermediate profile unless the configuration names its
+	// own: Go's defaults still offer TLS 1.2 CBC suites.
+	tc.CipherSuites = slices.Clone(config.IntermediateSuites)
+	if len(t.CipherSuites) > 0 {
+		tc.CipherSuites = tc.CipherSuites[:0]
+		for _, name := range t.CipherSuites {
+			id, _ := config.CipherSuite(name)
+			tc.CipherSuites = append(tc.CipherSuites, id)
+		}
 	}
-	for _, name := range t.Curves {
-		id, _ := config.Curve(name)
-		tc.CurvePreferences = append(tc.CurvePreferences, id)
+	tc.CurvePreferences = slices.Clone(config.IntermediateCurves)
+	if len(t.Curves) > 0 {
+		tc.CurvePreferences = tc.CurvePreferences[:0]
+		for _, name := range t.Curves {
+			id, _ := config.Curve(name)
+			tc.CurvePreferences = append(tc.CurvePreferences, id)
+		}
 	}
 	switch t.ClientAuth {
 	case "request":

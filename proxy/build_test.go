@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
@@ -295,4 +296,115 @@ allow = ["127.0.0.1:`+echoPort+`"]
 	}
 	br.ReadString('\n')
 	echoOnce(t, c, br, "tunnelled")
+}
+
+// TestDefaultsIntermediate: without cipher_suites and curves a listener
+// speaks Mozilla's intermediate profile: a TLS 1.2 client that offers
+// only CBC suites, or only P-521, is refused (Go's own defaults accept
+// both), while AES-GCM, ChaCha20-Poly1305 and the profile's groups work.
+// A CBC suite named in cipher_suites is served.
+func TestDefaultsIntermediate(t *testing.T) {
+	f := newBuildFixture(t)
+	echo := startEcho(t, nil)
+	listener := func(tlsTable string) string {
+		return buildKeys + `
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+mode = "offload"
+keys = ["web"]
+backend = "` + echo.addr() + `"
+` + tlsTable
+	}
+	serve := func(cfg *config.Config) string {
+		lcs, err := Build(context.Background(), cfg, f.open, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return start(t, lcs[0], nil).addr
+	}
+	defaults := serve(f.config(t, listener("")))
+	withCBC := serve(f.config(t, listener("[listener.tls]\ncipher_suites = [\"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA\"]\n")))
+
+	tls12 := func(suites []uint16, curves []tls.CurveID) *tls.Config {
+		c := clientConfig(f.p, "web.test")
+		c.MaxVersion = tls.VersionTLS12
+		c.CipherSuites, c.CurvePreferences = suites, curves
+		return c
+	}
+	cbc := []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA,
+		tls.TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA, tls.TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA}
+	for _, tt := range []struct {
+		name string
+		addr string
+		cfg  *tls.Config
+		ok   bool
+	}{
+		{"CBC only", defaults, tls12(cbc, nil), false},
+		{"AES-GCM", defaults, tls12([]uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384}, nil), true},
+		{"ChaCha20-Poly1305", defaults, tls12([]uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256}, nil), true},
+		{"P-521 only", defaults, tls12(nil, []tls.CurveID{tls.CurveP521}), false},
+		{"P-384", defaults, tls12(nil, []tls.CurveID{tls.CurveP384}), true},
+		{"TLS 1.3 X25519MLKEM768", defaults, func() *tls.Config {
+			c := clientConfig(f.p, "web.test")
+			c.CurvePreferences = []tls.CurveID{tls.X25519MLKEM768}
+			return c
+		}(), true},
+		{"CBC named in cipher_suites", withCBC, tls12(cbc, nil), true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := dialTLS(t, tt.addr, tt.cfg)
+			if err == nil {
+				defer c.Close()
+				if got := roundTrip(t, c, "x"); got != "x" {
+					t.Fatalf("echo %q", got)
+				}
+			}
+			if (err == nil) != tt.ok {
+				t.Fatalf("handshake err = %v, want success %v", err, tt.ok)
+			}
+		})
+	}
+}
+
+// TestAllowRulesNeedACertificate: a listener whose tls.Config only asks
+// for a certificate (VerifyClientCertIfGiven, as client_auth = "request"
+// builds) refuses a client that shows none when allow rules exist; the
+// configuration refuses that combination too, this is the second fence.
+func TestAllowRulesNeedACertificate(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.TLS.ClientAuth = tls.VerifyClientCertIfGiven
+	cfg.TLS.ClientCAs = p.ca.Pool()
+	cfg.TLS.VerifyConnection = (&AllowRules{CN: []string{"alice"}}).VerifyConnection()
+	srv := start(t, cfg, nil)
+
+	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
+	if err == nil {
+		// TLS 1.3: the refusal arrives with the first read; an echo means
+		// the client got through.
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, "x")
+		var got []byte
+		got, err = io.ReadAll(c)
+		c.Close()
+		if string(got) == "x" {
+			t.Fatal("a client without a certificate passed the allow rules")
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "bad certificate") {
+		t.Fatalf("no refusal: %v", err)
+	}
+	withCert := clientConfig(p, "web.test")
+	withCert.Certificates = []tls.Certificate{p.client.TLSCertificate()}
+	c, err = dialTLS(t, srv.addr, withCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := roundTrip(t, c, "alice"); got != "alice" {
+		t.Fatalf("echo %q", got)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -46,6 +48,7 @@ func readConnect(c *conn, tc *tls.Conn) (dest string, early []byte, err error) {
 		return "", nil, err
 	}
 	c.backendName = dest
+	c.connectRule = connectRule(c.cfg.ConnectAllow, dest)
 	return dest, early, nil
 }
 
@@ -76,9 +79,16 @@ func parseConnect(allow []string, req []byte) (dest string, early []byte, status
 // connectAllowed matches host:port against patterns host:port where the
 // host may be *.domain and the port *.
 func connectAllowed(allow []string, dest string) bool {
+	return connectRule(allow, dest) != ""
+}
+
+// connectRule returns the first allow-list entry dest matches, or "".
+// It names the destination in metrics: the entries are the operator's
+// and few, the destinations the clients' and unbounded.
+func connectRule(allow []string, dest string) string {
 	host, port, err := net.SplitHostPort(dest)
 	if err != nil || host == "" {
-		return false
+		return ""
 	}
 	for _, p := range allow {
 		ph, pp, err := net.SplitHostPort(p)
@@ -86,8 +96,77 @@ func connectAllowed(allow []string, dest string) bool {
 			continue
 		}
 		if matchDNS(ph, host) {
-			return true
+			return p
 		}
 	}
-	return false
+	return ""
+}
+
+// errForbiddenDestination is matched by a CONNECT whose name resolved to
+// an address of the proxy's own host or network.
+var errForbiddenDestination = errors.New("destination address not allowed")
+
+// checkConnectAddr is the dialer's last word on a CONNECT destination, on
+// the address actually dialed (after resolution, for each address tried,
+// so a name cannot be re-resolved in between): loopback, link-local
+// (169.254.169.254, cloud metadata), unspecified, multicast and the
+// metadata services' other addresses are refused unless an allow entry
+// names that address literally ("127.0.0.1:6379", "[::1]:*"). A name
+// that matches a wildcard, or even an exact name, is not enough: whoever
+// controls its DNS chooses the address.
+func checkConnectAddr(allow []string, address string) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("%w: %q is not an address", errForbiddenDestination, address)
+	}
+	ip := ap.Addr().Unmap().WithZone("")
+	if !internalAddr(ip) {
+		return nil
+	}
+	port := strconv.Itoa(int(ap.Port()))
+	for _, p := range allow {
+		ph, pp, err := net.SplitHostPort(p)
+		if err != nil || (pp != "*" && pp != port) {
+			continue
+		}
+		if a, err := netip.ParseAddr(ph); err == nil && a.Unmap() == ip {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s is a %s address; only an allow entry naming it (%s) permits it",
+		errForbiddenDestination, ip, addrKind(ip), net.JoinHostPort(ip.String(), port))
+}
+
+var (
+	thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+	nat64       = netip.MustParsePrefix("64:ff9b::/96")
+	// Cloud metadata services outside link-local: AWS's IPv6 endpoint.
+	metadataV6 = netip.MustParseAddr("fd00:ec2::254")
+)
+
+// internalAddr reports addresses that reach the proxy's host or its
+// link rather than a destination: loopback, link-local, unspecified,
+// 0.0.0.0/8 (Linux connects it to the host), multicast, a metadata
+// endpoint, or one of those behind NAT64.
+func internalAddr(ip netip.Addr) bool { return addrKind(ip) != "" }
+
+// addrKind names the kind of an internal address, "" for others.
+func addrKind(ip netip.Addr) string {
+	if nat64.Contains(ip) {
+		b := ip.As16()
+		ip = netip.AddrFrom4([4]byte(b[12:]))
+	}
+	switch {
+	case ip.IsLoopback():
+		return "loopback"
+	case ip.IsUnspecified(), thisNetwork.Contains(ip):
+		return "unspecified"
+	case ip == netip.AddrFrom4([4]byte{169, 254, 169, 254}), ip == metadataV6:
+		return "cloud metadata"
+	case ip.IsLinkLocalUnicast():
+		return "link-local"
+	case ip.IsMulticast():
+		return "multicast"
+	}
+	return ""
 }

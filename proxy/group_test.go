@@ -312,28 +312,109 @@ func TestAdminReload(t *testing.T) {
 		return nil
 	}
 	h := AdminHandler(prometheus.NewRegistry(), func() bool { return true }, reload)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	port := srv.Listener.Addr().(*net.TCPAddr).Port
+	post := func(method, host string, header map[string]string, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, srv.URL+"/reload", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if host != "" {
+			req.Host = host
+		}
+		for k, v := range header {
+			req.Header.Set(k, v)
+		}
+		resp, err := srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	self := fmt.Sprintf("127.0.0.1:%d", port)
 	for _, tt := range []struct {
+		name   string
 		method string
+		host   string
+		header map[string]string
+		body   string
 		fail   bool
 		code   int
-		body   string
+		resp   string
 	}{
-		{http.MethodPost, false, 200, "reloaded\n"},
-		{http.MethodPost, true, 500, "the previous configuration stays: bad\n"},
-		{http.MethodGet, false, http.StatusMethodNotAllowed, ""},
+		{"curl -X POST", http.MethodPost, "", nil, "", false, 200, "reloaded\n"},
+		{"localhost", http.MethodPost, fmt.Sprintf("LocalHost:%d", port), nil, "", false, 200, "reloaded\n"},
+		{"failed reload", http.MethodPost, "", nil, "", true, 500, "the previous configuration stays: bad\n"},
+		{"GET", http.MethodGet, "", nil, "", false, http.StatusMethodNotAllowed, ""},
+		{"same origin", http.MethodPost, "", map[string]string{"Origin": "http://" + self, "Sec-Fetch-Site": "same-origin"}, "", false, 200, "reloaded\n"},
+		// DNS rebinding: the page's own name now resolves to 127.0.0.1, so
+		// to the browser the request is same-origin; Host gives it away.
+		{"rebinding", http.MethodPost, fmt.Sprintf("attacker.example:%d", port), map[string]string{"Origin": fmt.Sprintf("http://attacker.example:%d", port), "Sec-Fetch-Site": "same-origin"}, "", false, 403, "is not this admin listener"},
+		{"rebinding without port", http.MethodPost, "attacker.example", nil, "", false, 403, "is not this admin listener"},
+		{"another port", http.MethodPost, "127.0.0.1:1", nil, "", false, 403, "is not this admin listener"},
+		{"cross-site page", http.MethodPost, "", map[string]string{"Origin": "https://attacker.example"}, "", false, 403, "cross-origin request"},
+		{"other localhost port", http.MethodPost, "", map[string]string{"Origin": "http://localhost:8000"}, "", false, 403, "cross-origin request"},
+		{"null origin", http.MethodPost, "", map[string]string{"Origin": "null"}, "", false, 403, "cross-origin request"},
+		{"cross-site fetch", http.MethodPost, "", map[string]string{"Sec-Fetch-Site": "cross-site"}, "", false, 403, "Sec-Fetch-Site"},
+		{"same-site fetch", http.MethodPost, "", map[string]string{"Sec-Fetch-Site": "same-site"}, "", false, 403, "Sec-Fetch-Site"},
+		{"text/plain body", http.MethodPost, "", map[string]string{"Content-Type": "text/plain;charset=UTF-8"}, "x", false, 415, "what a web form sends"},
+		{"form body", http.MethodPost, "", map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, "a=b", false, 415, "what a web form sends"},
 	} {
-		fail = tt.fail
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, httptest.NewRequest(tt.method, "/reload", nil))
-		if rec.Code != tt.code || !strings.HasSuffix(rec.Body.String(), tt.body) {
-			t.Errorf("%s /reload = %d %q, want %d %q", tt.method, rec.Code, rec.Body.String(), tt.code, tt.body)
+		t.Run(tt.name, func(t *testing.T) {
+			before := calls
+			fail = tt.fail
+			code, body := post(tt.method, tt.host, tt.header, tt.body)
+			if code != tt.code || !strings.Contains(body, tt.resp) {
+				t.Errorf("%s /reload = %d %q, want %d %q", tt.method, code, body, tt.code, tt.resp)
+			}
+			if called := calls > before; called != (tt.code == 200 || tt.code == 500) {
+				t.Errorf("reload called: %v", called)
+			}
+		})
+	}
+
+	// A unix socket is out of a browser's reach: any Host, no Origin.
+	sock := filepath.Join(t.TempDir(), "admin.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	us := &http.Server{Handler: h}
+	go us.Serve(ln)
+	defer us.Close()
+	uc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	for _, tt := range []struct {
+		origin string
+		code   int
+	}{{"", 200}, {"https://attacker.example", 403}} {
+		req, _ := http.NewRequest(http.MethodPost, "http://sealproxy/reload", nil)
+		if tt.origin != "" {
+			req.Header.Set("Origin", tt.origin)
+		}
+		resp, err := uc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.code {
+			t.Errorf("unix socket, Origin %q: %d, want %d", tt.origin, resp.StatusCode, tt.code)
 		}
 	}
-	if calls != 2 {
-		t.Errorf("reload called %d times, want 2", calls)
+
+	// Outside an http.Server (no local address) the request is refused.
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/reload", nil))
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("POST /reload without a listener = %d, want 403", rec.Code)
 	}
 	// Without a reload function there is no /reload.
-	rec := httptest.NewRecorder()
+	rec = httptest.NewRecorder()
 	AdminHandler(prometheus.NewRegistry(), func() bool { return true }, nil).ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/reload", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("POST /reload without reload = %d, want 404", rec.Code)

@@ -234,3 +234,40 @@ func TestCurlClientCertificates(t *testing.T) {
 		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "client_denied")) == 1
 	})
 }
+
+// TestTicketLifetimeHint pins what docs/configuration.md says of the
+// session ticket lifetime hint, which crypto/tls sets and sealproxy
+// cannot: 7 days in TLS 1.3 tickets, none in TLS 1.2 tickets. The
+// tickets themselves resume for at most three rotation periods
+// (TestSessionTicketsSurviveReloadAndRotate). Should Go ever make the
+// hint follow the keys, this fails and the docs change.
+func TestTicketLifetimeHint(t *testing.T) {
+	openssl := testenv.LookTool(t, "openssl", "openssl")
+	p := newPKI(t)
+	caFile := p.ca.WriteCA(t, t.TempDir(), "ca.pem")
+	cfg := listenerConfig(ModeOffload, startLineBackend(t))
+	cfg.TLS = serverTLSConfig(t, p.web)
+	srv := start(t, cfg, nil)
+	for _, tt := range []struct {
+		version, hint string
+	}{
+		{"-tls1_3", "TLS session ticket lifetime hint: 604800 (seconds)"},
+		{"-tls1_2", ""},
+	} {
+		out := runTool(t, "ping\n", openssl, "s_client", "-connect", srv.addr, "-CAfile", caFile,
+			"-verify_return_error", "-ign_eof", "-servername", "web.test", tt.version)
+		if !strings.Contains(out, "pong: ping") || !strings.Contains(out, "TLS session ticket:") {
+			t.Fatalf("%s: no ticket or no echo:\n%s", tt.version, out)
+		}
+		got := ""
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "lifetime hint") {
+				got = strings.TrimSpace(line)
+				break
+			}
+		}
+		if got != tt.hint {
+			t.Errorf("%s: lifetime hint %q, want %q", tt.version, got, tt.hint)
+		}
+	}
+}

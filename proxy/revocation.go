@@ -98,6 +98,12 @@ func verifyClient(rules *AllowRules, rev *Revocations) func(tls.ConnectionState)
 	}
 	return func(cs tls.ConnectionState) error {
 		if len(cs.PeerCertificates) == 0 {
+			// Under VerifyClientCertIfGiven a client may show none; rules
+			// that name who may pass then refuse it (the configuration
+			// already refuses "request" with rules).
+			if !rules.empty() {
+				return errClientDenied
+			}
 			return nil
 		}
 		for _, chain := range cs.VerifiedChains {

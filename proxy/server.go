@@ -219,7 +219,10 @@ type conn struct {
 	src, dst netip.AddrPort
 
 	sni, client, backendName string
-	tlsState                 *tls.ConnectionState
+	// connectRule is the allow-list entry a CONNECT matched: its
+	// destination's name in metrics.
+	connectRule string
+	tlsState    *tls.ConnectionState
 }
 
 // remote names the client for logs.
@@ -348,12 +351,16 @@ func (s *Server) setup(c *conn) (*relay, string, error) {
 
 	back, err := s.dialBackend(c, backends)
 	if err != nil {
+		reason, status := "backend_unavailable", "502 Bad Gateway"
+		if errors.Is(err, errForbiddenDestination) {
+			reason, status = "connect_refused", "403 Forbidden"
+		}
 		if c.cfg.Mode == ModeConnect {
 			_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
-			_, _ = io.WriteString(client.rw, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+			_, _ = io.WriteString(client.rw, "HTTP/1.1 "+status+"\r\nContent-Length: 0\r\n\r\n")
 		}
 		client.close()
-		return nil, "backend_unavailable", err
+		return nil, reason, err
 	}
 	if c.cfg.Mode == ModeConnect {
 		_ = c.raw.SetWriteDeadline(time.Now().Add(c.cfg.HandshakeTimeout))

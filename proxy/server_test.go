@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
@@ -838,5 +840,116 @@ func TestBridgeResumesUpstreamAndBackendSpeaksFirst(t *testing.T) {
 		if got := <-resumed; got != wantResumed {
 			t.Errorf("connection %d: upstream resumed = %v, want %v", i, got, wantResumed)
 		}
+	}
+}
+
+// TestConnectInternalDestinations: a name that an allow entry matches
+// but that resolves to loopback ("localhost", matched by the wildcard
+// entry "localhost:*") is refused with 403 after resolution, and the
+// backend sees nothing; an entry naming 127.0.0.1 literally permits it.
+func TestConnectInternalDestinations(t *testing.T) {
+	p := newPKI(t)
+	echo := startEcho(t, nil)
+	_, echoPort, _ := net.SplitHostPort(echo.addr())
+	withCert := clientConfig(p, "web.test")
+	withCert.Certificates = []tls.Certificate{p.client.TLSCertificate()}
+	connect := func(allow []string, dest string) string {
+		t.Helper()
+		cfg := listenerConfig(ModeConnect)
+		cfg.TLS = serverTLSConfig(t, p.web)
+		cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.TLS.ClientCAs = p.ca.Pool()
+		cfg.ConnectAllow = allow
+		srv := start(t, cfg, nil)
+		c, err := dialTLS(t, srv.addr, withCert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", dest)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		status, _ := bufio.NewReader(c).ReadString('\n')
+		return status
+	}
+	localhost := "localhost:" + echoPort
+	if status := connect([]string{"localhost:*"}, localhost); !strings.HasPrefix(status, "HTTP/1.1 403") {
+		t.Errorf("CONNECT %s under localhost:* = %q, want 403", localhost, status)
+	}
+	if status := connect([]string{"*.example.com:*", "localhost:" + echoPort}, localhost); !strings.HasPrefix(status, "HTTP/1.1 403") {
+		t.Errorf("CONNECT %s under an exact name = %q, want 403", localhost, status)
+	}
+	if status := connect([]string{"localhost:*", "127.0.0.1:" + echoPort}, localhost); !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Errorf("CONNECT %s with 127.0.0.1 listed = %q, want 200", localhost, status)
+	}
+	if status := connect([]string{"127.0.0.1:*"}, echo.addr()); !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Errorf("CONNECT %s under 127.0.0.1:* = %q, want 200", echo.addr(), status)
+	}
+}
+
+func TestCheckConnectAddr(t *testing.T) {
+	allow := []string{"*.example.com:*", "127.0.0.1:6379", "[::1]:*"}
+	for addr, ok := range map[string]bool{
+		"192.0.2.10:443":          true,
+		"127.0.0.1:6379":          true,
+		"127.0.0.1:22":            false,
+		"127.0.0.2:6379":          false,
+		"[::1]:22":                true,
+		"[::ffff:127.0.0.1]:6379": true,
+		"[::ffff:127.0.0.1]:22":   false,
+		"169.254.169.254:80":      false,
+		"169.254.1.1:80":          false,
+		"[fe80::1%eth0]:80":       false,
+		"0.0.0.0:80":              false,
+		"0.1.2.3:80":              false,
+		"[::]:80":                 false,
+		"[fd00:ec2::254]:80":      false,
+		"[64:ff9b::a9fe:a9fe]:80": false,
+		"224.0.0.1:80":            false,
+		"[2001:db8::1]:443":       true,
+		"not an address":          false,
+	} {
+		err := checkConnectAddr(allow, addr)
+		if (err == nil) != ok || (err != nil && !errors.Is(err, errForbiddenDestination)) {
+			t.Errorf("checkConnectAddr(%q) = %v, want allowed %v", addr, err, ok)
+		}
+	}
+}
+
+// TestConnectMetricsBounded: failed CONNECTs to many destinations count
+// under the allow entry they matched, not under each destination.
+func TestConnectMetricsBounded(t *testing.T) {
+	p := newPKI(t)
+	cfg := listenerConfig(ModeConnect)
+	cfg.TLS = serverTLSConfig(t, p.web)
+	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
+	cfg.TLS.ClientCAs = p.ca.Pool()
+	cfg.ConnectAllow = []string{"*.example.com:443", "127.0.0.1:*"}
+	srv := start(t, cfg, nil)
+	withCert := clientConfig(p, "web.test")
+	withCert.Certificates = []tls.Certificate{p.client.TLSCertificate()}
+	for range 5 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := ln.Addr().String() // nothing listens there once closed
+		ln.Close()
+		c, err := dialTLS(t, srv.addr, withCert)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", closed)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		status, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if !strings.HasPrefix(status, "HTTP/1.1 502") {
+			t.Fatalf("CONNECT %s = %q, want 502", closed, status)
+		}
+	}
+	if n := testutil.CollectAndCount(srv.metrics.BackendErrors); n != 1 {
+		t.Errorf("%d backend error series, want 1", n)
+	}
+	if got := counter(srv.metrics.BackendErrors.WithLabelValues("test", "127.0.0.1:*")); got != 5 {
+		t.Errorf("backend errors under 127.0.0.1:* = %v, want 5", got)
 	}
 }

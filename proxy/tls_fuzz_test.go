@@ -77,7 +77,7 @@ keys = ["web", "api"]
 backends = ["127.0.0.1:1"]
 [listener.tls]
 alpn = ["h2", "http/1.1"]
-client_auth = "request"
+client_auth = "require"
 client_ca = "clients.pem"
 crl = ["clients.crl"]
 [listener.tls.allow]

@@ -302,7 +302,7 @@ server_name = "app"
 	p := sandboxPolicy(cfg)
 	etc := filepath.Join(dir, "etc")
 	for _, want := range []string{etc, filepath.Join(etc, "certs"), archive, "/srv/sealed", "/srv/ocsp", "/opt/hsm/lib", "/usr/lib",
-		"/run/pins", "/srv/clients", "/srv/crl", "/srv/crl2", "/srv/upstream", filepath.Join(etc, "extra"), "/etc/ssl", "/etc/resolv.conf"} {
+		"/run/pins", "/srv/clients", "/srv/crl", "/srv/crl2", "/srv/upstream", filepath.Join(etc, "extra"), "/etc/ssl/certs", "/etc/resolv.conf"} {
 		if !slices.Contains(p.Read, want) {
 			t.Errorf("read lacks %s: %q", want, p.Read)
 		}
@@ -313,7 +313,7 @@ server_name = "app"
 	if want := []string{"/run/sealproxy", filepath.Join(etc, "sockets")}; !slices.Equal(p.Sockets, want) {
 		t.Errorf("sockets = %q, want %q", p.Sockets, want)
 	}
-	for _, not := range []string{"/run/app/app.sock", filepath.Join(dir, "x"), "/etc/shadow", "/srv/x", "/x"} {
+	for _, not := range []string{"/run/app/app.sock", filepath.Join(dir, "x"), "/etc/shadow", "/srv/x", "/x", "/etc/ssl/private/web.key", "/etc/pki/tls/private/web.key"} {
 		if p.Readable(not) {
 			t.Errorf("%s is readable", not)
 		}

@@ -59,7 +59,7 @@ func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout
 	case "run":
 		return d.cmdRun(ctx, rest, stderr)
 	case "check":
-		return cmdCheck(d.untilSignal(ctx), rest, stdout)
+		return cmdCheck(d.untilSignal(ctx), rest, stdout, stderr)
 	case "reload":
 		return cmdReload(d.untilSignal(ctx), rest, stdout)
 	case "service":
@@ -148,7 +148,7 @@ func loadConfig(path string, checking bool) (*config.Config, error) {
 	return cfg, nil
 }
 
-func cmdCheck(ctx context.Context, args []string, stdout io.Writer) error {
+func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	path, err := configFlag("check", args, nil)
 	if err != nil {
 		return err
@@ -159,6 +159,9 @@ func cmdCheck(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if _, err := proxy.Build(ctx, cfg, nil, nil); err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "certificate and CA paths are relative to the configuration file's directory")
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(stderr, "sealproxy: warning: %s\n", w)
 	}
 	fmt.Fprintf(stdout, "%s: configuration is valid: %d listener(s), %d key(s) (keys were not opened)\n",
 		path, len(cfg.Listeners), len(cfg.Keys))

@@ -80,6 +80,33 @@ func TestCheckExampleConfig(t *testing.T) {
 	}
 }
 
+// TestCheckWarnsWeakSuites: a CBC suite named in cipher_suites is
+// accepted (old clients may need it) and check says what it gives up;
+// the example configuration, on the defaults, gets no warning.
+func TestCheckWarnsWeakSuites(t *testing.T) {
+	dir := t.TempDir()
+	testenv.NewCA(t, "test CA").Server(t, "web.test").WriteFiles(t, dir, "web")
+	path := filepath.Join(dir, "sealproxy.toml")
+	cfg := strings.Replace(exampleConfig, "\n[admin]", "\n[listener.tls]\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA\"]\n\n[admin]", 1)
+	for _, tt := range []struct {
+		cfg, warning string
+	}{
+		{exampleConfig, ""},
+		{cfg, "sealproxy: warning: " + path + ":14: listener[0].tls.cipher_suites: TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA is a CBC suite (MAC-then-encrypt: testssl.sh reports LUCKY13), outside Mozilla's intermediate profile (the default)"},
+	} {
+		if err := os.WriteFile(path, []byte(tt.cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		stdout, stderr, code := runCLI(t, "check", "--config", path)
+		if code != 0 || !strings.Contains(stdout, "configuration is valid") {
+			t.Fatalf("check: code %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+		}
+		if tt.warning == "" && stderr != "" || !strings.Contains(stderr, tt.warning) {
+			t.Errorf("stderr:\n%s\nwant %q", stderr, tt.warning)
+		}
+	}
+}
+
 func TestCheckErrors(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) string {

@@ -80,6 +80,11 @@ type Config struct {
 	Admin     Admin      `toml:"admin"`
 	Unlock    Unlock     `toml:"unlock"`
 	Sandbox   Sandbox    `toml:"sandbox"`
+
+	// Warnings are settings that are valid but weaker than the defaults
+	// (CBC suites, TLS below 1.2), with their positions; `sealproxy
+	// check` prints them.
+	Warnings Errors `toml:"-"`
 }
 
 // Sandbox confines `sealproxy run` once it has started (docs/sandboxing.md).
@@ -261,6 +266,7 @@ func Parse(path string, data []byte) (*Config, error) {
 	if len(v.errs) > 0 {
 		return nil, v.errs.err()
 	}
+	cfg.Warnings = v.warns
 	return cfg, nil
 }
 

@@ -85,6 +85,16 @@ func TestErrors(t *testing.T) {
 		{"unlock unknown key", base + "[unlock]\ntimout = \"1m\"\n", []string{"c.toml:13: unlock.timout: unknown setting"}},
 		{"unlock negative", base + "[unlock]\ntimeout = \"-1m\"\n", []string{"c.toml:13: unlock.timeout: must not be negative"}},
 		{"unlock backoff order", base + "[unlock]\nretry_backoff = \"1m\"\nretry_backoff_max = \"10s\"\n", []string{"c.toml:14: unlock.retry_backoff_max: 10s is below retry_backoff 1m0s"}},
+		// A client without a certificate passes client_auth = "request";
+		// allow rules would never see it (issue 11).
+		{"request with allow rules", base + "[listener.tls]\nclient_auth = \"request\"\nclient_ca = \"ca.pem\"\n[listener.tls.allow]\ncn = [\"alice\"]\n",
+			[]string{`c.toml:13: listener[0].tls.client_auth: client_auth = "request" admits clients without a certificate`, `use client_auth = "require" with allow rules`}},
+		{"empty allow cn", base + "[listener.tls]\nclient_auth = \"require\"\nclient_ca = \"ca.pem\"\nallow = { cn = [\"alice\", \"\"] }\n",
+			[]string{`c.toml:15: listener[0].tls.allow.cn: empty value: it would match certificates that have no cn at all`}},
+		{"empty allow ou", base + "[listener.tls]\nclient_auth = \"require\"\nclient_ca = \"ca.pem\"\n[listener.tls.allow]\nou = [\" \"]\n",
+			[]string{`c.toml:16: listener[0].tls.allow.ou: empty value`}},
+		{"bare dns wildcard", base + "[listener.tls]\nclient_auth = \"require\"\nclient_ca = \"ca.pem\"\n[listener.tls.allow]\ndns = [\"*.\"]\n",
+			[]string{`listener[0].tls.allow.dns: pattern "*." names no domain`}},
 		{"client key unknown", strings.Replace(base, `"offload"`, `"bridge"`, 1) + "[listener.upstream]\nclient_key = \"nope\"\n", []string{"c.toml:13: listener[0].upstream.client_key: unknown key"}},
 	}
 	for _, tt := range tests {
@@ -147,6 +157,49 @@ func TestDefaults(t *testing.T) {
 	}
 	if cfg.Listeners[0].Listen != "systemd:web" {
 		t.Errorf("listen = %q", cfg.Listeners[0].Listen)
+	}
+}
+
+// TestWarnings: settings weaker than Mozilla's intermediate profile are
+// accepted, each with a warning at its line; the defaults warn nothing.
+func TestWarnings(t *testing.T) {
+	cfg, err := Parse("c.toml", []byte(base))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("defaults warn: %v", cfg.Warnings)
+	}
+	cfg, err = Parse("c.toml", []byte(base+"[listener.tls]\nmin_version = \"1.0\"\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\",\n  \"TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA\", \"TLS_AES_128_GCM_SHA256\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"c.toml:14: listener[0].tls.cipher_suites: TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA is a CBC suite (MAC-then-encrypt: testssl.sh reports LUCKY13), outside Mozilla's intermediate profile",
+		"c.toml:14: listener[0].tls.cipher_suites: TLS_AES_128_GCM_SHA256 is a TLS 1.3 suite",
+		"c.toml:13: listener[0].tls.min_version: TLS 1.0 is below Mozilla's intermediate profile",
+	}
+	if len(cfg.Warnings) != len(want) {
+		t.Fatalf("warnings %v, want %d", cfg.Warnings, len(want))
+	}
+	for i, w := range want {
+		if got := cfg.Warnings[i].Error(); !strings.HasPrefix(got, w) {
+			t.Errorf("warning %d = %q, want prefix %q", i, got, w)
+		}
+	}
+}
+
+// TestWarnsConnectLocalhost: a connect destination named localhost is
+// always refused after resolution; check says how to allow it.
+func TestWarnsConnectLocalhost(t *testing.T) {
+	cfg, err := Parse("c.toml", []byte(strings.Replace(strings.Replace(base, `"offload"`, `"connect"`, 1), "backend = \"127.0.0.1:9000\"\n",
+		"[listener.tls]\nclient_auth = \"require\"\nclient_ca = \"ca.pem\"\n[listener.connect]\nallow = [\"127.0.0.1:5432\", \"LocalHost:6379\"]\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `c.toml:15: listener[0].connect.allow: destination "LocalHost:6379" resolves to loopback, which connect refuses unless an entry names the address: write 127.0.0.1:6379 or [::1]:6379`
+	if len(cfg.Warnings) != 1 || cfg.Warnings[0].Error() != want {
+		t.Errorf("warnings %v, want %q", cfg.Warnings, want)
 	}
 }
 

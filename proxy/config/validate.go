@@ -7,20 +7,62 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
 type validator struct {
-	file string
-	loc  *locator
-	errs Errors
+	file  string
+	loc   *locator
+	errs  Errors
+	warns Errors
 }
 
 func (v *validator) errorf(path, format string, args ...any) {
 	v.errs = append(v.errs, &Error{File: v.file, Line: v.loc.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
 }
+
+// warnf records a setting that is valid but weakens the defaults.
+func (v *validator) warnf(path, format string, args ...any) {
+	v.warns = append(v.warns, &Error{File: v.file, Line: v.loc.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// allowValues refuses empty rule values: cn = [""] matches every
+// certificate without a common name. A DNS pattern "*" or "*." names no
+// domain. (SPKI pins are checked as digests.)
+func (v *validator) allowValues(path string, a *Allow) {
+	for _, list := range []struct {
+		name   string
+		values []string
+	}{{"cn", a.CN}, {"dns", a.DNS}, {"uri", a.URI}, {"ou", a.OU}} {
+		for _, val := range list.values {
+			switch {
+			case strings.TrimSpace(val) == "":
+				v.errorf(path+"."+list.name, "empty value: it would match certificates that have no %s at all; remove it or name what to allow", list.name)
+			case list.name == "dns" && (val == "*" || val == "*."):
+				v.errorf(path+".dns", "pattern %q names no domain: write *.example.com", val)
+			}
+		}
+	}
+}
+
+// IntermediateSuites are the TLS 1.2 cipher suites of Mozilla's
+// "intermediate" profile (v5.7) that crypto/tls implements: ECDHE with
+// AES-GCM or ChaCha20-Poly1305. They are the default of every listener.
+var IntermediateSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+}
+
+// IntermediateCurves are the key exchange groups of the intermediate
+// profile, with the post-quantum hybrid first.
+var IntermediateCurves = []tls.CurveID{tls.X25519MLKEM768, tls.X25519, tls.CurveP256, tls.CurveP384}
 
 func (v *validator) validate(c *Config) {
 	if c.MaxConnections < 0 {
@@ -189,7 +231,16 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 	for _, name := range t.CipherSuites {
 		if _, ok := CipherSuite(name); !ok {
 			v.errorf(p+".tls.cipher_suites", "unknown or insecure TLS 1.2 cipher suite %q (use Go's names, e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)", name)
+		} else if id, _ := CipherSuite(name); !slices.Contains(IntermediateSuites, id) {
+			if strings.Contains(name, "_CBC_") {
+				v.warnf(p+".tls.cipher_suites", "%s is a CBC suite (MAC-then-encrypt: testssl.sh reports LUCKY13), outside Mozilla's intermediate profile (the default): keep it only for clients that cannot use ECDHE with AES-GCM or ChaCha20-Poly1305", name)
+			} else {
+				v.warnf(p+".tls.cipher_suites", "%s is a TLS 1.3 suite: crypto/tls always enables those, and cipher_suites chooses TLS 1.2 suites only", name)
+			}
 		}
+	}
+	if lo, ok := Version(t.MinVersion); ok && lo < tls.VersionTLS12 {
+		v.warnf(p+".tls.min_version", "TLS %s is below Mozilla's intermediate profile (TLS 1.2): keep it only for clients that cannot do TLS 1.2", t.MinVersion)
 	}
 	for _, name := range t.Curves {
 		if _, ok := Curve(name); !ok {
@@ -208,9 +259,16 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 		if t.ClientCA == "" {
 			v.errorf(p+".tls.client_ca", "missing: client_auth = %q needs the CA bundle that issues client certificates", t.ClientAuth)
 		}
+		// Allow rules judge a certificate; "request" lets a client that
+		// presents none through, so the rules would stop only clients
+		// that do show one.
+		if t.ClientAuth == "request" && !isZeroAllow(&t.Allow) {
+			v.errorf(p+".tls.client_auth", "client_auth = \"request\" admits clients without a certificate, which the allow rules never see: use client_auth = \"require\" with allow rules, or remove [listener.tls.allow]")
+		}
 	default:
 		v.errorf(p+".tls.client_auth", "unknown client_auth %q (want none, request or require)", t.ClientAuth)
 	}
+	v.allowValues(p+".tls.allow", &t.Allow)
 	for _, pin := range t.Allow.SPKI {
 		if b, err := base64.StdEncoding.DecodeString(pin); err != nil || len(b) != 32 {
 			v.errorf(p+".tls.allow.spki", "pin %q is not the base64 of a SHA-256 digest", pin)
@@ -251,6 +309,8 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 		host, port, err := net.SplitHostPort(d)
 		if err != nil || host == "" || (port != "*" && !validPort(port)) {
 			v.errorf(p+".connect.allow", "destination %q: want host:port, the port may be *", d)
+		} else if h := strings.ToLower(strings.TrimSuffix(host, ".")); h == "localhost" || strings.HasSuffix(h, ".localhost") {
+			v.warnf(p+".connect.allow", "destination %q resolves to loopback, which connect refuses unless an entry names the address: write 127.0.0.1:%s or [::1]:%s", d, port, port)
 		}
 	}
 }
