@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -118,6 +119,9 @@ type notifySocket struct {
 
 func listenNotify(t *testing.T) *notifySocket {
 	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("stands in for systemd's NOTIFY_SOCKET with a Unix datagram socket, which Windows lacks")
+	}
 	dir, err := os.MkdirTemp("", "sd") // short: unix socket paths are bounded
 	if err != nil {
 		t.Fatal(err)
@@ -524,6 +528,9 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	if runtime.GOOS == "windows" {
+		t.Skip("socket activation is systemd's; TCPListener.File is not supported on Windows")
+	}
 	file, err := ln.(*net.TCPListener).File()
 	if err != nil {
 		t.Fatal(err)
