@@ -3,4 +3,5 @@
 # has set up WINEPREFIX and its wineserver). The Linux toolchain's variables are
 # dropped: a Windows process cannot use a Linux GOROOT.
 unset GOROOT GOTOOLCHAIN GOFLAGS GOPATH GOCACHE GOMODCACHE GOENV
+export SEALPROXY_UNDER_WINE=1
 exec wine "$@"
