@@ -7,6 +7,7 @@
 #   tools/wine/run.sh                every package that builds for Windows, then the service
 #   tools/wine/run.sh PACKAGES       those packages only
 #   tools/wine/run.sh service        the service test only
+#   GOTESTFLAGS=-v tools/wine/run.sh more go test flags for the package tests
 #
 # Without Wine it skips with a warning, unless CI=true or
 # SEALPROXY_REQUIRE_INTEROP=1: then a missing Wine is a failure.
@@ -92,7 +93,8 @@ fi
 echo "test-windows: ${#pkgs[@]} packages under $(wine --version) (prefix ready after $(($(date +%s) - start))s)"
 status=0
 if [ ${#pkgs[@]} -gt 0 ]; then
-  wgo test -count=1 -timeout 10m -overlay "$overlay" -exec "$PWD/tools/wine/exec.sh" "${pkgs[@]}" || status=1
+  # shellcheck disable=SC2086 # GOTESTFLAGS (e.g. -v or -run X) is split on purpose
+  wgo test -count=1 -timeout 10m ${GOTESTFLAGS:-} -overlay "$overlay" -exec "$PWD/tools/wine/exec.sh" "${pkgs[@]}" || status=1
 fi
 
 # The service under Wine's SCM, driven from the Linux side.
