@@ -294,10 +294,12 @@ func TestUnlockTimeout(t *testing.T) {
 	}
 	for _, want := range []string{
 		"sealproxy: error: gave up unlocking after ",
-		"([unlock] timeout): 2 key(s) still locked: key \"a\" (",
-		" attempts): recovering sealed key sealed:a.key.jwe: tang " + a.URL,
+		// A slow host (Wine, load) may fit one attempt into the timeout,
+		// and a single attempt is not counted in the message.
+		"([unlock] timeout): 2 key(s) still locked: key \"a\"",
+		"recovering sealed key sealed:a.key.jwe: tang " + a.URL,
 		"tang server unreachable",
-		"; key \"b\" (",
+		"; key \"b\"",
 		"tang " + b.URL,
 		"sealproxy: hint: check that this host reaches the Tang servers",
 	} {
