@@ -5,7 +5,7 @@ GO ?= go
 # fetches it through the module proxy. Set GOTOOLCHAIN yourself to override.
 export GOTOOLCHAIN ?= go1.27.3
 
-.PHONY: demo test vet lint build build-all fuzz soak bench package test-systemd
+.PHONY: demo test test-windows vet lint build build-all fuzz soak bench package test-systemd
 
 # demo runs the main job on embedded defaults: nothing beyond Go is needed.
 demo:
@@ -15,12 +15,19 @@ demo:
 # interop tests mandatory, TEST_FUZZTIME fuzzes every parser for that long
 # after the tests). The short soak (tools/soak) runs as part of `go test`.
 TEST_FUZZTIME ?= 0
-test: vet build-all lint
+test: vet build-all lint test-windows
 	$(GO) test -race -count=1 ./...
 	# the key-handling packages again as the binaries are built (make build)
 	GOEXPERIMENT=runtimesecret $(GO) test -count=1 ./unlock/... ./vault/... ./cmd/sealproxy/ ./cmd/sealgate/
 	$(MAKE) --no-print-directory test-systemd
 	@if [ "$(TEST_FUZZTIME)" != 0 ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
+
+# test-windows runs every package's Windows test binary under Wine, then
+# the service under Wine's service manager (tools/wine/README.md). Without
+# Wine it skips with a warning, unless CI=true or SEALPROXY_REQUIRE_INTEROP=1
+# (then it fails). No -race: the race detector does not run under Wine.
+test-windows:
+	GO="$(GO)" tools/wine/run.sh
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt: the files above need formatting"; exit 1; }

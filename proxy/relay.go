@@ -267,6 +267,11 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			if d.small {
 				pool, d.small = &smallBufPool, false
 			}
+			if !canPeek {
+				// No readiness check here (wait_other.go): the Read itself
+				// waits for the client, so it carries the idle deadline.
+				_ = d.src.raw.SetReadDeadline(r.deadline())
+			}
 			bp := pool.Get().(*[]byte)
 			n, rerr := d.src.rw.Read(*bp)
 			// A read that fills its buffer may leave the rest of a TLS

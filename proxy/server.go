@@ -12,7 +12,6 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -454,7 +453,7 @@ func handshakeErrorKind(err error) string {
 	case errors.As(err, &aerr):
 		return "alert"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, net.ErrClosed),
-		errors.Is(err, syscall.ECONNRESET), errors.Is(err, context.Canceled):
+		errors.Is(err, errConnReset), errors.Is(err, context.Canceled):
 		return "closed"
 	}
 	return "protocol"

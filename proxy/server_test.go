@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -455,8 +456,13 @@ func TestIdleTimeout(t *testing.T) {
 	br := bufio.NewReader(c)
 	io.WriteString(c, "then silence\n")
 	br.ReadString('\n')
+	// The proxy must close the connection long before this deadline; a
+	// proxy that never does fails here instead of hanging the test.
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	if _, err := br.ReadByte(); err == nil {
 		t.Fatal("idle connection got data")
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("the proxy did not close the idle connection")
 	}
 	waitFor(t, "idle close counted", func() bool {
 		return counter(srv.metrics.Closed.WithLabelValues("test", reasonIdle)) == 1

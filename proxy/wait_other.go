@@ -11,5 +11,6 @@ const canPeek = false
 // (Windows): the copy then parks its buffer in Read like io.Copy does.
 func waitReadable(net.Conn) error { return nil }
 
-// readableNow always says yes here: the copy then waits in Read.
+// readableNow always says yes here: the copy then waits in Read, under
+// the idle deadline it sets when canPeek is false.
 func readableNow(net.Conn) bool { return true }

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -247,7 +246,7 @@ func waitRefused(addr string) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-		if errors.Is(err, syscall.ECONNREFUSED) {
+		if isRefused(err) {
 			return
 		}
 		if err == nil {
@@ -256,6 +255,9 @@ func waitRefused(addr string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// isRefused reports whether err is a refused connection on this platform.
+func isRefused(err error) bool { return errors.Is(err, errRefused) }
 
 func listenRetry(addr string) (net.Listener, error) {
 	var err error

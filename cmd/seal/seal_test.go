@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,13 +63,22 @@ func TestDecryptDenied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
+	var stderr lockedBuffer
 	code := make(chan int, 1)
 	go func() {
 		err := run(ctx, []string{"decrypt"}, bytes.NewReader(jwe), &stdout, &stderr)
 		code <- cli.Report("seal", err, &stderr)
 	}()
 	req := receive(t, ctx, ready)
+	// Deny only once seal shows the code: the operator decides on what the
+	// host shows, and a denial before that leaves nothing to show.
+	for !strings.Contains(stderr.String(), "waiting for approval") {
+		if ctx.Err() != nil {
+			t.Fatalf("seal never showed the code:\n%s", stderr.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if _, err := g.Deny(req.Code, "alice", "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -362,4 +372,23 @@ func TestPendingMarksUnverified(t *testing.T) {
 	if want := tang.ApprovalCode(b.Point()) + " (unverified)"; !strings.Contains(stdout.String(), want) {
 		t.Fatalf("seal pending lists:\n%s\nwant %q", stdout.String(), want)
 	}
+}
+
+// lockedBuffer is a bytes.Buffer that a command writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -126,6 +127,9 @@ type notifySocket struct {
 
 func listenNotify(t *testing.T) *notifySocket {
 	t.Helper()
+	if runtime.GOOS == "windows" {
+		t.Skip("stands in for systemd's NOTIFY_SOCKET with a Unix datagram socket, which Windows lacks")
+	}
 	dir, err := os.MkdirTemp("", "sd") // short: unix socket paths are bounded
 	if err != nil {
 		t.Fatal(err)
@@ -298,10 +302,12 @@ func TestUnlockTimeout(t *testing.T) {
 	}
 	for _, want := range []string{
 		"sealproxy: error: gave up unlocking after ",
-		"([unlock] timeout): 2 key(s) still locked: key \"a\" (",
-		" attempts): recovering sealed key sealed:a.key.jwe: tang " + a.URL,
+		// A slow host (Wine, load) may fit one attempt into the timeout,
+		// and a single attempt is not counted in the message.
+		"([unlock] timeout): 2 key(s) still locked: key \"a\"",
+		"recovering sealed key sealed:a.key.jwe: tang " + a.URL,
 		"tang server unreachable",
-		"; key \"b\" (",
+		"; key \"b\"",
 		"tang " + b.URL,
 		"sealproxy: hint: check that this host reaches the Tang servers",
 	} {
@@ -532,6 +538,9 @@ func TestSocketActivation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
+	if runtime.GOOS == "windows" {
+		t.Skip("socket activation is systemd's; TCPListener.File is not supported on Windows")
+	}
 	file, err := ln.(*net.TCPListener).File()
 	if err != nil {
 		t.Fatal(err)

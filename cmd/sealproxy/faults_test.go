@@ -763,6 +763,9 @@ func TestFaultBackendDown(t *testing.T) {
 // counts a backend error for each, the other connections are
 // unaffected, and the goroutines return to their number before.
 func TestFaultBackendReset(t *testing.T) {
+	if testenv.UnderWine() {
+		t.Skip("Wine 8 reads a reset that arrives behind unread data as a clean end (EOF), where Windows and Linux report the reset")
+	}
 	tangSrv := testenv.EmbeddedTang(t)
 	f := newFixture(t)
 	f.sealed("web", tangSrv)

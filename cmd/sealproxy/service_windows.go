@@ -29,12 +29,51 @@ const defaultServiceName = "sealproxy"
 const startWaitHint = 30 * time.Second
 
 // runProcess runs as a Windows service when the SCM started the process,
-// otherwise in the foreground.
+// otherwise in the foreground. `service install` writes the explicit
+// `service run` into the service's command line; the detection is only a
+// fallback for services installed before that (`sealproxy run ...`):
+// svc.IsWindowsService requires session 0, and Wine (and possibly other
+// hosts) run services elsewhere, where the detection says no and the SCM
+// then gives up waiting for the service to report (error 1053).
 func runProcess() int {
+	if len(os.Args) > 2 && os.Args[1] == "service" && os.Args[2] == "run" {
+		name, args, err := parseServiceRun(os.Args[3:])
+		if err != nil {
+			return cli.Report("sealproxy", err, os.Stderr)
+		}
+		return runService(name, args)
+	}
 	if ok, err := svc.IsWindowsService(); err == nil && ok {
-		return runService()
+		return runService(defaultServiceName, os.Args[1:])
 	}
 	return runInteractive()
+}
+
+// serviceArgs is the command line `service install` registers: the
+// explicit mode, the name (the Event Log source) and the configuration.
+func serviceArgs(name, config string) []string {
+	return []string{"service", "run", "--name", name, "--config", config}
+}
+
+// parseServiceRun reads the arguments of `service run` (what the SCM
+// starts): the service's name, which is also its Event Log source, and the
+// configuration. It returns the command line the service runs.
+func parseServiceRun(args []string) (name string, run []string, err error) {
+	fs := flag.NewFlagSet("service run", flag.ContinueOnError)
+	n := fs.String("name", defaultServiceName, "service `NAME`")
+	path := fs.String("config", "", "configuration `FILE`")
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(rest) > 0 {
+		return "", nil, cli.Usage("service run: unexpected argument %q", rest[0])
+	}
+	if *path == "" {
+		return "", nil, cli.WithHint(errors.New("service run: no configuration given"), cli.ExitUsage,
+			"the service manager starts this; reinstall the service with 'sealproxy service install --config FILE'")
+	}
+	return *n, []string{"run", "--config", *path}, nil
 }
 
 const serviceUsage = `usage: sealproxy service COMMAND [--name NAME] [--config FILE]
@@ -43,6 +82,7 @@ const serviceUsage = `usage: sealproxy service COMMAND [--name NAME] [--config F
   uninstall               remove the service and its Event Log source
   start                   start the service (its keys are unlocked before it reports running)
   stop                    stop the service: stop accepting, drain up to shutdown_timeout
+  run --config FILE       what the service manager starts (install writes it into the service's command line)
 `
 
 // cmdService manages the Windows service.
@@ -71,6 +111,10 @@ func cmdService(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return controlService(ctx, *name, true, stdout)
 	case "stop":
 		return controlService(ctx, *name, false, stdout)
+	case "run":
+		// runProcess takes `service run` before the command line gets here.
+		return cli.WithHint(errors.New("service run: only the service manager runs this"), cli.ExitUsage,
+			"run in the foreground with 'sealproxy run --config FILE', or start the service with 'sealproxy service start'")
 	}
 	fmt.Fprint(stderr, serviceUsage)
 	return cli.Usage("service: unknown command %q (install, uninstall, start or stop)", sub)
@@ -105,7 +149,7 @@ func installService(name, path string, stdout io.Writer) error {
 		DisplayName: "sealproxy (" + name + ")",
 		Description: "TLS termination proxy with sealed private keys",
 		StartType:   mgr.StartAutomatic,
-	}, "run", "--config", abs)
+	}, serviceArgs(name, abs)...)
 	if err != nil {
 		return fmt.Errorf("creating service %s: %w", name, err)
 	}
@@ -114,7 +158,7 @@ func installService(name, path string, stdout io.Writer) error {
 		_ = s.Delete()
 		return fmt.Errorf("registering the Event Log source %s: %w", name, err)
 	}
-	fmt.Fprintf(stdout, "installed service %s: %s run --config %s\n", name, exe, abs)
+	fmt.Fprintf(stdout, "installed service %s: %s %s\n", name, exe, strings.Join(serviceArgs(name, abs), " "))
 	return nil
 }
 
@@ -186,19 +230,21 @@ func controlService(ctx context.Context, name string, start bool, stdout io.Writ
 	}
 }
 
-// runService runs `sealproxy run` under the SCM, logging to the Event
-// Log, and returns its exit code.
-func runService() int {
-	name := defaultServiceName
+// runService runs the command line args (`run --config FILE`) as the
+// service name, logging to the Event Log under that name, and returns its
+// exit code.
+func runService(name string, args []string) int {
 	elog, err := eventlog.Open(name)
 	if err != nil {
 		return cli.ExitFailure
 	}
 	defer elog.Close()
-	h := &serviceHandler{args: os.Args[1:], log: &eventWriter{log: elog}}
+	h := &serviceHandler{args: args, log: &eventWriter{log: elog}}
 	if err := svc.Run(name, h); err != nil {
-		_ = elog.Error(1, "sealproxy: "+err.Error())
-		return cli.ExitFailure
+		err = fmt.Errorf("running as service %s: %w", name, err)
+		_ = elog.Error(1, "sealproxy: error: "+err.Error())
+		return cli.Report("sealproxy", cli.WithHint(err, cli.ExitFailure,
+			"only the service manager runs 'service run'; start it with 'sealproxy service start --name "+name+"'"), os.Stderr)
 	}
 	return h.code
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/awnumar/memguard"
@@ -34,7 +33,7 @@ type serverKey struct {
 // scalar out of the JSON without making a string of it, seals the scalar
 // and wipes the file's bytes. Errors never quote the file's content.
 func loadKeyFile(path string) (*serverKey, error) {
-	f, err := os.Open(path)
+	f, err := openKeyFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading Tang key: %w", err)
 	}

@@ -3,8 +3,11 @@ package tang
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestParseKeyFile checks the key file parser that takes d out of the JSON
@@ -153,5 +156,42 @@ func BenchmarkSealedScalarOpen(b *testing.B) {
 		if err := sc.with(func([]byte) error { return nil }); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestRenameWhileOpen: a key file the server is reading can be renamed
+// by a rotation (on Windows only because openKeyFile shares deletion).
+func TestRenameWhileOpen(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "k.jwk")
+	if err := os.WriteFile(path, []byte("{}"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	f, err := openKeyFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := os.Rename(path, filepath.Join(dir, ".k.jwk")); err != nil {
+		t.Fatalf("rename while a server reads the key: %v", err)
+	}
+}
+
+// TestRenameWaitsForOtherReader: a key file another program holds open
+// (here os.Open, which does not share deletion on Windows) is renamed once
+// that program lets go, instead of failing the rotation.
+func TestRenameWaitsForOtherReader(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "k.jwk")
+	if err := os.WriteFile(path, []byte("{}"), 0o440); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(200*time.Millisecond, func() { f.Close() })
+	if err := renameKey(path, filepath.Join(dir, ".k.jwk")); err != nil {
+		t.Fatalf("rename of a key another program held briefly: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 var (
@@ -242,11 +243,29 @@ func Rotate(dir string) (string, error) {
 		return "", err
 	}
 	for _, name := range old {
-		if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, "."+name)); err != nil {
+		if err := renameKey(filepath.Join(dir, name), filepath.Join(dir, "."+name)); err != nil {
 			return "", fmt.Errorf("rotating Tang key: %w", err)
 		}
 	}
 	return thp, nil
+}
+
+// renameWait bounds how long a rotation waits for another program to let
+// go of a key file (Windows only: see sharingViolation).
+const renameWait = 5 * time.Second
+
+// renameKey renames a key file, waiting while another program holds it
+// open on Windows: our own readers share it (openKeyFile), but a backup or
+// a virus scanner may not, and only for a moment.
+func renameKey(from, to string) error {
+	deadline := time.Now().Add(renameWait)
+	for {
+		err := os.Rename(from, to)
+		if err == nil || !sharingViolation(err) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // writeKeyFile writes a key readable by its owner and group only (as

@@ -411,3 +411,48 @@ func TestKeyDirConcurrent(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRotateWhileServing rotates a directory while a server re-reads it
+// without pause: no rotation may fail. On Windows a key file that is
+// open could not be renamed ("sharing violation") before key files were
+// opened with FILE_SHARE_DELETE.
+func TestRotateWhileServing(t *testing.T) {
+	dir, _ := newKeyDir(t)
+	kd, err := tang.OpenKeyDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			// A read that meets a half-done rotation may fail (the
+			// previous keys keep serving); only the rotation must not.
+			_, _ = kd.Keys()
+			_, _ = tang.LoadKeys(dir)
+		}
+	}()
+	var last string
+	for i := range 10 {
+		if last, err = tang.Rotate(dir); err != nil {
+			close(stop)
+			<-done
+			t.Fatalf("rotation %d while the directory is read: %v", i+1, err)
+		}
+	}
+	close(stop)
+	<-done
+	ks, err := kd.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ths := ks.Thumbprints(); len(ths) != 1 || ths[0] != last {
+		t.Fatalf("after the rotations KeyDir serves %v, want [%s]", ths, last)
+	}
+}

@@ -76,12 +76,13 @@ func (p *Policy) Clean() {
 // (symbolic links are not followed); a relative path is taken from the
 // working directory.
 func (p *Policy) Readable(path string) bool {
+	const sep = string(filepath.Separator)
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
 	for _, list := range [][]string{p.Read, p.Write} {
 		for _, allowed := range list {
-			if path == allowed || strings.HasPrefix(path, strings.TrimSuffix(allowed, "/")+"/") {
+			if path == allowed || strings.HasPrefix(path, strings.TrimSuffix(allowed, sep)+sep) {
 				return true
 			}
 		}

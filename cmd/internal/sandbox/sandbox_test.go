@@ -55,8 +55,11 @@ func TestCleanAndAdd(t *testing.T) {
 	p := Policy{Read: []string{"/b", "/a/../b", "/a"}}
 	p.Add(Policy{Write: []string{"/w"}, Sockets: []string{"/s", "/s/"}})
 	p.Clean()
-	if fmt.Sprint(p.Read, p.Write, p.Sockets) != "[/a /b] [/w] [/s]" {
-		t.Errorf("cleaned policy %+v", p)
+	// Clean makes paths absolute: on Windows "/a" becomes "C:\\a".
+	abs := func(p string) string { a, _ := filepath.Abs(p); return a }
+	want := fmt.Sprint([]string{abs("/a"), abs("/b")}, []string{abs("/w")}, []string{abs("/s")})
+	if got := fmt.Sprint(p.Read, p.Write, p.Sockets); got != want {
+		t.Errorf("cleaned policy %s, want %s", got, want)
 	}
 }
 
