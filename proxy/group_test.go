@@ -381,7 +381,8 @@ func TestAdminReload(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "admin.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
-		t.Fatal(err)
+		// Wine 8 has no AF_UNIX; Linux and current Windows do.
+		t.Skipf("unix sockets: %v", err)
 	}
 	us := &http.Server{Handler: h}
 	go us.Serve(ln)
