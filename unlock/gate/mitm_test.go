@@ -258,8 +258,9 @@ func TestCommitReplay(t *testing.T) {
 }
 
 // TestStockClientUnverified: a recovery without session headers (stock
-// clevis) is held and approvable as before, with the code of its point,
-// and marked as one whose code no host shows.
+// clevis) is held, marked as one whose code no host shows, and approvable
+// by its id only: its code hashes points the network saw, so a man in the
+// middle could grind another request to the code a real host shows.
 func TestStockClientUnverified(t *testing.T) {
 	f := newFixture(t, nil)
 	kid, b := f.blind(t)
@@ -271,12 +272,15 @@ func TestStockClientUnverified(t *testing.T) {
 	if req.Verified || !req.Complete || req.Session {
 		t.Fatalf("stock request %+v, want complete and not verified", req)
 	}
-	if _, err := f.Operator(f.Token).Approve(testCtx(t), req.Code); err != nil {
+	_, err := f.Operator(f.Token).Approve(testCtx(t), req.Code)
+	wantIs(t, err, gate.ErrUnknownCode)
+	if _, err := f.Operator(f.Token).ApproveID(testCtx(t), req.ID); err != nil {
 		t.Fatal(err)
 	}
 	if status, _ := f.postPoint(t, kid, b, nil); status != http.StatusOK {
 		t.Fatalf("approved stock request: %d, want 200", status)
 	}
+	f.wantEvents(t, "request:pending", "approve:wrong code 1 of 5", "approve:approved", "release:answered")
 }
 
 // TestSessionCodeKnownAnswer pins the derivation of commitments and
