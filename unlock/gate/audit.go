@@ -20,18 +20,18 @@ import (
 // agreed), "lock" (an operator's approvals locked after wrong codes), "unauthorized" (an operator API call
 // without a valid token).
 type Event struct {
-	Time     time.Time `json:"time"`
-	Event    string    `json:"event"`
+	Time  time.Time `json:"time"`
+	Event string    `json:"event"`
 	// ID is the request's id. No event carries a request's code: whoever
 	// reads the log must still read the code on the host.
-	ID       string    `json:"id,omitempty"`
-	Session  bool      `json:"session,omitempty"`
-	Host     string    `json:"host,omitempty"`
-	Source   string    `json:"source,omitempty"`
-	Kids     []string  `json:"kids,omitempty"`
-	Keys     int       `json:"keys,omitempty"`
-	Operator string    `json:"operator,omitempty"`
-	Outcome  string    `json:"outcome,omitempty"`
+	ID       string   `json:"id,omitempty"`
+	Session  bool     `json:"session,omitempty"`
+	Host     string   `json:"host,omitempty"`
+	Source   string   `json:"source,omitempty"`
+	Kids     []string `json:"kids,omitempty"`
+	Keys     int      `json:"keys,omitempty"`
+	Operator string   `json:"operator,omitempty"`
+	Outcome  string   `json:"outcome,omitempty"`
 }
 
 // Auditor records events. A gate refuses a decision it could not record.

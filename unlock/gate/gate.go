@@ -195,14 +195,14 @@ type Gate struct {
 	stop    context.CancelFunc
 
 	mu       sync.Mutex
-	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
+	requests map[string]*request    // by key: "s:"+session id or "p:"+kid+":"+point
 	wrong    map[string][]time.Time // each operator's wrong codes within WrongCodeWindow
 	locked   map[string]time.Time   // operators locked out, until
 
 	recentMu sync.Mutex
-	recent   []Event // the last recentDecisions decisions, without codes
-	ruleUses [][]time.Time       // approvals by each rule with a Max, within its Per
-	held     map[string]int      // POST /rec requests held open, by source
+	recent   []Event        // the last recentDecisions decisions, without codes
+	ruleUses [][]time.Time  // approvals by each rule with a Max, within its Per
+	held     map[string]int // POST /rec requests held open, by source
 	heldAll  int
 
 	noisy noisyLimiter // audit lines of unauthenticated events, by source
