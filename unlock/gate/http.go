@@ -460,9 +460,12 @@ func (g *Gate) handlePending(w http.ResponseWriter, r *http.Request, name string
 	if reqs == nil {
 		reqs = []Request{}
 	}
+	// RequireCode tells the page whether a request without a code can be
+	// approved at all.
 	g.reply(w, r, http.StatusOK, "application/json", mustJSON(struct {
-		Requests []Request `json:"requests"`
-	}{reqs}), slog.String("operator", name))
+		Requests    []Request `json:"requests"`
+		RequireCode bool      `json:"require_code"`
+	}{reqs, g.cfg.RequireCode}), slog.String("operator", name))
 }
 
 func (g *Gate) handleDecisions(w http.ResponseWriter, r *http.Request, name string) {
