@@ -61,6 +61,11 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 		}
 		return cli.WithHint(fmt.Errorf("%s takes the code of one request, as the host shows it", cmd), cli.ExitUsage, example)
 	}
+	if id != "" {
+		if err := gate.CheckRequestID(id); err != nil {
+			return cli.WithHint(err, cli.ExitUsage, "copy the ID that seal pending lists")
+		}
+	}
 	if *gateURL == "" {
 		return cli.WithHint(fmt.Errorf("%s needs --gate", cmd), cli.ExitUsage, example)
 	}

@@ -121,8 +121,8 @@ func (c *Client) decide(ctx context.Context, path, verb, code string) (*Decision
 }
 
 func (c *Client) decideID(ctx context.Context, path, verb, id string) (*Decision, error) {
-	if !requestID.MatchString(id) {
-		return nil, fmt.Errorf("request id %q: an id is 1 to 32 letters, digits, '-' or '_', as seal pending lists it", Printable(id))
+	if err := CheckRequestID(id); err != nil {
+		return nil, err
 	}
 	body, _ := json.Marshal(map[string]string{"id": id})
 	var d Decision
@@ -179,6 +179,14 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, op 
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("gate %s: %s: the answer is not the operator API's JSON: %v", base, op, err)
+	}
+	return nil
+}
+
+// CheckRequestID reports whether id has the form of a request id.
+func CheckRequestID(id string) error {
+	if !requestID.MatchString(id) {
+		return fmt.Errorf("request id %q: an id is 1 to 32 letters, digits, '-' or '_'", Printable(id))
 	}
 	return nil
 }
