@@ -34,7 +34,7 @@ can hold every recovery until an operator approves it.
   sealgate rotate --dir DIR                      retire the active keys, create new ones
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
-      [--approval required] [--audit FILE] [--hold DURATION]
+      [--approval required] [--require-code] [--audit FILE] [--hold DURATION]
       [--webhook URL] [--policy FILE] [--approvers N] [--upstream URL]
       [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--config FILE]
       [--landlock best-effort|off|required] [--max-connections N]
@@ -45,8 +45,11 @@ can hold every recovery until an operator approves it.
 Rotated keys are kept as dot-files: they still recover old bindings but are
 no longer advertised. A running server follows rotations without a restart.
 
-With --approval required, each recovery waits until an operator approves
-its code (seal approve CODE --gate URL, or the page at URL/gate/);
+With --approval required, each recovery waits until an operator types the
+code its host shows (seal approve CODE --gate URL, or the page at
+URL/gate/); the gate never shows codes. A host that shows none (stock
+clevis) is approved by request id (seal approve --id ID), unless
+--require-code;
 decisions are appended to the --audit file. Operators are kept in
 DIR/operators.json as token hashes.
 `
@@ -71,6 +74,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
 	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
 	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request (serve)")
+	fs.BoolVar(&sc.requireCode, "require-code", false, "approve only by the code the host shows: requests from hosts that show none (stock clevis) can only be denied (serve)")
 	fs.StringVar(&sc.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate chain `file` (serve)")
 	fs.StringVar(&sc.tlsKey, "tls-key", "", "the PEM private key `file` of --tls-cert (serve)")
 	fs.StringVar(&sc.clientCA, "client-ca", "", "operators may present client certificates from this PEM CA `file`, named by a listed operator (serve)")
@@ -229,12 +233,14 @@ type serveConfig struct {
 	webhook   string
 	policy    string
 	approvers int
-	upstream  string
-	tlsCert   string
-	tlsKey    string
-	clientCA  string
-	landlock  string
-	maxConns  int
+	// requireCode refuses approvals by request id (gate.Config.RequireCode).
+	requireCode bool
+	upstream    string
+	tlsCert     string
+	tlsKey      string
+	clientCA    string
+	landlock    string
+	maxConns    int
 }
 
 func operator(pos []string, dir string, stdout io.Writer) error {
@@ -333,7 +339,7 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			return cli.Usage("--approvers must be at least 1")
 		}
 		cfg := gate.Config{
-			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers, CertOperators: certOperators,
+			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers, CertOperators: certOperators, RequireCode: sc.requireCode,
 			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
 		}
 		if names, err := cfg.Operators.Names(); err != nil {
@@ -369,8 +375,8 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		}
 		handler = gate.New(cfg)
 		writeTimeout = sc.hold + 10*time.Second
-	} else if sc.audit != "" || sc.webhook != "" || sc.policy != "" {
-		return cli.Usage("--audit, --webhook and --policy need --approval required")
+	} else if sc.audit != "" || sc.webhook != "" || sc.policy != "" || sc.requireCode {
+		return cli.Usage("--audit, --webhook, --policy and --require-code need --approval required")
 	}
 	tcp, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -388,7 +394,7 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if sc.approval == "required" {
-		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir, "approval", sc.approval)
+		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir, "approval", sc.approval, "require_code", sc.requireCode)
 	} else {
 		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir)
 	}
