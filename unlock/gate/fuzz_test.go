@@ -149,14 +149,15 @@ func FuzzParseRecovery(f *testing.F) {
 // /gate/approve and /gate/deny with no request pending. Properties: no
 // panic; only the operator's own token (as "Bearer TOKEN", spaces around
 // it trimmed) passes, anything else is 401; an authorized call answers
-// 400 for a body that is not {"code":"..."}, 404 for an unknown code or
-// 413 for a body over 1 KiB; every answer is a JSON object.
+// 400 for a body that is not {"code":"..."} or {"id":"..."}, 404 for an
+// unknown code or id, 429 for an approval once wrong codes locked the
+// operator, or 413 for a body over 1 KiB; every answer is a JSON object.
 func FuzzOperatorAPI(f *testing.F) {
 	g, _, _, token := fuzzGate(f)
 	for _, auth := range []string{"Bearer " + token, "Bearer  " + token + " ", "bearer " + token, "Bearer " + token[:len(token)-1], "Bearer ", "Basic YWxpY2U6eA==", ""} {
 		f.Add(auth, []byte(`{"code":"ABCD-EFGH"}`), false)
 	}
-	for _, body := range []string{`{"code":"abcd efgh"}`, `{"code":""}`, `{"code":"A","x":1}`, `{"code":"A"}{}`, `{"code":"A"} `, `{"Code":"A"}`, `{"code":1}`, `[]`, `null`, ``, `{"code":"` + strings.Repeat("A", 1100) + `"}`} {
+	for _, body := range []string{`{"code":"abcd efgh"}`, `{"code":""}`, `{"code":"A","x":1}`, `{"code":"A"}{}`, `{"code":"A"} `, `{"Code":"A"}`, `{"code":1}`, `{"id":"x"}`, `{"id":"x","code":"A"}`, `{"id":""}`, `[]`, `null`, ``, `{"code":"` + strings.Repeat("A", 1100) + `"}`} {
 		f.Add("Bearer "+token, []byte(body), true)
 	}
 	f.Fuzz(func(t *testing.T, auth string, body []byte, deny bool) {
@@ -185,6 +186,8 @@ func FuzzOperatorAPI(f *testing.F) {
 			if w.Code != http.StatusRequestEntityTooLarge {
 				t.Fatalf("%d-byte body got status %d", len(body), w.Code)
 			}
+		case w.Code == http.StatusTooManyRequests && !deny:
+			// Locked after wrong codes (the gate outlives one input).
 		case w.Code != http.StatusBadRequest && w.Code != http.StatusNotFound:
 			t.Fatalf("body %q got status %d with nothing pending", body, w.Code)
 		}
