@@ -162,9 +162,14 @@ func TestMITMOwnCommitment(t *testing.T) {
 	if req.Code == shown.Code {
 		t.Fatalf("the gate shows the host's code %s for the man in the middle's point (a 2^-40 chance)", req.Code)
 	}
-	// The operator approves only the code the host shows: there is none.
+	// The operator types the code the host shows (number matching): it
+	// matches nothing at the gate, and the man in the middle's request
+	// stays pending, undecided.
 	_, err := f.Operator(f.Token).Approve(testCtx(t), shown.Code)
 	wantIs(t, err, gate.ErrUnknownCode)
+	if list := f.g.Pending(); len(list) != 1 || list[0].ID != req.ID || list[0].State != gate.StatePending {
+		t.Fatalf("after typing the host's code: %+v, want the man in the middle's request still pending", list)
+	}
 
 	// Trying again at the gate: every try is a visible pending request,
 	// and the source's bound stops the tries.
