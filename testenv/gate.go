@@ -39,7 +39,8 @@ func (g *scriptGate) stop() {
 //	                    $NAME_THP, $NAME_CFG, $NAME_TOKEN (a file holding
 //	                    alice's token) and $NAME_AUDIT (the audit log)
 //	gate wait NAME      wait for the next request ready for a decision and
-//	                    set $NAME_CODE to its code
+//	                    set $NAME_CODE to its code (which the host shows,
+//	                    not the gate) and $NAME_ID to its request id
 //	gate stop NAME      stop it
 func cmdGate(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 2 {
@@ -92,7 +93,8 @@ func cmdGate(ts *testscript.TestScript, neg bool, args []string) {
 		}
 		select {
 		case r := <-g.ready:
-			ts.Setenv(name+"_CODE", r.Code)
+			ts.Setenv(name+"_CODE", r.Code) // what the host shows, as an operator reads it there
+			ts.Setenv(name+"_ID", r.ID)
 		case <-time.After(30 * time.Second):
 			ts.Fatalf("gate %s: no request became ready for a decision in 30s", name)
 		}

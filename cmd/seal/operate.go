@@ -35,8 +35,11 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 	fs.StringVar(&tf.cert, "cert", "", "authenticate with this PEM client certificate `file` instead of a token")
 	fs.StringVar(&tf.key, "key", "", "the PEM private key `file` of --cert")
 	var asJSON bool
+	var id string
 	if cmd == "pending" {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	} else {
+		fs.StringVar(&id, "id", "", "decide the request with this `ID` (seal pending lists it) instead of a code: to deny, or to approve a request whose host shows no code")
 	}
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
@@ -46,11 +49,22 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 	if cmd == "pending" {
 		wantArgs, example = 0, "seal pending --gate http://gate:7500"
 	}
+	if id != "" {
+		wantArgs = 0
+	}
 	if len(pos) != wantArgs {
-		if wantArgs == 0 {
+		if cmd == "pending" {
 			return cli.WithHint(fmt.Errorf("pending takes no arguments, got %q", pos), cli.ExitUsage, example)
 		}
-		return cli.WithHint(fmt.Errorf("%s takes the code of one request", cmd), cli.ExitUsage, example)
+		if id != "" {
+			return cli.WithHint(fmt.Errorf("%s takes a code or --id, not both", cmd), cli.ExitUsage, example)
+		}
+		return cli.WithHint(fmt.Errorf("%s takes the code of one request, as the host shows it", cmd), cli.ExitUsage, example)
+	}
+	if id != "" {
+		if err := gate.CheckRequestID(id); err != nil {
+			return cli.WithHint(err, cli.ExitUsage, "copy the ID that seal pending lists")
+		}
 	}
 	if *gateURL == "" {
 		return cli.WithHint(fmt.Errorf("%s needs --gate", cmd), cli.ExitUsage, example)
@@ -86,8 +100,9 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 			fmt.Fprintln(stdout, "no pending requests")
 			return nil
 		}
+		// No code: the operator reads it on the host and types it.
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CODE\tHOST\tSOURCE\tKEYS\tAGE")
+		fmt.Fprintln(tw, "ID\tHOST\tSOURCE\tKEYS\tAGE\tEXPIRES IN\tCODE")
 		for _, r := range reqs {
 			host := r.Host
 			if host == "" {
@@ -97,36 +112,49 @@ func operate(ctx context.Context, cmd string, args []string, stdout io.Writer) e
 			if !r.Complete {
 				keys = fmt.Sprintf("%d/%d (incomplete)", r.Arrived, r.Keys)
 			}
-			p := gate.Printable
-			code := p(r.Code)
+			code := "on the host"
 			switch {
-			case r.Code == "":
-				code = "-" // a committed session before the host revealed its nonce
 			case !r.Verified:
-				code += " (unverified)" // stock clevis: no host shows this code
+				code = "none: the host cannot show one (approve --id)"
+			case !r.Complete:
+				code = "not yet"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", code, p(host), p(r.Source), keys, time.Since(r.Created).Round(time.Second))
+			p := gate.Printable
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p(r.ID), p(host), p(r.Source), keys,
+				time.Since(r.Created).Round(time.Second), max(0, time.Until(r.Expires)).Round(time.Second), code)
 		}
 		return tw.Flush()
 	case "approve", "deny":
-		code, err := tang.NormalizeCode(pos[0])
-		if err != nil {
-			return cli.WithHint(err, cli.ExitUsage, "copy the code the host shows, e.g. "+example)
-		}
 		var d *gate.Decision
-		if cmd == "approve" {
-			d, err = c.Approve(ctx, code)
+		what := ""
+		if id != "" {
+			if cmd == "approve" {
+				d, err = c.ApproveID(ctx, id)
+			} else {
+				d, err = c.DenyID(ctx, id)
+			}
+			what = "request " + id
 		} else {
-			d, err = c.Deny(ctx, code)
+			code, cerr := tang.NormalizeCode(pos[0])
+			if cerr != nil {
+				return cli.WithHint(cerr, cli.ExitUsage, "type the code the host shows, e.g. "+example)
+			}
+			if cmd == "approve" {
+				d, err = c.Approve(ctx, code)
+			} else {
+				d, err = c.Deny(ctx, code)
+			}
+			what = code
 		}
 		if err != nil {
 			return explainGate(err, *gateURL)
 		}
+		what = gate.Printable(what)
 		if d.Status == gate.StatePending {
-			fmt.Fprintf(stdout, "%s: approval %d of %d by %s; %d more operators must approve\n", gate.Printable(d.Code), d.Approvals, d.Needed, gate.Printable(d.Operator), d.Needed-d.Approvals)
+			fmt.Fprintf(stdout, "%s: approval %d of %d by %s; %d more operators must approve\n", what, d.Approvals, d.Needed, gate.Printable(d.Operator), d.Needed-d.Approvals)
 			return nil
 		}
-		fmt.Fprintf(stdout, "%s %s by %s\n", gate.Printable(d.Code), gate.Printable(string(d.Status)), gate.Printable(d.Operator))
+		fmt.Fprintf(stdout, "%s %s by %s\n", what, gate.Printable(string(d.Status)), gate.Printable(d.Operator))
 		return nil
 	}
 	return nil
@@ -196,7 +224,13 @@ func explainGate(err error, url string) error {
 	case errors.Is(err, gate.ErrUnauthorized):
 		return cli.WithHint(err, cli.ExitUsage, "check the token: sealgate operator add prints it once; a removed operator's token no longer works")
 	case errors.Is(err, gate.ErrUnknownCode):
+		return cli.WithHint(err, cli.ExitFailure, "seal pending --gate "+url+" lists what waits, without codes: the code is only on the host that asks")
+	case errors.Is(err, gate.ErrUnknownRequest):
 		return cli.WithHint(err, cli.ExitFailure, "list what waits with: seal pending --gate "+url)
+	case errors.Is(err, gate.ErrCodeRequired):
+		return cli.WithHint(err, cli.ExitFailure, "approve with the code the host shows (seal approve CODE), or deny with seal deny --id ID")
+	case errors.Is(err, gate.ErrLocked):
+		return cli.WithHint(err, cli.ExitFailure, "the gate locked this operator's approvals after five wrong codes; if they were not yours, the token is in other hands: check the audit log and replace it")
 	case errors.Is(err, gate.ErrNotPending):
 		return cli.WithHint(err, cli.ExitFailure, "list what waits with: seal pending --gate "+url)
 	case errors.Is(err, gate.ErrGateUnreachable):

@@ -30,9 +30,14 @@ Seal secrets into Clevis-compatible JWEs and open them again.
 
 Operators of a gate (sealgate serve --approval required):
 
-  seal pending --gate URL [--json]                 list the requests waiting
-  seal approve CODE --gate URL                     approve the request with CODE
-  seal deny CODE --gate URL                        deny it
+  seal pending --gate URL [--json]                 list the requests waiting (no codes)
+  seal approve CODE --gate URL                     approve the request whose host shows CODE
+  seal approve --id ID --gate URL                  approve a request whose host shows no code
+  seal deny CODE|--id ID --gate URL                deny a request
+
+The gate never shows codes: read the code on the host's console or
+journal and type it (number matching). Five wrong codes within 10 minutes
+lock the operator's approvals for 10 minutes.
 
 The operator token is read from --token-file FILE, or else from the
 SEALGATE_TOKEN environment variable; at an https gate that accepts them,
@@ -45,7 +50,7 @@ CONFIG is the JSON that clevis takes, for example
 
 Input is read from standard input and output written to standard output
 unless -i or -o name files. While a gate holds a recovery, decrypt prints
-the code to compare and approve. Exit codes: 0 ok, 1 failure, 2 usage or
+the code the operator must type to approve it. Exit codes: 0 ok, 1 failure, 2 usage or
 configuration error, 3 Tang server not trusted, 4 denied by an operator.
 `
 

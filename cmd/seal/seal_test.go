@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -149,8 +150,8 @@ func TestApproveWithClientCertificate(t *testing.T) {
 	if err := run(ctx, append([]string{"pending"}, tlsArgs...), nil, &stdout, &stderr); err != nil {
 		t.Fatalf("seal pending: %v", err)
 	}
-	if !strings.Contains(stdout.String(), req.Code) {
-		t.Fatalf("seal pending lists:\n%s", stdout.String())
+	if !strings.Contains(stdout.String(), req.ID) || strings.Contains(stdout.String(), req.Code) {
+		t.Fatalf("seal pending lists:\n%s\nwant request %s without its code %s", stdout.String(), req.ID, req.Code)
 	}
 	stdout.Reset()
 	if err := run(ctx, append([]string{"approve", req.Code}, tlsArgs...), nil, &stdout, &stderr); err != nil {
@@ -318,7 +319,8 @@ func must[T any](v T, err error) T {
 
 // TestPendingMarksUnverified: seal pending marks a request whose code no
 // host shows (a stock clevis client's), so the operator knows there is
-// nothing to compare.
+// nothing to type; its code (which hashes points the network saw) does not
+// approve it, seal approve --id does.
 func TestPendingMarksUnverified(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -336,7 +338,8 @@ func TestPendingMarksUnverified(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(gate.New(gate.Config{Keys: keys, Operators: ops}))
+	g := gate.New(gate.Config{Keys: keys, Operators: ops})
+	srv := httptest.NewServer(g)
 	defer srv.Close()
 	adv, err := (&tang.Client{}).Advertisement(ctx, srv.URL, thp)
 	if err != nil {
@@ -369,8 +372,24 @@ func TestPendingMarksUnverified(t *testing.T) {
 	if err := run(ctx, []string{"pending", "--gate", srv.URL}, nil, &stdout, &stderr); err != nil {
 		t.Fatalf("seal pending: %v", err)
 	}
-	if want := tang.ApprovalCode(b.Point()) + " (unverified)"; !strings.Contains(stdout.String(), want) {
-		t.Fatalf("seal pending lists:\n%s\nwant %q", stdout.String(), want)
+	list := g.Pending()
+	if len(list) != 1 {
+		t.Fatalf("pending at the gate: %+v", list)
+	}
+	code := tang.ApprovalCode(b.Point())
+	if want := list[0].ID + " "; !strings.Contains(stdout.String(), want) || !strings.Contains(stdout.String(), "none: the host cannot show one (approve --id)") || strings.Contains(stdout.String(), code) {
+		t.Fatalf("seal pending lists:\n%s\nwant %s marked without a code, and not its code %s", stdout.String(), list[0].ID, code)
+	}
+	stdout.Reset()
+	err = run(ctx, []string{"approve", code, "--gate", srv.URL}, nil, &stdout, &stderr)
+	if !errors.Is(err, gate.ErrUnknownCode) {
+		t.Fatalf("seal approve with the points' code: %v, want unknown", err)
+	}
+	if err := run(ctx, []string{"approve", "--id", list[0].ID, "--gate", srv.URL}, nil, &stdout, &stderr); err != nil {
+		t.Fatalf("seal approve --id: %v", err)
+	}
+	if want := "request " + list[0].ID + " approved by alice\n"; stdout.String() != want {
+		t.Fatalf("seal approve --id printed %q, want %q", stdout.String(), want)
 	}
 }
 

@@ -37,7 +37,7 @@ can hold every recovery until an operator approves it.
   sealgate rotate --dir DIR                      retire the active keys, create new ones
   sealgate thp --dir DIR                         print the signing-key thumbprints
   sealgate serve --dir DIR --listen ADDR         serve /adv and /rec
-      [--approval required] [--audit FILE] [--hold DURATION]
+      [--approval required] [--require-code] [--audit FILE] [--hold DURATION]
       [--webhook URL [--webhook-secret-file FILE]] [--policy FILE]
       [--approvers N] [--upstream URL]
       [--tls-cert FILE --tls-key FILE [--client-ca FILE]] [--config FILE]
@@ -50,8 +50,11 @@ can hold every recovery until an operator approves it.
 Rotated keys are kept as dot-files: they still recover old bindings but are
 no longer advertised. A running server follows rotations without a restart.
 
-With --approval required, each recovery waits until an operator approves
-its code (seal approve CODE --gate URL, or the page at URL/gate/);
+With --approval required, each recovery waits until an operator types the
+code its host shows (seal approve CODE --gate URL, or the page at
+URL/gate/); the gate never shows codes. A host that shows none (stock
+clevis) is approved by request id (seal approve --id ID), unless
+--require-code;
 decisions are appended to the --audit file. Operators are kept in
 DIR/operators.json as token hashes.
 `
@@ -77,6 +80,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&sc.webhookSecret, "webhook-secret-file", "", "sign webhook deliveries with HMAC-SHA256 under the secret in this `file` (serve)")
 	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
 	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request (serve)")
+	fs.BoolVar(&sc.requireCode, "require-code", false, "approve only by the code the host shows: requests from hosts that show none (stock clevis) can only be denied (serve)")
 	fs.StringVar(&sc.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate chain `file` (serve)")
 	fs.StringVar(&sc.tlsKey, "tls-key", "", "the PEM private key `file` of --tls-cert (serve)")
 	fs.StringVar(&sc.clientCA, "client-ca", "", "operators may present client certificates from this PEM CA `file`, named by a listed operator (serve)")
@@ -238,12 +242,14 @@ type serveConfig struct {
 	webhookSecret string
 	policy        string
 	approvers     int
-	upstream      string
-	tlsCert       string
-	tlsKey        string
-	clientCA      string
-	landlock      string
-	maxConns      int
+	// requireCode refuses approvals by request id (gate.Config.RequireCode).
+	requireCode bool
+	upstream    string
+	tlsCert     string
+	tlsKey      string
+	clientCA    string
+	landlock    string
+	maxConns    int
 }
 
 // minWebhookSecret is the shortest webhook secret accepted, in bytes.
@@ -376,7 +382,7 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 			return cli.Usage("--approvers must be at least 1")
 		}
 		cfg := gate.Config{
-			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers, CertOperators: certOperators,
+			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers, CertOperators: certOperators, RequireCode: sc.requireCode,
 			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
 		}
 		if roles, err := cfg.Operators.Roles(); err != nil {
@@ -424,8 +430,8 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		}
 		handler = gate.New(cfg)
 		writeTimeout = sc.hold + 10*time.Second
-	} else if sc.audit != "" || sc.webhook != "" || sc.webhookSecret != "" || sc.policy != "" {
-		return cli.Usage("--audit, --webhook, --webhook-secret-file and --policy need --approval required")
+	} else if sc.audit != "" || sc.webhook != "" || sc.webhookSecret != "" || sc.policy != "" || sc.requireCode {
+		return cli.Usage("--audit, --webhook, --webhook-secret-file, --policy and --require-code need --approval required")
 	}
 	tcp, err := net.Listen("tcp", listen)
 	if err != nil {
@@ -443,7 +449,7 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if sc.approval == "required" {
-		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir, "approval", sc.approval)
+		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir, "approval", sc.approval, "require_code", sc.requireCode)
 	} else {
 		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir)
 	}

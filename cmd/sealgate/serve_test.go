@@ -96,9 +96,32 @@ func TestServeApproval(t *testing.T) {
 	}()
 	p := <-pending
 	op := &gate.Client{URL: url, Token: token}
+	// Number matching: the operator's list has the request, not the code
+	// the host shows; a random code is refused; the host's code approves.
 	list, err := op.Pending(ctx)
-	if err != nil || len(list) != 1 || list[0].Code != p.Code || list[0].Host != "test-host" {
-		t.Fatalf("pending: %v %+v, want the client's code %s", err, list, p.Code)
+	if err != nil || len(list) != 1 || list[0].ID == "" || !list[0].Verified || list[0].Host != "test-host" {
+		t.Fatalf("pending: %v %+v, want the client's request", err, list)
+	}
+	raw, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/gate/pending", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), list[0].ID) || strings.Contains(string(body), p.Code) {
+		t.Fatalf("GET /gate/pending: %s; want request %s without the host's code %s", body, list[0].ID, p.Code)
+	}
+	random := "AAAA-AAAA"
+	if random == p.Code {
+		random = "BBBB-BBBB"
+	}
+	if _, err := op.Approve(ctx, random); !errors.Is(err, gate.ErrUnknownCode) {
+		t.Fatalf("approve with a random code: %v, want refused", err)
 	}
 	if _, err := (&gate.Client{URL: url, Token: token + "x"}).Approve(ctx, p.Code); !errors.Is(err, gate.ErrUnauthorized) {
 		t.Fatalf("approve with a wrong token: %v", err)

@@ -168,21 +168,21 @@ timeout = "30s"
 	// A tampered ciphertext fails only after the recovery: the CEK is in
 	// the process when the failure is reported. The operator approves it.
 	tampered := strings.Join([]string{parts[0], parts[1], parts[2], flipFirst(parts[3]), parts[4]}, ".")
-	decrypted := make(chan error, 1)
-	go func() {
-		_, _, err := r.run("seal decrypt (tampered ciphertext)", []byte(tampered), "seal", "decrypt")
-		decrypted <- err
-	}()
-	op := &gate.Client{URL: gateURL, Token: token}
-	var pending []gate.Request
-	r.waitFor("the tampered JWE's recovery at the gate", func() bool {
-		pending, err = op.Pending(ctx)
-		return err == nil && len(pending) == 1
+	dec := r.start("seal decrypt (tampered ciphertext)", "seal", "decrypt", "-i", r.input("tampered.jwe", tampered))
+	// The operator types the code seal decrypt shows (the gate lists none).
+	var code2 string
+	r.waitFor("seal decrypt to show its code", func() bool {
+		if m := sealCodeRE.FindStringSubmatch(dec.stderr.String()); m != nil {
+			code2 = m[1]
+			return true
+		}
+		return false
 	})
-	if _, err := op.Approve(ctx, pending[0].Code); err != nil {
+	op := &gate.Client{URL: gateURL, Token: token}
+	if _, err := op.Approve(ctx, code2); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-decrypted; err == nil {
+	if err := dec.wait(30 * time.Second); err == nil {
 		t.Error("seal decrypt of a tampered ciphertext succeeded")
 	}
 	wrongThp := strings.Repeat("A", len(thp))
@@ -469,6 +469,8 @@ func (p *fullProc) wait(d time.Duration) error {
 		return fmt.Errorf("%s still running after %s", p.name, d)
 	}
 }
+
+var sealCodeRE = regexp.MustCompile(`seal: waiting for approval of code ([A-Z0-9]{4}-[A-Z0-9]{4}) at `)
 
 var approvalCodeRE = regexp.MustCompile(`msg="waiting for approval" key=web tang_url=\S+ code=([A-Z0-9]{4}-[A-Z0-9]{4})`)
 

@@ -6,7 +6,7 @@
 // runs) and never written in the clear, and the real `sealproxy run` in
 // front of the backend, built from this checkout and supervised the way
 // systemd does it (NOTIFY_SOCKET). The demo plays the operator: it
-// compares the approval code sealproxy shows with the gate's and approves
+// types the approval code sealproxy shows at the gate and approves
 // it through the gate's operator API (as `seal approve` does). Then it
 // does a TLS round trip through the
 // proxy, reloads it with SIGHUP, stops it with SIGTERM, and exits; with
@@ -147,8 +147,8 @@ timeout = "1m"
 	defer p.kill()
 
 	// The operator's part: the gate holds the recovery; sealproxy shows
-	// the code (log, systemd STATUS=); the operator compares it with the
-	// gate's and approves.
+	// the code (log, systemd STATUS=); the operator types it at the gate,
+	// which lists the request without it (number matching).
 	status, err := p.waitForMsg(ctx, "waiting for approval")
 	if err != nil {
 		return err
@@ -164,10 +164,10 @@ timeout = "1m"
 		return fmt.Errorf("the code sealproxy shows (%q) is not the gate's (%s)", status, req.Code)
 	}
 	fmt.Fprintf(out, "   systemd's status line reads: %s\n", strings.TrimPrefix(status, "STATUS="))
-	fmt.Fprintf(out, "   the gate lists request %s from host %q; the codes match, so the operator approves:\n", req.Code, req.Host)
-	fmt.Fprintf(out, "     seal approve %s --gate %s\n", req.Code, tangURL)
+	fmt.Fprintf(out, "   the gate lists request %s from host %q, without a code; the operator types the code the host shows:\n", req.ID, req.Host)
+	fmt.Fprintf(out, "     seal approve %s --gate %s\n", shown[1], tangURL)
 	op := &gate.Client{URL: tangURL, Token: gt.token}
-	if _, err := op.Approve(ctx, req.Code); err != nil {
+	if _, err := op.Approve(ctx, shown[1]); err != nil {
 		return fmt.Errorf("approving: %w", err)
 	}
 	if err := p.waitFor(ctx, "READY=1"); err != nil {

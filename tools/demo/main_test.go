@@ -26,7 +26,7 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"no key file in the clear",
 		"waiting for approval (code ",
-		"the codes match, so the operator approves",
+		"without a code; the operator types the code the host shows",
 		"msg=\"key unlocked\" key=web",
 		"5. GET https://demo.sealproxy.test/hello",
 		"<- echo from the backend: GET /hello",

@@ -16,22 +16,25 @@ import (
 // pending, a session conflict), "approve" and "deny" (an operator's
 // decision, or an attempt at one that failed, with the reason in outcome),
 // "release" (an approved recovery answered), "expire" (a pending request
-// or an unused approval lapsed), "unauthorized" (an operator API call
-// without a valid token), "forbidden" (a valid credential whose role may
-// not make this call), "cross-site" (a call that changes state refused
-// because it was not JSON from the gate's own origin; the operator is
-// whose credential the browser sent).
+// or an unused approval lapsed), "code" (a committed session's codes
+// agreed), "lock" (an operator's approvals locked after wrong codes),
+// "unauthorized" (an operator API call without a valid token), "forbidden"
+// (a valid credential whose role may not make this call), "cross-site" (a
+// call that changes state refused because it was not JSON from the gate's
+// own origin; the operator is whose credential the browser sent).
 type Event struct {
-	Time     time.Time `json:"time"`
-	Event    string    `json:"event"`
-	Code     string    `json:"code,omitempty"`
-	Session  bool      `json:"session,omitempty"`
-	Host     string    `json:"host,omitempty"`
-	Source   string    `json:"source,omitempty"`
-	Kids     []string  `json:"kids,omitempty"`
-	Keys     int       `json:"keys,omitempty"`
-	Operator string    `json:"operator,omitempty"`
-	Outcome  string    `json:"outcome,omitempty"`
+	Time  time.Time `json:"time"`
+	Event string    `json:"event"`
+	// ID is the request's id. No event carries a request's code: whoever
+	// reads the log must still read the code on the host.
+	ID       string   `json:"id,omitempty"`
+	Session  bool     `json:"session,omitempty"`
+	Host     string   `json:"host,omitempty"`
+	Source   string   `json:"source,omitempty"`
+	Kids     []string `json:"kids,omitempty"`
+	Keys     int      `json:"keys,omitempty"`
+	Operator string   `json:"operator,omitempty"`
+	Outcome  string   `json:"outcome,omitempty"`
 }
 
 // Auditor records events. A gate refuses a decision it could not record.

@@ -32,12 +32,14 @@ type Client struct {
 }
 
 // APIError is a refusal from the operator API; it unwraps to
-// ErrUnauthorized, ErrUnknownCode or ErrNotPending by status.
+// ErrUnauthorized, ErrUnknownCode, ErrNotPending, ErrCodeRequired or
+// ErrLocked by status.
 type APIError struct {
 	URL     string
 	Op      string
 	Status  int
 	Message string
+	byID    bool // the call named a request by id
 }
 
 func (e *APIError) Error() string {
@@ -49,9 +51,16 @@ func (e *APIError) Unwrap() error {
 	case http.StatusUnauthorized:
 		return ErrUnauthorized
 	case http.StatusNotFound:
+		if e.byID {
+			return ErrUnknownRequest
+		}
 		return ErrUnknownCode
 	case http.StatusConflict:
 		return ErrNotPending
+	case http.StatusForbidden:
+		return ErrCodeRequired
+	case http.StatusTooManyRequests:
+		return ErrLocked
 	}
 	return nil
 }
@@ -67,14 +76,35 @@ func (c *Client) Pending(ctx context.Context) ([]Request, error) {
 	return out.Requests, nil
 }
 
-// Approve approves the request with code.
+// Decisions lists the gate's last decisions, newest first.
+func (c *Client) Decisions(ctx context.Context) ([]Event, error) {
+	var out struct {
+		Decisions []Event `json:"decisions"`
+	}
+	if err := c.call(ctx, http.MethodGet, "/gate/decisions", nil, "listing decisions", &out); err != nil {
+		return nil, err
+	}
+	return out.Decisions, nil
+}
+
+// Approve approves the request whose host shows code.
 func (c *Client) Approve(ctx context.Context, code string) (*Decision, error) {
 	return c.decide(ctx, "/gate/approve", "approving", code)
+}
+
+// ApproveID approves the request with id, whose host shows no code.
+func (c *Client) ApproveID(ctx context.Context, id string) (*Decision, error) {
+	return c.decideID(ctx, "/gate/approve", "approving", id)
 }
 
 // Deny denies the request with code.
 func (c *Client) Deny(ctx context.Context, code string) (*Decision, error) {
 	return c.decide(ctx, "/gate/deny", "denying", code)
+}
+
+// DenyID denies the request with id.
+func (c *Client) DenyID(ctx context.Context, id string) (*Decision, error) {
+	return c.decideID(ctx, "/gate/deny", "denying", id)
 }
 
 func (c *Client) decide(ctx context.Context, path, verb, code string) (*Decision, error) {
@@ -85,6 +115,21 @@ func (c *Client) decide(ctx context.Context, path, verb, code string) (*Decision
 	body, _ := json.Marshal(map[string]string{"code": norm})
 	var d Decision
 	if err := c.call(ctx, http.MethodPost, path, body, verb+" "+norm, &d); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+func (c *Client) decideID(ctx context.Context, path, verb, id string) (*Decision, error) {
+	if err := CheckRequestID(id); err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(map[string]string{"id": id})
+	var d Decision
+	if err := c.call(ctx, http.MethodPost, path, body, verb+" request "+id, &d); err != nil {
+		if e, ok := err.(*APIError); ok {
+			e.byID = true
+		}
 		return nil, err
 	}
 	return &d, nil
@@ -134,6 +179,14 @@ func (c *Client) call(ctx context.Context, method, path string, body []byte, op 
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("gate %s: %s: the answer is not the operator API's JSON: %v", base, op, err)
+	}
+	return nil
+}
+
+// CheckRequestID reports whether id has the form of a request id.
+func CheckRequestID(id string) error {
+	if !requestID.MatchString(id) {
+		return fmt.Errorf("request id %q: an id is 1 to 32 letters, digits, '-' or '_'", Printable(id))
 	}
 	return nil
 }

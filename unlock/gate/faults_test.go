@@ -144,7 +144,7 @@ func TestFaultAuditDiskFills(t *testing.T) {
 	if err != nil {
 		t.Fatalf("operator API with a full disk: %v", err)
 	}
-	if len(list) != 1 || list[0].Code != req.Code || list[0].State != gate.StatePending {
+	if len(list) != 1 || list[0].ID != req.ID || list[0].State != gate.StatePending {
 		t.Fatalf("pending after the refused approval: %+v, want %s pending", list, req.Code)
 	}
 	if after, _ := os.ReadFile(f.Audit); !bytes.Equal(after, before) {

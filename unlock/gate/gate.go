@@ -6,11 +6,14 @@ package gate
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -48,6 +51,25 @@ var (
 	// ErrAudit reports a decision refused because the audit log could not
 	// record it.
 	ErrAudit = errors.New("audit log failed")
+	// ErrUnknownRequest reports a request id no pending request has.
+	ErrUnknownRequest = errors.New("no pending request with this id")
+	// ErrCodeRequired reports an approval by id that needs the code: the
+	// request's host shows one, or the gate approves only by code
+	// (Config.RequireCode).
+	ErrCodeRequired = errors.New("approving this request needs the code the host shows")
+	// ErrLocked reports an operator whose approvals are locked after too
+	// many wrong codes.
+	ErrLocked = errors.New("approvals locked after too many wrong codes")
+)
+
+// Wrong codes: WrongCodes of them within WrongCodeWindow lock the
+// operator's approvals for LockTime (docs/approval.md, "Number matching").
+const (
+	WrongCodes      = 5
+	WrongCodeWindow = 10 * time.Minute
+	LockTime        = 10 * time.Minute
+	// recentDecisions is how many decisions GET /gate/decisions keeps.
+	recentDecisions = 20
 )
 
 // Config configures a Gate. Zero durations and limits mean the defaults.
@@ -108,8 +130,11 @@ type Config struct {
 	// a request ready for a decision applies (see Rule).
 	Rules []Rule
 	// Webhook, if set, is told of each request ready for a decision that
-	// no rule decided.
+	// no rule decided, and of each operator locked out by wrong codes.
 	Webhook *Webhook
+	// RequireCode refuses approvals by request id: a request whose host
+	// shows no code (stock clevis) can then only be denied or lapse.
+	RequireCode bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -123,9 +148,16 @@ const (
 	StateDenied   State = "denied"
 )
 
-// Request is the operator's view of a pending recovery or session.
+// Request is the operator's view of a pending recovery or session. It
+// never carries the code over the API: the operator reads it on the host
+// and types it (number matching).
 type Request struct {
-	Code     string    `json:"code"`
+	// ID is an opaque random name for the request, to deny it (or
+	// approve one without a code) without knowing its code.
+	ID string `json:"id"`
+	// Code is the gate's code, for in-process callers (OnPending, tests);
+	// never marshalled, so no API answer, webhook or page shows it.
+	Code     string    `json:"-"`
 	State    State     `json:"state"`
 	Session  bool      `json:"session"`
 	Host     string    `json:"host,omitempty"`
@@ -152,7 +184,9 @@ type Request struct {
 // approver needed, an approval that is not the last leaves Status
 // pending and counts Approvals of Needed.
 type Decision struct {
-	Code      string    `json:"code"`
+	ID string `json:"id"`
+	// Code is the code the operator typed, if it decided by code.
+	Code      string    `json:"code,omitempty"`
 	Status    State     `json:"status"`
 	Operator  string    `json:"operator"`
 	Time      time.Time `json:"time"`
@@ -175,10 +209,15 @@ type Gate struct {
 	stop    context.CancelFunc
 
 	mu       sync.Mutex
-	requests map[string]*request // by key: "s:"+session id or "p:"+kid+":"+point
-	ruleUses [][]time.Time       // approvals by each rule with a Max, within its Per
-	denials  []*request          // kept denials by rules, oldest first (bounded; see autoDecide)
-	held     map[string]int      // POST /rec requests held open, by source
+	requests map[string]*request    // by key: "s:"+session id or "p:"+kid+":"+point
+	wrong    map[string][]time.Time // each operator's wrong codes within WrongCodeWindow
+	locked   map[string]time.Time   // operators locked out, until
+
+	recentMu sync.Mutex
+	recent   []Event        // the last recentDecisions decisions, without codes
+	ruleUses [][]time.Time  // approvals by each rule with a Max, within its Per
+	denials  []*request     // kept denials by rules, oldest first (bounded; see autoDecide)
+	held     map[string]int // POST /rec requests held open, by source
 	heldAll  int
 
 	noisy noisyLimiter // audit lines of unauthenticated events, by source
@@ -207,6 +246,7 @@ func (g *Gate) unhold(source string) {
 // request is one pending recovery, or all recoveries of a session.
 type request struct {
 	key       string
+	id        string
 	session   string
 	host      string
 	source    string
@@ -269,7 +309,7 @@ func New(cfg Config) *Gate {
 		cfg.MaxHeld = DefaultMaxHeld
 	}
 	g := &Gate{
-		cfg: cfg, log: cfg.Log, requests: map[string]*request{}, held: map[string]int{}, hooks: make(chan struct{}, maxWebhooks),
+		cfg: cfg, log: cfg.Log, requests: map[string]*request{}, wrong: map[string][]time.Time{}, locked: map[string]time.Time{}, held: map[string]int{}, hooks: make(chan struct{}, maxWebhooks),
 		ruleUses: make([][]time.Time, len(cfg.Rules)),
 	}
 	g.closing, g.stop = context.WithCancel(context.Background())
@@ -307,7 +347,7 @@ func (r *request) kids() []string {
 
 func (r *request) view() Request {
 	return Request{
-		Code: r.code, State: r.state, Session: r.session != "", Host: r.host, Source: r.source,
+		ID: r.id, Code: r.code, State: r.state, Session: r.session != "", Host: r.host, Source: r.source,
 		Kids: r.kids(), Keys: r.keys, Arrived: len(r.points), Complete: r.decidable(), Verified: r.commit != nil,
 		Created: r.created, Expires: r.expires, Operator: r.operator, Decided: r.decided,
 		Approvals: slices.Clone(r.approvals),
@@ -374,22 +414,45 @@ func (g *Gate) Pending() []Request {
 	return out
 }
 
-// Approve approves the complete pending request with code, for operator.
-// Its recoveries are answered once each until the approval expires.
+// Approve approves the pending request whose gate-side code is code, for
+// operator: the code the host shows, typed by the operator (number
+// matching). Only a request whose host shows its code (a committed
+// session) matches; a code that matches none counts against the operator
+// (WrongCodes). Its recoveries are answered once each until the approval
+// expires.
 func (g *Gate) Approve(code, operator, source string) (*Decision, error) {
-	return g.decide(code, operator, source, StateApproved)
+	return g.decide(ref{code: code}, operator, source, StateApproved)
+}
+
+// ApproveID approves the request with id whose host cannot show a code
+// (stock clevis); one that shows a code needs Approve, and with
+// Config.RequireCode none can be approved by id.
+func (g *Gate) ApproveID(id, operator, source string) (*Decision, error) {
+	return g.decide(ref{id: id}, operator, source, StateApproved)
 }
 
 // Deny denies the pending request with code: it answers 403 from now on.
 func (g *Gate) Deny(code, operator, source string) (*Decision, error) {
-	return g.decide(code, operator, source, StateDenied)
+	return g.decide(ref{code: code}, operator, source, StateDenied)
 }
 
-func (g *Gate) decide(code, operator, source string, to State) (*Decision, error) {
-	code, err := tang.NormalizeCode(code)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnknownCode, err)
-	}
+// DenyID denies the pending request with id: denying needs no proof.
+func (g *Gate) DenyID(id, operator, source string) (*Decision, error) {
+	return g.decide(ref{id: id}, operator, source, StateDenied)
+}
+
+// ref names a request by the code typed or by its id.
+type ref struct{ code, id string }
+
+var requestID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+func newRequestID() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func (g *Gate) decide(ref ref, operator, source string, to State) (*Decision, error) {
 	event := "approve"
 	if to == StateDenied {
 		event = "deny"
@@ -397,33 +460,80 @@ func (g *Gate) decide(code, operator, source string, to State) (*Decision, error
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.sweep()
-	var match []*request
-	for _, r := range g.requests {
-		if r.code == code {
-			match = append(match, r)
+	now := g.cfg.Now()
+	fail := func(r *request, err error, outcome string) (*Decision, error) {
+		ev := Event{Event: event}
+		if r != nil {
+			ev = r.event(event)
 		}
-	}
-	fail := func(err error, outcome string) (*Decision, error) {
-		g.record(Event{Event: event, Code: code, Operator: operator, Source: source, Outcome: outcome})
+		ev.Operator, ev.Source, ev.Outcome = operator, source, outcome
+		g.record(ev)
 		return nil, err
 	}
-	switch {
-	case len(match) == 0:
-		return fail(fmt.Errorf("%w %s", ErrUnknownCode, code), "unknown code")
-	case len(match) > 1:
-		return fail(fmt.Errorf("%w: %d requests have code %s; deny them and let the hosts retry", ErrNotPending, len(match), code), "ambiguous code")
+	if until, ok := g.locked[operator]; ok && to == StateApproved {
+		if now.Before(until) {
+			return fail(nil, fmt.Errorf("%w: %s may approve again at %s", ErrLocked, operator, until.UTC().Format("15:04:05 UTC")), "locked")
+		}
+		delete(g.locked, operator)
 	}
-	r := match[0]
+	var r *request
+	name := ""
+	if ref.id != "" {
+		if requestID.MatchString(ref.id) {
+			for _, c := range g.requests {
+				if c.id == ref.id {
+					r = c
+				}
+			}
+		}
+		if r == nil {
+			return fail(nil, fmt.Errorf("%w; list what waits again", ErrUnknownRequest), "unknown id")
+		}
+		name = "request " + r.id
+		if to == StateApproved && r.commit != nil {
+			return fail(r, fmt.Errorf("%w: the host of %s shows a code: type that code", ErrCodeRequired, name), "code required")
+		}
+		if to == StateApproved && g.cfg.RequireCode {
+			return fail(r, fmt.Errorf("%w: this gate approves only by code (--require-code), and the host of %s cannot show one (stock clevis): deny it or let it expire", ErrCodeRequired, name), "code required")
+		}
+	} else {
+		code, err := tang.NormalizeCode(ref.code)
+		var match []*request
+		if err == nil {
+			for _, c := range g.requests {
+				// Approving needs a code the host shows; a request without
+				// one (its code hashes points the network saw) matches
+				// only a denial.
+				if c.code != "" && (to == StateDenied || c.commit != nil) && subtle.ConstantTimeCompare([]byte(c.code), []byte(code)) == 1 {
+					match = append(match, c)
+				}
+			}
+		} else {
+			code = "" // not echoed: it is not a code
+		}
+		switch {
+		case len(match) == 0 && to == StateApproved:
+			return g.wrongCode(code, operator, source, now)
+		case len(match) == 0:
+			return fail(nil, fmt.Errorf("%w %s", ErrUnknownCode, code), "unknown code")
+		case len(match) > 1:
+			return fail(nil, fmt.Errorf("%w: %d requests have code %s; deny them and let the hosts retry", ErrNotPending, len(match), code), "ambiguous code")
+		}
+		r, name = match[0], "code "+code
+	}
 	switch {
 	case r.state != StatePending:
-		return fail(fmt.Errorf("%w: %s was already %s by %s", ErrNotPending, code, r.state, r.operator), "already decided")
+		return fail(r, fmt.Errorf("%w: %s was already %s by %s", ErrNotPending, name, r.state, r.operator), "already decided")
 	case !r.complete():
-		return fail(fmt.Errorf("%w: session %s has %d of its %d keys; wait for the rest", ErrNotPending, code, len(r.points), r.keys), "session incomplete")
+		return fail(r, fmt.Errorf("%w: session %s has %d of its %d keys; wait for the rest", ErrNotPending, name, len(r.points), r.keys), "session incomplete")
 	}
-	now := g.cfg.Now()
+	d := &Decision{ID: r.id, Status: to, Operator: operator, Time: now}
+	if ref.code != "" {
+		d.Code = r.code
+	}
 	if need := max(1, g.cfg.Approvers); to == StateApproved && need > 1 {
 		if slices.Contains(r.approvals, operator) {
-			return fail(fmt.Errorf("%w: %s already approved %s; %d more operators must", ErrNotPending, operator, code, need-len(r.approvals)), "same operator again")
+			return fail(r, fmt.Errorf("%w: %s already approved %s; %d more operators must", ErrNotPending, operator, name, need-len(r.approvals)), "same operator again")
 		}
 		if n := len(r.approvals) + 1; n < need {
 			ev := r.event(event)
@@ -432,19 +542,61 @@ func (g *Gate) decide(code, operator, source string, to State) (*Decision, error
 				return nil, fmt.Errorf("%w: not approved: %v", ErrAudit, err)
 			}
 			r.approvals = append(r.approvals, operator)
-			return &Decision{Code: code, Status: StatePending, Operator: operator, Time: now, Approvals: n, Needed: need}, nil
+			d.Status, d.Approvals, d.Needed = StatePending, n, need
+			return d, nil
 		}
 	}
 	if err := g.apply(r, to, operator, source, now); err != nil {
 		return nil, err
 	}
-	d := &Decision{Code: code, Status: to, Operator: operator, Time: now}
 	if len(r.approvals) > 0 && to == StateApproved {
 		r.approvals = append(r.approvals, operator)
 		r.operator = strings.Join(r.approvals, ",")
 		d.Approvals, d.Needed = len(r.approvals), len(r.approvals)
 	}
 	return d, nil
+}
+
+// wrongCode answers an approval whose code matched nothing: counted
+// against the operator, audited, and the WrongCodes-th within
+// WrongCodeWindow locks the operator's approvals for LockTime. Called
+// with g.mu held.
+func (g *Gate) wrongCode(code, operator, source string, now time.Time) (*Decision, error) {
+	recent := slices.DeleteFunc(g.wrong[operator], func(t time.Time) bool { return now.Sub(t) >= WrongCodeWindow })
+	recent = append(recent, now)
+	g.wrong[operator] = recent
+	// The typed code is not audited: a near miss of a real code would
+	// tell the audit log's readers most of it.
+	g.record(Event{Event: "approve", Operator: operator, Source: source, Outcome: fmt.Sprintf("wrong code %d of %d", len(recent), WrongCodes)})
+	err := fmt.Errorf("%w %s: type the code the host shows on its console or journal (wrong code %d of %d within %s)", ErrUnknownCode, code, len(recent), WrongCodes, WrongCodeWindow)
+	if code == "" {
+		err = fmt.Errorf("%w: a code is XXXX-XXXX, as the host shows it (wrong code %d of %d within %s)", ErrUnknownCode, len(recent), WrongCodes, WrongCodeWindow)
+	}
+	if len(recent) < WrongCodes {
+		return nil, err
+	}
+	until := now.Add(LockTime)
+	g.locked[operator] = until
+	delete(g.wrong, operator)
+	outcome := fmt.Sprintf("%d wrong codes within %s: approvals locked until %s", WrongCodes, WrongCodeWindow, until.UTC().Format(time.RFC3339))
+	g.record(Event{Time: now, Event: "lock", Operator: operator, Source: source, Outcome: outcome})
+	g.log.Warn("operator locked out", "operator", operator, "remote", source, "until", until)
+	g.notifyLock(operator, source, until)
+	return nil, fmt.Errorf("%w; approvals by %s are locked until %s", err, operator, until.UTC().Format("15:04:05 UTC"))
+}
+
+// Decisions returns the last decisions (approve, deny, expire and lock
+// events, including refused attempts), newest first. They carry request
+// ids, never codes.
+func (g *Gate) Decisions() []Event {
+	g.mu.Lock()
+	g.sweep()
+	g.mu.Unlock()
+	g.recentMu.Lock()
+	defer g.recentMu.Unlock()
+	out := slices.Clone(g.recent)
+	slices.Reverse(out)
+	return out
 }
 
 // apply records and makes a decision about r. Called with g.mu held.
@@ -467,7 +619,7 @@ func (g *Gate) apply(r *request, to State, operator, source string, now time.Tim
 	}
 	close(r.done)
 	g.metrics.decision(r, to, operator, now)
-	g.log.Info("gate decision", "code", r.code, "decision", string(to), "operator", operator, "host", r.host, "remote", r.source)
+	g.log.Info("gate decision", "id", r.id, "decision", string(to), "operator", operator, "host", r.host, "remote", r.source)
 	return nil
 }
 
@@ -498,7 +650,7 @@ func (r *request) with(e Event, outcome string) Event {
 }
 
 func (r *request) event(name string) Event {
-	return Event{Event: name, Code: r.code, Host: r.host, Source: r.source, Session: r.session != "", Keys: r.keys, Kids: r.kids()}
+	return Event{Event: name, ID: r.id, Host: r.host, Source: r.source, Session: r.session != "", Keys: r.keys, Kids: r.kids()}
 }
 
 // audit writes e to the audit log, stamping the time if unset.
@@ -506,16 +658,27 @@ func (g *Gate) audit(e Event) error {
 	if e.Time.IsZero() {
 		e.Time = g.cfg.Now()
 	}
-	if g.cfg.Audit == nil {
-		return nil
+	if g.cfg.Audit != nil {
+		if err := g.cfg.Audit.Record(e); err != nil {
+			return err
+		}
 	}
-	return g.cfg.Audit.Record(e)
+	switch e.Event {
+	case "approve", "deny", "expire", "lock":
+		g.recentMu.Lock()
+		if len(g.recent) == recentDecisions {
+			g.recent = slices.Delete(g.recent, 0, 1)
+		}
+		g.recent = append(g.recent, e)
+		g.recentMu.Unlock()
+	}
+	return nil
 }
 
 // record is audit for events that go ahead even if the log fails; the
 // failure is logged.
 func (g *Gate) record(e Event) {
 	if err := g.audit(e); err != nil {
-		g.log.Error("audit log failed", "event", e.Event, "code", e.Code, "err", err)
+		g.log.Error("audit log failed", "event", e.Event, "id", e.ID, "err", err)
 	}
 }

@@ -82,14 +82,14 @@ func TestApprove(t *testing.T) {
 		t.Fatalf("pending request %+v", req)
 	}
 	list, err := f.Operator(f.Token).Pending(testCtx(t))
-	if err != nil || len(list) != 1 || list[0].Code != req.Code {
+	if err != nil || len(list) != 1 || list[0].ID != req.ID || list[0].Code != "" || !list[0].Verified {
 		t.Fatalf("Pending: %v, %+v", err, list)
 	}
 	d, err := f.Operator(f.Token).Approve(testCtx(t), strings.ToLower(strings.ReplaceAll(req.Code, "-", "")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Operator != "alice" || d.Status != gate.StateApproved || d.Code != req.Code {
+	if d.Operator != "alice" || d.Status != gate.StateApproved || d.Code != req.Code || d.ID != req.ID {
 		t.Fatalf("decision %+v", d)
 	}
 	r := wait(t, done)
@@ -98,10 +98,13 @@ func TestApprove(t *testing.T) {
 	}
 	events := f.wantEvents(t, "request:pending", "code:agreed", "approve:approved", "release:answered")
 	for _, e := range events {
-		// A committed session has no code before the host revealed its
-		// nonce: the request event has none.
-		if (e.Code != req.Code) != (e.Event == "request") || e.Source != "127.0.0.1" || e.Time.IsZero() {
-			t.Errorf("audit event %+v: want code %s, source and time", e, req.Code)
+		// Events name the request by id; none carries the code, which
+		// the operator must read on the host.
+		if e.ID != req.ID || e.Source != "127.0.0.1" || e.Time.IsZero() {
+			t.Errorf("audit event %+v: want id %s, source and time", e, req.ID)
+		}
+		if strings.Contains(string(mustJSON(e)), req.Code) {
+			t.Errorf("audit event %+v carries the code %s", e, req.Code)
 		}
 	}
 	if list, _ := f.Operator(f.Token).Pending(testCtx(t)); len(list) != 0 {
@@ -129,9 +132,9 @@ func TestDeny(t *testing.T) {
 		}
 	}
 	// A decided request takes no second decision.
-	_, err := f.Operator(f.Token).Approve(testCtx(t), st.Code)
+	_, err := f.Operator(f.Token).Deny(testCtx(t), st.Code)
 	wantIs(t, err, gate.ErrNotPending)
-	f.wantEvents(t, "request:pending", "deny:denied", "approve:already decided")
+	f.wantEvents(t, "request:pending", "deny:denied", "deny:already decided")
 
 	// Our client, denied, gets a *tang.DeniedError with the code.
 	_, b2 := f.blind(t)
@@ -195,10 +198,11 @@ func TestApprovalExpiresAndIsSingleUse(t *testing.T) {
 	f := newFixture(t, nil)
 	kid, b := f.blind(t)
 	_, st := f.postPoint(t, kid, b, nil)
-	if _, err := f.Operator(f.Token).Approve(testCtx(t), st.Code); err != nil {
+	id := f.id(t, st.Code)
+	if _, err := f.Operator(f.Token).ApproveID(testCtx(t), id); err != nil {
 		t.Fatal(err)
 	}
-	_, err := f.Operator(f.Token).Approve(testCtx(t), st.Code)
+	_, err := f.Operator(f.Token).ApproveID(testCtx(t), id)
 	wantIs(t, err, gate.ErrNotPending)
 
 	f.Clock.Advance(gate.DefaultApprovalTTL + time.Second)
@@ -208,16 +212,17 @@ func TestApprovalExpiresAndIsSingleUse(t *testing.T) {
 	}
 	f.wantEvents(t, "request:pending", "approve:approved", "approve:already decided", "expire:approval expired before it was used", "request:pending")
 
-	if _, err := f.Operator(f.Token).Approve(testCtx(t), st.Code); err != nil {
+	id = f.id(t, st.Code)
+	if _, err := f.Operator(f.Token).ApproveID(testCtx(t), id); err != nil {
 		t.Fatal(err)
 	}
 	if status, _ := f.postPoint(t, kid, b, nil); status != http.StatusOK {
 		t.Fatalf("approved: %d, want 200", status)
 	}
-	// Answered once: the approval is spent, the code unknown, and the same
+	// Answered once: the approval is spent, the id unknown, and the same
 	// point waits for a new decision.
-	_, err = f.Operator(f.Token).Approve(testCtx(t), st.Code)
-	wantIs(t, err, gate.ErrUnknownCode)
+	_, err = f.Operator(f.Token).ApproveID(testCtx(t), id)
+	wantIs(t, err, gate.ErrUnknownRequest)
 	if status, _ := f.postPoint(t, kid, b, nil); status != http.StatusAccepted {
 		t.Fatalf("the same point after its answer: %d, want 202", status)
 	}
@@ -228,10 +233,11 @@ func TestPendingExpires(t *testing.T) {
 	f := newFixture(t, nil)
 	kid, b := f.blind(t)
 	_, st := f.postPoint(t, kid, b, nil)
+	id := f.id(t, st.Code)
 	f.Clock.Advance(gate.DefaultPendingTTL + time.Second)
-	_, err := f.Operator(f.Token).Approve(testCtx(t), st.Code)
-	wantIs(t, err, gate.ErrUnknownCode)
-	f.wantEvents(t, "request:pending", "expire:pending request expired", "approve:unknown code")
+	_, err := f.Operator(f.Token).ApproveID(testCtx(t), id)
+	wantIs(t, err, gate.ErrUnknownRequest)
+	f.wantEvents(t, "request:pending", "expire:pending request expired", "approve:unknown id")
 }
 
 // TestSecondDecryptNeedsNewApproval: each Decrypt blinds afresh, so its
@@ -301,7 +307,7 @@ func TestSessionIncomplete(t *testing.T) {
 	if status != http.StatusAccepted || st.Keys != 2 || st.Arrived != 1 {
 		t.Fatalf("first key: %d %+v", status, st)
 	}
-	_, err := f.Operator(f.Token).Approve(testCtx(t), st.Code)
+	_, err := f.Operator(f.Token).ApproveID(testCtx(t), f.id(t, st.Code))
 	wantIs(t, err, gate.ErrNotPending)
 	mustContain(t, err.Error(), "1 of its 2 keys")
 
@@ -317,7 +323,7 @@ func TestSessionIncomplete(t *testing.T) {
 	if status, _ := f.postPoint(t, kid, b3, hdr); status != http.StatusConflict {
 		t.Fatalf("a third key in a two-key session: %d, want 409", status)
 	}
-	if _, err := f.Operator(f.Token).Approve(testCtx(t), st.Code); err != nil {
+	if _, err := f.Operator(f.Token).ApproveID(testCtx(t), f.id(t, st.Code)); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range []*tang.Blind{b1, b2} {
@@ -475,12 +481,13 @@ func TestAuditFailureRefuses(t *testing.T) {
 	f := newFixture(t, func(c *gate.Config) { c.Audit = failingAudit{"approve"} })
 	kid, b := f.blind(t)
 	_, st := f.postPoint(t, kid, b, nil)
-	_, err := f.Operator(f.Token).Approve(testCtx(t), st.Code)
+	id := f.id(t, st.Code)
+	_, err := f.Operator(f.Token).ApproveID(testCtx(t), id)
 	var apiErr *gate.APIError
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusInternalServerError {
 		t.Fatalf("approve with a failing audit log: %v, want HTTP 500", err)
 	}
-	if _, err := f.g.Approve(st.Code, "alice", "test"); !errors.Is(err, gate.ErrAudit) {
+	if _, err := f.g.ApproveID(id, "alice", "test"); !errors.Is(err, gate.ErrAudit) {
 		t.Fatalf("Approve: %v, want ErrAudit", err)
 	}
 	if list := f.g.Pending(); len(list) != 1 || list[0].State != gate.StatePending {
@@ -493,7 +500,7 @@ func TestAuditFailureRefuses(t *testing.T) {
 	f = newFixture(t, func(c *gate.Config) { c.Audit = failingAudit{"release"} })
 	kid, b = f.blind(t)
 	_, st = f.postPoint(t, kid, b, nil)
-	if _, err := f.g.Approve(st.Code, "alice", "test"); err != nil {
+	if _, err := f.g.ApproveID(f.id(t, st.Code), "alice", "test"); err != nil {
 		t.Fatal(err)
 	}
 	if status, _ := f.postPoint(t, kid, b, nil); status != http.StatusInternalServerError {
@@ -509,12 +516,13 @@ func TestTokensNeverLogged(t *testing.T) {
 	kid, b := f.blind(t)
 	_, st := f.postPoint(t, kid, b, nil)
 	var errs []string
-	_, err := f.Operator(wrong).Approve(testCtx(t), st.Code)
+	id := f.id(t, st.Code)
+	_, err := f.Operator(wrong).ApproveID(testCtx(t), id)
 	errs = append(errs, err.Error(), fmt.Sprintf("%#v", err))
-	if _, err := f.Operator(f.Token).Approve(testCtx(t), st.Code); err != nil {
+	if _, err := f.Operator(f.Token).ApproveID(testCtx(t), id); err != nil {
 		t.Fatal(err)
 	}
-	_, err = f.Operator(f.Token).Approve(testCtx(t), st.Code)
+	_, err = f.Operator(f.Token).ApproveID(testCtx(t), id)
 	errs = append(errs, err.Error(), fmt.Sprintf("%#v", err))
 	stored, err := os.ReadFile(f.Ops.Path())
 	if err != nil {

@@ -63,7 +63,7 @@ func TestHeldRequestsBounded(t *testing.T) {
 	default:
 	}
 
-	if _, err := f.g.Approve(st.Code, "alice", "test"); err != nil {
+	if _, err := f.g.ApproveID(f.id(t, st.Code), "alice", "test"); err != nil {
 		t.Fatal(err)
 	}
 	// Both held polls wake: one collects the answer; for the other the

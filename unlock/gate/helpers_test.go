@@ -140,6 +140,19 @@ func (f *fixture) next(t *testing.T) gate.Request {
 	return gate.Request{}
 }
 
+// id returns the id of the pending request with code, read in process
+// (the operator API never shows codes).
+func (f *fixture) id(t *testing.T, code string) string {
+	t.Helper()
+	for _, r := range f.g.Pending() {
+		if r.Code == code {
+			return r.ID
+		}
+	}
+	t.Fatalf("no pending request has code %s", code)
+	return ""
+}
+
 // auditEvents reads the audit log.
 func (f *fixture) auditEvents(t *testing.T) []gate.Event {
 	t.Helper()

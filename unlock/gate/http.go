@@ -24,14 +24,14 @@ import (
 // Request body bounds.
 const (
 	maxRecoveryRequest = 4 << 10 // one JWK point, as tang.Server
-	maxOperatorRequest = 1 << 10 // {"code":"XXXX-XXXX"}
+	maxOperatorRequest = 1 << 10 // {"code":"XXXX-XXXX"} or {"id":"..."}
 )
 
 var sessionID = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // ServeHTTP serves the Tang protocol with POST /rec/{kid} held for
-// approval, the operator API (GET /gate/pending, POST /gate/approve,
-// POST /gate/deny) and the operator page (GET /gate/).
+// approval, the operator API (GET /gate/pending, GET /gate/decisions,
+// POST /gate/approve, POST /gate/deny) and the operator page (GET /gate/).
 func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasPrefix(r.URL.Path, "/rec/") && r.Method == http.MethodPost:
@@ -40,6 +40,8 @@ func (g *Gate) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.operator(w, r, g.handlePending)
 	case r.URL.Path == "/gate/approve" && r.Method == http.MethodPost:
 		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, name string) { g.handleDecide(w, r, name, StateApproved) })
+	case r.URL.Path == "/gate/decisions" && r.Method == http.MethodGet:
+		g.operator(w, r, g.handleDecisions)
 	case r.URL.Path == "/gate/metrics" && r.Method == http.MethodGet:
 		g.operator(w, r, func(w http.ResponseWriter, r *http.Request, _ string) {
 			g.mu.Lock()
@@ -233,7 +235,7 @@ func (g *Gate) join(rec *recovery) (*request, bool, error) {
 		return nil, false, err
 	}
 	r := &request{
-		key: key, session: rec.session, host: rec.host, source: rec.source, keys: rec.keys,
+		key: key, id: newRequestID(), session: rec.session, host: rec.host, source: rec.source, keys: rec.keys,
 		points: []*point{{kid: rec.kid, x: rec.point}}, commit: rec.commit, state: StatePending,
 		created: now, expires: now.Add(g.cfg.PendingTTL), done: make(chan struct{}), changed: make(chan struct{}), room: room,
 	}
@@ -317,7 +319,7 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 			g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", fmt.Errorf("%w: %v", ErrAudit, err)))...)
 			return
 		}
-		attrs = append(attrs[:1], slog.String("code", req.code))
+		attrs = append(attrs[:1], slog.String("id", req.id)) // not the code: the gate's log must not tell it
 		if ready && g.autoDecide(req) {
 			g.mu.Unlock()
 			continue
@@ -489,11 +491,27 @@ func (g *Gate) handlePending(w http.ResponseWriter, r *http.Request, name string
 	if reqs == nil {
 		reqs = []Request{}
 	}
+	// RequireCode tells the page whether a request without a code can be
+	// approved at all.
 	g.reply(w, r, http.StatusOK, "application/json", mustJSON(struct {
-		Requests []Request `json:"requests"`
-	}{reqs}), slog.String("operator", name))
+		Requests    []Request `json:"requests"`
+		RequireCode bool      `json:"require_code"`
+	}{reqs, g.cfg.RequireCode}), slog.String("operator", name))
 }
 
+func (g *Gate) handleDecisions(w http.ResponseWriter, r *http.Request, name string) {
+	evs := g.Decisions()
+	if evs == nil {
+		evs = []Event{}
+	}
+	g.reply(w, r, http.StatusOK, "application/json", mustJSON(struct {
+		Decisions []Event `json:"decisions"`
+	}{evs}), slog.String("operator", name))
+}
+
+// handleDecide takes {"code":"XXXX-XXXX"}, the code the host shows, or
+// {"id":"..."}, a request's id from GET /gate/pending (to deny, or to
+// approve a request whose host shows no code).
 func (g *Gate) handleDecide(w http.ResponseWriter, r *http.Request, name string, to State) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOperatorRequest))
 	if err != nil {
@@ -502,25 +520,41 @@ func (g *Gate) handleDecide(w http.ResponseWriter, r *http.Request, name string,
 	}
 	var req struct {
 		Code string `json:"code"`
+		ID   string `json:"id"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil || dec.More() || req.Code == "" {
-		g.reply(w, r, http.StatusBadRequest, "application/json", jsonError(`body must be {"code":"XXXX-XXXX"}`), slog.String("operator", name))
+	if err := dec.Decode(&req); err != nil || dec.More() || (req.Code == "") == (req.ID == "") {
+		g.reply(w, r, http.StatusBadRequest, "application/json", jsonError(`body must be {"code":"XXXX-XXXX"} (the code the host shows) or {"id":"..."} (a request id from GET /gate/pending)`), slog.String("operator", name))
 		return
 	}
 	var d *Decision
-	if to == StateApproved {
-		d, err = g.Approve(req.Code, name, source(r))
-	} else {
-		d, err = g.Deny(req.Code, name, source(r))
-	}
-	attrs := []slog.Attr{slog.String("operator", name), slog.String("code", req.Code)}
 	switch {
-	case errors.Is(err, ErrUnknownCode):
+	case to == StateApproved && req.Code != "":
+		d, err = g.Approve(req.Code, name, source(r))
+	case to == StateApproved:
+		d, err = g.ApproveID(req.ID, name, source(r))
+	case req.Code != "":
+		d, err = g.Deny(req.Code, name, source(r))
+	default:
+		d, err = g.DenyID(req.ID, name, source(r))
+	}
+	// Neither the typed code nor the id is logged: with two approvers the
+	// request still waits after the first, and its code must not be
+	// readable anywhere but on the host.
+	attrs := []slog.Attr{slog.String("operator", name)}
+	if d != nil {
+		attrs = append(attrs, slog.String("id", d.ID))
+	}
+	switch {
+	case errors.Is(err, ErrUnknownCode), errors.Is(err, ErrUnknownRequest):
 		g.reply(w, r, http.StatusNotFound, "application/json", jsonError(err.Error()), attrs...)
 	case errors.Is(err, ErrNotPending):
 		g.reply(w, r, http.StatusConflict, "application/json", jsonError(err.Error()), attrs...)
+	case errors.Is(err, ErrCodeRequired):
+		g.reply(w, r, http.StatusForbidden, "application/json", jsonError(err.Error()), attrs...)
+	case errors.Is(err, ErrLocked):
+		g.reply(w, r, http.StatusTooManyRequests, "application/json", jsonError(err.Error()), attrs...)
 	case err != nil:
 		g.reply(w, r, http.StatusInternalServerError, "application/json", jsonError(err.Error()), append(attrs, slog.Any("err", err))...)
 	default:

@@ -21,7 +21,7 @@ func TestMetrics(t *testing.T) {
 	_, st2 := f.postPoint(t, kid, b2, nil)
 	f.postPoint(t, kid, b3, nil) // refused: 429
 	f.Clock.Advance(30 * time.Second)
-	if _, err := f.g.Approve(st1.Code, "alice", "test"); err != nil {
+	if _, err := f.g.ApproveID(f.id(t, st1.Code), "alice", "test"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := f.g.Deny(st2.Code, "alice", "test"); err != nil {

@@ -162,9 +162,14 @@ func TestMITMOwnCommitment(t *testing.T) {
 	if req.Code == shown.Code {
 		t.Fatalf("the gate shows the host's code %s for the man in the middle's point (a 2^-40 chance)", req.Code)
 	}
-	// The operator approves only the code the host shows: there is none.
+	// The operator types the code the host shows (number matching): it
+	// matches nothing at the gate, and the man in the middle's request
+	// stays pending, undecided.
 	_, err := f.Operator(f.Token).Approve(testCtx(t), shown.Code)
 	wantIs(t, err, gate.ErrUnknownCode)
+	if list := f.g.Pending(); len(list) != 1 || list[0].ID != req.ID || list[0].State != gate.StatePending {
+		t.Fatalf("after typing the host's code: %+v, want the man in the middle's request still pending", list)
+	}
 
 	// Trying again at the gate: every try is a visible pending request,
 	// and the source's bound stops the tries.
@@ -258,8 +263,9 @@ func TestCommitReplay(t *testing.T) {
 }
 
 // TestStockClientUnverified: a recovery without session headers (stock
-// clevis) is held and approvable as before, with the code of its point,
-// and marked as one whose code no host shows.
+// clevis) is held, marked as one whose code no host shows, and approvable
+// by its id only: its code hashes points the network saw, so a man in the
+// middle could grind another request to the code a real host shows.
 func TestStockClientUnverified(t *testing.T) {
 	f := newFixture(t, nil)
 	kid, b := f.blind(t)
@@ -271,12 +277,15 @@ func TestStockClientUnverified(t *testing.T) {
 	if req.Verified || !req.Complete || req.Session {
 		t.Fatalf("stock request %+v, want complete and not verified", req)
 	}
-	if _, err := f.Operator(f.Token).Approve(testCtx(t), req.Code); err != nil {
+	_, err := f.Operator(f.Token).Approve(testCtx(t), req.Code)
+	wantIs(t, err, gate.ErrUnknownCode)
+	if _, err := f.Operator(f.Token).ApproveID(testCtx(t), req.ID); err != nil {
 		t.Fatal(err)
 	}
 	if status, _ := f.postPoint(t, kid, b, nil); status != http.StatusOK {
 		t.Fatalf("approved stock request: %d, want 200", status)
 	}
+	f.wantEvents(t, "request:pending", "approve:wrong code 1 of 5", "approve:approved", "release:answered")
 }
 
 // TestSessionCodeKnownAnswer pins the derivation of commitments and

@@ -265,7 +265,7 @@ func (g *Gate) autoDecide(r *request) bool {
 	}
 	rule := &g.cfg.Rules[i]
 	if err := g.apply(r, rule.Action, "policy:"+rule.Name, "", now); err != nil {
-		g.log.Error("policy decision not applied", "code", r.code, "err", err)
+		g.log.Error("policy decision not applied", "id", r.id, "err", err)
 		return false
 	}
 	if rule.Max > 0 {

@@ -4,19 +4,21 @@ package gate_test
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/sealproxy/sealproxy/testenv"
-	"github.com/sealproxy/sealproxy/unlock/tang"
+	"github.com/sealproxy/sealproxy/unlock"
 )
 
 // TestWebPageHeaders: the page is served under a strict content security
@@ -42,17 +44,23 @@ func TestWebPageHeaders(t *testing.T) {
 }
 
 // TestWebPageChromium drives the operator page in headless Chromium: a
-// wrong token is refused, the list shows a host's hostile label as text,
-// and the Approve and Deny buttons decide requests that the hosts then see.
+// wrong token is refused; the list shows a host's hostile label as text
+// and no code anywhere on the page; a wrong typed code approves nothing;
+// the operator types the code the host shows into the one Approve form and
+// the host gets its key; Deny by request id; the recent decisions list
+// the outcomes, still without the code.
 func TestWebPageChromium(t *testing.T) {
 	f := newFixture(t, nil)
 	b := startChromium(t)
-	kid, x1 := f.blind(t)
-	_, x2 := f.blind(t)
 	evil := `<img src=x onerror="document.title='pwned'">`
-	hdr := map[string]string{tang.HeaderSession: "web-test", tang.HeaderHost: evil, tang.HeaderKeys: "1"}
-	_, st1 := f.postPoint(t, kid, x1, hdr)
-	_, st2 := f.postPoint(t, kid, x2, nil)
+	secret := []byte("typed into the page")
+	jwe := seal(t, "tang", f.Config(), secret)
+	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Session: unlock.NewSession(evil)})
+	req1 := f.next(t)
+	code := (<-pending).Code
+	kid, x2 := f.blind(t)
+	f.postPoint(t, kid, x2, nil) // stock clevis: no code
+	req2 := f.next(t)
 
 	page := b.open(t, f.URL+"/gate/")
 	page.waitFor(t, `!document.getElementById("login").hidden`)
@@ -60,32 +68,69 @@ func TestWebPageChromium(t *testing.T) {
 	page.waitFor(t, `document.getElementById("status").textContent === "unauthorized: check the token"`)
 
 	page.eval(t, `document.getElementById("token").value = `+jsString(f.Token)+`; document.getElementById("login").requestSubmit(); true`)
-	row1 := `document.querySelector('tr[data-code="` + st1.Code + `"]')`
-	row2 := `document.querySelector('tr[data-code="` + st2.Code + `"]')`
+	row1 := `document.querySelector('tr[data-id="` + req1.ID + `"]')`
+	row2 := `document.querySelector('tr[data-id="` + req2.ID + `"]')`
 	page.waitFor(t, row1+` && `+row2)
-	var host string
+	var host, codeCell, noCode string
 	page.evalInto(t, row1+`.cells[1].textContent`, &host)
-	if host != evil {
-		t.Fatalf("host cell shows %q, want the label as text %q", host, evil)
+	page.evalInto(t, row1+`.cells[4].textContent`, &codeCell)
+	page.evalInto(t, row2+`.cells[4].textContent`, &noCode)
+	if host != evil || codeCell != "on the host" || noCode != "no code: the host cannot show one" {
+		t.Fatalf("row cells: host %q, code %q, stock %q", host, codeCell, noCode)
 	}
 	var pwned bool
 	page.evalInto(t, `document.title === "pwned" || document.querySelector("#requests img") !== null`, &pwned)
 	if pwned {
 		t.Fatal("a host label was rendered as HTML")
 	}
-
-	page.eval(t, row1+`.querySelector("button.approve").click(); true`)
-	page.waitFor(t, `document.getElementById("status").textContent === "`+st1.Code+` approved by alice" && !`+row1)
-	if status, _ := f.postPoint(t, kid, x1, hdr); status != http.StatusOK {
-		t.Fatalf("after Approve in the page: %d, want 200", status)
+	noCodeOnPage := func(when string) {
+		t.Helper()
+		var html string
+		page.evalInto(t, `document.documentElement.outerHTML`, &html)
+		if strings.Contains(html, code) || strings.Contains(html, strings.ReplaceAll(code, "-", "")) {
+			t.Fatalf("%s: the page shows the host's code %s", when, code)
+		}
 	}
+	noCodeOnPage("listed")
+	var countdown string
+	page.evalInto(t, row1+`.cells[6].textContent`, &countdown)
+	if !strings.HasSuffix(countdown, "s") || !strings.Contains(countdown, "m") {
+		t.Errorf("expiry countdown %q, want minutes and seconds", countdown)
+	}
+
+	// The operator types the code, as a keyboard would.
+	typeCode := func(s string) {
+		t.Helper()
+		page.eval(t, `document.getElementById("code").value = ""; document.getElementById("code").focus(); true`)
+		b.call(t, page.session, "Input.insertText", map[string]any{"text": s})
+		page.eval(t, `document.getElementById("approve").requestSubmit(); true`)
+	}
+	typeCode("aaaa-aaaa")
+	page.waitFor(t, `document.getElementById("status").textContent.startsWith("approve code AAAA-AAAA: no pending request with this code AAAA-AAAA")`)
+	select {
+	case r := <-done:
+		t.Fatalf("a wrong code released the key: %v", r.err)
+	default:
+	}
+	typeCode(strings.ToLower(code))
+	page.waitFor(t, `document.getElementById("status").textContent === "code `+code+` approved by alice" && !`+row1)
+	if r := wait(t, done); r.err != nil || !bytes.Equal(r.plain, secret) {
+		t.Fatalf("after Approve in the page: %q, %v", r.plain, r.err)
+	}
+
 	page.eval(t, row2+`.querySelector("button.deny").click(); true`)
-	page.waitFor(t, `document.getElementById("status").textContent === "`+st2.Code+` denied by alice" && !`+row2)
+	page.waitFor(t, `document.getElementById("status").textContent === "request `+req2.ID+` denied by alice" && !`+row2)
 	if status, st := f.postPoint(t, kid, x2, nil); status != http.StatusForbidden || st.Operator != "alice" {
 		t.Fatalf("after Deny in the page: %d %+v, want 403 by alice", status, st)
 	}
-	page.waitFor(t, `!document.getElementById("empty").hidden`)
-	f.wantEvents(t, "unauthorized:GET /gate/pending", "approve:approved", "deny:denied")
+	page.waitFor(t, `!document.getElementById("empty").hidden && document.getElementById("decisions").rows.length === 3`)
+	var outcomes []string
+	page.evalInto(t, `Array.from(document.getElementById("decisions").rows, r => r.cells[2].textContent + " " + r.cells[5].textContent)`, &outcomes)
+	if want := []string{"denied " + req2.ID, "approved " + req1.ID, "wrong code 1 of 5 "}; !slices.Equal(outcomes, want) {
+		t.Errorf("recent decisions on the page: %q, want %q", outcomes, want)
+	}
+	noCodeOnPage("decided")
+	f.wantEvents(t, "unauthorized:GET /gate/pending", "approve:wrong code 1 of 5", "approve:approved", "deny:denied")
 }
 
 func jsString(s string) string {

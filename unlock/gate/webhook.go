@@ -35,10 +35,13 @@ type Webhook struct {
 	Backoff time.Duration
 }
 
-// WebhookEvent is the body a webhook receives.
+// WebhookEvent is the body a webhook receives: "pending" with the
+// request (never its code), or "lock" with the operator whose approvals
+// wrong codes locked.
 type WebhookEvent struct {
-	Event   string  `json:"event"` // "pending"
-	Request Request `json:"request"`
+	Event   string   `json:"event"`
+	Request *Request `json:"request,omitempty"`
+	Lock    *Lock    `json:"lock,omitempty"`
 }
 
 // WebhookSignatureHeader carries a delivery's signature (Webhook.Secret).
@@ -67,16 +70,16 @@ func (g *Gate) notify(r Request) {
 	select {
 	case g.hooks <- struct{}{}:
 	default:
-		g.log.Warn("webhook: too many deliveries in flight; dropped", "code", r.Code)
+		g.log.Warn("webhook: too many deliveries in flight; dropped", "id", r.ID)
 		return
 	}
 	g.hooksWG.Add(1)
 	go func() {
 		defer g.hooksWG.Done()
 		defer func() { <-g.hooks }()
-		body, _ := json.Marshal(WebhookEvent{Event: "pending", Request: r})
+		body, _ := json.Marshal(WebhookEvent{Event: "pending", Request: &r})
 		if err := wh.deliver(g.closing, body); err != nil {
-			g.log.Error("webhook delivery failed", "code", r.Code, "err", err)
+			g.log.Error("webhook delivery failed", "id", r.ID, "err", err)
 		}
 	}()
 }

@@ -58,7 +58,7 @@ func TestWebhook(t *testing.T) {
 	case <-testCtx(t).Done():
 		t.Fatal("no webhook delivery")
 	}
-	if ev.Event != "pending" || ev.Request.Code != st.Code || ev.Request.Host != "web-1" || ev.Request.Keys != 2 || !ev.Request.Complete {
+	if ev.Event != "pending" || ev.Request == nil || ev.Request.ID != f.id(t, st.Code) || ev.Request.Host != "web-1" || ev.Request.Keys != 2 || !ev.Request.Complete {
 		t.Fatalf("webhook event %+v, want the complete session %s", ev, st.Code)
 	}
 	if n := calls.Load(); n != 3 {

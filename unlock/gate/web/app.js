@@ -1,5 +1,6 @@
-// The gate's operator page: lists pending recoveries and approves or
-// denies them through the operator API. The token stays in this tab
+// The gate's operator page: lists pending recoveries (without codes),
+// approves the one whose code the operator types from the host's console
+// (number matching), and denies by request id. The token stays in this tab
 // (sessionStorage) and travels only in the Authorization header, so no
 // cookie exists for another site to ride on. Every value from the gate is
 // inserted as text, never as HTML: host labels come from the hosts.
@@ -31,20 +32,47 @@ function cell(row, text, cls) {
   return td;
 }
 
-function age(created) {
-  const s = Math.max(0, Math.round((Date.now() - Date.parse(created)) / 1000));
-  return s < 120 ? s + "s" : Math.round(s / 60) + "m";
+function duration(ms) {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 120 ? s + "s" : Math.floor(s / 60) + "m" + String(s % 60).padStart(2, "0") + "s";
 }
 
-async function decide(verb, code) {
-  const resp = await api("/gate/" + verb, { code: code });
-  const body = await resp.json().catch(() => ({}));
-  if (resp.status === 401) return unauthorized();
-  if (resp.ok && body.status === "pending") {
-    say(body.code + ": approval " + body.approvals + " of " + body.needed + " by " + body.operator);
-  } else if (resp.ok) say(body.code + " " + body.status + " by " + body.operator);
-  else say(verb + " " + code + ": " + (body.error || resp.status));
+// tick updates the ages and expiry countdowns between loads.
+function tick() {
+  for (const td of document.querySelectorAll("td[data-since]")) {
+    td.textContent = duration(Date.now() - Date.parse(td.dataset.since));
+  }
+  for (const td of document.querySelectorAll("td[data-until]")) {
+    td.textContent = duration(Date.parse(td.dataset.until) - Date.now());
+  }
+}
+
+function button(td, cls, text, onclick) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.className = cls;
+  b.textContent = text;
+  b.addEventListener("click", onclick);
+  td.appendChild(b);
+}
+
+// decide posts {"code"} or {"id"} and reports the gate's answer; the
+// answer names the request by id, and a code only as the operator typed it.
+async function decide(verb, body) {
+  let resp;
+  try { resp = await api("/gate/" + verb, body); } catch (e) { say("gate unreachable"); return false; }
+  const d = await resp.json().catch(() => ({}));
+  if (resp.status === 401) { unauthorized(); return false; }
+  const what = body.code ? "code " + body.code : "request " + body.id;
+  if (resp.ok && d.status === "pending") {
+    say(what + ": approval " + d.approvals + " of " + d.needed + " by " + d.operator);
+  } else if (resp.ok) {
+    say(what + " " + d.status + " by " + d.operator);
+  } else {
+    say(verb + " " + what + ": " + (d.error || "HTTP " + resp.status));
+  }
   await load();
+  return resp.ok;
 }
 
 function unauthorized() {
@@ -53,37 +81,62 @@ function unauthorized() {
   say("unauthorized: check the token");
 }
 
+function codeText(r, requireCode) {
+  if (r.verified && r.complete) return "on the host";
+  if (r.verified) return "not yet (the host has not finished)";
+  return requireCode ? "no code: the host cannot show one (cannot be approved here)" : "no code: the host cannot show one";
+}
+
 async function load() {
   if (!sessionStorage.getItem("sealgate-token")) { signedIn(false); return; }
-  let resp;
-  try { resp = await api("/gate/pending"); } catch (e) { say("gate unreachable"); return; }
-  if (resp.status === 401) return unauthorized();
+  let resp, dresp;
+  try {
+    [resp, dresp] = await Promise.all([api("/gate/pending"), api("/gate/decisions")]);
+  } catch (e) { say("gate unreachable"); return; }
+  if (resp.status === 401 || dresp.status === 401) return unauthorized();
   if (!resp.ok) { say("listing pending requests: HTTP " + resp.status); return; }
-  const list = (await resp.json()).requests || [];
+  const answer = await resp.json();
+  const list = answer.requests || [];
   signedIn(true);
   const rows = [];
   for (const r of list) {
     const row = document.createElement("tr");
-    row.dataset.code = r.code;
-    cell(row, r.code, "code");
+    row.dataset.id = r.id;
+    cell(row, r.id, "id");
     cell(row, r.host || "-");
     cell(row, r.source);
     cell(row, r.complete ? String(r.keys) : r.arrived + "/" + r.keys + " (incomplete)");
-    cell(row, age(r.created));
+    cell(row, codeText(r, answer.require_code), r.verified ? "" : "nocode");
+    cell(row, "").dataset.since = r.created;
+    cell(row, "").dataset.until = r.expires;
     const td = cell(row, "");
-    for (const verb of ["approve", "deny"]) {
-      const b = document.createElement("button");
-      b.type = "button";
-      b.className = verb;
-      b.textContent = verb === "approve" ? "Approve" : "Deny";
-      b.disabled = verb === "approve" && !r.complete;
-      b.addEventListener("click", () => decide(verb, r.code));
-      td.appendChild(b);
+    if (!r.verified && r.complete && !answer.require_code) {
+      button(td, "approve-id", "Approve without code", () => {
+        if (confirm("The host of " + r.id + " shows no code: approve it on its source address alone?")) {
+          decide("approve", { id: r.id });
+        }
+      });
     }
+    button(td, "deny", "Deny", () => decide("deny", { id: r.id }));
     rows.push(row);
   }
   $("requests").replaceChildren(...rows);
   $("empty").hidden = list.length > 0;
+  if (dresp.ok) {
+    const drows = [];
+    for (const e of ((await dresp.json()).decisions || [])) {
+      const row = document.createElement("tr");
+      cell(row, new Date(Date.parse(e.time)).toLocaleTimeString());
+      cell(row, e.event);
+      cell(row, e.outcome || "");
+      cell(row, e.operator || "");
+      cell(row, e.host || "");
+      cell(row, e.id || "");
+      drows.push(row);
+    }
+    $("decisions").replaceChildren(...drows);
+  }
+  tick();
   document.body.dataset.loaded = String(Date.now());
 }
 
@@ -94,9 +147,15 @@ $("login").addEventListener("submit", (ev) => {
   say("");
   load();
 });
+$("approve").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const code = $("code").value.trim().toUpperCase();
+  if (await decide("approve", { code: code })) $("code").value = "";
+});
 $("logout").addEventListener("click", () => {
   sessionStorage.removeItem("sealgate-token");
   signedIn(false);
 });
 setInterval(load, 5000);
+setInterval(tick, 1000);
 load();
