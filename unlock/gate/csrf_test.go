@@ -18,8 +18,9 @@ import (
 func TestOperatorCrossSite(t *testing.T) {
 	f := newFixture(t, nil)
 	kid, b := f.blind(t)
-	_, st := f.postPoint(t, kid, b, nil)
-	body := []byte(`{"code":"` + st.Code + `"}`)
+	f.postPoint(t, kid, b, nil)
+	// A stock client's request (no committed exchange) is approved by id.
+	body := []byte(`{"id":"` + f.g.Pending()[0].ID + `"}`)
 	auth := "Bearer " + f.Token
 	for _, tc := range []struct {
 		name string
@@ -127,7 +128,7 @@ func TestMetricsRole(t *testing.T) {
 	if _, err := f.Operator(f.Token).Pending(testCtx(t)); err != nil {
 		t.Fatalf("pending with an operator token: %v", err)
 	}
-	if d, err := f.Operator(f.Token).Approve(testCtx(t), st.Code); err != nil || d.Operator != "alice" {
+	if d, err := f.Operator(f.Token).ApproveID(testCtx(t), f.g.Pending()[0].ID); err != nil || d.Operator != "alice" {
 		t.Fatalf("approve with an operator token: %+v %v", d, err)
 	}
 	roles, err := f.Ops.Roles()

@@ -202,6 +202,7 @@ func TestRequireCode(t *testing.T) {
 	for _, body := range []string{`{}`, `{"code":"AAAA-AAAA","id":"x"}`, `{"id":""}`} {
 		req, _ := http.NewRequest(http.MethodPost, f.URL+"/gate/deny", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+f.Token)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
