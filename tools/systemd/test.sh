@@ -218,10 +218,13 @@ approve() {
 	status=$(show sealproxy.service StatusText)
 	[ "$(show sealproxy.service ActiveState)" = activating ] || fail "$what: not activating while held: $(show sealproxy.service ActiveState)"
 	pending=$(inside env SEALGATE_TOKEN="$token" seal pending --gate http://127.0.0.1:7500)
-	grep -qF "$code" <<<"$pending" || fail "$what: the gate does not list code $code"
+	# Number matching: the gate lists the request, never its code; the
+	# operator types the code read from the host's STATUS.
+	if grep -qF "$code" <<<"$pending"; then fail "$what: seal pending shows the code $code"; fi
+	grep -qF "127.0.0.1" <<<"$pending" || fail "$what: seal pending lists no request from 127.0.0.1: $pending"
 	inside env SEALGATE_TOKEN="$token" seal approve "$code" --gate http://127.0.0.1:7500 >/dev/null || fail "$what: seal approve $code"
 	until_true 30 has sealproxy.service ActiveState active || fail "$what: not active after approval"
-	ok "$what: STATUS \"$status\" while held; seal approve $code; active"
+	ok "$what: STATUS \"$status\" while held; listed without its code; seal approve $code; active"
 }
 inside systemctl start sealproxy-web.socket
 inside systemctl start --no-block sealproxy.service
