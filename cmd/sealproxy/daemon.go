@@ -116,6 +116,9 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 				return nil, err
 			}
 		}
+		for _, w := range c.Warnings {
+			log.Warn("configuration weaker than the defaults", "err", w)
+		}
 		l := keys.newLoad()
 		if err := l.openAll(ctx, c, st); err != nil {
 			l.discarded()

@@ -651,3 +651,38 @@ func TestRunRefusesUnprotectedMemory(t *testing.T) {
 	n.expect(t, "READY=1")
 	f.roundTrip(r.addr("web"), "web", "accepted")
 }
+
+// TestRunLogsConfigWarnings: what `sealproxy check` warns about (a CBC
+// suite, outside the intermediate defaults) is logged by `run` too, at
+// start-up and at each reload, so an operator who never ran check still
+// sees it in the journal.
+func TestRunLogsConfigWarnings(t *testing.T) {
+	f := newFixture(t)
+	f.ca.Server(t, "web.test").WriteFiles(t, f.dir, "web")
+	path := f.write("allow_plaintext_keys = true\n\n" +
+		"[[key]]\nname = \"web\"\ncert = \"web.crt\"\nsource = \"file:web.key\"\n\n" +
+		f.listener("web", "127.0.0.1:0") +
+		"[listener.tls]\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA\"]\n")
+	r := startDaemon(t, &daemon{}, path)
+	const want = "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA is a CBC suite"
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(r.logs.String(), "msg=ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not ready:\n%s", r.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(r.logs.String(), want); n != 1 {
+		t.Fatalf("%d warnings at start-up, want 1:\n%s", n, r.logs.String())
+	}
+	r.sigs <- syscall.SIGHUP
+	for strings.Count(r.logs.String(), "msg=reloaded") < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload:\n%s", r.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(r.logs.String(), want); n != 2 {
+		t.Fatalf("%d warnings after a reload, want 2:\n%s", n, r.logs.String())
+	}
+}
