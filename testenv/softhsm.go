@@ -11,6 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 	"math/big"
 	"net"
 	"os"
@@ -215,12 +216,12 @@ func randomHex(t testing.TB, n int) string {
 // URI returns the pkcs11: reference of the key labelled object, with the
 // PIN from PINFile.
 func (h *SoftHSM) URI(object string) string {
-	return fmt.Sprintf("pkcs11:token=%s;object=%s?module-path=%s&pin-source=file:%s", h.Token, object, h.Module, h.PINFile)
+	return keyref.Format(keyref.SchemePKCS11, fmt.Sprintf("token=%s;object=%s?module-path=%s&pin-source=%s", h.Token, object, h.Module, keyref.File(h.PINFile)))
 }
 
 // URIWithPIN returns the reference with the PIN inline (pin-value).
 func (h *SoftHSM) URIWithPIN(object, pin string) string {
-	return fmt.Sprintf("pkcs11:token=%s;object=%s?module-path=%s&pin-value=%s", h.Token, object, h.Module, pin)
+	return keyref.Format(keyref.SchemePKCS11, fmt.Sprintf("token=%s;object=%s?module-path=%s&pin-value=%s", h.Token, object, h.Module, pin))
 }
 
 // Contains reports whether b mentions the PIN.

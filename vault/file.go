@@ -1,15 +1,22 @@
 package vault
 
 import (
+	"context"
 	"crypto"
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
+
+func init() {
+	register(keyref.SchemeFile, func(_ context.Context, r keyref.Ref, opts *Options) (Key, error) { return openFile(r, opts) })
+}
 
 // openFile loads a plaintext PEM key: for development only, refused
 // unless the configuration allows it, and warned about every time.
-func openFile(r Ref, opts *Options) (Key, error) {
+func openFile(r keyref.Ref, opts *Options) (Key, error) {
 	if opts == nil || !opts.AllowPlaintext {
 		return nil, fmt.Errorf("%w: %s: set allow_plaintext_keys only for development, or seal the key with seal encrypt", ErrPlaintextRefused, r)
 	}

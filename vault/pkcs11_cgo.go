@@ -3,7 +3,6 @@
 package vault
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -16,7 +15,6 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,7 +22,10 @@ import (
 	"github.com/miekg/pkcs11"
 
 	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
+
+func init() { register(keyref.SchemePKCS11, openPKCS11) }
 
 // pkcs11PoolWait bounds how long a signature waits for a free session.
 const pkcs11PoolWait = 30 * time.Second
@@ -54,11 +55,8 @@ var (
 	tokens   = map[tokenID]*sharedContext{}
 )
 
-func openPKCS11(ctx context.Context, r Ref, opts *Options) (Key, error) {
-	u, err := ParsePKCS11URI(r.Opaque)
-	if err != nil {
-		return nil, err
-	}
+func openPKCS11(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
+	u := r.PKCS11()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", u, err)
 	}
@@ -69,7 +67,7 @@ func openPKCS11(ctx context.Context, r Ref, opts *Options) (Key, error) {
 	if _, err := os.Stat(module); err != nil {
 		return nil, fmt.Errorf("opening key %s: PKCS#11 module: %w", u, err)
 	}
-	pin, err := u.pin(opts.path)
+	pin, err := u.PIN(opts.path)
 	if err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", u, err)
 	}
@@ -332,28 +330,4 @@ func (k tokenRSAKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.De
 		return nil, fmt.Errorf("decrypting with key %s: %w", k.name, err)
 	}
 	return pt, nil
-}
-
-// pin (only a cgo build opens tokens) returns the PIN from pin-value or the pin-source file (its first
-// line), or nil when the reference gives none. The caller wipes it.
-func (u *PKCS11URI) pin(baseDir func(string) string) ([]byte, error) {
-	if u.hasPin {
-		return bytes.Clone(u.pinValue), nil
-	}
-	if u.PinSource == "" {
-		return nil, nil
-	}
-	path, ok := strings.CutPrefix(u.PinSource, "file:")
-	if !ok {
-		return nil, fmt.Errorf("pin-source must be file:PATH")
-	}
-	path = strings.TrimPrefix(path, "//") // file:///x as well as file:/x
-	data, err := readLimited(baseDir(path), 4096)
-	if err != nil {
-		return nil, fmt.Errorf("reading pin-source: %w", err)
-	}
-	line, _, _ := bytes.Cut(data, []byte("\n"))
-	pin := bytes.Clone(bytes.TrimRight(line, "\r"))
-	clear(data)
-	return pin, nil
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 func openToken(t testing.TB, ref string) Key {
@@ -157,7 +158,7 @@ func TestPKCS11BadInputs(t *testing.T) {
 			if !errors.Is(c.is, ErrBadRef) && !strings.Contains(err.Error(), "pkcs11:token=") {
 				t.Errorf("error does not name the reference")
 			}
-			if r, perr := ParseRef(c.ref); perr == nil {
+			if r, perr := keyref.Parse(c.ref); perr == nil {
 				opts.log().Error("open failed", "key", r, "err", err)
 			}
 		})

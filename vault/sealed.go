@@ -12,7 +12,10 @@ import (
 
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
+
+func init() { register(keyref.SchemeSealed, openSealed) }
 
 // maxJWE bounds the size of a sealed key file: a PEM key of RSA-8192 is
 // under 7 KiB, its JWE with a few Tang servers well under 64 KiB.
@@ -23,7 +26,7 @@ var ErrClosed = errors.New("key is closed")
 
 // openSealed recovers a sealed: key through unlock and moves its secret
 // into custody.
-func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
+func openSealed(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
 	if err := CheckMemoryProtection(opts != nil && opts.AllowUnprotectedMemory); err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", r, err)
 	}
@@ -32,9 +35,12 @@ func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
 	if err := checkMemlock(MemlockNeed(1)); err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", r, err)
 	}
-	data, err := readSealed(r, opts)
-	if err != nil {
-		return nil, err
+	data := opts.sealed()
+	if data == nil {
+		var err error
+		if data, err = readSealed(r, opts); err != nil {
+			return nil, err
+		}
 	}
 	var uo *unlock.Options
 	if opts != nil {
@@ -60,16 +66,27 @@ func openSealed(ctx context.Context, r Ref, opts *Options) (Key, error) {
 // prepare its recovery (an approval session) or show its Tang servers.
 // ok is false for references of other kinds.
 func ReadSealed(ref string, opts *Options) (data []byte, ok bool, err error) {
-	r, err := ParseRef(ref)
-	if err != nil || r.Scheme != "sealed" {
+	r, err := keyref.Parse(ref)
+	if err != nil || !r.IsSealed() {
 		return nil, false, err
 	}
 	data, err = readSealed(r, opts)
 	return data, true, err
 }
 
-func readSealed(r Ref, opts *Options) ([]byte, error) {
-	data, err := readLimited(opts.path(r.Path), maxJWE)
+// sealed is the JWE the caller read already, if any.
+func (o *Options) sealed() []byte {
+	if o == nil {
+		return nil
+	}
+	return o.Sealed
+}
+
+// readFile reads the sealed key files; tests count the reads.
+var readFile = readLimited
+
+func readSealed(r keyref.Ref, opts *Options) ([]byte, error) {
+	data, err := readFile(opts.path(r.Path), maxJWE)
 	if err != nil {
 		return nil, fmt.Errorf("reading sealed key %s: %w", r, err)
 	}

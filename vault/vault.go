@@ -19,10 +19,10 @@ import (
 	"log/slog"
 	"path/filepath"
 	"runtime"
-	"strings"
 
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 // Key is a private key in custody. RSA keys also implement
@@ -34,8 +34,9 @@ type Key interface {
 }
 
 var (
-	// ErrBadRef reports a key reference that cannot be parsed.
-	ErrBadRef = errors.New("bad key reference")
+	// ErrBadRef reports a key reference that cannot be parsed; it is
+	// keyref.ErrBadRef.
+	ErrBadRef = keyref.ErrBadRef
 	// ErrPlaintextRefused reports a file: key without AllowPlaintext.
 	ErrPlaintextRefused = errors.New("plaintext key files are refused")
 	// ErrUnavailable reports a backend this build or platform lacks.
@@ -63,6 +64,11 @@ type Options struct {
 	AllowUnprotectedMemory bool
 	// Unlock configures the recovery of sealed: keys.
 	Unlock *unlock.Options
+	// Sealed is the JWE of a sealed: key when the caller read it already
+	// (ReadSealed), to prepare an approval request group or show its
+	// Tang servers: Open recovers from these bytes and does not read the
+	// file again, so what it recovers is what the caller prepared.
+	Sealed []byte
 	// Log receives warnings (a nil logger discards them).
 	Log *slog.Logger
 }
@@ -97,82 +103,31 @@ func (o *Options) path(p string) string {
 	return filepath.Join(o.BaseDir, p)
 }
 
-// Ref is a parsed key reference. Its String and LogValue never show a PIN.
-type Ref struct {
-	Scheme string // sealed, file, pkcs11, winstore
-	// Path is the file of sealed: and file: references.
-	Path string
-	// Opaque is the rest of a pkcs11: or winstore: reference, parsed by
-	// its backend.
-	Opaque string
+// opener opens the key of one scheme's references.
+type opener func(ctx context.Context, r keyref.Ref, opts *Options) (Key, error)
+
+var openers = map[string]opener{}
+
+// register makes open the backend of scheme's references. Each backend
+// file registers itself once from init; a build-tagged twin registers
+// unavailable instead.
+func register(scheme string, open opener) {
+	if _, dup := openers[scheme]; dup {
+		panic("vault: backend registered twice: " + scheme)
+	}
+	openers[scheme] = open
 }
 
-// ParseRef parses a key reference: sealed:PATH, file:PATH,
-// pkcs11:ATTRS?QUERY (RFC 7512) or winstore:QUERY.
-func ParseRef(s string) (Ref, error) {
-	scheme, rest, ok := strings.Cut(s, ":")
-	if !ok || rest == "" {
-		return Ref{}, fmt.Errorf("%w: want SCHEME:VALUE with scheme sealed, pkcs11, winstore or file", ErrBadRef)
-	}
-	switch scheme {
-	case "sealed", "file":
-		return Ref{Scheme: scheme, Path: rest}, nil
-	case "pkcs11":
-		if _, err := ParsePKCS11URI(rest); err != nil {
-			return Ref{}, err
-		}
-		return Ref{Scheme: scheme, Opaque: rest}, nil
-	case "winstore":
-		if _, err := ParseWinstoreRef(rest); err != nil {
-			return Ref{}, err
-		}
-		return Ref{Scheme: scheme, Opaque: rest}, nil
-	}
-	return Ref{}, fmt.Errorf("%w: unknown scheme %q (sealed, pkcs11, winstore or file)", ErrBadRef, scheme)
-}
-
-// String returns the reference with any PIN redacted.
-func (r Ref) String() string {
-	if r.Path != "" {
-		return r.Scheme + ":" + r.Path
-	}
-	if r.Scheme == "pkcs11" {
-		if u, err := ParsePKCS11URI(r.Opaque); err == nil {
-			return u.String()
-		}
-	}
-	return r.Scheme + ":" + redactPIN(r.Opaque)
-}
-
-// LogValue logs the redacted form.
-func (r Ref) LogValue() slog.Value { return slog.StringValue(r.String()) }
-
-// redactPIN hides the value of any pin-value attribute (RFC 7512 query).
-func redactPIN(s string) string {
-	parts := strings.FieldsFunc(s, func(r rune) bool { return r == '&' || r == '?' || r == ';' })
-	for _, p := range parts {
-		if name, _, ok := strings.Cut(p, "="); ok && strings.EqualFold(name, "pin-value") {
-			s = strings.Replace(s, p, name+"=REDACTED", 1)
-		}
-	}
-	return s
-}
-
-// Open opens the key a reference names.
+// Open opens the key a reference names, through the backend registered
+// for its scheme.
 func Open(ctx context.Context, ref string, opts *Options) (Key, error) {
-	r, err := ParseRef(ref)
+	r, err := keyref.Parse(ref)
 	if err != nil {
 		return nil, err
 	}
-	switch r.Scheme {
-	case "file":
-		return openFile(r, opts)
-	case "sealed":
-		return openSealed(ctx, r, opts)
-	case "pkcs11":
-		return openPKCS11(ctx, r, opts)
-	case "winstore":
-		return openWinstore(ctx, r, opts)
+	open, ok := openers[r.Scheme]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s keys are not implemented in this build", ErrUnavailable, r.Scheme)
 	}
-	return nil, fmt.Errorf("%w: %s keys are not implemented in this build", ErrUnavailable, r.Scheme)
+	return open(ctx, r, opts)
 }

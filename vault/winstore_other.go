@@ -5,12 +5,12 @@ package vault
 import (
 	"context"
 	"fmt"
+
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
-func openWinstore(_ context.Context, r Ref, _ *Options) (Key, error) {
-	q, err := ParseWinstoreRef(r.Opaque)
-	if err != nil {
-		return nil, err
-	}
-	return nil, fmt.Errorf("%w: key %s: winstore keys (the Windows certificate store) are only available on Windows", ErrUnavailable, q)
+func init() {
+	register(keyref.SchemeWinstore, func(_ context.Context, r keyref.Ref, _ *Options) (Key, error) {
+		return nil, fmt.Errorf("%w: key %s: winstore keys (the Windows certificate store) are only available on Windows", ErrUnavailable, r.Winstore())
+	})
 }

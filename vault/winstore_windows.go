@@ -16,17 +16,18 @@ import (
 
 	"github.com/google/certtostore"
 	"golang.org/x/sys/windows"
+
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
+
+func init() { register(keyref.SchemeWinstore, openWinstore) }
 
 // openWinstore finds the certificate the reference selects in a system
 // store and acquires its CNG private key, which stays in the key storage
 // provider (a non-exportable key never enters this process). The store
 // and certificate context stay open while the key is in use.
-func openWinstore(ctx context.Context, r Ref, opts *Options) (Key, error) {
-	q, err := ParseWinstoreRef(r.Opaque)
-	if err != nil {
-		return nil, err
-	}
+func openWinstore(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
+	q := r.Winstore()
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", q, err)
 	}
@@ -74,7 +75,7 @@ func openWinstore(ctx context.Context, r Ref, opts *Options) (Key, error) {
 		certs = append(certs, cert)
 		contexts = append(contexts, windows.CertDuplicateCertificateContext(c))
 	}
-	i, err := q.selectCertificate(certs, time.Now())
+	i, err := q.Select(certs, time.Now())
 	if err != nil {
 		return fail(err)
 	}

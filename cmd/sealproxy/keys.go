@@ -8,13 +8,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/vault"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 // keyStore keeps the keys the daemon opened. A reload that names the same
@@ -114,13 +114,11 @@ func (l *load) discarded() {
 // the file's size and modification time, so that a key file replaced
 // under the same name is opened again on reload.
 func keyID(cfg *config.Config, source string) string {
-	id := cfg.Dir + "\x00" + source
-	if scheme, path, ok := strings.Cut(source, ":"); ok && (scheme == "sealed" || scheme == "file") {
-		if fi, err := os.Stat(cfg.Resolve(path)); err == nil {
-			id += fmt.Sprintf("\x00%d\x00%d", fi.Size(), fi.ModTime().UnixNano())
-		}
+	r, err := keyref.Parse(source)
+	if err != nil {
+		return cfg.Dir + "\x00" + source // Open reports the error
 	}
-	return id
+	return cfg.Dir + "\x00" + r.Identity(cfg.Resolve)
 }
 
 func (s *keyStore) retire(k vault.Key) {

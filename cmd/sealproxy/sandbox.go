@@ -1,26 +1,25 @@
 package main
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/cmd/internal/sandbox"
 	"github.com/sealproxy/sealproxy/proxy/config"
-	"github.com/sealproxy/sealproxy/vault"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 // sandboxPolicy is what `sealproxy run` may still open once started with
 // cfg: the directories of the configuration file and of every file it
 // names (directories, so that a file replaced by rename reloads), those
 // of unix sockets it listens on, the system files of sandbox.System,
-// and for PKCS#11 keys the module's and its libraries' directories and
-// SoftHSM's configuration and tokens.
+// and what each key's reference needs to be opened again (keyref's
+// Needs: for PKCS#11 keys the module's and its libraries' directories
+// and SoftHSM's configuration and tokens).
 func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 	p := sandbox.System()
 	readDir := func(path string) {
@@ -40,16 +39,15 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 	for _, k := range cfg.Keys {
 		dirOf(k.Cert)
 		dirOf(k.OCSPStaple)
-		ref, err := vault.ParseRef(k.Source)
+		ref, err := keyref.Parse(k.Source)
 		if err != nil {
 			continue // refused by the vault at start-up already
 		}
-		switch ref.Scheme {
-		case "sealed", "file":
-			dirOf(ref.Path)
-		case "pkcs11":
-			p.Add(pkcs11Policy(cfg, ref.Opaque))
+		files, trees := ref.Needs(cfg.Resolve)
+		for _, f := range files {
+			readDir(f)
 		}
+		p.Read = append(p.Read, trees...)
 	}
 	socket := func(addr string) {
 		if path, ok := strings.CutPrefix(addr, "unix:"); ok {
@@ -73,55 +71,6 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 	}
 	p.Clean()
 	return p
-}
-
-// libDirs hold the shared libraries a PKCS#11 module loads: a reload
-// may load a module again (or another one) after its keys were closed.
-var libDirs = []string{"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d"}
-
-// pkcs11Policy is what a pkcs11: key needs to be opened again: the
-// module's directory, the library directories, the pin-source file's
-// directory and, for SoftHSM, its configuration file and token
-// directory (read when it looks keys up; finding and signing write
-// nothing, TestSandboxedPKCS11).
-func pkcs11Policy(cfg *config.Config, opaque string) sandbox.Policy {
-	u, err := vault.ParsePKCS11URI(opaque)
-	if err != nil || u.ModulePath == "" {
-		return sandbox.Policy{}
-	}
-	p := sandbox.Policy{Read: append([]string{filepath.Dir(cfg.Resolve(u.ModulePath))}, libDirs...)}
-	if pin, ok := strings.CutPrefix(u.PinSource, "file:"); ok {
-		p.Read = append(p.Read, filepath.Dir(cfg.Resolve(pin)))
-	}
-	if strings.Contains(strings.ToLower(filepath.Base(u.ModulePath)), "softhsm") {
-		conf := os.Getenv("SOFTHSM2_CONF")
-		if conf == "" {
-			conf = "/etc/softhsm/softhsm2.conf"
-		}
-		p.Read = append(p.Read, conf)
-		if dir := softhsmTokenDir(conf); dir != "" {
-			p.Read = append(p.Read, dir)
-		}
-	}
-	return p
-}
-
-// softhsmTokenDir reads directories.tokendir from a SoftHSM2
-// configuration file; "" if it cannot.
-func softhsmTokenDir(conf string) string {
-	f, err := os.Open(conf)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		k, v, ok := strings.Cut(s.Text(), "=")
-		if ok && strings.TrimSpace(k) == "directories.tokendir" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
 }
 
 // confine applies the [sandbox] of cfg and logs what it did. It returns

@@ -13,6 +13,7 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 const usage = `usage: sealproxy COMMAND [flags]
@@ -199,10 +200,11 @@ func cmdReload(ctx context.Context, args []string, stdout io.Writer) error {
 	return cli.WithHint(err, cli.ExitFailure, "is sealproxy running, with [admin] listen = \""+*addr+"\" and reload = true in its configuration?")
 }
 
+// countSealed counts the keys recovered through unlock.
 func countSealed(cfg *config.Config) int {
 	n := 0
 	for _, k := range cfg.Keys {
-		if strings.HasPrefix(k.Source, "sealed:") {
+		if r, err := keyref.Parse(k.Source); err == nil && r.IsSealed() {
 			n++
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 type validator struct {
@@ -98,10 +100,10 @@ func (v *validator) validate(c *Config) {
 			}
 		}
 		if k.Source == "" {
-			v.errorf(p+".source", "missing: where the private key is (sealed:FILE, pkcs11:..., winstore:..., file:FILE)")
-		} else if scheme, rest, ok := strings.Cut(k.Source, ":"); !ok || rest == "" || !oneOf(scheme, "sealed", "pkcs11", "winstore", "file") {
-			v.errorf(p+".source", "want sealed:FILE, pkcs11:..., winstore:... or file:FILE")
-		} else if scheme == "file" && !c.AllowPlaintextKeys {
+			v.errorf(p+".source", "missing: where the private key is (%s)", keyref.Forms(", ", ", "))
+		} else if scheme, rest, ok := keyref.Lookup(k.Source); !ok || rest == "" {
+			v.errorf(p+".source", "want %s", keyref.Forms(", ", " or "))
+		} else if scheme.Plaintext && !c.AllowPlaintextKeys {
 			v.errorf(p+".source", "file: keys are plaintext and need allow_plaintext_keys = true (development only); seal the key with 'seal encrypt'")
 		}
 	}

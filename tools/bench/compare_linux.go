@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 	"io"
 	"net"
 	"os"
@@ -97,8 +98,8 @@ func compare(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer
 	backendPort := bln.Addr().(*net.TCPAddr).Port
 
 	all := []terminator{
-		{"sealproxy sealed", sealproxyArgv(*sealproxy, dir, "sealed", "sealed:"+jwe, p)},
-		{"sealproxy plain", sealproxyArgv(*sealproxy, dir, "plain", "file:"+p.keyFile, p)},
+		{"sealproxy sealed", sealproxyArgv(*sealproxy, dir, "sealed", keyref.Sealed(jwe), p)},
+		{"sealproxy plain", sealproxyArgv(*sealproxy, dir, "plain", keyref.File(p.keyFile), p)},
 		{"haproxy", haproxyArgv(*haproxy, dir, p)},
 		{"stunnel", stunnelArgv(*stunnel, dir, p)},
 		{"minimal Go", func(port, bport int) ([]string, error) {

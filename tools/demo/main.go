@@ -46,6 +46,7 @@ import (
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 const serverName = "demo.sealproxy.test"
@@ -116,7 +117,7 @@ shutdown_timeout = "10s"
 [[key]]
 name = "web"
 cert = "web.crt"
-source = "sealed:web.key.jwe"
+source = %q
 
 [[listener]]
 name = "web"
@@ -131,7 +132,7 @@ reload = true
 
 [unlock]
 timeout = "1m"
-`, backend)
+`, keyref.Sealed("web.key.jwe"), backend)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ import (
 
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/tang"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 const serverName = "soak.sealproxy.test"
@@ -140,7 +141,7 @@ type listenerSpec struct {
 func writeConfig(path string, globalMax int, ls []listenerSpec) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# written by tools/soak\nshutdown_timeout = \"10s\"\nmax_connections = %d\n\n", globalMax)
-	b.WriteString("[[key]]\nname = \"soak\"\ncert = \"soak.crt\"\nsource = \"sealed:soak.key.jwe\"\n\n")
+	fmt.Fprintf(&b, "[[key]]\nname = \"soak\"\ncert = \"soak.crt\"\nsource = %q\n\n", keyref.Sealed("soak.key.jwe"))
 	for _, l := range ls {
 		fmt.Fprintf(&b, "[[listener]]\nname = %q\nlisten = \"127.0.0.1:0\"\nmode = \"offload\"\nkeys = [\"soak\"]\nbackend = %q\n", l.name, l.backend)
 		if l.maxConns > 0 {

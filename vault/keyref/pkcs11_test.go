@@ -1,4 +1,4 @@
-package vault
+package keyref
 
 import (
 	"bytes"
@@ -61,7 +61,7 @@ func TestParsePKCS11URIErrors(t *testing.T) {
 func TestPINRedaction(t *testing.T) {
 	const pin = "hunter2-4f9e"
 	ref := "pkcs11:token=t;object=k?module-path=/m.so&pin-value=" + pin
-	r, err := ParseRef(ref)
+	r, err := Parse(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestPINRedaction(t *testing.T) {
 		t.Errorf("String() = %s, want pin-value=REDACTED", r)
 	}
 	// Even a reference that does not parse is not echoed with its PIN.
-	_, err = ParseRef("pkcs11:token=t;object=k;nonsense?pin-value=" + pin)
+	_, err = Parse("pkcs11:token=t;object=k;nonsense?pin-value=" + pin)
 	if err == nil || strings.Contains(err.Error(), pin) {
 		t.Errorf("ParseRef error %v", err)
 	}

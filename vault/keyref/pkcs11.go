@@ -1,11 +1,23 @@
-package vault
+package keyref
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
+
+var pkcs11Scheme = Scheme{
+	Name: SchemePKCS11, Form: "pkcs11:...",
+	Parse: func(v string) (any, error) { return ParsePKCS11URI(v) },
+	Show:  func(p any) string { return p.(*PKCS11URI).String() },
+	Needs: func(p any, resolve func(string) string) (files, trees []string) { return p.(*PKCS11URI).needs(resolve) },
+}
 
 // PKCS11URI is a parsed RFC 7512 PKCS#11 URI naming one private key:
 //
@@ -34,7 +46,7 @@ type PKCS11URI struct {
 // name the offending attribute but never echo values, so a PIN cannot leak
 // through them.
 func ParsePKCS11URI(s string) (*PKCS11URI, error) {
-	s = strings.TrimPrefix(s, "pkcs11:")
+	s = strings.TrimPrefix(s, SchemePKCS11+":")
 	path, query, _ := strings.Cut(s, "?")
 	u := &PKCS11URI{}
 	seen := map[string]bool{}
@@ -221,7 +233,7 @@ func (u *PKCS11URI) String() string {
 	if u.hasPin {
 		query = append(query, "pin-value=REDACTED")
 	}
-	s := "pkcs11:" + strings.Join(path, ";")
+	s := Format(SchemePKCS11, strings.Join(path, ";"))
 	if len(query) > 0 {
 		s += "?" + strings.Join(query, "&")
 	}
@@ -233,3 +245,98 @@ func (u *PKCS11URI) GoString() string { return u.String() }
 
 // LogValue logs the redacted form.
 func (u *PKCS11URI) LogValue() slog.Value { return slog.StringValue(u.String()) }
+
+// PIN returns the PIN from pin-value or the pin-source file (its first
+// line, the path resolved by resolve), or nil when the reference gives
+// none. The caller wipes it.
+func (u *PKCS11URI) PIN(resolve func(string) string) ([]byte, error) {
+	if u.hasPin {
+		return bytes.Clone(u.pinValue), nil
+	}
+	if u.PinSource == "" {
+		return nil, nil
+	}
+	path, ok := u.pinFile()
+	if !ok {
+		return nil, fmt.Errorf("pin-source must be file:PATH")
+	}
+	data, err := readLimited(resolve(path), 4096)
+	if err != nil {
+		return nil, fmt.Errorf("reading pin-source: %w", err)
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	pin := bytes.Clone(bytes.TrimRight(line, "\r"))
+	clear(data)
+	return pin, nil
+}
+
+// pinFile is the path of a pin-source=file:PATH (file:///x as well as
+// file:/x).
+func (u *PKCS11URI) pinFile() (string, bool) {
+	path, ok := strings.CutPrefix(u.PinSource, SchemeFile+":")
+	return strings.TrimPrefix(path, "//"), ok
+}
+
+// libDirs hold the shared libraries a PKCS#11 module loads: a reload
+// may load a module again (or another one) after its keys were closed.
+var libDirs = []string{"/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/local/lib", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d"}
+
+// needs is what a pkcs11: key needs to be opened again: the module, the
+// library directories, the pin-source file and, for SoftHSM, its
+// configuration file and token directory (read when it looks keys up;
+// finding and signing write nothing, TestSandboxedPKCS11).
+func (u *PKCS11URI) needs(resolve func(string) string) (files, trees []string) {
+	if u.ModulePath == "" {
+		return nil, nil
+	}
+	files = append(files, resolve(u.ModulePath))
+	trees = append(trees, libDirs...)
+	if pin, ok := u.pinFile(); ok {
+		files = append(files, resolve(pin))
+	}
+	if strings.Contains(strings.ToLower(filepath.Base(u.ModulePath)), "softhsm") {
+		conf := os.Getenv("SOFTHSM2_CONF")
+		if conf == "" {
+			conf = "/etc/softhsm/softhsm2.conf"
+		}
+		trees = append(trees, conf)
+		if dir := softhsmTokenDir(conf); dir != "" {
+			trees = append(trees, dir)
+		}
+	}
+	return files, trees
+}
+
+// softhsmTokenDir reads directories.tokendir from a SoftHSM2
+// configuration file; "" if it cannot.
+func softhsmTokenDir(conf string) string {
+	f, err := os.Open(conf)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		k, v, ok := strings.Cut(s.Text(), "=")
+		if ok && strings.TrimSpace(k) == "directories.tokendir" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("file is larger than %d bytes", limit)
+	}
+	return data, nil
+}

@@ -1,4 +1,4 @@
-package vault
+package keyref
 
 import (
 	"errors"
@@ -11,8 +11,8 @@ import (
 // refusal wraps ErrBadRef and never echoes a PIN; an accepted reference
 // has a known scheme and a non-empty value, prints (String, LogValue) to
 // a reference that parses to the same key (sealed: and file: exactly),
-// never with its pin-value; ReadSealed says "not sealed" for the others
-// without touching a file.
+// never with its pin-value; only sealed: is sealed, only file: plaintext,
+// and a path scheme needs its file.
 func FuzzParseRef(f *testing.F) {
 	for _, s := range []string{
 		"sealed:keys/web.jwe",
@@ -36,10 +36,10 @@ func FuzzParseRef(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		pin := pinOf(s)
-		r, err := ParseRef(s)
+		r, err := Parse(s)
 		if err != nil {
 			if !errors.Is(err, ErrBadRef) {
-				t.Fatalf("ParseRef(%q) error %v does not wrap ErrBadRef", s, err)
+				t.Fatalf("Parse(%q) error %v does not wrap ErrBadRef", s, err)
 			}
 			if pin != "" && strings.Contains(err.Error(), pin) {
 				t.Fatalf("ParseRef error %q shows the PIN %q", err, pin)
@@ -48,19 +48,19 @@ func FuzzParseRef(f *testing.F) {
 		}
 		scheme, rest, _ := strings.Cut(s, ":")
 		if r.Scheme != scheme || rest == "" {
-			t.Fatalf("ParseRef(%q) = %+v", s, r)
+			t.Fatalf("Parse(%q) = %+v", s, r)
 		}
 		switch r.Scheme {
 		case "sealed", "file":
 			if r.Path != rest || r.Opaque != "" {
-				t.Fatalf("ParseRef(%q) = %+v", s, r)
+				t.Fatalf("Parse(%q) = %+v", s, r)
 			}
 		case "pkcs11", "winstore":
 			if r.Path != "" || r.Opaque != rest {
-				t.Fatalf("ParseRef(%q) = %+v", s, r)
+				t.Fatalf("Parse(%q) = %+v", s, r)
 			}
 		default:
-			t.Fatalf("ParseRef(%q) accepted scheme %q", s, r.Scheme)
+			t.Fatalf("Parse(%q) accepted scheme %q", s, r.Scheme)
 		}
 		out := r.String()
 		if lv := r.LogValue().String(); lv != out {
@@ -69,18 +69,21 @@ func FuzzParseRef(f *testing.F) {
 		if pin != "" && strings.Contains(out, pin) {
 			t.Fatalf("String() %q of %q shows the PIN", out, s)
 		}
-		r2, err := ParseRef(out)
+		r2, err := Parse(out)
 		if err != nil {
 			t.Fatalf("String() %q of %q does not parse: %v", out, s, err)
 		}
 		if r2.Scheme != r.Scheme || ((r.Scheme == "sealed" || r.Scheme == "file") && r2 != r) {
 			t.Fatalf("round trip of %q: %+v became %+v", s, r, r2)
 		}
-		if r.Scheme != "sealed" {
-			data, ok, err := ReadSealed(s, nil)
-			if data != nil || ok || err != nil {
-				t.Fatalf("ReadSealed(%q) = %d bytes, %v, %v", s, len(data), ok, err)
-			}
+		if r.IsSealed() != (r.Scheme == "sealed") || r.IsPlaintext() != (r.Scheme == "file") {
+			t.Fatalf("ParseRef(%q): sealed %v, plaintext %v", s, r.IsSealed(), r.IsPlaintext())
+		}
+		if id := r.Identity(nil); !strings.HasPrefix(id, s) {
+			t.Fatalf("Identity of %q is %q", s, id)
+		}
+		if files, _ := r.Needs(nil); (r.Scheme == "sealed" || r.Scheme == "file") && (len(files) != 1 || files[0] != rest) {
+			t.Fatalf("Needs of %q: %q", s, files)
 		}
 	})
 }

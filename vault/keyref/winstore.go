@@ -1,4 +1,4 @@
-package vault
+package keyref
 
 import (
 	"crypto/sha1"
@@ -33,7 +33,7 @@ type WinstoreQuery struct {
 // ParseWinstoreRef parses the part of a winstore: reference after the
 // scheme.
 func ParseWinstoreRef(s string) (*WinstoreQuery, error) {
-	s = strings.TrimPrefix(s, "winstore:")
+	s = strings.TrimPrefix(s, SchemeWinstore+":")
 	q := &WinstoreQuery{Location: "LocalMachine", Store: "My"}
 	seen := map[string]bool{}
 	for _, part := range splitNonEmpty(s, ";") {
@@ -98,7 +98,12 @@ func (q *WinstoreQuery) String() string {
 	if q.Thumbprint != nil {
 		parts = append(parts, "thumbprint="+strings.ToUpper(hex.EncodeToString(q.Thumbprint)))
 	}
-	return "winstore:" + strings.Join(parts, ";")
+	return Format(SchemeWinstore, strings.Join(parts, ";"))
+}
+
+var winstoreScheme = Scheme{
+	Name: SchemeWinstore, Form: "winstore:...",
+	Parse: func(v string) (any, error) { return ParseWinstoreRef(v) },
 }
 
 // matches reports whether c is selected by the query, ignoring validity.
@@ -118,11 +123,11 @@ func (q *WinstoreQuery) matches(c *x509.Certificate) bool {
 	return true
 }
 
-// selectCertificate picks, from the store's certificates, the one the query
+// Select picks, from the store's certificates, the one the query
 // names: among the matches valid at now, the most recently issued (so a
 // renewed certificate added to the store is taken at the next start). It
 // returns its index, or an error saying why nothing fits.
-func (q *WinstoreQuery) selectCertificate(certs []*x509.Certificate, now time.Time) (int, error) {
+func (q *WinstoreQuery) Select(certs []*x509.Certificate, now time.Time) (int, error) {
 	var matched, valid []int
 	for i, c := range certs {
 		if !q.matches(c) {
