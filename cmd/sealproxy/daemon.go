@@ -19,9 +19,9 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/sandbox"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
-	"github.com/sealproxy/sealproxy/unlock/tang"
 	"github.com/sealproxy/sealproxy/unlock/wipe"
 	"github.com/sealproxy/sealproxy/vault"
+	"github.com/sealproxy/sealproxy/vault/keyring"
 )
 
 // exitUnlock is the exit code of a start-up that could not unlock its
@@ -103,9 +103,8 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(reg)
-	keys := newKeyStore(log, metrics)
-	defer keys.closeAll()
-	st := newStatus(status)
+	keys := keyring.New(keyring.Options{Log: log, Status: status})
+	defer keys.Close()
 	first := cfg
 	load := func(ctx context.Context) (*proxy.Plan, error) {
 		c := first
@@ -119,18 +118,18 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		for _, w := range c.Warnings {
 			log.Warn("configuration weaker than the defaults", "err", w)
 		}
-		l := keys.newLoad()
-		if err := l.openAll(ctx, c, st); err != nil {
-			l.discarded()
+		g := keys.Begin()
+		if err := g.Open(ctx, c); err != nil {
+			g.Discard()
 			return nil, err
 		}
-		listeners, err := proxy.Build(ctx, c, l.opener(c), log)
+		listeners, err := proxy.Build(ctx, c, signers(g, c, metrics), log)
 		if err != nil {
-			l.discarded()
+			g.Discard()
 			return nil, err
 		}
 		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
-			Applied: l.applied, Discarded: l.discarded}, nil
+			Applied: g.Commit, Discarded: g.Discard}, nil
 	}
 	loader := func(ctx context.Context) (*proxy.Plan, error) {
 		plan, err := load(ctx)
@@ -313,16 +312,16 @@ func startError(err error) error {
 	var (
 		hint  string
 		opErr *net.OpError
-		ue    *UnlockError
+		ue    *keyring.UnlockError
 	)
 	switch {
 	case errors.Is(err, config.ErrInvalid):
 		return cli.WithHint(err, cli.ExitUsage, "")
-	case errors.Is(err, tang.ErrDenied):
+	case errors.Is(err, keyring.ErrDenied):
 		return cli.WithHint(err, cli.ExitDenied, "an operator denied this start-up at the gate; ask why before starting again (the gate's audit log has who and when)")
-	case errors.Is(err, tang.ErrCodeMismatch):
+	case errors.Is(err, keyring.ErrCodeMismatch):
 		return cli.WithHint(err, exitUnlock, "something between this host and the gate changed a recovery: tell the gate's operator not to approve it; reach the gate over a path you trust (https), then start again")
-	case errors.As(err, &ue) && errors.Is(err, tang.ErrGateFull) && !errors.Is(err, tang.ErrUnreachable):
+	case errors.As(err, &ue) && errors.Is(err, keyring.ErrGateFull) && !errors.Is(err, keyring.ErrUnreachable):
 		return cli.WithHint(err, exitUnlock, "the gate is refusing new requests because too many are pending (flooded, or many hosts at once); ask its operator to clear them (seal pending), then start again")
 	case errors.As(err, &ue) && errors.Is(err, vault.ErrPINRefused):
 		return cli.WithHint(err, exitUnlock, "check the PIN of the pkcs11: key named above (its pin-source file); a locked PIN must be reset with the token's SO PIN")

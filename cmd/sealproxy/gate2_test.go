@@ -13,6 +13,7 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
+	"github.com/sealproxy/sealproxy/vault/keyring"
 )
 
 // awaitRequest returns the next request ready for a decision at a gate.
@@ -177,14 +178,14 @@ func TestThreeKeysNotApproved(t *testing.T) {
 	}
 }
 
-// TestSessionBeyondOpenBound: more sealed keys than maxConcurrentOpens
+// TestSessionBeyondOpenBound: more sealed keys than keyring.MaxConcurrentOpens
 // behind one gate still make one session that completes: none of them
 // waits for a slot behind keys held for the approval.
 func TestSessionBeyondOpenBound(t *testing.T) {
 	g, _, pin, ready := startGate(t)
 	f := newFixture(t)
 	cfg := ""
-	count := maxConcurrentOpens + 2
+	count := keyring.MaxConcurrentOpens + 2
 	for i := range count {
 		name := fmt.Sprintf("k%d", i)
 		f.sealedTo(name, pin)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
-	"github.com/sealproxy/sealproxy/unlock/tang"
+	"github.com/sealproxy/sealproxy/vault/keyring"
 )
 
 // The service manager protocol of systemd (Type=notify-reload): the
@@ -40,9 +40,9 @@ func (n notifier) notify(lines ...string) {
 // a URL): escaped, so that it stays one printable line and cannot add
 // notify assignments of its own.
 func (n notifier) ready(status string) {
-	n.notify(sddaemon.SdNotifyReady, "STATUS="+tang.Printable(status))
+	n.notify(sddaemon.SdNotifyReady, "STATUS="+keyring.Printable(status))
 }
-func (n notifier) status(s string) { n.notify("STATUS=" + tang.Printable(s)) }
+func (n notifier) status(s string) { n.notify("STATUS=" + keyring.Printable(s)) }
 func (n notifier) stopping() {
 	n.notify(sddaemon.SdNotifyStopping, "STATUS=stopping: draining connections")
 }

@@ -1,4 +1,4 @@
-package main
+package keyring
 
 import (
 	"context"
@@ -17,9 +17,26 @@ import (
 	"github.com/sealproxy/sealproxy/vault"
 )
 
-// maxConcurrentOpens bounds the keys recovered at once: each recovery
+// MaxConcurrentOpens bounds the keys recovered at once: each recovery
 // allocates locked memory, and memguard can hang when mlock fails.
-const maxConcurrentOpens = 4
+const MaxConcurrentOpens = 4
+
+// The errors a command tells apart to give its hints. They are the
+// unlock/tang sentinels themselves, so errors.Is matches either name.
+var (
+	// ErrDenied: an operator denied a recovery at a gate.
+	ErrDenied = tang.ErrDenied
+	// ErrCodeMismatch: a gate showed another approval code than this
+	// host's (something between them changed the request).
+	ErrCodeMismatch = tang.ErrCodeMismatch
+	// ErrGateFull: a gate refuses new requests, too many are pending.
+	ErrGateFull = tang.ErrGateFull
+	// ErrUnreachable: a Tang server (or gate) did not answer.
+	ErrUnreachable = tang.ErrUnreachable
+	// ErrSessionLost: a gate no longer has the approval request
+	// (restarted); a retry asks again with a new code.
+	ErrSessionLost = tang.ErrSessionLost
+)
 
 // UnlockError is a start-up or reload that could not open every key: the
 // keys still locked and why, each. It unwraps to their errors.
@@ -87,9 +104,9 @@ func retryable(err error) bool {
 		!errors.Is(err, context.Canceled)
 }
 
-// usedKeys returns the names of the keys cfg's listeners use, in file
-// order: only those are opened.
-func usedKeys(cfg *config.Config) []*config.Key {
+// Used returns the keys cfg's listeners use, in file order: only those
+// are opened.
+func Used(cfg *config.Config) []*config.Key {
 	used := map[string]bool{}
 	for _, l := range cfg.Listeners {
 		if l.Mode != config.ModeEncrypt {
@@ -110,25 +127,17 @@ func usedKeys(cfg *config.Config) []*config.Key {
 	return out
 }
 
-// sealedJWE reads a sealed key's JWE (the bytes vault opens), or nil for
-// other keys and a file that cannot be read (the recovery reports that).
-func sealedJWE(cfg *config.Config, k *config.Key) []byte {
-	data, ok, err := vault.ReadSealed(k.Source, &vault.Options{BaseDir: cfg.Dir})
+// sealedJWE reads a sealed key's JWE, or nil for other keys and a file
+// that cannot be read (the recovery reports that). Open reads it once
+// per key and hands the bytes on: to the approval request group, to the
+// logs and status lines (its Tang servers), and to vault.Open, so all of
+// them see one file even if it is replaced meanwhile.
+func (r *Ring) sealedJWE(cfg *config.Config, k *config.Key) []byte {
+	data, ok, err := r.readSealed(k.Source, &vault.Options{BaseDir: cfg.Dir})
 	if !ok || err != nil {
 		return nil
 	}
 	return data
-}
-
-// tangURLs lists the Tang servers a sealed key's JWE names, for logs and
-// status lines; empty for other keys or a file that does not parse (the
-// recovery reports that).
-func tangURLs(cfg *config.Config, k *config.Key) []string {
-	data := sealedJWE(cfg, k)
-	if data == nil {
-		return nil
-	}
-	return jweURLs(data)
 }
 
 // jweURLs lists the Tang servers a JWE names, in order, once each.
@@ -151,26 +160,44 @@ func jweURLs(data []byte) []string {
 	return urls
 }
 
-// openAll opens, concurrently, every key cfg's listeners use that the
-// store does not hold yet. A key whose Tang server is unreachable is
-// retried with exponential backoff until [unlock] timeout; any other
-// failure stops the others at once. On failure the keys this call opened
-// stay in the load, for discarded to close.
-func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) error {
+// Open opens, concurrently, every key cfg's listeners use (Used) that
+// the ring does not hold yet. See OpenKeys.
+func (g *Generation) Open(ctx context.Context, cfg *config.Config) error {
+	return g.OpenKeys(ctx, cfg, Used(cfg)...)
+}
+
+// OpenKeys opens, concurrently, the keys of cfg in keys that the ring
+// does not hold yet. A key whose Tang server is unreachable is retried
+// with exponential backoff until [unlock] timeout; any other failure
+// stops the others at once and the error is an *UnlockError. The sealed
+// keys' first attempts form one approval request group, so a gate shows
+// one code for all of them. On failure the keys this call opened stay in
+// the generation, for Discard to close.
+func (g *Generation) OpenKeys(ctx context.Context, cfg *config.Config, keys ...*config.Key) error {
+	r, st := g.r, g.r.st
 	var todo []*config.Key
-	for _, k := range usedKeys(cfg) {
+	ids := map[string]string{} // by name: each key's identity before its file is read
+	for _, k := range keys {
 		id := keyID(cfg, k.Source)
-		l.s.mu.Lock()
-		_, open := l.s.keys[id]
-		l.s.mu.Unlock()
+		ids[k.Name] = id
+		r.mu.Lock()
+		_, open := r.keys[id]
+		r.mu.Unlock()
 		if open {
-			l.used[id] = true
+			g.use(id, k.Name)
 			continue
 		}
 		todo = append(todo, k)
 	}
 	if len(todo) == 0 {
 		return nil
+	}
+	// Each sealed file is read here, once.
+	jwes := map[string][]byte{}
+	for _, k := range todo {
+		if data := r.sealedJWE(cfg, k); data != nil {
+			jwes[k.Name] = data
+		}
 	}
 	u := cfg.Unlock
 	ctx, cancelTimeout := context.WithTimeout(ctx, u.Timeout)
@@ -179,11 +206,11 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 	defer abandon(nil)
 
 	st.begin(len(todo))
-	sh := l.s.prepare(cfg, todo, st)
-	defer sh.sess.Close() // after wg.Wait: wipes the recoveries no key used
+	grp := r.prepare(todo, jwes)
+	defer grp.sess.Close() // after wg.Wait: wipes the recoveries no key used
 	var (
 		wg       sync.WaitGroup
-		sem      = make(chan struct{}, maxConcurrentOpens)
+		sem      = make(chan struct{}, MaxConcurrentOpens)
 		mu       sync.Mutex
 		failures = map[string]KeyFailure{}
 	)
@@ -191,7 +218,7 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// The sealed keys of the shared session do not take a slot:
+			// The sealed keys of the request group do not take a slot:
 			// a gate approves the session only once every key announced
 			// to it arrived, so a key waiting for a slot behind keys held
 			// for that approval would hold them all until the timeout.
@@ -203,7 +230,7 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 			// other keys (pkcs11, winstore, file) keep the bound. Their
 			// retries do not take a slot either: each is a separate
 			// approval (see openWithRetry).
-			if !sh.prepared[k.Name] {
+			if !grp.prepared[k.Name] {
 				select {
 				case sem <- struct{}{}:
 					defer func() { <-sem }()
@@ -214,7 +241,7 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 					return
 				}
 			}
-			key, attempts, err := l.s.openWithRetry(ctx, cfg, k, st, sh)
+			key, attempts, err := r.openWithRetry(ctx, cfg, k, jwes[k.Name], grp)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -224,11 +251,11 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 				}
 				return
 			}
-			id := keyID(cfg, k.Source)
-			l.s.mu.Lock()
-			l.s.keys[id] = key
-			l.s.mu.Unlock()
-			l.used[id] = true
+			id := ids[k.Name]
+			r.mu.Lock()
+			r.keys[id] = key
+			r.mu.Unlock()
+			g.use(id, k.Name)
 		}()
 	}
 	wg.Wait()
@@ -259,10 +286,11 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 	return ue
 }
 
-// shared is the approval session of one start-up (or of the new keys of a
-// reload): the first attempt of every sealed key recovers under it, so an
-// operator approves the whole start-up once per gate.
-type shared struct {
+// requestGroup is the approval request group of one start-up (or of the
+// new keys of a reload): the first attempt of every sealed key recovers
+// under its unlock.Session, so an operator approves the whole start-up
+// once per gate.
+type requestGroup struct {
 	sess     *unlock.Session
 	prepared map[string]bool     // the keys whose first attempt uses sess
 	gateKeys map[string][]string // by Tang URL: the keys whose recoveries go there
@@ -271,23 +299,24 @@ type shared struct {
 	st       *status
 }
 
-// prepare reads the JWEs of the sealed keys in todo and blinds all their
-// recoveries under one session, so that each gate is told how many keys
-// the start-up sends it and shows the one code that covers them all. It
-// marks those keys as unlocking in st before any of them is sent, so that
-// a gate's report is not overwritten by a key that starts later.
-func (s *keyStore) prepare(cfg *config.Config, todo []*config.Key, st *status) *shared {
-	sh := &shared{
+// prepare blinds the recoveries of the sealed keys in todo (their JWEs
+// in jwes, by key name) under one session, so that each gate is told how
+// many keys the start-up sends it and shows the one code that covers
+// them all. It marks those keys as unlocking before any of them is sent,
+// so that a gate's report is not overwritten by a key that starts later.
+func (r *Ring) prepare(todo []*config.Key, jwes map[string][]byte) *requestGroup {
+	sh := &requestGroup{
 		sess: unlock.NewSession(hostLabel()), prepared: map[string]bool{},
-		gateKeys: map[string][]string{}, start: time.Now(), log: s.log, st: st,
+		gateKeys: map[string][]string{}, start: time.Now(), log: r.log, st: r.st,
 	}
-	var jwes [][]byte
+	st := r.st
+	var all [][]byte
 	for _, k := range todo {
-		data := sealedJWE(cfg, k)
+		data := jwes[k.Name]
 		if data == nil {
 			continue
 		}
-		jwes = append(jwes, data)
+		all = append(all, data)
 		sh.prepared[k.Name] = true
 		urls := jweURLs(data)
 		for _, u := range urls {
@@ -300,7 +329,7 @@ func (s *keyStore) prepare(cfg *config.Config, todo []*config.Key, st *status) *
 		}
 		st.set(k.Name, "unlocking at "+orLocal(strings.Join(urls, ",")))
 	}
-	sh.sess.Prepare(jwes...)
+	sh.sess.Prepare(all...)
 	return sh
 }
 
@@ -308,7 +337,7 @@ func (s *keyStore) prepare(cfg *config.Config, todo []*config.Key, st *status) *
 // (unlock.Session reports each gate once), naming every key waiting there
 // with the one code that covers them, which the client confirmed with the
 // gate (a gate showing another code stops the attempt: tang.ErrCodeMismatch).
-func (sh *shared) pending(key string, p tang.Pending) {
+func (sh *requestGroup) pending(key string, p tang.Pending) {
 	names := sh.gateKeys[p.URL]
 	if len(names) == 0 {
 		names = []string{key}
@@ -333,13 +362,17 @@ func reason(ctx context.Context) error {
 }
 
 // openWithRetry opens one key, retrying while its Tang servers are
-// unreachable, and logs and reports its progress. A key sh prepared
-// recovers under sh's session the first time. A retry cannot: the
-// session's blinded points were sent, and a gate answers each once, so
-// it gets a session of its own (a new code for the operator, approved
-// for this key alone).
-func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, st *status, sh *shared) (vault.Key, int, error) {
-	urls := tangURLs(cfg, k)
+// unreachable, and logs and reports its progress. A sealed key's JWE is
+// jwe, read once by OpenKeys. A key sh prepared recovers under sh's
+// session the first time. A retry cannot: the session's blinded points
+// were sent, and a gate answers each once, so it gets a session of its
+// own (a new code for the operator, approved for this key alone).
+func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, jwe []byte, sh *requestGroup) (vault.Key, int, error) {
+	s, st := r, r.st
+	var urls []string
+	if jwe != nil {
+		urls = jweURLs(jwe)
+	}
 	tangURL := strings.Join(urls, ",")
 	log := s.log.With("key", k.Name)
 	if tangURL != "" {
@@ -367,11 +400,9 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 			uo.Session = sh.sess
 			uo.OnPending = func(p tang.Pending) { sh.pending(k.Name, p) }
 		}
-		key, err := s.open(ctx, k.Source, &vault.Options{
-			BaseDir: cfg.Dir, AllowPlaintext: cfg.AllowPlaintextKeys,
-			AllowUnprotectedMemory: cfg.AllowUnprotectedMemory, Log: s.log,
-			Unlock: uo,
-		})
+		opts := vaultOptions(cfg, s.log)
+		opts.Unlock, opts.Sealed = uo, jwe
+		key, err := s.open(ctx, k.Source, opts)
 		if err == nil {
 			took := time.Since(start).Round(time.Millisecond)
 			log.Info("key unlocked", "took", took, "attempts", attempt)
@@ -510,3 +541,8 @@ func (st *status) publish() {
 		st.report(st.line())
 	}
 }
+
+// Printable makes text that came from a gate, a Tang server or a file
+// safe for a terminal, a log line or an sd_notify STATUS= line: control
+// characters and invalid UTF-8 are escaped (it is tang.Printable).
+func Printable(s string) string { return tang.Printable(s) }

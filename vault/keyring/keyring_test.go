@@ -1,4 +1,4 @@
-package main
+package keyring
 
 import (
 	"context"
@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/vault"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 type fakeKey struct {
@@ -23,9 +23,9 @@ type fakeKey struct {
 
 func (k *fakeKey) Close() error { k.closed.Store(true); return nil }
 
-// TestKeyStoreLifecycle: reloads reuse open keys, retire the ones the new
+// TestRingLifecycle: reloads reuse open keys, retire the ones the new
 // configuration drops, and close what a refused configuration opened.
-func TestKeyStoreLifecycle(t *testing.T) {
+func TestRingLifecycle(t *testing.T) {
 	dir := t.TempDir()
 	ca := testenv.NewCA(t, "test CA")
 	cfg := &config.Config{Dir: dir, AllowPlaintextKeys: true}
@@ -34,25 +34,24 @@ func TestKeyStoreLifecycle(t *testing.T) {
 	for _, name := range []string{"a", "b", "c"} {
 		leaf := ca.Server(t, name+".test")
 		leaf.WriteFiles(t, dir, name)
-		keys["file:"+name+".key"] = &fakeKey{Signer: leaf.Key}
+		keys[keyref.File(name+".key")] = &fakeKey{Signer: leaf.Key}
 	}
-	s := newKeyStore(slog.New(slog.DiscardHandler), proxy.NewMetrics(nil))
+	s := New(Options{Log: slog.New(slog.DiscardHandler)})
 	s.grace = 0
 	s.open = func(_ context.Context, source string, _ *vault.Options) (vault.Key, error) {
 		opens.Add(1)
 		return keys[source], nil
 	}
-	use := func(names ...string) *load {
-		l := s.newLoad()
-		open := l.opener(cfg)
+	use := func(names ...string) *Generation {
+		g := s.Begin()
 		for _, n := range names {
-			if _, err := open(context.Background(), &config.Key{Name: n, Cert: n + ".crt", Source: "file:" + n + ".key"}); err != nil {
+			if _, err := g.Signer(context.Background(), cfg, &config.Key{Name: n, Cert: n + ".crt", Source: keyref.File(n + ".key")}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		return l
+		return g
 	}
-	closed := func(n string) bool { return keys["file:"+n+".key"].closed.Load() }
+	closed := func(n string) bool { return keys[keyref.File(n+".key")].closed.Load() }
 	waitClosed := func(n string) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
@@ -64,12 +63,12 @@ func TestKeyStoreLifecycle(t *testing.T) {
 		}
 	}
 
-	use("a", "b").applied()
-	use("a").applied()
+	use("a", "b").Commit()
+	use("a").Commit()
 	waitClosed("b")
-	use("a", "c").discarded()
+	use("a", "c").Discard()
 	waitClosed("c")
-	use("a").applied()
+	use("a").Commit()
 	if closed("a") {
 		t.Fatal("the live key was closed")
 	}
@@ -82,10 +81,10 @@ func TestKeyStoreLifecycle(t *testing.T) {
 	if err := os.Chtimes(path, later, later); err != nil {
 		t.Fatal(err)
 	}
-	use("a").applied()
+	use("a").Commit()
 	if got := opens.Load(); got != 4 {
 		t.Errorf("opened %d times, want 4 (a again after its file changed)", got)
 	}
 	waitClosed("a") // the old a is retired...
-	s.closeAll()    // ...and the store closes the new one (the same fake here)
+	s.Close()       // ...and the ring closes the new one (the same fake here)
 }
