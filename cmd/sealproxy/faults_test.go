@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -20,8 +19,6 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/testenv"
-	"github.com/sealproxy/sealproxy/unlock/gate"
-	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
 // Fault injection, end to end: each TestFault runs the real daemon (in
@@ -466,144 +463,6 @@ func TestFaultTangFlapping(t *testing.T) {
 	}
 	t.Logf("FAULT %s: %d flaps (%d recoveries cut in flight), ready after %v with up to %d attempts, each key unlocked once; reload with Tang down failed (500, reloads_total{failure}=1), %d round trips 0 failed; reload with Tang back ok",
 		"tang flapping", flaps, cuts, took.Round(time.Millisecond), most, ok)
-}
-
-// faultGate is a gate (the code `sealgate serve --approval required`
-// runs) that can be stopped and started again on the same address over
-// the same keys: a restart, which loses every pending request.
-type faultGate struct {
-	t     *testing.T
-	keys  tang.KeySource
-	ops   *gate.Operators
-	addr  string
-	URL   string
-	Pin   string
-	Token string
-	ready chan gate.Request
-	recs  atomic.Int64 // POST /rec requests that arrived
-
-	g    *gate.Gate
-	srv  *http.Server
-	done chan struct{}
-}
-
-func startFaultGate(t *testing.T) *faultGate {
-	t.Helper()
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
-	token, err := ops.Add("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fg := &faultGate{t: t, keys: keys, ops: ops, addr: freeAddr(t), Token: token, ready: make(chan gate.Request, 16)}
-	fg.URL = "http://" + fg.addr
-	fg.Pin = fmt.Sprintf(`{"url":%q,"thp":%q}`, fg.URL, thp)
-	fg.start()
-	t.Cleanup(fg.stop)
-	return fg
-}
-
-// start serves a new gate: nothing of the previous one's state is kept.
-func (fg *faultGate) start() {
-	fg.t.Helper()
-	// A long hold: the daemon's recovery is in a held request most of
-	// the time, so a stop cuts it.
-	fg.g = gate.New(gate.Config{Keys: fg.keys, Operators: fg.ops, Hold: 5 * time.Second,
-		OnPending: func(r gate.Request) { fg.ready <- r }})
-	ln := listenAgain(fg.t, fg.addr)
-	g := fg.g
-	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, "/rec/") {
-			fg.recs.Add(1)
-		}
-		g.ServeHTTP(w, r)
-	})
-	fg.srv = &http.Server{Handler: count, ReadHeaderTimeout: 10 * time.Second}
-	fg.done = make(chan struct{})
-	go func(srv *http.Server, done chan struct{}) { srv.Serve(ln); close(done) }(fg.srv, fg.done)
-}
-
-func (fg *faultGate) stop() {
-	if fg.srv != nil {
-		fg.srv.Close()
-		<-fg.done
-		fg.srv = nil
-	}
-}
-
-func (fg *faultGate) operator() *gate.Client { return &gate.Client{URL: fg.URL, Token: fg.Token} }
-
-// TestFaultGateRestartMidWait: the daemon waits for an operator's
-// approval when the gate restarts and forgets it. The daemon neither
-// hangs nor exits: its held request fails, it retries with a fresh
-// session, and the operator sees a pending request again at the new
-// gate; approving it completes the start-up.
-func TestFaultGateRestartMidWait(t *testing.T) {
-	fg := startFaultGate(t)
-	f := newFixture(t)
-	f.sealedTo("web", fg.Pin)
-	path := f.write(key("web") + f.listener("web", "127.0.0.1:0") + "[unlock]\ntimeout = \"1m\"\nretry_backoff = \"50ms\"\nretry_backoff_max = \"200ms\"\n")
-	r := startDaemon(t, &daemon{}, path)
-	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
-	defer cancel()
-
-	first := awaitRequest(t, fg.ready, r)
-	seen, err := fg.operator().Pending(ctx)
-	if err != nil || len(seen) != 1 || seen[0].ID != first.ID || seen[0].Code != "" {
-		t.Fatalf("operator sees %+v, %v; want request %s pending, without its code", seen, err, first.ID)
-	}
-	eventually(t, "the daemon to wait for approval", func() bool {
-		return strings.Contains(r.logs.String(), `msg="waiting for approval" key=web tang_url=`+fg.URL+` code=`+first.Code)
-	})
-	// The first request is answered at once (202, respond-async); the
-	// second is held (5 s): the gate goes while it holds it.
-	eventually(t, "the daemon's held request", func() bool { return fg.recs.Load() >= 2 })
-	fg.stop()
-	stopped := time.Now()
-	eventually(t, "the daemon to retry", func() bool {
-		return strings.Contains(r.logs.String(), `msg="Tang server unreachable; retrying" key=web tang_url=`+fg.URL)
-	})
-	r.alive()
-	fg.start()
-	restarted := time.Now()
-
-	// What the operator sees at the new gate.
-	var again []gate.Request
-	eventually(t, "a pending request at the restarted gate", func() bool {
-		again, err = fg.operator().Pending(ctx)
-		return err == nil && len(again) == 1 && again[0].Complete
-	})
-	reappeared := time.Since(restarted)
-	second := awaitRequest(t, fg.ready, r)
-	if second.ID != again[0].ID || second.Code == first.Code {
-		t.Fatalf("after the restart the gate has %s (operator sees %+v); before it had %s: want a fresh session", second.Code, again, first.Code)
-	}
-	if _, err := fg.operator().Approve(ctx, second.Code); err != nil {
-		t.Fatal(err)
-	}
-	approved := time.Now()
-	r.waitReady()
-	ready := time.Since(approved)
-	f.roundTrip(r.addr("web"), "web", "approved after the gate's restart")
-	logs := r.logs.String()
-	counts, attempts := unlocks(logs)
-	if counts["web"] != 1 || attempts < 2 {
-		t.Fatalf("web unlocked %d times at attempt %d, want once after a retry:\n%s", counts["web"], attempts, logs)
-	}
-	if !strings.Contains(logs, `msg="waiting for approval" key=web tang_url=`+fg.URL+` code=`+second.Code) {
-		t.Errorf("the daemon did not show the new code %s:\n%s", second.Code, logs)
-	}
-	t.Logf("FAULT %s: held request cut, daemon retried (down %v), new pending request (code %s, was %s) visible to the operator %v after the restart, ready %v after approval, unlocked at attempt %d",
-		"gate restarted mid-wait", restarted.Sub(stopped).Round(time.Millisecond), second.Code, first.Code,
-		reappeared.Round(time.Millisecond), ready.Round(time.Millisecond), attempts)
 }
 
 // backend is a TCP server at a fixed address that can be stopped and

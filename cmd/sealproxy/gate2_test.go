@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"net/http"
 	"regexp"
 	"strings"
 	"syscall"
@@ -12,8 +10,6 @@ import (
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/unlock/gate"
-	"github.com/sealproxy/sealproxy/unlock/tang"
-	"github.com/sealproxy/sealproxy/vault/keyring"
 )
 
 // awaitRequest returns the next request ready for a decision at a gate.
@@ -176,86 +172,4 @@ func TestThreeKeysNotApproved(t *testing.T) {
 	if !strings.Contains(stderr, req.Code) {
 		t.Errorf("stderr lacks the code %s:\n%s", req.Code, stderr)
 	}
-}
-
-// TestSessionBeyondOpenBound: more sealed keys than keyring.MaxConcurrentOpens
-// behind one gate still make one session that completes: none of them
-// waits for a slot behind keys held for the approval.
-func TestSessionBeyondOpenBound(t *testing.T) {
-	g, _, pin, ready := startGate(t)
-	f := newFixture(t)
-	cfg := ""
-	count := keyring.MaxConcurrentOpens + 2
-	for i := range count {
-		name := fmt.Sprintf("k%d", i)
-		f.sealedTo(name, pin)
-		cfg += key(name) + f.listener(name, "127.0.0.1:0")
-	}
-	path := f.write(cfg)
-	n := listenNotify(t)
-	r := startDaemon(t, &daemon{}, path)
-	req := awaitRequest(t, ready, r)
-	checkOneSession(t, g, req, count)
-	if _, err := g.Approve(req.Code, "alice", "test"); err != nil {
-		t.Fatal(err)
-	}
-	n.expect(t, "READY=1", fmt.Sprintf("serving %d listener(s)", count))
-	f.roundTrip(r.addr("k5"), "k5", "six keys, one approval")
-}
-
-// TestRetryAfterGateUnreachable: the gate is down at start-up. A retry
-// cannot reuse the session's blinded points, so each key's retry is a
-// session of its own, approved on its own (see openWithRetry).
-func TestRetryAfterGateUnreachable(t *testing.T) {
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan gate.Request, 16)
-	g := gate.New(gate.Config{Keys: keys, Hold: 100 * time.Millisecond, OnPending: func(r gate.Request) { ready <- r }})
-	serve := func(ln net.Listener) *http.Server {
-		srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		t.Cleanup(func() { srv.Close() })
-		return srv
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	srv := serve(ln)
-	url := "http://" + addr
-	pin := `{"url":"` + url + `","thp":"` + thp + `"}`
-	f := newFixture(t)
-	f.sealedTo("web", pin)
-	f.sealedTo("api", pin)
-	srv.Close() // the gate goes down once the keys are sealed
-
-	path := f.write(key("web") + key("api") + f.listener("web", "127.0.0.1:0") + f.listener("api", "127.0.0.1:0") +
-		"[unlock]\nretry_backoff = \"20ms\"\nretry_backoff_max = \"100ms\"\n")
-	n := listenNotify(t)
-	r := startDaemon(t, &daemon{}, path)
-	n.expect(t, "api: "+url+" unreachable (attempt ", "web: "+url+" unreachable (attempt ")
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("cannot listen on %s again: %v", addr, err)
-	}
-	serve(ln)
-	for range 2 {
-		req := awaitRequest(t, ready, r)
-		if req.Keys != 1 || req.Arrived != 1 {
-			t.Errorf("request %+v, want one key per retry's session", req)
-		}
-		if _, err := g.Approve(req.Code, "alice", "test"); err != nil {
-			t.Fatalf("approving %s: %v", req.Code, err)
-		}
-	}
-	n.expect(t, "READY=1", "serving 2 listener(s)")
-	f.roundTrip(r.addr("api"), "api", "approved one by one")
 }

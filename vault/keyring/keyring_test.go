@@ -88,3 +88,73 @@ func TestRingLifecycle(t *testing.T) {
 	waitClosed("a") // the old a is retired...
 	s.Close()       // ...and the ring closes the new one (the same fake here)
 }
+
+// TestStageOneKey: a run-time change of one key (Stage) keeps the other
+// live keys, retires only the key it replaces when committed, and closes
+// only its own key when aborted.
+func TestStageOneKey(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	cfg := &config.Config{Dir: dir, AllowPlaintextKeys: true}
+	keys := map[string]*fakeKey{}
+	for _, name := range []string{"a", "b", "a2", "a3"} {
+		leaf := ca.Server(t, name+".test")
+		leaf.WriteFiles(t, dir, name)
+		keys[keyref.File(name+".key")] = &fakeKey{Signer: leaf.Key}
+	}
+	s := New(Options{})
+	s.grace = 0
+	s.open = func(_ context.Context, source string, _ *vault.Options) (vault.Key, error) { return keys[source], nil }
+	k := func(name, file string) *config.Key {
+		return &config.Key{Name: name, Cert: file + ".crt", Source: keyref.File(file + ".key")}
+	}
+	closed := func(f string) bool { return keys[keyref.File(f+".key")].closed.Load() }
+	waitClosed := func(f string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !closed(f); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("key %s not closed", f)
+			}
+		}
+	}
+	sign := func(g *Generation, key *config.Key) {
+		t.Helper()
+		if _, err := g.Signer(context.Background(), cfg, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g := s.Begin()
+	sign(g, k("a", "a"))
+	sign(g, k("b", "b"))
+	g.Commit()
+
+	// Staged and aborted: only the staged key closes.
+	st := s.Stage()
+	sign(st, k("a", "a3"))
+	st.Discard()
+	waitClosed("a3")
+
+	// Staged and committed: "a" now signs with a2; a is retired, b stays.
+	st = s.Stage()
+	sign(st, k("a", "a2"))
+	st.Commit()
+	waitClosed("a")
+	if closed("b") || closed("a2") {
+		t.Fatal("a key still in use was closed")
+	}
+
+	// A key opened elsewhere (generated) is adopted under its name and
+	// closed with the ring.
+	gen := &fakeKey{Signer: keys[keyref.File("a3.key")].Signer}
+	st = s.Stage()
+	st.Adopt(cfg, k("a", "a3"), gen)
+	st.Commit()
+	waitClosed("a2")
+	if closed("b") || gen.closed.Load() {
+		t.Fatal("a live key was closed")
+	}
+	s.Close()
+	if !gen.closed.Load() || !closed("b") {
+		t.Fatal("Close left keys open")
+	}
+}
