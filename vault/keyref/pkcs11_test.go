@@ -73,7 +73,7 @@ func TestPINRedaction(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(&logs, nil))
 	log.Info("x", "key", r, "uri", u)
 	out := strings.Join([]string{r.String(), u.String(), u.GoString(),
-		fmt.Sprint(r), fmt.Sprintf("%v %+v %#v", u, u, u), fmt.Sprintf("%v %+v", r, r), logs.String()}, "\n")
+		fmt.Sprint(r), fmt.Sprintf("%v %+v %#v", u, u, u), fmt.Sprintf("%v %+v %#v", r, r, r), logs.String()}, "\n")
 	if strings.Contains(out, pin) {
 		t.Errorf("PIN leaked:\n%s", out)
 	}
