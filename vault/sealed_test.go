@@ -21,6 +21,7 @@ import (
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
 var modes = []struct {
@@ -193,6 +194,41 @@ func TestOpenSealedThroughTang(t *testing.T) {
 	_, err = Open(ctx, "sealed:key.jwe", opts)
 	if err == nil || !strings.Contains(err.Error(), "sealed:key.jwe") {
 		t.Fatalf("open without Tang: got %v, want an error naming sealed:key.jwe", err)
+	}
+}
+
+// TestOpenSealedFromBytes: with Options.Sealed, Open recovers the JWE it
+// is given and does not read the file (here: gone), so a caller that
+// read the file once to prepare an approval recovers what it prepared.
+func TestOpenSealedFromBytes(t *testing.T) {
+	srv := testenv.EmbeddedTang(t)
+	ctx := context.Background()
+	tk := testKeys(t)[0]
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(srv.Config()), tk.pems["SEC1"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reads int
+	read := readFile
+	readFile = func(path string, limit int64) ([]byte, error) { reads++; return read(path, limit) }
+	t.Cleanup(func() { readFile = read })
+	opts := &Options{BaseDir: t.TempDir(), AllowUnprotectedMemory: true, Sealed: jwe}
+	k, err := Open(ctx, keyref.Sealed("absent.jwe"), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	sig, err := signMsg(k, []byte("m"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	verify(t, tk.signer.Public(), []byte("m"), sig)
+	if reads != 0 {
+		t.Errorf("the sealed file was read %d times", reads)
+	}
+	opts.Sealed = nil
+	if _, err := Open(ctx, keyref.Sealed("absent.jwe"), opts); err == nil || reads != 1 {
+		t.Errorf("without Sealed: %v after %d reads, want the file read (and missing)", err, reads)
 	}
 }
 
