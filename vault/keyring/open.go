@@ -305,7 +305,7 @@ type requestGroup struct {
 // them all. It marks those keys as unlocking before any of them is sent,
 // so that a gate's report is not overwritten by a key that starts later.
 func (r *Ring) prepare(todo []*config.Key, jwes map[string][]byte) *requestGroup {
-	sh := &requestGroup{
+	grp := &requestGroup{
 		sess: unlock.NewSession(hostLabel()), prepared: map[string]bool{},
 		gateKeys: map[string][]string{}, start: time.Now(), log: r.log, st: r.st,
 	}
@@ -317,35 +317,35 @@ func (r *Ring) prepare(todo []*config.Key, jwes map[string][]byte) *requestGroup
 			continue
 		}
 		all = append(all, data)
-		sh.prepared[k.Name] = true
+		grp.prepared[k.Name] = true
 		urls := jweURLs(data)
 		for _, u := range urls {
 			if b, err := tang.BaseURL(u); err == nil {
 				u = b // as the session and the client name it
 			}
-			if !slices.Contains(sh.gateKeys[u], k.Name) {
-				sh.gateKeys[u] = append(sh.gateKeys[u], k.Name)
+			if !slices.Contains(grp.gateKeys[u], k.Name) {
+				grp.gateKeys[u] = append(grp.gateKeys[u], k.Name)
 			}
 		}
 		st.set(k.Name, "unlocking at "+orLocal(strings.Join(urls, ",")))
 	}
-	sh.sess.Prepare(all...)
-	return sh
+	grp.sess.Prepare(all...)
+	return grp
 }
 
 // pending reports a gate holding the session's recoveries: once per gate
 // (unlock.Session reports each gate once), naming every key waiting there
 // with the one code that covers them, which the client confirmed with the
 // gate (a gate showing another code stops the attempt: tang.ErrCodeMismatch).
-func (sh *requestGroup) pending(key string, p tang.Pending) {
-	names := sh.gateKeys[p.URL]
+func (grp *requestGroup) pending(key string, p tang.Pending) {
+	names := grp.gateKeys[p.URL]
 	if len(names) == 0 {
 		names = []string{key}
 	}
-	log := sh.log.With("key", strings.Join(names, ","), "tang_url", p.URL)
-	log.Warn("waiting for approval", "code", p.Code, "waited", time.Since(sh.start).Round(time.Second))
+	log := grp.log.With("key", strings.Join(names, ","), "tang_url", p.URL)
+	log.Warn("waiting for approval", "code", p.Code, "waited", time.Since(grp.start).Round(time.Second))
 	for _, n := range names {
-		sh.st.pending(n, p.URL, p.Code)
+		grp.st.pending(n, p.URL, p.Code)
 	}
 }
 
@@ -363,24 +363,24 @@ func reason(ctx context.Context) error {
 
 // openWithRetry opens one key, retrying while its Tang servers are
 // unreachable, and logs and reports its progress. A sealed key's JWE is
-// jwe, read once by OpenKeys. A key sh prepared recovers under sh's
+// jwe, read once by OpenKeys. A key grp prepared recovers under grp's
 // session the first time. A retry cannot: the session's blinded points
 // were sent, and a gate answers each once, so it gets a session of its
 // own (a new code for the operator, approved for this key alone).
-func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, jwe []byte, sh *requestGroup) (vault.Key, int, error) {
-	s, st := r, r.st
+func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.Key, jwe []byte, grp *requestGroup) (vault.Key, int, error) {
+	st := r.st
 	var urls []string
 	if jwe != nil {
 		urls = jweURLs(jwe)
 	}
 	tangURL := strings.Join(urls, ",")
-	log := s.log.With("key", k.Name)
+	log := r.log.With("key", k.Name)
 	if tangURL != "" {
 		log = log.With("tang_url", tangURL)
 	}
 	start := time.Now()
 	log.Info("unlocking key")
-	if !sh.prepared[k.Name] { // else prepare reported it
+	if !grp.prepared[k.Name] { // else prepare reported it
 		st.set(k.Name, "unlocking at "+orLocal(tangURL))
 	}
 	backoff := cfg.Unlock.RetryBackoff
@@ -396,13 +396,13 @@ func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.
 				st.pending(k.Name, p.URL, p.Code)
 			},
 		}
-		if attempt == 1 && sh.prepared[k.Name] {
-			uo.Session = sh.sess
-			uo.OnPending = func(p tang.Pending) { sh.pending(k.Name, p) }
+		if attempt == 1 && grp.prepared[k.Name] {
+			uo.Session = grp.sess
+			uo.OnPending = func(p tang.Pending) { grp.pending(k.Name, p) }
 		}
-		opts := vaultOptions(cfg, s.log)
+		opts := vaultOptions(cfg, r.log)
 		opts.Unlock, opts.Sealed = uo, jwe
-		key, err := s.open(ctx, k.Source, opts)
+		key, err := r.open(ctx, k.Source, opts)
 		if err == nil {
 			took := time.Since(start).Round(time.Millisecond)
 			log.Info("key unlocked", "took", took, "attempts", attempt)
@@ -465,84 +465,3 @@ func orLocal(url string) string {
 	}
 	return url
 }
-
-// status keeps the one-line state of an unlock for the service manager
-// (systemd STATUS=, the Windows SCM's log).
-type status struct {
-	report func(string) // nil: nobody listens
-
-	mu    sync.Mutex
-	total int
-	open  int
-	keys  map[string]string // key → what it waits for
-}
-
-func newStatus(report func(string)) *status {
-	return &status{report: report, keys: map[string]string{}}
-}
-
-func (st *status) begin(n int) {
-	st.mu.Lock()
-	st.total, st.open = n, 0
-	clear(st.keys)
-	st.mu.Unlock()
-	st.publish()
-}
-
-func (st *status) set(key, state string) {
-	st.mu.Lock()
-	st.keys[key] = state
-	st.mu.Unlock()
-	st.publish()
-}
-
-// pending reports a recovery held at a gate for an operator's approval,
-// for a key not open yet.
-func (st *status) pending(key, url, code string) {
-	st.mu.Lock()
-	_, unlocking := st.keys[key]
-	if unlocking {
-		st.keys[key] = fmt.Sprintf("waiting for approval (code %s) at %s", tang.Printable(code), tang.Printable(url))
-	}
-	st.mu.Unlock()
-	if unlocking {
-		st.publish()
-	}
-}
-
-func (st *status) done(key string) {
-	st.mu.Lock()
-	delete(st.keys, key)
-	st.open++
-	st.mu.Unlock()
-	st.publish()
-}
-
-// line is e.g. "unlocking keys: 1 of 2 open; web: http://tang:7500
-// unreachable (attempt 3), retrying".
-func (st *status) line() string {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	var b strings.Builder
-	fmt.Fprintf(&b, "unlocking keys: %d of %d open", st.open, st.total)
-	names := make([]string, 0, len(st.keys))
-	for k := range st.keys {
-		names = append(names, k)
-	}
-	slices.Sort(names)
-	for _, k := range names {
-		fmt.Fprintf(&b, "; %s: %s", k, st.keys[k])
-	}
-	return b.String()
-}
-
-func (st *status) publish() {
-	if st != nil && st.report != nil {
-		st.report(st.line())
-	}
-}
-
-// Printable makes text that came from a gate, a Tang server or a file
-// safe for a terminal, a log line or an sd_notify STATUS= line: control
-// characters and invalid UTF-8 are escaped (it is tang.Printable).
-func Printable(s string) string { return tang.Printable(s) }
