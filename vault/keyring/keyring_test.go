@@ -158,3 +158,37 @@ func TestStageOneKey(t *testing.T) {
 		t.Fatal("Close left keys open")
 	}
 }
+
+// TestOpenBound: keys that are not sealed open at most MaxConcurrentOpens
+// at once (each may allocate locked memory), and all of them open.
+func TestOpenBound(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &config.Config{Dir: dir, AllowPlaintextKeys: true, Unlock: config.Unlock{Timeout: time.Minute, RetryBackoff: time.Second, RetryBackoffMax: time.Second}}
+	for i := range 3 * MaxConcurrentOpens {
+		name := string(rune('a' + i))
+		cfg.Keys = append(cfg.Keys, config.Key{Name: name, Cert: name + ".crt", Source: keyref.File(name + ".key")})
+		cfg.Listeners = append(cfg.Listeners, config.Listener{Name: name, Mode: config.ModeOffload, Keys: []string{name}})
+	}
+	var now, most, opened atomic.Int32
+	s := New(Options{})
+	s.open = func(context.Context, string, *vault.Options) (vault.Key, error) {
+		n := now.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(20 * time.Millisecond)
+		now.Add(-1)
+		opened.Add(1)
+		return &fakeKey{}, nil
+	}
+	g := s.Begin()
+	if err := g.Open(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	g.Commit()
+	if got := opened.Load(); got != int32(len(cfg.Keys)) {
+		t.Errorf("opened %d keys, want %d", got, len(cfg.Keys))
+	}
+	if m := most.Load(); m > MaxConcurrentOpens || m < 2 {
+		t.Errorf("at most %d keys opened at once, want 2 to %d", m, MaxConcurrentOpens)
+	}
+}
