@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/url"
@@ -34,9 +35,18 @@ var serial atomic.Int64
 // NewCA makes a CA whose subject CN is name.
 func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca, err := GenerateCA(name)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return ca
+}
+
+// GenerateCA is NewCA for callers without a *testing.T (the tools).
+func GenerateCA(name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(serial.Add(1)),
@@ -49,13 +59,13 @@ func NewCA(t testing.TB, name string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("CA certificate: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+	return &CA{Cert: cert, Key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}, nil
 }
 
 // Pool is a certificate pool holding only this CA.
@@ -124,9 +134,18 @@ func (ca *CA) Client(t testing.TB, cn string) *Leaf {
 // Issue issues a certificate as the options say.
 func (ca *CA) Issue(t testing.TB, o LeafOptions) *Leaf {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	l, err := ca.Sign(o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return l
+}
+
+// Sign is Issue for callers without a *testing.T (the tools).
+func (ca *CA) Sign(o LeafOptions) (*Leaf, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)),
@@ -145,19 +164,19 @@ func (ca *CA) Issue(t testing.TB, o LeafOptions) *Leaf {
 	for _, s := range o.URIs {
 		u, err := url.Parse(s)
 		if err != nil {
-			t.Fatal(err)
+			return nil, fmt.Errorf("certificate URI %q: %w", s, err)
 		}
 		tmpl.URIs = append(tmpl.URIs, u)
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, fmt.Errorf("certificate for %s: %w", o.CN, err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	return &Leaf{Cert: cert, Chain: [][]byte{der, ca.Cert.Raw}, Key: key}
+	return &Leaf{Cert: cert, Chain: [][]byte{der, ca.Cert.Raw}, Key: key}, nil
 }
 
 // TLSCertificate is the leaf as crypto/tls wants it.
@@ -177,11 +196,22 @@ func (l *Leaf) ChainPEM() []byte {
 // KeyPEM is the private key as PKCS#8 PEM (plaintext: tests only).
 func (l *Leaf) KeyPEM(t testing.TB) []byte {
 	t.Helper()
-	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	out, err := l.MarshalKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return out
+}
+
+// MarshalKey is KeyPEM for callers without a *testing.T. The caller
+// wipes the result when it is done with it (the DER is wiped here).
+func (l *Leaf) MarshalKey() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(l.Key)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(der)
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
 // WriteFiles writes dir/name.crt (chain) and dir/name.key (PKCS#8) and

@@ -56,7 +56,7 @@ func ScriptParams(dir string) testscript.Params {
 			if env.Getenv("GORACE") == "" {
 				env.Setenv("GORACE", "atexit_sleep_ms=10")
 			}
-			s := &scriptState{tangs: map[string]*scriptTang{}, gates: map[string]*scriptGate{}}
+			s := &scriptState{tangs: map[string]*scriptTang{}, gates: map[string]*Gate{}}
 			env.Values[scriptStateKey{}] = s
 			env.Defer(s.stopAll)
 			return nil
@@ -78,7 +78,7 @@ type scriptStateKey struct{}
 type scriptState struct {
 	mu    sync.Mutex
 	tangs map[string]*scriptTang
-	gates map[string]*scriptGate
+	gates map[string]*Gate
 }
 
 type scriptTang struct {
@@ -104,7 +104,7 @@ func (s *scriptState) stopAll() {
 		t.stop()
 	}
 	for _, g := range s.gates {
-		g.stop()
+		g.Close()
 	}
 }
 

@@ -1,6 +1,23 @@
-// Package testenv starts the real components that tests run against, on
-// 127.0.0.1 only: Tang servers (our own, or Debian's tangd behind socat)
-// and the command-line tools they are checked against (clevis, jose).
+// Package testenv is the one test harness: package tests, the golden
+// scripts and the tools (demo, soak, bench) start what they run against
+// from here, on 127.0.0.1 only. One job per file:
+//
+//	tang.go        Tang servers: our own (EmbeddedTang) or Debian's tangd
+//	gate.go        StartGate/ServeGate: a gate with operators, audit, TLS
+//	hostile.go     HostileFront: a man in the middle answering recoveries
+//	echo.go        StartEcho: an echo backend, plain or TLS
+//	ca.go, pki.go  throw-away CAs and certificates; WritePKI for the tools
+//	eventually.go  Eventually/Poll: wait for a condition instead of sleeping
+//	syncbuffer.go  SyncBuffer: a buffer written and read at once
+//	build.go       BuildCommand: go build ./cmd/NAME once per test binary
+//	landlock.go    NeedLandlock, RunConfinedChild: sandbox tests
+//	clevis.go, softhsm.go, memscan_linux.go, wine_*.go
+//	               external tools (clevis, jose, SoftHSM) and process scans
+//	script.go      testscript commands for the CLI golden tests
+//
+// Helpers that take a testing.TB fail or skip the test; the tools use the
+// twins that return an error instead (GenerateCA, CA.Sign, WritePKI,
+// ServeGate, Poll).
 //
 // Interop tests skip when a tool is missing, unless
 // SEALPROXY_REQUIRE_INTEROP=1 (as in CI), where a missing tool fails them.

@@ -1,0 +1,78 @@
+package testenv
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// builds caches BuildCommand's binaries for the life of the test binary.
+var builds sync.Map // key string -> *build
+
+type build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// BuildCommand compiles this module's ./cmd/NAME once per test binary
+// (and per env) and returns the binary's path. env entries such as
+// "GOEXPERIMENT=runtimesecret" or "GOFLAGS=" are added to the go
+// command's environment; otherwise it inherits the test's. It skips when
+// the go command is missing (fails under SEALPROXY_REQUIRE_INTEROP=1).
+//
+// The binary lives in the system temporary directory under a name made
+// from NAME and env, replaced atomically by each test binary's first
+// build: a fixed place, so repeated runs reuse it instead of leaving a
+// copy each (a test binary has no hook to delete one at exit).
+func BuildCommand(t testing.TB, name string, env ...string) string {
+	t.Helper()
+	goTool := LookTool(t, "go", "golang-go")
+	key := name + "\x00" + strings.Join(env, "\x00")
+	v, _ := builds.LoadOrStore(key, &build{})
+	b := v.(*build)
+	b.once.Do(func() { b.path, b.err = goBuild(goTool, name, env) })
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+func goBuild(goTool, name string, env []string) (string, error) {
+	// The test's directory (its package's) keeps two checkouts, or two
+	// packages building at once, from sharing a binary.
+	wd, _ := os.Getwd()
+	sum := sha256.Sum256([]byte(name + "\x00" + strings.Join(env, "\x00") + "\x00" + wd))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("sealproxy-testbin-%d", os.Getuid()))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	exe := ""
+	if runtime.GOOS == "windows" {
+		exe = ".exe"
+	}
+	bin := filepath.Join(dir, name+"-"+hex.EncodeToString(sum[:6])+exe)
+	tmp, err := os.CreateTemp(dir, name+"-*.tmp"+exe)
+	if err != nil {
+		return "", err
+	}
+	tmp.Close()
+	cmd := exec.Command(goTool, "build", "-o", tmp.Name(), "github.com/sealproxy/sealproxy/cmd/"+name)
+	cmd.Env = append(os.Environ(), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("go build ./cmd/%s (%s): %v\n%s", name, strings.Join(env, " "), err, out)
+	}
+	if err := os.Rename(tmp.Name(), bin); err != nil {
+		os.Remove(tmp.Name())
+		return "", err
+	}
+	return bin, nil
+}

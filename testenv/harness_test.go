@@ -1,0 +1,287 @@
+package testenv_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/gate"
+)
+
+// fatalRecorder stands in for a test that a helper should fail: it keeps
+// the message instead of stopping.
+type fatalRecorder struct {
+	testing.TB
+	mu     sync.Mutex
+	failed string
+}
+
+func (r *fatalRecorder) Helper() {}
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failed = fmt.Sprintf(format, args...)
+}
+func (r *fatalRecorder) Fatal(args ...any) { r.Fatalf("%s", fmt.Sprint(args...)) }
+
+// TestWritePKI: the CA file verifies the server certificate for its
+// name and for 127.0.0.1, the chain file starts with the leaf, the key
+// matches it, and no key is written.
+func TestWritePKI(t *testing.T) {
+	dir := t.TempDir()
+	p, err := testenv.WritePKI(dir, testenv.PKIOptions{CAName: "t CA", ServerName: "web.test", File: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatal("ca.crt holds no certificate")
+	}
+	chain, err := os.ReadFile(filepath.Join(dir, "web.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(chain)
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"web.test", "127.0.0.1"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
+			t.Errorf("web.crt for %s: %v", name, err)
+		}
+	}
+	keyPEM, err := p.Server.MarshalKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.X509KeyPair(chain, keyPEM); err != nil {
+		t.Errorf("the key does not match web.crt: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("WritePKI wrote %d files, want ca.crt and web.crt only (no key)", len(entries))
+	}
+	if _, err := testenv.WritePKI(dir, testenv.PKIOptions{CAName: "x"}); err == nil {
+		t.Error("WritePKI without ServerName and File: no error")
+	}
+}
+
+// TestSyncBuffer: concurrent writers lose nothing (and -race sees no race
+// with the reader).
+func TestSyncBuffer(t *testing.T) {
+	var b testenv.SyncBuffer
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 100 {
+				b.Write([]byte("x"))
+				_ = b.String()
+			}
+		})
+	}
+	wg.Wait()
+	if b.Len() != 800 || b.String() != strings.Repeat("x", 800) {
+		t.Fatalf("got %d bytes, want 800", b.Len())
+	}
+	b.Reset()
+	if b.Len() != 0 {
+		t.Fatal("Reset left bytes")
+	}
+}
+
+// TestEventually: a condition that comes true passes; one that never does
+// fails with what it waited for, after the timeout and not before.
+func TestEventually(t *testing.T) {
+	n := 0
+	testenv.Eventually(t, 5*time.Second, "the third poll", func() bool { n++; return n >= 3 })
+	if n != 3 {
+		t.Fatalf("polled %d times, want 3", n)
+	}
+	r := &fatalRecorder{TB: t}
+	start := time.Now()
+	testenv.Eventually(r, 50*time.Millisecond, "never", func() bool { return false })
+	if time.Since(start) < 50*time.Millisecond || !strings.Contains(r.failed, "waiting for never") {
+		t.Fatalf("after %v: failure %q, want a timeout waiting for never", time.Since(start), r.failed)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if testenv.Poll(ctx, func() bool { return false }) {
+		t.Fatal("Poll with an ended context reported true")
+	}
+}
+
+// TestEcho: a plain backend echoes and half-closes; a TLS backend echoes
+// and reports the client certificate's name.
+func TestEcho(t *testing.T) {
+	e := testenv.StartEcho(t, nil)
+	c, err := net.Dial("tcp", e.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "hello")
+	c.(*net.TCPConn).CloseWrite()
+	if got, err := io.ReadAll(c); err != nil || string(got) != "hello" {
+		t.Fatalf("echo = %q, %v", got, err)
+	}
+
+	ca := testenv.NewCA(t, "echo CA")
+	te := testenv.StartEcho(t, &tls.Config{
+		Certificates: []tls.Certificate{ca.Server(t, "localhost").TLSCertificate()},
+		ClientAuth:   tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(),
+	})
+	tc, err := tls.Dial("tcp", te.Addr, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost",
+		Certificates: []tls.Certificate{ca.Client(t, "alice").TLSCertificate()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	io.WriteString(tc, "over tls")
+	tc.CloseWrite()
+	if got, err := io.ReadAll(tc); err != nil || string(got) != "over tls" {
+		t.Fatalf("tls echo = %q, %v", got, err)
+	}
+	if id := <-te.IDs; id != "alice" {
+		t.Fatalf("client id %q, want alice", id)
+	}
+}
+
+// TestGate: a key sealed to the gate's pin configuration is recovered
+// only after the operator approves the request the gate reported, with
+// the operator's token, and the audit file records it.
+func TestGate(t *testing.T) {
+	g := testenv.StartGate(t, testenv.GateOptions{Operators: []string{"alice"}, AuditFile: filepath.Join(t.TempDir(), "audit.jsonl")})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(g.PinConfig()), []byte("secret"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		buf, err := unlock.Decrypt(ctx, jwe, nil)
+		if err == nil {
+			if string(buf.Bytes()) != "secret" {
+				err = fmt.Errorf("recovered %q", buf.Bytes())
+			}
+			buf.Destroy()
+		}
+		done <- err
+	}()
+	req := g.Next(t, time.Minute)
+	select {
+	case err := <-done:
+		t.Fatalf("Decrypt returned before approval: %v", err)
+	default:
+	}
+	op := &gate.Client{URL: g.URL, Token: g.Tokens["alice"]}
+	if _, err := op.Approve(ctx, req.Code); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	audit, err := os.ReadFile(g.AuditFile)
+	if err != nil || !bytes.Contains(audit, []byte(`"alice"`)) {
+		t.Fatalf("audit file (%v) does not name alice:\n%s", err, audit)
+	}
+	g.Close()
+	if _, err := http.Get(g.URL); err == nil {
+		t.Fatal("the gate still answers after Close")
+	}
+	g.Close() // twice is harmless (cleanup calls it again)
+}
+
+// TestHostileFront: advertisements pass through, recoveries get the
+// hostile answer.
+func TestHostileFront(t *testing.T) {
+	tang := testenv.EmbeddedTang(t)
+	url := testenv.HostileFront(t, tang.URL, 403, `{"status":"denied"}`)
+	want, err := http.Get(tang.URL + "/adv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantBody, _ := io.ReadAll(want.Body)
+	want.Body.Close()
+	got, err := http.Get(url + "/adv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotBody, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if got.StatusCode != 200 || !bytes.Equal(gotBody, wantBody) {
+		t.Fatalf("advertisement through the front: %d %q, want %q", got.StatusCode, gotBody, wantBody)
+	}
+	resp, err := http.Post(url+"/rec/x", "application/jwk+json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 403 || string(body) != `{"status":"denied"}` {
+		t.Fatalf("recovery through the front: %d %q", resp.StatusCode, body)
+	}
+}
+
+// TestBuildCommand builds cmd/seal once: a second call returns the same
+// binary without building again, and the binary runs.
+func TestBuildCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds cmd/seal; `make test` (no -short) runs this")
+	}
+	bin := testenv.BuildCommand(t, "seal")
+	info, err := os.Stat(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again := testenv.BuildCommand(t, "seal"); again != bin {
+		t.Fatalf("second build at %s, first at %s", again, bin)
+	}
+	if info2, _ := os.Stat(bin); !info2.ModTime().Equal(info.ModTime()) {
+		t.Fatal("the second call built again")
+	}
+	out, _ := exec.Command(bin, "--help").CombinedOutput()
+	if !strings.Contains(string(out), "seal") {
+		t.Fatalf("seal --help printed:\n%s", out)
+	}
+}
+
+const childEnv = "TESTENV_CHILD"
+
+// TestRunConfinedChild: the child runs this same test with the env set;
+// a child that never logs the done line fails the parent.
+func TestRunConfinedChild(t *testing.T) {
+	switch os.Getenv(childEnv) {
+	case "ok":
+		t.Log("child: checks done")
+		return
+	case "silent":
+		return
+	}
+	testenv.RunConfinedChild(t, []string{childEnv + "=ok"}, "child: checks done")
+	r := &fatalRecorder{TB: t}
+	testenv.RunConfinedChild(r, []string{childEnv + "=silent"}, "child: checks done")
+	if !strings.Contains(r.failed, "ran no checks") {
+		t.Fatalf("a silent child: failure %q", r.failed)
+	}
+}
