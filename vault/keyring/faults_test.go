@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -24,11 +22,7 @@ const faultTimeout = 30 * time.Second
 
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(faultTimeout); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
+	testenv.Eventually(t, faultTimeout, what, cond)
 }
 
 // freeAddr returns a 127.0.0.1 address nothing listens on.
@@ -141,7 +135,7 @@ func TestGateRestartMidWait(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- gen.Open(ctx, e.cfg) }()
 
-	first := await(t, fg.ready)
+	first := awaitReq(t, fg.ready)
 	seen, err := fg.operator().Pending(ctx)
 	if err != nil || len(seen) != 1 || seen[0].ID != first.ID || seen[0].Code != "" {
 		t.Fatalf("operator sees %+v, %v; want request %s pending, without its code", seen, err, first.ID)
@@ -162,7 +156,7 @@ func TestGateRestartMidWait(t *testing.T) {
 	default:
 	}
 	fg.start(5 * time.Second)
-	second := await(t, fg.ready)
+	second := awaitReq(t, fg.ready)
 	if second.Code == first.Code {
 		t.Fatalf("after the restart the gate has code %s again: want a fresh request", second.Code)
 	}
@@ -198,7 +192,7 @@ func TestRetryAfterGateUnreachable(t *testing.T) {
 	e.waitStatus("web: " + fg.URL + " unreachable (attempt ")
 	fg.start(100 * time.Millisecond)
 	for range 2 {
-		req := await(t, fg.ready)
+		req := awaitReq(t, fg.ready)
 		if req.Keys != 1 || req.Arrived != 1 {
 			t.Errorf("request %+v, want one key per retry's request", req)
 		}
@@ -216,28 +210,12 @@ func TestRetryAfterGateUnreachable(t *testing.T) {
 }
 
 // hostileTang is a Tang server behind a man in the middle that answers
-// every POST /rec with status and body; advertisements pass. It returns
-// the pin configuration to seal to it.
+// every POST /rec with status and body; it returns the pin configuration
+// to seal to it.
 func hostileTang(t *testing.T, status int, body string) string {
 	t.Helper()
 	real := testenv.EmbeddedTang(t)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			w.WriteHeader(status)
-			w.Write([]byte(body))
-			return
-		}
-		resp, err := http.Get(real.URL + r.URL.Path)
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.Replace(real.Config(), real.URL, srv.URL, 1)
+	return strings.Replace(real.Config(), real.URL, testenv.HostileFront(t, real.URL, status, body), 1)
 }
 
 // TestGateFullRetried: a gate that refuses new requests because it is
@@ -260,4 +238,15 @@ func TestGateFullRetried(t *testing.T) {
 	if !strings.Contains(strings.Join(e.status, "\n"), " full (attempt 2), retrying") {
 		t.Errorf("no status line says full:\n%s", strings.Join(e.status, "\n"))
 	}
+}
+
+func awaitReq(t *testing.T, ready <-chan gate.Request) gate.Request {
+	t.Helper()
+	select {
+	case req := <-ready:
+		return req
+	case <-time.After(time.Minute):
+		t.Fatal("no request at the gate")
+	}
+	return gate.Request{}
 }

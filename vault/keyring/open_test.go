@@ -1,12 +1,9 @@
 package keyring
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -35,24 +32,7 @@ type ringEnv struct {
 
 	mu     sync.Mutex
 	status []string
-	logs   syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
+	logs   testenv.SyncBuffer
 }
 
 func newRingEnv(t *testing.T) *ringEnv {
@@ -109,47 +89,19 @@ func (e *ringEnv) waitStatus(want string) {
 	}
 }
 
-// startGate serves a gate that holds every recovery for an operator.
-func startGate(t *testing.T) (*gate.Gate, string, string, <-chan gate.Request) {
-	t.Helper()
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan gate.Request, 16)
-	g := gate.New(gate.Config{Keys: keys, Hold: 100 * time.Millisecond, OnPending: func(r gate.Request) { ready <- r }})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	url := "http://" + ln.Addr().String()
-	return g, url, `{"url":"` + url + `","thp":"` + thp + `"}`, ready
-}
-
-func await(t *testing.T, ready <-chan gate.Request) gate.Request {
-	t.Helper()
-	select {
-	case req := <-ready:
-		return req
-	case <-time.After(time.Minute):
-		t.Fatal("no request at the gate")
-	}
-	return gate.Request{}
+// startGate serves a gate that holds each recovery for an operator
+// (100 ms per long poll).
+func startGate(t *testing.T) *testenv.Gate {
+	return testenv.StartGate(t, testenv.GateOptions{Operators: []string{"alice"},
+		Configure: func(c *gate.Config) { c.Hold = 100 * time.Millisecond }})
 }
 
 // TestOneRequestGroup: the sealed keys of one Open are one approval
 // request at a gate, shown with one code in every key's status and one
 // log line; one approval opens them all, each at its first attempt.
 func TestOneRequestGroup(t *testing.T) {
-	g, url, pin, ready := startGate(t)
+	g := startGate(t)
+	url, pin := g.URL, g.PinConfig()
 	e := newRingEnv(t)
 	names := []string{"web", "api", "db", "k3", "k4", "k5"} // more than MaxConcurrentOpens
 	for _, n := range names {
@@ -158,7 +110,7 @@ func TestOneRequestGroup(t *testing.T) {
 	gen := e.ring.Begin()
 	done := make(chan error, 1)
 	go func() { done <- gen.Open(context.Background(), e.cfg) }()
-	req := await(t, ready)
+	req := g.Next(t, time.Minute)
 	if !req.Session || req.Keys != len(names) || req.Arrived != len(names) || !req.Complete {
 		t.Errorf("request %+v, want a complete group of %d keys", req, len(names))
 	}
@@ -192,7 +144,7 @@ func TestOneRequestGroup(t *testing.T) {
 		t.Errorf("last status %q", got)
 	}
 	select {
-	case extra := <-ready:
+	case extra := <-g.Ready:
 		t.Errorf("a second request at the gate: %+v", extra)
 	default:
 	}
@@ -201,13 +153,14 @@ func TestOneRequestGroup(t *testing.T) {
 // TestDeniedGroup: an operator's denial fails every key at once: the
 // error is an *UnlockError that matches ErrDenied, the denied keys first.
 func TestDeniedGroup(t *testing.T) {
-	g, _, pin, ready := startGate(t)
+	g := startGate(t)
 	e := newRingEnv(t)
-	e.seal("web", pin)
-	e.seal("api", pin)
+	e.seal("web", g.PinConfig())
+	e.seal("api", g.PinConfig())
 	go func() {
-		req := await(t, ready)
-		g.Deny(req.Code, "alice", "test")
+		if req, err := g.Wait(time.Minute); err == nil {
+			g.Deny(req.Code, "alice", "test")
+		}
 	}()
 	gen := e.ring.Begin()
 	err := gen.Open(context.Background(), e.cfg)
