@@ -39,6 +39,9 @@ type runHooks struct {
 	status  func(string)              // one line while unlocking, reloading, stopping
 	ready   func()                    // every key open, every listener bound
 	stopped func(drain time.Duration) // stop requested: draining for up to drain
+	// log, if set, takes the log records instead of stderr (the Event
+	// Log); format makes the handler of --log-format and --log-level.
+	log func(format func(io.Writer) slog.Handler) slog.Handler
 }
 
 func (d *daemon) cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -60,7 +63,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, logFormat, logLevel)
+	log, err := newLogger(stderr, logFormat, logLevel, hooks.log)
 	if err != nil {
 		return err
 	}
@@ -423,18 +426,25 @@ func unprotectedHint() string {
 		"or set allow_unprotected_memory = true to accept the copies"
 }
 
-// newLogger makes the daemon's logger.
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+// newLogger makes the daemon's logger: the handler of format and level
+// writing to w, or the one to hooks.log (nil: w).
+func newLogger(w io.Writer, format, level string, to func(func(io.Writer) slog.Handler) slog.Handler) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, cli.Usage("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	var handler func(io.Writer) slog.Handler
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		handler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		handler = func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) }
+	default:
+		return nil, cli.Usage("--log-format %q: want text or json", format)
 	}
-	return nil, cli.Usage("--log-format %q: want text or json", format)
+	if to != nil {
+		return slog.New(to(handler)), nil
+	}
+	return slog.New(handler(w)), nil
 }
