@@ -137,9 +137,9 @@ func installService(name, path string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := mgr.Connect()
+	m, err := connectManager()
 	if err != nil {
-		return cli.WithHint(fmt.Errorf("connecting to the service manager: %w", err), cli.ExitFailure, "run from an elevated (administrator) prompt")
+		return err
 	}
 	defer m.Disconnect()
 	if s, err := m.OpenService(name); err == nil {
@@ -163,16 +163,35 @@ func installService(name, path string, stdout io.Writer) error {
 	return nil
 }
 
-func uninstallService(name string, stdout io.Writer) error {
+// connectManager connects to the service manager, which needs an
+// elevated prompt.
+func connectManager() (*mgr.Mgr, error) {
 	m, err := mgr.Connect()
 	if err != nil {
-		return cli.WithHint(fmt.Errorf("connecting to the service manager: %w", err), cli.ExitFailure, "run from an elevated (administrator) prompt")
+		return nil, cli.WithHint(fmt.Errorf("connecting to the service manager: %w", err), cli.ExitFailure, "run from an elevated (administrator) prompt")
+	}
+	return m, nil
+}
+
+// openService opens the service name; the caller disconnects m and
+// closes s.
+func openService(name string) (m *mgr.Mgr, s *mgr.Service, err error) {
+	if m, err = connectManager(); err != nil {
+		return nil, nil, err
+	}
+	if s, err = m.OpenService(name); err != nil {
+		m.Disconnect()
+		return nil, nil, fmt.Errorf("service %s: %w", name, err)
+	}
+	return m, s, nil
+}
+
+func uninstallService(name string, stdout io.Writer) error {
+	m, s, err := openService(name)
+	if err != nil {
+		return err
 	}
 	defer m.Disconnect()
-	s, err := m.OpenService(name)
-	if err != nil {
-		return fmt.Errorf("service %s: %w", name, err)
-	}
 	defer s.Close()
 	if err := s.Delete(); err != nil {
 		return fmt.Errorf("deleting service %s: %w", name, err)
@@ -187,15 +206,11 @@ func uninstallService(name string, stdout io.Writer) error {
 // controlService starts or stops the service and waits until the SCM
 // reports it running or stopped.
 func controlService(ctx context.Context, name string, start bool, stdout io.Writer) error {
-	m, err := mgr.Connect()
+	m, s, err := openService(name)
 	if err != nil {
-		return cli.WithHint(fmt.Errorf("connecting to the service manager: %w", err), cli.ExitFailure, "run from an elevated (administrator) prompt")
+		return err
 	}
 	defer m.Disconnect()
-	s, err := m.OpenService(name)
-	if err != nil {
-		return fmt.Errorf("service %s: %w", name, err)
-	}
 	defer s.Close()
 	want := svc.Running
 	if start {
