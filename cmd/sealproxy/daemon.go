@@ -145,10 +145,8 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		},
 	})
 
-	var stopGroup context.CancelFunc
-	r.gctx, stopGroup = context.WithCancel(ctx)
-	r.stopGroup = stopGroup
-	defer stopGroup()
+	r.gctx, r.stopGroup = context.WithCancel(ctx)
+	defer r.stopGroup()
 	defer r.closeAdmin()
 	return r.loop(ctx)
 }
