@@ -504,6 +504,14 @@ func (c *command) serve(ctx context.Context, sc *serveConfig, stderr io.Writer) 
 		handler = g
 		writeTimeout = sc.hold + 10*time.Second
 	}
+	return c.listenAndServe(ctx, log, sc, handler, tlsConfig, writeTimeout)
+}
+
+// listenAndServe serves handler on --listen (over TLS with tlsConfig)
+// with at most --max-connections open, confined by --landlock, until ctx
+// ends; then it lets requests finish for up to 10 s.
+func (c *command) listenAndServe(ctx context.Context, log *slog.Logger, sc *serveConfig, handler http.Handler, tlsConfig *tls.Config, writeTimeout time.Duration) error {
+	dir := sc.dir
 	tcp, err := net.Listen("tcp", sc.listen)
 	if err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "choose a free address with --listen")
