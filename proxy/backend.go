@@ -9,6 +9,8 @@ import (
 	"net"
 	"syscall"
 	"time"
+
+	"github.com/sealproxy/sealproxy/proxy/config"
 )
 
 // dialBackend connects to the first backend that answers (in turn from a
@@ -31,7 +33,7 @@ func (s *Server) dialBackend(c *conn, backends []Backend) (*endpoint, error) {
 			return nil, err
 		}
 		label := b.String()
-		if c.cfg.Mode == ModeConnect {
+		if c.cfg.Mode == config.ModeConnect {
 			label = c.connectRule // the client chose b: bounded by the allow-list
 		}
 		s.opts.Metrics.BackendErrors.WithLabelValues(c.cfg.Name, label).Inc()
@@ -45,7 +47,7 @@ func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.ConnectTimeout)
 	defer cancel()
 	var d net.Dialer
-	if c.cfg.Mode == ModeConnect {
+	if c.cfg.Mode == config.ModeConnect {
 		allow := c.cfg.ConnectAllow
 		d.ControlContext = func(_ context.Context, _, address string, _ syscall.RawConn) error {
 			return checkConnectAddr(allow, address)
@@ -74,7 +76,7 @@ func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
 		}
 		_ = raw.SetWriteDeadline(time.Time{})
 	}
-	if c.cfg.Mode != ModeBridge && c.cfg.Mode != ModeEncrypt {
+	if c.cfg.Mode != config.ModeBridge && c.cfg.Mode != config.ModeEncrypt {
 		return plainEndpoint(raw), nil
 	}
 	cfg := c.cfg.Upstream

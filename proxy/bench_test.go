@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/sealproxy/sealproxy/proxy/config"
 )
 
 // TestBulkBothWays streams megabytes both ways at once through bridge
@@ -25,7 +27,7 @@ func TestBulkBothWays(t *testing.T) {
 	p := newPKI(t)
 	backTLS := &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
 	echo := startEcho(t, backTLS)
-	cfg := listenerConfig(ModeBridge, echo.addr())
+	cfg := listenerConfig(config.ModeBridge, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test"}
 	srv := start(t, cfg, nil)
@@ -70,7 +72,7 @@ func TestBulkBothWays(t *testing.T) {
 func TestPingPong(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
@@ -87,7 +89,7 @@ func TestPingPong(t *testing.T) {
 func BenchmarkHandshake(b *testing.B) {
 	p := newPKI(b)
 	echo := startEcho(b, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(b, p.web)
 	srv := start(b, cfg, &Options{Log: discardLog})
 	cc := clientConfig(p, "web.test")
@@ -102,8 +104,8 @@ func BenchmarkHandshake(b *testing.B) {
 }
 
 func BenchmarkCopy(b *testing.B) {
-	for _, mode := range []string{ModeOffload, ModeBridge} {
-		b.Run(mode, func(b *testing.B) {
+	for _, mode := range []config.Mode{config.ModeOffload, config.ModeBridge} {
+		b.Run(mode.String(), func(b *testing.B) {
 			p := newPKI(b)
 			// A sink backend: reads and discards, answers nothing.
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -112,7 +114,7 @@ func BenchmarkCopy(b *testing.B) {
 			}
 			defer ln.Close()
 			var backTLS *tls.Config
-			if mode == ModeBridge {
+			if mode == config.ModeBridge {
 				backTLS = &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
 			}
 			go func() {
@@ -157,18 +159,18 @@ func BenchmarkCopy(b *testing.B) {
 // target is about. The clients and the backend run in a child process
 // (TestHelperIdleClients) so that only the proxy's share is measured.
 func BenchmarkIdleConnMemory(b *testing.B) {
-	for _, mode := range []string{ModeOffload, ModeBridge} {
-		b.Run(mode, func(b *testing.B) { benchmarkIdleConnMemory(b, mode) })
+	for _, mode := range []config.Mode{config.ModeOffload, config.ModeBridge} {
+		b.Run(mode.String(), func(b *testing.B) { benchmarkIdleConnMemory(b, mode) })
 	}
 }
 
-func benchmarkIdleConnMemory(b *testing.B, mode string) {
+func benchmarkIdleConnMemory(b *testing.B, mode config.Mode) {
 	const n = 500
 	p := newPKI(b)
 	dir := b.TempDir()
 	caFile := p.ca.WriteCA(b, dir, "ca.pem")
 	spec := strconv.Itoa(n) + "," + caFile
-	if mode == ModeBridge {
+	if mode == config.ModeBridge {
 		crt, key := p.backend.WriteFiles(b, dir, "backend")
 		spec += "," + crt + "," + key
 	}
@@ -279,7 +281,7 @@ func TestHelperIdleClients(t *testing.T) {
 func BenchmarkPingPong64(b *testing.B) {
 	p := newPKI(b)
 	echo := startEcho(b, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(b, p.web)
 	srv := start(b, cfg, &Options{Log: discardLog})
 	c, err := dialTLS(b, srv.addr, clientConfig(p, "web.test"))

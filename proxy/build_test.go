@@ -374,7 +374,7 @@ backend = "` + echo.addr() + `"
 func TestAllowRulesNeedACertificate(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.VerifyClientCertIfGiven
 	cfg.TLS.ClientCAs = p.ca.Pool()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
@@ -25,7 +26,7 @@ func TestGroupReloadUnderTraffic(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
 	mk := func(name string, leaf *testenv.Leaf) *ListenerConfig {
-		lc := listenerConfig(ModeOffload, echo.addr())
+		lc := listenerConfig(config.ModeOffload, echo.addr())
 		lc.Name, lc.Listen = name, "127.0.0.1:0"
 		lc.TLS = serverTLSConfig(t, leaf)
 		return lc
@@ -199,10 +200,10 @@ func TestGroupReloadUnderTraffic(t *testing.T) {
 func TestGroupPlanCallbacks(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	good := listenerConfig(ModeOffload, echo.addr())
+	good := listenerConfig(config.ModeOffload, echo.addr())
 	good.Listen = "127.0.0.1:0"
 	good.TLS = serverTLSConfig(t, p.web)
-	bad := listenerConfig(ModeOffload) // no backend: refused by apply
+	bad := listenerConfig(config.ModeOffload) // no backend: refused by apply
 	bad.Listen = "127.0.0.1:0"
 	bad.TLS = good.TLS
 	var applied, discarded int
@@ -242,9 +243,9 @@ func TestGroupUnixListenerAndGlobalLimit(t *testing.T) {
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close() // the file stays, nobody answers
 
-	a := listenerConfig(ModeOffload, echo.addr())
+	a := listenerConfig(config.ModeOffload, echo.addr())
 	a.Name, a.Listen, a.TLS = "a", "unix:"+sock, serverTLSConfig(t, p.web)
-	b := listenerConfig(ModeOffload, echo.addr())
+	b := listenerConfig(config.ModeOffload, echo.addr())
 	b.Name, b.Listen, b.TLS = "b", "127.0.0.1:0", serverTLSConfig(t, p.web)
 	m := NewMetrics(prometheus.NewRegistry())
 	g := NewGroup(func(context.Context) (*Plan, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
@@ -63,7 +64,7 @@ func serverTLSConfig(t testing.TB, certs ...*testenv.Leaf) *tls.Config {
 	return &tls.Config{GetCertificate: ch.GetCertificate, MinVersion: tls.VersionTLS12}
 }
 
-func listenerConfig(mode string, backends ...string) *ListenerConfig {
+func listenerConfig(mode config.Mode, backends ...string) *ListenerConfig {
 	lc := &ListenerConfig{
 		Name: "test", Mode: mode,
 		HandshakeTimeout: 5 * time.Second, ConnectTimeout: 5 * time.Second,

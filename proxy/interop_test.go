@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
@@ -61,7 +62,7 @@ func TestOpenSSLClient(t *testing.T) {
 	clientCert, clientKey := p.client.WriteFiles(t, dir, "alice")
 
 	backend := startLineBackend(t)
-	cfg := listenerConfig(ModeOffload, backend)
+	cfg := listenerConfig(config.ModeOffload, backend)
 	cfg.TLS = serverTLSConfig(t, p.web, p.api)
 	web := tlsCert(t, p.web)
 	web.OCSPStaple = p.ca.OCSPResponse(t, p.web.Cert, false)
@@ -123,7 +124,7 @@ func TestCurlThroughOffload(t *testing.T) {
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
 
-	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg := listenerConfig(config.ModeOffload, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.NextProtos = []string{"http/1.1"}
 	srv := start(t, cfg, nil)
@@ -169,7 +170,7 @@ func TestCurlThroughBridge(t *testing.T) {
 	go hs.Serve(tls.NewListener(ln, backTLS))
 	t.Cleanup(func() { hs.Close() })
 
-	cfg := listenerConfig(ModeBridge, ln.Addr().String())
+	cfg := listenerConfig(config.ModeBridge, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.NextProtos = []string{"http/1.1"}
 	cfg.Upstream = &tls.Config{
@@ -205,7 +206,7 @@ func TestCurlClientCertificates(t *testing.T) {
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Close() })
 
-	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg := listenerConfig(config.ModeOffload, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.NextProtos = []string{"http/1.1"}
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
@@ -245,7 +246,7 @@ func TestTicketLifetimeHint(t *testing.T) {
 	openssl := testenv.LookTool(t, "openssl", "openssl")
 	p := newPKI(t)
 	caFile := p.ca.WriteCA(t, t.TempDir(), "ca.pem")
-	cfg := listenerConfig(ModeOffload, startLineBackend(t))
+	cfg := listenerConfig(config.ModeOffload, startLineBackend(t))
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	for _, tt := range []struct {

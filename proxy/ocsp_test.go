@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
@@ -128,7 +129,7 @@ func TestOCSPFromOpenSSLResponder(t *testing.T) {
 		t.Fatalf("fetch: %v", err)
 	}
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cert := tlsCert(t, leaf)
 	chooser := &CertChooser{}
 	if err := chooser.swap([]*tls.Certificate{cert}, map[*tls.Certificate]*stapler{cert: st}); err != nil {

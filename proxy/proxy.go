@@ -20,21 +20,13 @@ import (
 	"github.com/sealproxy/sealproxy/proxy/config"
 )
 
-// Modes of a listener.
-const (
-	ModeOffload = "offload" // TLS in, plain out
-	ModeBridge  = "bridge"  // TLS in, TLS out
-	ModeEncrypt = "encrypt" // plain in, TLS out
-	ModeConnect = "connect" // mTLS in, CONNECT host:port, relay
-)
-
 // ListenerConfig is everything a Server needs for new connections. A
 // Server holds one at a time and swaps it atomically (Server.Update);
 // connections keep the one they started with.
 type ListenerConfig struct {
 	Name   string
 	Listen string // host:port or unix:PATH
-	Mode   string
+	Mode   config.Mode
 
 	// TLS accepts client connections (offload, bridge, connect); its
 	// GetCertificate usually is a CertChooser's.

@@ -11,6 +11,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/sealproxy/sealproxy/proxy/config"
 )
 
 func TestProxyV1(t *testing.T) {
@@ -84,7 +86,7 @@ func TestProxyProtocolToBackend(t *testing.T) {
 		got <- result{h, string(body), err}
 	}()
 
-	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg := listenerConfig(config.ModeOffload, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.NextProtos = []string{"h2"}
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
@@ -193,7 +195,7 @@ func TestAcceptProxyFromTrusted(t *testing.T) {
 			c.Close()
 		}
 	}()
-	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg := listenerConfig(config.ModeOffload, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.ProxyProtocol = 1
 	cfg.AcceptProxyFrom = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
@@ -223,7 +225,10 @@ func TestAcceptProxyFromTrusted(t *testing.T) {
 		c.Close()
 		t.Fatal("handshake without a PROXY header succeeded")
 	}
+	// One event, one spelling: the refusal and the close carry the same
+	// reason label (and the log line's reason is the close's).
 	waitFor(t, "refusal counted", func() bool {
-		return counter(srv.metrics.Rejected.WithLabelValues("test", "proxy_header")) == 1
+		return counter(srv.metrics.Rejected.WithLabelValues("test", "bad_proxy_header")) == 1 &&
+			counter(srv.metrics.Closed.WithLabelValues("test", "bad_proxy_header")) == 1
 	})
 }

@@ -136,16 +136,37 @@ func (r *recordConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// Close reasons, a fixed vocabulary for logs and metrics.
+// closeReason says why a connection was refused or closed. Its value is
+// both the log line's reason and the reason label of
+// sealproxy_connections_rejected_total and
+// sealproxy_connections_closed_total: one spelling per event.
+type closeReason string
+
+// Refused before a connection is taken (connections_rejected_total).
 const (
-	reasonClientClosed  = "client_closed"
-	reasonBackendClosed = "backend_closed"
-	reasonClientError   = "client_error"
-	reasonBackendError  = "backend_error"
-	reasonIdle          = "idle_timeout"
-	reasonCloseTimeout  = "close_timeout"
-	reasonLifetime      = "max_lifetime"
-	reasonShutdown      = "shutdown"
+	reasonListenerLimit closeReason = "listener_limit" // the listener's max_connections are open
+	reasonGlobalLimit   closeReason = "global_limit"   // max_connections of the whole daemon are open
+)
+
+// Ended before the relay (connections_closed_total; bad_proxy_header is
+// counted as rejected too).
+const (
+	reasonBadProxyHeader     closeReason = "bad_proxy_header"
+	reasonHandshakeFailed    closeReason = "handshake_failed"
+	reasonConnectRefused     closeReason = "connect_refused"
+	reasonBackendUnavailable closeReason = "backend_unavailable"
+)
+
+// Ended while relaying, or forced (connections_closed_total).
+const (
+	reasonClientClosed  closeReason = "client_closed"
+	reasonBackendClosed closeReason = "backend_closed"
+	reasonClientError   closeReason = "client_error"
+	reasonBackendError  closeReason = "backend_error"
+	reasonIdleTimeout   closeReason = "idle_timeout"
+	reasonCloseTimeout  closeReason = "close_timeout"
+	reasonMaxLifetime   closeReason = "max_lifetime"
+	reasonShutdown      closeReason = "shutdown"
 )
 
 // relay copies both ways between a client and a backend.
@@ -178,7 +199,7 @@ type direction struct {
 // start relays both ways in two goroutines; when both directions have
 // ended, done receives why: the first direction to finish decides,
 // unless the second then outstayed the close timeout.
-func (r *relay) start(done func(reason string)) {
+func (r *relay) start(done func(reason closeReason)) {
 	r.touch()
 	up := &direction{src: r.client, dst: r.backend, n: &r.in, c: r.inC, srcIsClient: true}
 	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC, small: r.backend.tls != nil}
@@ -199,12 +220,12 @@ func (r *relay) start(done func(reason string)) {
 	go r.copy(down, end)
 }
 
-func (d *direction) reason(halfClosed bool) string {
+func (d *direction) reason(halfClosed bool) closeReason {
 	switch {
 	case d.timeout && halfClosed:
 		return reasonCloseTimeout
 	case d.timeout:
-		return reasonIdle
+		return reasonIdleTimeout
 	case d.eof && d.srcIsClient:
 		return reasonClientClosed
 	case d.eof:

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
@@ -43,7 +44,7 @@ func TestBackendResetIsAnError(t *testing.T) {
 			}()
 		}
 	}()
-	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg := listenerConfig(config.ModeOffload, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
@@ -63,7 +64,9 @@ func TestBackendResetIsAnError(t *testing.T) {
 	if err == nil {
 		t.Fatal("the client saw a clean end (close_notify) of a stream the backend cut: want an error, so the cut shows")
 	}
-	closed := func(reason string) float64 { return counter(srv.metrics.Closed.WithLabelValues("test", reason)) }
+	closed := func(reason closeReason) float64 {
+		return counter(srv.metrics.Closed.WithLabelValues("test", string(reason)))
+	}
 	waitFor(t, "the connection to be counted", func() bool { return closed(reasonBackendError)+closed(reasonBackendClosed) > 0 })
 	if got := closed(reasonBackendError); got != 1 {
 		t.Fatalf("backend_error = %v, backend_closed = %v: want the reset counted as a backend error", got, closed(reasonBackendClosed))

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sealproxy/sealproxy/proxy/config"
 )
 
 // Server serves one listener. Build it with NewServer, run it with Serve,
@@ -66,24 +68,24 @@ func (s *Server) Update(cfg *ListenerConfig) error {
 
 func (c *ListenerConfig) check() error {
 	switch c.Mode {
-	case ModeOffload, ModeBridge, ModeConnect:
+	case config.ModeOffload, config.ModeBridge, config.ModeConnect:
 		if c.TLS == nil {
 			return fmt.Errorf("listener %q: mode %s needs a TLS configuration", c.Name, c.Mode)
 		}
-	case ModeEncrypt:
+	case config.ModeEncrypt:
 	default:
 		return fmt.Errorf("listener %q: unknown mode %q", c.Name, c.Mode)
 	}
-	if (c.Mode == ModeBridge || c.Mode == ModeEncrypt) && c.Upstream == nil {
+	if (c.Mode == config.ModeBridge || c.Mode == config.ModeEncrypt) && c.Upstream == nil {
 		return fmt.Errorf("listener %q: mode %s needs an upstream TLS configuration", c.Name, c.Mode)
 	}
-	if c.Mode != ModeConnect && len(c.Backends) == 0 {
+	if c.Mode != config.ModeConnect && len(c.Backends) == 0 {
 		return fmt.Errorf("listener %q: no backend", c.Name)
 	}
 	if c.ProxyProtocol < 0 || c.ProxyProtocol > 2 {
 		return fmt.Errorf("listener %q: PROXY protocol version %d (want 1 or 2)", c.Name, c.ProxyProtocol)
 	}
-	if c.Mode == ModeConnect && len(c.ConnectAllow) == 0 {
+	if c.Mode == config.ModeConnect && len(c.ConnectAllow) == 0 {
 		return fmt.Errorf("listener %q: mode connect needs an allow-list", c.Name)
 	}
 	return nil
@@ -139,12 +141,12 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 		backoff = 0
 		if !slot && !s.local.TryAcquire() {
-			s.refuse(raw, "listener_limit")
+			s.refuse(raw, reasonListenerLimit)
 			continue
 		}
 		if !s.opts.Global.TryAcquire() {
 			s.local.Release()
-			s.refuse(raw, "global_limit")
+			s.refuse(raw, reasonGlobalLimit)
 			continue
 		}
 		st := s.state.Load()
@@ -178,10 +180,10 @@ func (s *Server) release() {
 	s.opts.Global.Release()
 }
 
-func (s *Server) refuse(raw net.Conn, reason string) {
+func (s *Server) refuse(raw net.Conn, reason closeReason) {
 	name := s.Config().Name
-	s.opts.Metrics.Rejected.WithLabelValues(name, reason).Inc()
-	s.opts.Log.Debug("connection refused", "listener", name, "remote", raw.RemoteAddr().String(), "reason", reason)
+	s.opts.Metrics.Rejected.WithLabelValues(name, string(reason)).Inc()
+	s.opts.Log.Debug("connection refused", "listener", name, "remote", raw.RemoteAddr().String(), "reason", string(reason))
 	if tc, ok := raw.(*net.TCPConn); ok {
 		_ = tc.SetLinger(0) // reset: the client learns at once
 	}
@@ -207,7 +209,7 @@ type conn struct {
 	start  time.Time
 	ctx    context.Context
 	cancel context.CancelFunc
-	forced atomic.Pointer[string]
+	forced atomic.Pointer[closeReason]
 
 	mu      sync.Mutex
 	backend net.Conn
@@ -233,7 +235,7 @@ func (c *conn) remote() string {
 }
 
 // force closes the connection from outside (lifetime, shutdown).
-func (c *conn) force(reason string) {
+func (c *conn) force(reason closeReason) {
 	c.forced.CompareAndSwap(nil, &reason)
 	c.cancel()
 	_ = c.raw.Close()
@@ -262,7 +264,7 @@ func (s *Server) handle(c *conn) {
 	c.m.accepted.Inc()
 	c.m.active.Inc()
 	if c.cfg.MaxLifetime > 0 {
-		c.lifetime = time.AfterFunc(c.cfg.MaxLifetime, func() { c.force(reasonLifetime) })
+		c.lifetime = time.AfterFunc(c.cfg.MaxLifetime, func() { c.force(reasonMaxLifetime) })
 	}
 	r, reason, err := s.setup(c)
 	if r == nil {
@@ -272,18 +274,18 @@ func (s *Server) handle(c *conn) {
 	// The context served the handshake and the dial; from here force
 	// closes the sockets. Cancelling now unlinks it from the server's.
 	c.cancel()
-	r.start(func(reason string) { s.finish(c, r, reason, nil) })
+	r.start(func(reason closeReason) { s.finish(c, r, reason, nil) })
 }
 
 // finish logs the connection's one line and releases everything it held.
-func (s *Server) finish(c *conn, r *relay, reason string, err error) {
+func (s *Server) finish(c *conn, r *relay, reason closeReason, err error) {
 	if c.lifetime != nil {
 		c.lifetime.Stop()
 	}
 	if f := c.forced.Load(); f != nil {
 		reason = *f
 	}
-	s.opts.Metrics.Closed.WithLabelValues(c.cfg.Name, reason).Inc()
+	s.opts.Metrics.Closed.WithLabelValues(c.cfg.Name, string(reason)).Inc()
 	var in, out int64
 	if r != nil {
 		in, out = r.in.Load(), r.out.Load()
@@ -297,7 +299,7 @@ func (s *Server) finish(c *conn, r *relay, reason string, err error) {
 		slog.Int64("bytes_in", in),
 		slog.Int64("bytes_out", out),
 		slog.Duration("duration", time.Since(c.start)),
-		slog.String("reason", reason),
+		slog.String("reason", string(reason)),
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))
@@ -312,14 +314,14 @@ func (s *Server) finish(c *conn, r *relay, reason string, err error) {
 
 // setup runs everything before the relay; on failure it closes the
 // client and returns a nil relay with the reason.
-func (s *Server) setup(c *conn) (*relay, string, error) {
+func (s *Server) setup(c *conn) (*relay, closeReason, error) {
 	if trusted(c.cfg.AcceptProxyFrom, c.src) {
 		_ = c.raw.SetReadDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 		h, err := readProxyHeaderExact(c.raw)
 		if err != nil {
-			s.opts.Metrics.Rejected.WithLabelValues(c.cfg.Name, "proxy_header").Inc()
+			s.opts.Metrics.Rejected.WithLabelValues(c.cfg.Name, string(reasonBadProxyHeader)).Inc()
 			_ = c.raw.Close()
-			return nil, "bad_proxy_header", err
+			return nil, reasonBadProxyHeader, err
 		}
 		_ = c.raw.SetReadDeadline(time.Time{})
 		if h.Src.IsValid() && !h.Local {
@@ -327,22 +329,22 @@ func (s *Server) setup(c *conn) (*relay, string, error) {
 		}
 	}
 	client := plainEndpoint(c.raw)
-	if c.cfg.Mode != ModeEncrypt {
+	if c.cfg.Mode != config.ModeEncrypt {
 		tc, err := s.handshake(c)
 		if err != nil {
 			_ = c.raw.Close()
-			return nil, "handshake_failed", err
+			return nil, reasonHandshakeFailed, err
 		}
 		client = tlsEndpoint(tc, c.raw)
 	}
 
 	backends := c.cfg.Backends
 	var early []byte
-	if c.cfg.Mode == ModeConnect {
+	if c.cfg.Mode == config.ModeConnect {
 		dest, rest, err := readConnect(c, client.tls)
 		if err != nil {
 			client.close()
-			return nil, "connect_refused", err
+			return nil, reasonConnectRefused, err
 		}
 		backends = []Backend{{Network: "tcp", Address: dest}}
 		early = rest
@@ -350,18 +352,18 @@ func (s *Server) setup(c *conn) (*relay, string, error) {
 
 	back, err := s.dialBackend(c, backends)
 	if err != nil {
-		reason, status := "backend_unavailable", "502 Bad Gateway"
+		reason, status := reasonBackendUnavailable, "502 Bad Gateway"
 		if errors.Is(err, errForbiddenDestination) {
-			reason, status = "connect_refused", "403 Forbidden"
+			reason, status = reasonConnectRefused, "403 Forbidden"
 		}
-		if c.cfg.Mode == ModeConnect {
+		if c.cfg.Mode == config.ModeConnect {
 			_ = c.raw.SetWriteDeadline(time.Now().Add(time.Second))
 			_, _ = io.WriteString(client.rw, "HTTP/1.1 "+status+"\r\nContent-Length: 0\r\n\r\n")
 		}
 		client.close()
 		return nil, reason, err
 	}
-	if c.cfg.Mode == ModeConnect {
+	if c.cfg.Mode == config.ModeConnect {
 		_ = c.raw.SetWriteDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 		_, err = io.WriteString(client.rw, "HTTP/1.1 200 Connection established\r\n\r\n")
 		if err == nil && len(early) > 0 {

@@ -16,13 +16,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
 func TestOffload(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web, p.api)
 	srv := start(t, cfg, nil)
 
@@ -75,7 +76,7 @@ func TestHalfCloseBackendFirst(t *testing.T) {
 		b, _ := io.ReadAll(c)
 		got <- string(b)
 	}()
-	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg := listenerConfig(config.ModeOffload, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
@@ -105,7 +106,7 @@ func TestBridge(t *testing.T) {
 		ClientCAs:    p.ca.Pool(),
 	}
 	echo := startEcho(t, backTLS)
-	cfg := listenerConfig(ModeBridge, echo.addr())
+	cfg := listenerConfig(config.ModeBridge, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	proxyClient := p.ca.Client(t, "proxy")
 	cfg.Upstream = &tls.Config{
@@ -126,7 +127,7 @@ func TestBridge(t *testing.T) {
 	}
 
 	t.Run("wrong server name", func(t *testing.T) {
-		bad := listenerConfig(ModeBridge, echo.addr())
+		bad := listenerConfig(config.ModeBridge, echo.addr())
 		bad.TLS = serverTLSConfig(t, p.web)
 		bad.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "other.test"}
 		srv := start(t, bad, nil)
@@ -148,7 +149,7 @@ func TestEncrypt(t *testing.T) {
 	p := newPKI(t)
 	backTLS := &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
 	echo := startEcho(t, backTLS)
-	cfg := listenerConfig(ModeEncrypt, echo.addr())
+	cfg := listenerConfig(config.ModeEncrypt, echo.addr())
 	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test"}
 	srv := start(t, cfg, nil)
 	c, err := net.Dial("tcp", srv.addr)
@@ -164,7 +165,7 @@ func TestEncrypt(t *testing.T) {
 func TestConnect(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeConnect)
+	cfg := listenerConfig(config.ModeConnect)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.TLS.ClientCAs = p.ca.Pool()
@@ -226,7 +227,7 @@ func TestConnect(t *testing.T) {
 func TestClientAllowRules(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.TLS.ClientCAs = p.ca.Pool()
@@ -272,7 +273,7 @@ func TestClientAllowRules(t *testing.T) {
 func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	cfg.HandshakeTimeout = 200 * time.Millisecond
@@ -311,7 +312,7 @@ func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 func TestLimitRefuses(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	global := NewLimiter(10)
@@ -349,7 +350,7 @@ func TestBackendFailover(t *testing.T) {
 	deadAddr := dead.Addr().String()
 	dead.Close() // nothing listens here now: connection refused
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, deadAddr, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, deadAddr, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	for i := 0; i < 2; i++ {
@@ -390,7 +391,7 @@ func TestRoundRobin(t *testing.T) {
 			}
 		}()
 	}
-	cfg := listenerConfig(ModeOffload, addrs...)
+	cfg := listenerConfig(config.ModeOffload, addrs...)
 	cfg.RoundRobin = true
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
@@ -426,7 +427,7 @@ func TestUnixBackend(t *testing.T) {
 		c.(*net.UnixConn).CloseWrite()
 		c.Close()
 	}()
-	cfg := listenerConfig(ModeOffload, "unix:"+path)
+	cfg := listenerConfig(config.ModeOffload, "unix:"+path)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
@@ -442,7 +443,7 @@ func TestUnixBackend(t *testing.T) {
 func TestIdleTimeout(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.IdleTimeout = 200 * time.Millisecond
 	srv := start(t, cfg, nil)
@@ -465,14 +466,14 @@ func TestIdleTimeout(t *testing.T) {
 		t.Fatal("the proxy did not close the idle connection")
 	}
 	waitFor(t, "idle close counted", func() bool {
-		return counter(srv.metrics.Closed.WithLabelValues("test", reasonIdle)) == 1
+		return counter(srv.metrics.Closed.WithLabelValues("test", string(reasonIdleTimeout))) == 1
 	})
 }
 
 func TestMaxLifetime(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxLifetime = 300 * time.Millisecond
 	srv := start(t, cfg, nil)
@@ -491,14 +492,14 @@ func TestMaxLifetime(t *testing.T) {
 		}
 	}
 	waitFor(t, "lifetime close counted", func() bool {
-		return counter(srv.metrics.Closed.WithLabelValues("test", reasonLifetime)) == 1
+		return counter(srv.metrics.Closed.WithLabelValues("test", string(reasonMaxLifetime))) == 1
 	})
 }
 
 func TestUpdateKeepsOpenConnections(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 
@@ -511,12 +512,12 @@ func TestUpdateKeepsOpenConnections(t *testing.T) {
 	echoOnce(t, old, br, "before")
 
 	renewed := p.ca.Server(t, "web.test")
-	next := listenerConfig(ModeOffload, echo.addr())
+	next := listenerConfig(config.ModeOffload, echo.addr())
 	next.TLS = serverTLSConfig(t, renewed)
 	if err := srv.Update(next); err != nil {
 		t.Fatal(err)
 	}
-	bad := listenerConfig(ModeOffload) // no backend
+	bad := listenerConfig(config.ModeOffload) // no backend
 	bad.TLS = next.TLS
 	if err := srv.Update(bad); err == nil {
 		t.Fatal("Update accepted a listener without backends")
@@ -535,7 +536,7 @@ func TestUpdateKeepsOpenConnections(t *testing.T) {
 func TestDrain(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 
 	t.Run("waits for open connections", func(t *testing.T) {
@@ -582,7 +583,7 @@ func TestDrain(t *testing.T) {
 			t.Fatal(err)
 		}
 		srv.done <- nil
-		if got := counter(srv.metrics.Closed.WithLabelValues("test", reasonShutdown)); got != 1 {
+		if got := counter(srv.metrics.Closed.WithLabelValues("test", string(reasonShutdown))); got != 1 {
 			t.Errorf("closed by shutdown = %v, want 1", got)
 		}
 	})
@@ -626,7 +627,7 @@ func TestNewCertificateKeyMismatch(t *testing.T) {
 func TestServeContextStopsAccept(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -650,14 +651,14 @@ func TestServeContextStopsAccept(t *testing.T) {
 func TestEncryptThenConnect(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	far := listenerConfig(ModeConnect)
+	far := listenerConfig(config.ModeConnect)
 	far.TLS = serverTLSConfig(t, p.web)
 	far.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	far.TLS.ClientCAs = p.ca.Pool()
 	far.ConnectAllow = []string{"127.0.0.1:*"}
 	farSrv := start(t, far, nil)
 
-	near := listenerConfig(ModeEncrypt, farSrv.addr)
+	near := listenerConfig(config.ModeEncrypt, farSrv.addr)
 	near.Upstream = &tls.Config{RootCAs: p.ca.Pool(), ServerName: "web.test",
 		Certificates: []tls.Certificate{*tlsCert(t, p.client)}}
 	nearSrv := start(t, near, nil)
@@ -681,7 +682,7 @@ func TestEncryptThenConnect(t *testing.T) {
 		t.Fatalf("echo %q, %v", rest, err)
 	}
 	waitFor(t, "tunnel logged", func() bool {
-		return counter(farSrv.metrics.Closed.WithLabelValues("test", reasonClientClosed)) == 1
+		return counter(farSrv.metrics.Closed.WithLabelValues("test", string(reasonClientClosed))) == 1
 	})
 }
 
@@ -704,7 +705,7 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 func TestAcceptErrorsBackOff(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	cfg := listenerConfig(config.ModeOffload, echo.addr())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -760,7 +761,7 @@ func TestCloseTimeout(t *testing.T) {
 		c.(*net.TCPConn).CloseWrite()
 		io.Copy(io.Discard, c)
 	}()
-	cfg := listenerConfig(ModeOffload, ln.Addr().String())
+	cfg := listenerConfig(config.ModeOffload, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.CloseTimeout = 200 * time.Millisecond
 	srv := start(t, cfg, nil)
@@ -773,14 +774,14 @@ func TestCloseTimeout(t *testing.T) {
 		t.Fatalf("read %q, %v", b, err)
 	}
 	waitFor(t, "close_timeout", func() bool {
-		return counter(srv.metrics.Closed.WithLabelValues("test", reasonCloseTimeout)) == 1
+		return counter(srv.metrics.Closed.WithLabelValues("test", string(reasonCloseTimeout))) == 1
 	})
 }
 
 func TestZeroTimeoutsMeanDefaults(t *testing.T) {
 	p := newPKI(t)
 	echo := startEcho(t, nil)
-	cfg := &ListenerConfig{Name: "test", Mode: ModeOffload, TLS: serverTLSConfig(t, p.web),
+	cfg := &ListenerConfig{Name: "test", Mode: config.ModeOffload, TLS: serverTLSConfig(t, p.web),
 		Backends: []Backend{ParseBackend(echo.addr())}}
 	srv := start(t, cfg, nil)
 	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
@@ -827,7 +828,7 @@ func TestBridgeResumesUpstreamAndBackendSpeaksFirst(t *testing.T) {
 			}()
 		}
 	}()
-	cfg := listenerConfig(ModeBridge, ln.Addr().String())
+	cfg := listenerConfig(config.ModeBridge, ln.Addr().String())
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test",
 		ClientSessionCache: tls.NewLRUClientSessionCache(4)}
@@ -861,7 +862,7 @@ func TestConnectInternalDestinations(t *testing.T) {
 	withCert.Certificates = []tls.Certificate{p.client.TLSCertificate()}
 	connect := func(allow []string, dest string) string {
 		t.Helper()
-		cfg := listenerConfig(ModeConnect)
+		cfg := listenerConfig(config.ModeConnect)
 		cfg.TLS = serverTLSConfig(t, p.web)
 		cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 		cfg.TLS.ClientCAs = p.ca.Pool()
@@ -925,7 +926,7 @@ func TestCheckConnectAddr(t *testing.T) {
 // under the allow entry they matched, not under each destination.
 func TestConnectMetricsBounded(t *testing.T) {
 	p := newPKI(t)
-	cfg := listenerConfig(ModeConnect)
+	cfg := listenerConfig(config.ModeConnect)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.TLS.ClientCAs = p.ca.Pool()

@@ -8,4 +8,4 @@ import (
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 )
 
-func main() { os.Exit(cli.Main("sealgate", asProcess(run))) }
+func main() { os.Exit(cli.Main("sealgate", (&command{process: true}).run)) }

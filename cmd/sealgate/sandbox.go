@@ -1,27 +1,13 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/cmd/internal/sandbox"
 )
-
-// processKey marks the context of the sealgate process itself: only it
-// confines itself (a sandbox cannot be left; in-process tests call run
-// without it).
-type processKey struct{}
-
-// asProcess is run for main.
-func asProcess(run func(context.Context, []string, io.Reader, io.Writer, io.Writer) error) func(context.Context, []string, io.Reader, io.Writer, io.Writer) error {
-	return func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-		return run(context.WithValue(ctx, processKey{}, true), args, stdin, stdout, stderr)
-	}
-}
 
 // servePolicy is what `sealgate serve` opens once serving: the key
 // directory, read on every request that finds it changed (rotations,
@@ -41,14 +27,14 @@ func servePolicy(dir string, sc *serveConfig) sandbox.Policy {
 	return p
 }
 
-// confine applies --landlock in the sealgate process and logs what it
-// did.
-func confine(ctx context.Context, log *slog.Logger, dir string, sc *serveConfig) error {
+// confine applies --landlock in the sealgate process (process set) and
+// logs what it did; in-process tests only have --landlock checked.
+func confine(log *slog.Logger, dir string, sc *serveConfig, process bool) error {
 	mode, err := sandbox.ParseMode(sc.landlock)
 	if err != nil {
 		return cli.Usage("--landlock: %v", err)
 	}
-	if process, _ := ctx.Value(processKey{}).(bool); !process {
+	if !process {
 		return nil
 	}
 	if mode == sandbox.Off {

@@ -14,10 +14,10 @@ import (
 	"maps"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -59,89 +59,170 @@ decisions are appended to the --audit file. Operators are kept in
 DIR/operators.json as token hashes.
 `
 
+// run is the whole command as tests call it: in-process, never hardened
+// or confined.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return (&command{}).run(ctx, args, stdin, stdout, stderr)
+}
+
+// command is sealgate with what it takes from the process around it.
+type command struct {
+	// process is set for the sealgate process itself: only it refuses core
+	// dumps and ptrace and confines serve (a sandbox cannot be left, so
+	// in-process tests never set it).
+	process bool
+}
+
+func (c *command) run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return cli.Usage("no command given")
 	}
 	cmd, rest := args[0], args[1:]
-	if cmd == "help" || cmd == "-h" || cmd == "--help" {
+	switch cmd {
+	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
+	case "keygen", "rotate", "thp":
+		dir, err := dirFlag(cmd, rest, stdout)
+		if err != nil {
+			return err
+		}
+		return keyCommand(cmd, dir, stdout)
+	case "serve":
+		sc, err := parseServe(rest, stdout)
+		if err != nil {
+			return err
+		}
+		return c.serve(ctx, sc, stderr)
+	case "operator":
+		return operatorCommand(rest, stdout)
 	}
+	return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage, "commands are keygen, rotate, thp, serve and operator; run 'sealgate help'")
+}
+
+// Each subcommand's synopsis, shown above its flags by -h.
+var synopses = map[string]string{
+	"keygen":   "usage: sealgate keygen --dir DIR\n\nCreate a signing and an exchange key in DIR; print the signing key's thumbprint.\n",
+	"rotate":   "usage: sealgate rotate --dir DIR\n\nRetire DIR's active keys (kept as dot-files, still recovering) and create new ones.\n",
+	"thp":      "usage: sealgate thp --dir DIR\n\nPrint the thumbprints of DIR's signing keys.\n",
+	"serve":    "usage: sealgate serve --dir DIR --listen ADDR [FLAGS]\n\nServe /adv and /rec; with --approval required, hold each recovery until operators approve it.\n",
+	"operator": "usage: sealgate operator add NAME | remove NAME | list --dir DIR [--role metrics]\n\nManage the operators of DIR/operators.json.\n",
+}
+
+// parseFlags parses a subcommand's own flags; -h prints them to stdout
+// and ends the command with flag.ErrHelp (exit 0).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) ([]string, error) {
+	pos, err := cli.Parse(fs, args)
+	name := strings.TrimPrefix(fs.Name(), "sealgate ")
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprintln(stdout, synopses[name])
+		cli.PrintDefaults(stdout, fs)
+	case err != nil:
+		return nil, cli.WithHint(err, cli.ExitUsage, "'sealgate "+name+" -h' lists its flags")
+	}
+	return pos, err
+}
+
+// dirFlag parses the flags of keygen, rotate and thp: --dir only.
+func dirFlag(cmd string, args []string, stdout io.Writer) (string, error) {
 	fs := flag.NewFlagSet("sealgate "+cmd, flag.ContinueOnError)
 	dir := fs.String("dir", "", "the key `directory`")
-	listen := fs.String("listen", "127.0.0.1:7500", "`address` to serve on (serve)")
-	var sc serveConfig
-	fs.StringVar(&sc.approval, "approval", "none", "`none` (a plain Tang server) or required (serve)")
-	fs.StringVar(&sc.audit, "audit", "", "append decisions to this `file` as JSON lines (serve)")
-	fs.DurationVar(&sc.hold, "hold", gate.DefaultHold, "hold a recovery this `long` before answering pending (serve)")
-	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL` (serve)")
-	fs.StringVar(&sc.webhookSecret, "webhook-secret-file", "", "sign webhook deliveries with HMAC-SHA256 under the secret in this `file` (serve)")
-	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file` (serve)")
-	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request (serve)")
-	fs.BoolVar(&sc.requireCode, "require-code", false, "approve only by the code the host shows: requests from hosts that show none (stock clevis) can only be denied (serve)")
-	fs.StringVar(&sc.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate chain `file` (serve)")
-	fs.StringVar(&sc.tlsKey, "tls-key", "", "the PEM private key `file` of --tls-cert (serve)")
-	fs.StringVar(&sc.clientCA, "client-ca", "", "operators may present client certificates from this PEM CA `file`, named by a listed operator (serve)")
-	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys (serve)")
-	fs.IntVar(&sc.maxConns, "max-connections", DefaultMaxConnections, "refuse connections beyond this `many` open at once (serve)")
-	fs.StringVar(&sc.landlock, "landlock", "best-effort", "confine serve once listening: `best-effort`, off or required (serve)")
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 0 {
+		return "", cli.Usage("%s takes no arguments, got %q", cmd, pos)
+	}
+	if *dir == "" {
+		return "", cli.WithHint(errors.New(cmd+" needs --dir"), cli.ExitUsage, "sealgate "+cmd+" --dir /var/db/tang")
+	}
+	return *dir, nil
+}
+
+// keyCommand runs keygen, rotate or thp on dir.
+func keyCommand(cmd, dir string, stdout io.Writer) error {
+	var thps []string
+	switch cmd {
+	case "keygen":
+		thp, err := tang.Keygen(dir)
+		if err != nil {
+			return err
+		}
+		thps = []string{thp}
+	case "rotate":
+		thp, err := tang.Rotate(dir)
+		if err != nil {
+			return err
+		}
+		thps = []string{thp}
+	case "thp":
+		keys, err := loadKeys(dir)
+		if err != nil {
+			return err
+		}
+		thps = keys.Thumbprints()
+	}
+	for _, thp := range thps {
+		fmt.Fprintln(stdout, thp)
+	}
+	return nil
+}
+
+// operatorCommand parses `operator add|remove|list` and runs it.
+func operatorCommand(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("sealgate operator", flag.ContinueOnError)
+	dir := fs.String("dir", "", "the key `directory` (holds operators.json)")
 	role := fs.String("role", string(gate.RoleOperator), "operator add: `operator` (decides) or metrics (reads /gate/metrics only)")
-	config := fs.String("config", "", "read settings from this TOML `file`, keys named as the flags; flags override it (serve)")
-	pos, err := cli.Parse(fs, rest)
+	pos, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
 	}
+	if *dir == "" {
+		return cli.WithHint(errors.New("operator needs --dir"), cli.ExitUsage, "sealgate operator add alice --dir /var/db/tang")
+	}
+	return operator(pos, *dir, gate.Role(*role), stdout)
+}
+
+// parseServe parses serve's flags, and the --config file under them.
+func parseServe(args []string, stdout io.Writer) (*serveConfig, error) {
+	sc := &serveConfig{}
+	fs := flag.NewFlagSet("sealgate serve", flag.ContinueOnError)
+	fs.StringVar(&sc.dir, "dir", "", "the key `directory`")
+	fs.StringVar(&sc.listen, "listen", "127.0.0.1:7500", "`address` to serve on")
+	fs.StringVar(&sc.approval, "approval", "none", "`none` (a plain Tang server) or required")
+	fs.StringVar(&sc.audit, "audit", "", "append decisions to this `file` as JSON lines")
+	fs.DurationVar(&sc.hold, "hold", gate.DefaultHold, "hold a recovery this `long` before answering pending")
+	fs.StringVar(&sc.webhook, "webhook", "", "POST each request waiting for a decision to this `URL`")
+	fs.StringVar(&sc.webhookSecret, "webhook-secret-file", "", "sign webhook deliveries with HMAC-SHA256 under the secret in this `file`")
+	fs.StringVar(&sc.policy, "policy", "", "auto-approve and deny rules from this TOML `file`")
+	fs.IntVar(&sc.approvers, "approvers", 1, "distinct operators who must approve each request")
+	fs.BoolVar(&sc.requireCode, "require-code", false, "approve only by the code the host shows: requests from hosts that show none (stock clevis) can only be denied")
+	fs.StringVar(&sc.tlsCert, "tls-cert", "", "serve TLS with this PEM certificate chain `file`")
+	fs.StringVar(&sc.tlsKey, "tls-key", "", "the PEM private key `file` of --tls-cert")
+	fs.StringVar(&sc.clientCA, "client-ca", "", "operators may present client certificates from this PEM CA `file`, named by a listed operator")
+	fs.StringVar(&sc.upstream, "upstream", "", "stand in front of the Tang server at this `URL` instead of serving DIR's keys")
+	fs.IntVar(&sc.maxConns, "max-connections", DefaultMaxConnections, "refuse connections beyond this `many` open at once")
+	fs.StringVar(&sc.landlock, "landlock", "best-effort", "confine serve once listening: `best-effort`, off or required")
+	config := fs.String("config", "", "read settings from this TOML `file`, keys named as the flags; flags override it")
+	pos, err := parseFlags(fs, args, stdout)
+	if err != nil {
+		return nil, err
+	}
 	if *config != "" {
 		if err := applyConfig(fs, *config); err != nil {
-			return err
+			return nil, err
 		}
-	}
-	if cmd == "operator" {
-		if *dir == "" {
-			return cli.WithHint(errors.New("operator needs --dir"), cli.ExitUsage, "sealgate operator add alice --dir /var/db/tang")
-		}
-		return operator(pos, *dir, gate.Role(*role), stdout)
 	}
 	if len(pos) != 0 {
-		return cli.Usage("%s takes no arguments, got %q", cmd, pos)
+		return nil, cli.Usage("serve takes no arguments, got %q", pos)
 	}
-	if *dir == "" && cmd != "" {
-		switch cmd {
-		case "keygen", "rotate", "thp", "serve":
-			return cli.WithHint(errors.New(cmd+" needs --dir"), cli.ExitUsage, "sealgate "+cmd+" --dir /var/db/tang")
-		}
+	if sc.dir == "" {
+		return nil, cli.WithHint(errors.New("serve needs --dir"), cli.ExitUsage, "sealgate serve --dir /var/db/tang")
 	}
-	switch cmd {
-	case "keygen":
-		thp, err := tang.Keygen(*dir)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, thp)
-		return nil
-	case "rotate":
-		thp, err := tang.Rotate(*dir)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, thp)
-		return nil
-	case "thp":
-		keys, err := loadKeys(*dir)
-		if err != nil {
-			return err
-		}
-		for _, thp := range keys.Thumbprints() {
-			fmt.Fprintln(stdout, thp)
-		}
-		return nil
-	case "serve":
-		return serve(ctx, *dir, *listen, &sc, stderr)
-	default:
-		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage, "commands are keygen, rotate, thp, serve and operator; run 'sealgate help'")
-	}
+	return sc, nil
 }
 
 func loadKeys(dir string) (*tang.Keys, error) {
@@ -232,8 +313,10 @@ func (sc *serveConfig) tls() (*tls.Config, error) {
 	return cfg, nil
 }
 
-// serveConfig holds serve's approval flags.
+// serveConfig is what serve's flags (and --config) set.
 type serveConfig struct {
+	dir      string
+	listen   string
 	approval string
 	audit    string
 	hold     time.Duration
@@ -252,8 +335,49 @@ type serveConfig struct {
 	maxConns    int
 }
 
-// minWebhookSecret is the shortest webhook secret accepted, in bytes.
-const minWebhookSecret = 32
+// check refuses settings that do not go together with --approval; the
+// gate's own settings are gate.Config.Validate's.
+func (sc *serveConfig) check() error {
+	if sc.approval != "none" && sc.approval != "required" {
+		return cli.Usage("--approval is none or required, not %q", sc.approval)
+	}
+	if sc.maxConns <= 0 {
+		return cli.Usage("--max-connections must be positive")
+	}
+	if sc.approval == "required" {
+		if sc.webhookSecret != "" && sc.webhook == "" {
+			return cli.Usage("--webhook-secret-file needs --webhook")
+		}
+		return nil
+	}
+	if sc.upstream != "" {
+		return cli.Usage("--upstream needs --approval required")
+	}
+	if sc.audit != "" || sc.webhook != "" || sc.webhookSecret != "" || sc.policy != "" || sc.requireCode {
+		return cli.Usage("--audit, --webhook, --webhook-secret-file, --policy and --require-code need --approval required")
+	}
+	return nil
+}
+
+// gateConfig is the gate's part of the flags, before any file is read.
+func (sc *serveConfig) gateConfig() gate.Config {
+	cfg := gate.Config{Upstream: sc.upstream, Hold: sc.hold, Approvers: sc.approvers, RequireCode: sc.requireCode}
+	if sc.webhook != "" {
+		cfg.Webhook = &gate.Webhook{URL: sc.webhook}
+	}
+	return cfg
+}
+
+// validate checks the gate's settings with gate.Config.Validate and
+// gives its error the command's exit code and hint.
+func validate(cfg *gate.Config) error {
+	err := cfg.Validate()
+	var ce *gate.ConfigError
+	if errors.As(err, &ce) {
+		return cli.WithHint(err, cli.ExitUsage, ce.Hint)
+	}
+	return err
+}
 
 // readWebhookSecret reads the webhook's HMAC key: the file's bytes
 // without trailing line ends. The error never quotes the file.
@@ -263,8 +387,8 @@ func readWebhookSecret(path string) ([]byte, error) {
 		return nil, cli.WithHint(fmt.Errorf("--webhook-secret-file: %w", err), cli.ExitUsage, "make one with: head -c 32 /dev/urandom | base64 > "+path)
 	}
 	secret := bytes.TrimRight(data, "\r\n")
-	if len(secret) < minWebhookSecret {
-		return nil, cli.WithHint(fmt.Errorf("--webhook-secret-file %s: the secret is %d bytes, fewer than %d", path, len(secret), minWebhookSecret), cli.ExitUsage,
+	if len(secret) < gate.MinWebhookSecret {
+		return nil, cli.WithHint(fmt.Errorf("--webhook-secret-file %s: the secret is %d bytes, fewer than %d", path, len(secret), gate.MinWebhookSecret), cli.ExitUsage,
 			"make one with: head -c 32 /dev/urandom | base64 > "+path)
 	}
 	return secret, nil
@@ -327,23 +451,17 @@ func operator(pos []string, dir string, role gate.Role, stdout io.Writer) error 
 	return cli.WithHint(fmt.Errorf("operator: unexpected arguments %q", pos), cli.ExitUsage, hint)
 }
 
-func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.Writer) error {
-	if sc.approval != "none" && sc.approval != "required" {
-		return cli.Usage("--approval is none or required, not %q", sc.approval)
+// serve runs `sealgate serve` until ctx ends.
+func (c *command) serve(ctx context.Context, sc *serveConfig, stderr io.Writer) error {
+	if err := sc.check(); err != nil {
+		return err
 	}
-	if sc.maxConns <= 0 {
-		return cli.Usage("--max-connections must be positive")
+	cfg := sc.gateConfig()
+	if err := validate(&cfg); err != nil {
+		return err
 	}
-	if sc.hold <= 0 {
-		return cli.Usage("--hold must be positive")
-	}
+	dir := sc.dir
 	if sc.upstream != "" {
-		if sc.approval != "required" {
-			return cli.Usage("--upstream needs --approval required")
-		}
-		if _, err := tang.BaseURL(sc.upstream); err != nil {
-			return cli.Usage("--upstream: %v", err)
-		}
 		if _, err := os.Stat(dir); err != nil {
 			return cli.WithHint(err, cli.ExitUsage, "--dir holds operators.json, even in front of an upstream")
 		}
@@ -351,7 +469,7 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 	// Before any key is read: no core dumps, and no ptrace or
 	// /proc/PID/mem for other processes of this user (in-process tests
 	// stay dumpable).
-	if process, _ := ctx.Value(processKey{}).(bool); process {
+	if c.process {
 		if err := wipe.NoDumps(true); err != nil {
 			return err
 		}
@@ -378,62 +496,23 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 	}
 	writeTimeout := 30 * time.Second
 	if sc.approval == "required" {
-		if sc.approvers < 1 {
-			return cli.Usage("--approvers must be at least 1")
+		g, closeGate, err := openGate(cfg, sc, keys, certOperators, log)
+		if err != nil {
+			return err
 		}
-		cfg := gate.Config{
-			Upstream: sc.upstream, Log: log, Hold: sc.hold, Approvers: sc.approvers, CertOperators: certOperators, RequireCode: sc.requireCode,
-			Operators: gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile)),
-		}
-		if roles, err := cfg.Operators.Roles(); err != nil {
-			return cli.WithHint(err, cli.ExitUsage, "fix or remove "+cfg.Operators.Path())
-		} else if !slices.Contains(slices.Collect(maps.Values(roles)), gate.RoleOperator) {
-			log.Warn("no operators: nobody can approve; add one with sealgate operator add NAME --dir " + dir)
-		}
-		if sc.audit != "" {
-			audit, err := gate.OpenAudit(sc.audit)
-			if err != nil {
-				return cli.WithHint(err, cli.ExitUsage, "choose a writable file with --audit")
-			}
-			defer audit.Close()
-			cfg.Audit = audit
-		}
-		if sc.policy != "" {
-			data, err := os.ReadFile(sc.policy)
-			if err != nil {
-				return cli.WithHint(err, cli.ExitUsage, "name a policy file with --policy")
-			}
-			policy, err := gate.ParsePolicyFile(data)
-			if errors.Is(err, gate.ErrApproveAnySource) {
-				return cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage,
-					"name the hosts' networks (sources = [\"10.1.0.0/16\"]), or add any_source = true to the rule if anyone with a sealed key may be approved")
-			} else if err != nil {
-				return cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage, "see docs/approval.md, \"Policies\"")
-			}
-			cfg.Rules, cfg.Reserved = policy.Rules, policy.Reserved
-		}
-		if sc.webhook != "" {
-			if u, err := url.Parse(sc.webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				return cli.Usage("--webhook must be an http:// or https:// URL")
-			}
-			cfg.Webhook = &gate.Webhook{URL: sc.webhook}
-			if sc.webhookSecret == "" {
-				log.Warn("webhook deliveries are unsigned: a receiver cannot tell them from forgeries; add --webhook-secret-file")
-			} else if cfg.Webhook.Secret, err = readWebhookSecret(sc.webhookSecret); err != nil {
-				return err
-			}
-		} else if sc.webhookSecret != "" {
-			return cli.Usage("--webhook-secret-file needs --webhook")
-		}
-		if keys != nil {
-			cfg.Keys = keys
-		}
-		handler = gate.New(cfg)
+		defer closeGate()
+		handler = g
 		writeTimeout = sc.hold + 10*time.Second
-	} else if sc.audit != "" || sc.webhook != "" || sc.webhookSecret != "" || sc.policy != "" || sc.requireCode {
-		return cli.Usage("--audit, --webhook, --webhook-secret-file, --policy and --require-code need --approval required")
 	}
-	tcp, err := net.Listen("tcp", listen)
+	return c.listenAndServe(ctx, log, sc, handler, tlsConfig, writeTimeout)
+}
+
+// listenAndServe serves handler on --listen (over TLS with tlsConfig)
+// with at most --max-connections open, confined by --landlock, until ctx
+// ends; then it lets requests finish for up to 10 s.
+func (c *command) listenAndServe(ctx context.Context, log *slog.Logger, sc *serveConfig, handler http.Handler, tlsConfig *tls.Config, writeTimeout time.Duration) error {
+	dir := sc.dir
+	tcp, err := net.Listen("tcp", sc.listen)
 	if err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "choose a free address with --listen")
 	}
@@ -453,7 +532,7 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 	} else {
 		log.Info("serving tang", "listen", ln.Addr().String(), "dir", dir)
 	}
-	if err := confine(ctx, log, dir, sc); err != nil {
+	if err := confine(log, dir, sc, c.process); err != nil {
 		ln.Close()
 		return err
 	}
@@ -476,4 +555,58 @@ func serve(ctx context.Context, dir, listen string, sc *serveConfig, stderr io.W
 		g.Close() // cancel webhook deliveries in flight
 	}
 	return err
+}
+
+// openGate completes cfg with the files the flags name (operators,
+// audit log, policy, webhook secret) and makes the gate; closeGate
+// closes the audit log.
+func openGate(cfg gate.Config, sc *serveConfig, keys *tang.KeyDir, certOperators bool, log *slog.Logger) (g *gate.Gate, closeGate func(), err error) {
+	cfg.Log, cfg.CertOperators = log, certOperators
+	cfg.Operators = gate.OpenOperators(filepath.Join(sc.dir, gate.OperatorsFile))
+	if roles, err := cfg.Operators.Roles(); err != nil {
+		return nil, nil, cli.WithHint(err, cli.ExitUsage, "fix or remove "+cfg.Operators.Path())
+	} else if !slices.Contains(slices.Collect(maps.Values(roles)), gate.RoleOperator) {
+		log.Warn("no operators: nobody can approve; add one with sealgate operator add NAME --dir " + sc.dir)
+	}
+	closeGate = func() {}
+	if sc.audit != "" {
+		audit, err := gate.OpenAudit(sc.audit)
+		if err != nil {
+			return nil, nil, cli.WithHint(err, cli.ExitUsage, "choose a writable file with --audit")
+		}
+		closeGate = func() { audit.Close() }
+		cfg.Audit = audit
+	}
+	fail := func(err error) (*gate.Gate, func(), error) {
+		closeGate()
+		return nil, nil, err
+	}
+	if sc.policy != "" {
+		data, err := os.ReadFile(sc.policy)
+		if err != nil {
+			return fail(cli.WithHint(err, cli.ExitUsage, "name a policy file with --policy"))
+		}
+		policy, err := gate.ParsePolicyFile(data)
+		if errors.Is(err, gate.ErrApproveAnySource) {
+			return fail(cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage,
+				"name the hosts' networks (sources = [\"10.1.0.0/16\"]), or add any_source = true to the rule if anyone with a sealed key may be approved"))
+		} else if err != nil {
+			return fail(cli.WithHint(fmt.Errorf("%s: %w", sc.policy, err), cli.ExitUsage, "see docs/approval.md, \"Policies\""))
+		}
+		cfg.Rules, cfg.Reserved = policy.Rules, policy.Reserved
+	}
+	if cfg.Webhook != nil {
+		if sc.webhookSecret == "" {
+			log.Warn("webhook deliveries are unsigned: a receiver cannot tell them from forgeries; add --webhook-secret-file")
+		} else if cfg.Webhook.Secret, err = readWebhookSecret(sc.webhookSecret); err != nil {
+			return fail(err)
+		}
+	}
+	if keys != nil {
+		cfg.Keys = keys
+	}
+	if err := validate(&cfg); err != nil {
+		return fail(err)
+	}
+	return gate.New(cfg), closeGate, nil
 }

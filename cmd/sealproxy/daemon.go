@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,9 @@ type runHooks struct {
 	status  func(string)              // one line while unlocking, reloading, stopping
 	ready   func()                    // every key open, every listener bound
 	stopped func(drain time.Duration) // stop requested: draining for up to drain
+	// log, if set, takes the log records instead of stderr (the Event
+	// Log); format makes the handler of --log-format and --log-level.
+	log func(format func(io.Writer) slog.Handler) slog.Handler
 }
 
 func (d *daemon) cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
@@ -59,7 +63,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, logFormat, logLevel)
+	log, err := newLogger(stderr, logFormat, logLevel, hooks.log)
 	if err != nil {
 		return err
 	}
@@ -77,14 +81,10 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		}
 	}
 
-	sd := notifier{log: log}
-	status := func(s string) {
-		sd.status(s)
-		if hooks.status != nil {
-			hooks.status(s)
-		}
-	}
-	watchdog, stopWatchdog := sd.watchdog()
+	r := &runner{log: log, cfg: cfg, sd: notifier{log: log}, hooks: hooks, signals: d.signals, confine: d.confine,
+		reloads: make(chan chan error, 1)}
+	var stopWatchdog func()
+	r.watchdog, stopWatchdog = r.sd.watchdog()
 	defer stopWatchdog()
 
 	sockets := d.sockets
@@ -92,29 +92,19 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		sockets = systemdSockets
 	}
 	passed := sockets()
-	var confined atomic.Pointer[sandbox.Policy] // once applied
-	listen := listenFunc(passed)
+	r.listen = listenFunc(passed)
 	for name := range passed {
 		if !usesSocket(cfg, name) {
 			log.Warn("systemd passed a socket no listener uses (listen = \"systemd:NAME\")", "name", name)
 		}
 	}
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics := proxy.NewMetrics(reg)
-	keys := keyring.New(keyring.Options{Log: log, Status: status})
+	r.reg = prometheus.NewRegistry()
+	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := proxy.NewMetrics(r.reg)
+	keys := keyring.New(keyring.Options{Log: log, Status: r.status})
 	defer keys.Close()
-	first := cfg
-	load := func(ctx context.Context) (*proxy.Plan, error) {
-		c := first
-		first = nil
-		if c == nil { // a reload re-reads the file
-			var err error
-			if c, err = config.Load(path); err != nil {
-				return nil, err
-			}
-		}
+	load := func(ctx context.Context, c *config.Config) (*proxy.Plan, error) {
 		for _, w := range c.Warnings {
 			log.Warn("configuration weaker than the defaults", "err", w)
 		}
@@ -131,179 +121,261 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
 			Applied: g.Commit, Discarded: g.Discard}, nil
 	}
+	var initial atomic.Pointer[config.Config]
+	initial.Store(cfg)
 	loader := func(ctx context.Context) (*proxy.Plan, error) {
-		plan, err := load(ctx)
-		return plan, outsideSandbox(confined.Load(), err)
+		// Start-up loads the configuration read and checked above; each
+		// reload reads the file again.
+		c := initial.Swap(nil)
+		if c == nil {
+			var err error
+			if c, err = config.Load(path); err != nil {
+				return nil, outsideSandbox(r.confined.Load(), err)
+			}
+		}
+		plan, err := load(ctx, c)
+		return plan, outsideSandbox(r.confined.Load(), err)
 	}
-	group := proxy.NewGroup(loader, &proxy.Options{
+	r.group = proxy.NewGroup(loader, &proxy.Options{
 		Log: log, Metrics: metrics, ShutdownTimeout: cfg.ShutdownTimeout,
 		Listen: func(addr string) (net.Listener, error) {
-			ln, err := listen(addr)
-			return ln, outsideSandbox(confined.Load(), err)
+			ln, err := r.listen(addr)
+			return ln, outsideSandbox(r.confined.Load(), err)
 		},
 	})
 
-	gctx, stopGroup := context.WithCancel(ctx)
-	defer stopGroup()
-	stopping := false
-	stop := func(why string) {
-		if stopping {
-			return
-		}
-		stopping = true
-		log.Info("stopping: no new connections; draining", "why", why, "shutdown_timeout", cfg.ShutdownTimeout)
-		sd.stopping()
-		if hooks.stopped != nil {
-			hooks.stopped(cfg.ShutdownTimeout)
-		}
-		stopGroup()
-	}
+	r.gctx, r.stopGroup = context.WithCancel(ctx)
+	defer r.stopGroup()
+	defer r.closeAdmin()
+	return r.loop(ctx)
+}
 
-	// Start: unlock every key and bind every listener, still answering
-	// signals.
-	status(fmt.Sprintf("starting: opening %d key(s)", len(usedKeys(cfg))))
+// runState is where `sealproxy run` stands. Start-up's result, the
+// group's end, signals and the context's end move it on; each is
+// answered in [runner.loop], the one place that waits for them.
+type runState int
+
+const (
+	starting runState = iota // opening keys, binding listeners
+	aborting                 // stopped while starting: waiting for start-up to give up
+	serving                  // READY: reloads apply
+	draining                 // stopped: no new connections, waiting for open ones
+)
+
+// runner is one `sealproxy run` after its configuration is read: the
+// listener group and what answers around it (signals, sd_notify, the
+// service hooks, the admin listener, the sandbox).
+type runner struct {
+	log      *slog.Logger
+	cfg      *config.Config
+	sd       notifier
+	hooks    runHooks
+	signals  <-chan os.Signal
+	watchdog <-chan time.Time
+	listen   func(addr string) (net.Listener, error)
+	reg      *prometheus.Registry
+	confine  bool                           // apply [sandbox] before READY
+	confined atomic.Pointer[sandbox.Policy] // once applied
+
+	group     *proxy.Group
+	gctx      context.Context // the group's; stopGroup ends it
+	stopGroup context.CancelFunc
+	reloads   chan chan error // to the reload worker
+	admin     *http.Server
+
+	state runState
+}
+
+// status reports a progress line to systemd and the service hooks.
+func (r *runner) status(s string) {
+	r.sd.status(s)
+	if r.hooks.status != nil {
+		r.hooks.status(s)
+	}
+}
+
+// loop starts the group and answers every event until the daemon ends.
+func (r *runner) loop(ctx context.Context) error {
+	r.status(fmt.Sprintf("starting: opening %d key(s)", len(usedKeys(r.cfg))))
 	started := make(chan error, 1)
-	go func() { started <- group.Start(gctx) }()
+	go func() { started <- r.group.Start(r.gctx) }()
+	var done chan error // once started: the group's end
 	ctxDone := ctx.Done()
-	for waiting := true; waiting; {
+	for {
 		select {
 		case err := <-started:
+			started = nil
+			if end, err := r.started(err); end {
+				return err
+			}
+			done = make(chan error, 1)
+			go func() { done <- r.group.Wait() }()
+		case err := <-done:
 			if err != nil {
-				if stopping {
-					log.Info("stopped before start-up was complete", "err", err)
-					return nil
-				}
-				return startError(err)
+				r.sd.stopping()
+				return cli.WithHint(err, cli.ExitFailure, "")
 			}
-			waiting = false
-		case sig := <-d.signals:
-			if isReload(sig) {
-				log.Info("reload signal ignored: still starting", "signal", sig.String())
-				continue
+			r.log.Info("stopped")
+			return nil
+		case sig := <-r.signals:
+			if err := r.signal(sig); err != nil {
+				return err
 			}
-			if stopping {
-				return errForced
-			}
-			stop(sig.String())
 		case <-ctxDone:
 			ctxDone = nil
-			stop("context ended")
-		case <-watchdog:
-			sd.ping()
+			r.stop("context ended")
+		case <-r.watchdog:
+			r.sd.ping()
 		}
 	}
+}
 
-	// Reloads run one at a time, away from the signal loop, so that a
-	// stop signal is answered while a reload waits for a Tang server.
-	reloads := make(chan chan error, 1)
-	reload := func(ctx context.Context) error {
-		reply := make(chan error, 1)
-		select {
-		case reloads <- reply:
-		case <-ctx.Done():
-			return ctx.Err()
+// started takes start-up's result: on success it starts the reload
+// worker and, unless stopped meanwhile, the admin listener, the sandbox
+// and READY. end reports that the daemon is over, with err its exit.
+func (r *runner) started(startErr error) (end bool, err error) {
+	if startErr != nil {
+		if r.state == aborting {
+			r.log.Info("stopped before start-up was complete", "err", startErr)
+			return true, nil
 		}
-		select {
-		case err := <-reply:
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		return true, startError(startErr)
 	}
-	go func() {
-		for {
-			select {
-			case <-gctx.Done():
-				return
-			case reply := <-reloads:
-				sd.reloading()
-				if hooks.status != nil {
-					hooks.status("reloading")
-				}
-				err := group.Reload(gctx)
-				line := fmt.Sprintf("serving %d listener(s)", len(group.Listeners()))
-				if err != nil {
-					line += "; last reload failed: " + err.Error()
-				}
-				if gctx.Err() == nil {
-					sd.ready(line)
-				}
-				reply <- err
-			}
-		}
-	}()
-
-	if cfg.Admin.Listen != "" && !stopping {
-		ln, err := listen(cfg.Admin.Listen)
+	go r.reloadWorker()
+	if r.state == aborting {
+		r.state = draining
+		return false, nil
+	}
+	if r.cfg.Admin.Listen != "" {
+		ln, err := r.listen(r.cfg.Admin.Listen)
 		if err != nil {
-			stop("admin listener failed")
-			_ = group.Wait()
-			return cli.WithHint(fmt.Errorf("admin listener: %w", err), cli.ExitFailure, "is another sealproxy running? change [admin] listen")
+			r.stop("admin listener failed")
+			_ = r.group.Wait()
+			return true, cli.WithHint(fmt.Errorf("admin listener: %w", err), cli.ExitFailure, "is another sealproxy running? change [admin] listen")
 		}
 		var reloadFn func(context.Context) error
-		if cfg.Admin.Reload {
-			reloadFn = reload
+		if r.cfg.Admin.Reload {
+			reloadFn = r.reload
 		}
-		admin := &http.Server{Handler: proxy.AdminHandler(reg, group.Ready, reloadFn), ReadHeaderTimeout: 10 * time.Second}
-		go func() { _ = admin.Serve(ln) }()
-		defer admin.Close()
-		log.Info("admin listening", "addr", ln.Addr().String(), "reload", cfg.Admin.Reload)
+		r.admin = &http.Server{Handler: proxy.AdminHandler(r.reg, r.group.Ready, reloadFn), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = r.admin.Serve(ln) }()
+		r.log.Info("admin listening", "addr", ln.Addr().String(), "reload", r.cfg.Admin.Reload)
 	}
 
 	// Confine before READY: every key is open, every listener bound.
-	if d.confine && !stopping {
-		p, err := confine(log, cfg)
+	if r.confine {
+		p, err := confine(r.log, r.cfg)
 		if err != nil {
-			stop("sandbox not applied")
-			_ = group.Wait()
-			return err
+			r.stop("sandbox not applied")
+			_ = r.group.Wait()
+			return true, err
 		}
-		confined.Store(p)
+		r.confined.Store(p)
 	}
 
-	if !stopping {
-		log.Info("ready", "listeners", len(group.Listeners()))
-		sd.ready(fmt.Sprintf("serving %d listener(s)", len(group.Listeners())))
-		if hooks.ready != nil {
-			hooks.ready()
-		}
+	r.state = serving
+	r.log.Info("ready", "listeners", len(r.group.Listeners()))
+	r.sd.ready(fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners())))
+	if r.hooks.ready != nil {
+		r.hooks.ready()
 	}
+	return false, nil
+}
 
-	done := make(chan error, 1)
-	go func() { done <- group.Wait() }()
+// signal answers a signal: a reload (SIGHUP) applies only once serving;
+// a stop drains, and a second stop cuts the drain (errForced).
+func (r *runner) signal(sig os.Signal) error {
+	if isReload(sig) {
+		switch r.state {
+		case starting, aborting:
+			r.log.Info("reload signal ignored: still starting", "signal", sig.String())
+		case serving:
+			r.log.Info("reloading", "signal", sig.String())
+			select {
+			case r.reloads <- make(chan error, 1):
+			default:
+				r.log.Info("a reload is already waiting; this signal joins it")
+			}
+		}
+		return nil
+	}
+	switch r.state {
+	case aborting:
+		return errForced
+	case draining:
+		r.log.Warn("second stop signal: cutting the drain short", "signal", sig.String())
+		return errForced
+	}
+	r.stop(sig.String())
+	return nil
+}
+
+// stop stops accepting and lets open connections drain; once stopped,
+// it does nothing.
+func (r *runner) stop(why string) {
+	switch r.state {
+	case starting:
+		r.state = aborting
+	case serving:
+		r.state = draining
+	default:
+		return
+	}
+	r.log.Info("stopping: no new connections; draining", "why", why, "shutdown_timeout", r.cfg.ShutdownTimeout)
+	r.sd.stopping()
+	if r.hooks.stopped != nil {
+		r.hooks.stopped(r.cfg.ShutdownTimeout)
+	}
+	r.stopGroup()
+}
+
+// reload asks the reload worker for a reload (POST /reload) and waits
+// for its result.
+func (r *runner) reload(ctx context.Context) error {
+	reply := make(chan error, 1)
+	select {
+	case r.reloads <- reply:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// reloadWorker runs reloads one at a time, away from the signal loop,
+// so that a stop signal is answered while a reload waits for a Tang
+// server.
+func (r *runner) reloadWorker() {
 	for {
 		select {
-		case err := <-done:
+		case <-r.gctx.Done():
+			return
+		case reply := <-r.reloads:
+			r.sd.reloading()
+			if r.hooks.status != nil {
+				r.hooks.status("reloading")
+			}
+			err := r.group.Reload(r.gctx)
+			line := fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners()))
 			if err != nil {
-				sd.stopping()
-				return cli.WithHint(err, cli.ExitFailure, "")
+				line += "; last reload failed: " + err.Error()
 			}
-			log.Info("stopped")
-			return nil
-		case sig := <-d.signals:
-			if isReload(sig) {
-				if stopping {
-					continue
-				}
-				log.Info("reloading", "signal", sig.String())
-				select {
-				case reloads <- make(chan error, 1):
-				default:
-					log.Info("a reload is already waiting; this signal joins it")
-				}
-				continue
+			if r.gctx.Err() == nil {
+				r.sd.ready(line)
 			}
-			if stopping {
-				log.Warn("second stop signal: cutting the drain short", "signal", sig.String())
-				return errForced
-			}
-			stop(sig.String())
-		case <-ctxDone:
-			ctxDone = nil
-			stop("context ended")
-		case <-watchdog:
-			sd.ping()
+			reply <- err
 		}
+	}
+}
+
+// closeAdmin closes the admin listener, if one was opened.
+func (r *runner) closeAdmin() {
+	if r.admin != nil {
+		r.admin.Close()
 	}
 }
 
@@ -351,18 +423,25 @@ func unprotectedHint() string {
 		"or set allow_unprotected_memory = true to accept the copies"
 }
 
-// newLogger makes the daemon's logger.
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+// newLogger makes the daemon's logger: the handler of format and level
+// writing to w, or the one to hooks.log (nil: w).
+func newLogger(w io.Writer, format, level string, to func(func(io.Writer) slog.Handler) slog.Handler) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
 		return nil, cli.Usage("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	var handler func(io.Writer) slog.Handler
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		handler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		handler = func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) }
+	default:
+		return nil, cli.Usage("--log-format %q: want text or json", format)
 	}
-	return nil, cli.Usage("--log-format %q: want text or json", format)
+	if to != nil {
+		return slog.New(to(handler)), nil
+	}
+	return slog.New(handler(w)), nil
 }

@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/windows/svc/mgr"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	events "github.com/sealproxy/sealproxy/cmd/internal/eventlog"
 	"github.com/sealproxy/sealproxy/proxy/config"
 )
 
@@ -136,9 +137,9 @@ func installService(name, path string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m, err := mgr.Connect()
+	m, err := connectManager()
 	if err != nil {
-		return cli.WithHint(fmt.Errorf("connecting to the service manager: %w", err), cli.ExitFailure, "run from an elevated (administrator) prompt")
+		return err
 	}
 	defer m.Disconnect()
 	if s, err := m.OpenService(name); err == nil {
@@ -162,16 +163,35 @@ func installService(name, path string, stdout io.Writer) error {
 	return nil
 }
 
-func uninstallService(name string, stdout io.Writer) error {
+// connectManager connects to the service manager, which needs an
+// elevated prompt.
+func connectManager() (*mgr.Mgr, error) {
 	m, err := mgr.Connect()
 	if err != nil {
-		return cli.WithHint(fmt.Errorf("connecting to the service manager: %w", err), cli.ExitFailure, "run from an elevated (administrator) prompt")
+		return nil, cli.WithHint(fmt.Errorf("connecting to the service manager: %w", err), cli.ExitFailure, "run from an elevated (administrator) prompt")
+	}
+	return m, nil
+}
+
+// openService opens the service name; the caller disconnects m and
+// closes s.
+func openService(name string) (m *mgr.Mgr, s *mgr.Service, err error) {
+	if m, err = connectManager(); err != nil {
+		return nil, nil, err
+	}
+	if s, err = m.OpenService(name); err != nil {
+		m.Disconnect()
+		return nil, nil, fmt.Errorf("service %s: %w", name, err)
+	}
+	return m, s, nil
+}
+
+func uninstallService(name string, stdout io.Writer) error {
+	m, s, err := openService(name)
+	if err != nil {
+		return err
 	}
 	defer m.Disconnect()
-	s, err := m.OpenService(name)
-	if err != nil {
-		return fmt.Errorf("service %s: %w", name, err)
-	}
 	defer s.Close()
 	if err := s.Delete(); err != nil {
 		return fmt.Errorf("deleting service %s: %w", name, err)
@@ -186,15 +206,11 @@ func uninstallService(name string, stdout io.Writer) error {
 // controlService starts or stops the service and waits until the SCM
 // reports it running or stopped.
 func controlService(ctx context.Context, name string, start bool, stdout io.Writer) error {
-	m, err := mgr.Connect()
+	m, s, err := openService(name)
 	if err != nil {
-		return cli.WithHint(fmt.Errorf("connecting to the service manager: %w", err), cli.ExitFailure, "run from an elevated (administrator) prompt")
+		return err
 	}
 	defer m.Disconnect()
-	s, err := m.OpenService(name)
-	if err != nil {
-		return fmt.Errorf("service %s: %w", name, err)
-	}
 	defer s.Close()
 	want := svc.Running
 	if start {
@@ -239,12 +255,13 @@ func runService(name string, args []string) int {
 		return cli.ExitFailure
 	}
 	defer elog.Close()
-	h := &serviceHandler{args: args, log: &eventWriter{log: elog}}
+	h := &serviceHandler{args: args, log: elog}
 	if err := svc.Run(name, h); err != nil {
-		err = fmt.Errorf("running as service %s: %w", name, err)
-		_ = elog.Error(1, "sealproxy: error: "+err.Error())
-		return cli.Report("sealproxy", cli.WithHint(err, cli.ExitFailure,
-			"only the service manager runs 'service run'; start it with 'sealproxy service start --name "+name+"'"), os.Stderr)
+		err = cli.WithHint(fmt.Errorf("running as service %s: %w", name, err), cli.ExitFailure,
+			"only the service manager runs 'service run'; start it with 'sealproxy service start --name "+name+"'")
+		errLine, _, _ := cli.Explain("sealproxy", err)
+		_ = elog.Error(1, errLine)
+		return cli.Report("sealproxy", err, os.Stderr)
 	}
 	return h.code
 }
@@ -254,7 +271,7 @@ func runService(name string, args []string) int {
 // unlocked, running once ready, stop pending while draining.
 type serviceHandler struct {
 	args []string
-	log  *eventWriter
+	log  *eventlog.Log
 	code int
 }
 
@@ -296,17 +313,18 @@ func (h *serviceHandler) Execute(_ []string, r <-chan svc.ChangeRequest, changes
 		stopped: func(drain time.Duration) {
 			report(svc.Status{State: svc.StopPending, WaitHint: uint32((drain + 10*time.Second) / time.Millisecond)})
 		},
+		log: func(format func(io.Writer) slog.Handler) slog.Handler { return events.NewHandler(h.log, format) },
 	}
 	done := make(chan error, 1)
 	if len(h.args) == 0 || h.args[0] != "run" {
 		done <- cli.Usage("the service runs 'sealproxy run --config FILE'; got %q: reinstall it with 'sealproxy service install'", h.args)
 	} else {
-		go func() { done <- d.serve(ctx, h.args[1:], h.log, hooks) }()
+		go func() { done <- d.serve(ctx, h.args[1:], io.Discard, hooks) }()
 	}
 	for {
 		select {
 		case err := <-done:
-			h.code = cli.Report("sealproxy", err, h.log)
+			h.code = events.Report(h.log, "sealproxy", err)
 			mu.Lock()
 			over = true
 			mu.Unlock()
@@ -324,36 +342,6 @@ func (h *serviceHandler) Execute(_ []string, r <-chan svc.ChangeRequest, changes
 			case svc.Stop, svc.Shutdown:
 				cancel()
 			}
-		}
-	}
-}
-
-// eventWriter writes log lines to the Event Log, as errors, warnings or
-// information by their level= field.
-type eventWriter struct {
-	mu  sync.Mutex
-	log *eventlog.Log
-	buf bytes.Buffer
-}
-
-func (w *eventWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.buf.Write(p)
-	for {
-		line, err := w.buf.ReadString('\n')
-		if err != nil {
-			w.buf.WriteString(line) // incomplete: keep for the next write
-			return len(p), nil
-		}
-		line = strings.TrimSpace(line)
-		switch eventLevel(line) {
-		case eventError:
-			_ = w.log.Error(1, line)
-		case eventWarning:
-			_ = w.log.Warning(2, line)
-		default:
-			_ = w.log.Info(3, line)
 		}
 	}
 }

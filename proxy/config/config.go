@@ -24,13 +24,20 @@ var typeErrRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.
 // ErrInvalid is matched (errors.Is) by every configuration error.
 var ErrInvalid = errors.New("invalid configuration")
 
-// Modes of a listener (the seeds' taxonomy).
+// Mode is what a listener does with TLS (the seeds' taxonomy): the
+// configuration's mode = "..." and the proxy's listener mode alike.
+type Mode string
+
+// Modes of a listener.
 const (
-	ModeOffload = "offload" // TLS in, plain out
-	ModeBridge  = "bridge"  // TLS in, TLS out
-	ModeEncrypt = "encrypt" // plain in, TLS out
-	ModeConnect = "connect" // mTLS in, then CONNECT host:port to an allowed destination
+	ModeOffload Mode = "offload" // TLS in, plain out
+	ModeBridge  Mode = "bridge"  // TLS in, TLS out
+	ModeEncrypt Mode = "encrypt" // plain in, TLS out
+	ModeConnect Mode = "connect" // mTLS in, then CONNECT host:port to an allowed destination
 )
+
+// String returns the mode as the configuration spells it.
+func (m Mode) String() string { return string(m) }
 
 // Defaults applied by Load where a setting is absent.
 const (
@@ -129,7 +136,7 @@ type Key struct {
 type Listener struct {
 	Name   string   `toml:"name"`
 	Listen string   `toml:"listen"` // host:port, unix:PATH or systemd:NAME (socket activation)
-	Mode   string   `toml:"mode"`
+	Mode   Mode     `toml:"mode"`
 	Keys   []string `toml:"keys"` // names of [[key]]; SNI chooses, the first is the default
 
 	// Backend is one destination; Backends a list tried in order

@@ -59,24 +59,34 @@ func Main(name string, run RunFunc) int {
 // Report prints err (if any) the way every command does and returns the
 // exit code for it.
 func Report(name string, err error, stderr io.Writer) int {
-	if err == nil {
-		return ExitOK
+	errLine, hints, code := Explain(name, err)
+	if errLine != "" {
+		fmt.Fprintln(stderr, errLine)
 	}
-	if errors.Is(err, flag.ErrHelp) {
-		return ExitOK
+	for _, h := range hints {
+		fmt.Fprintln(stderr, h)
 	}
-	code := ExitFailure
+	return code
+}
+
+// Explain returns what Report prints for err, line by line: "NAME: error:
+// ..." (empty when there is nothing to report), the "NAME: hint: ..."
+// lines, and the exit code.
+func Explain(name string, err error) (errLine string, hints []string, code int) {
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return "", nil, ExitOK
+	}
+	code = ExitFailure
 	var ce *Error
 	if errors.As(err, &ce) {
 		code = ce.Code
 	}
-	fmt.Fprintf(stderr, "%s: error: %s\n", name, err.Error())
 	if ce != nil && ce.Hint != "" {
 		for _, line := range strings.Split(ce.Hint, "\n") {
-			fmt.Fprintf(stderr, "%s: hint: %s\n", name, line)
+			hints = append(hints, name+": hint: "+line)
 		}
 	}
-	return code
+	return name + ": error: " + err.Error(), hints, code
 }
 
 // Parse parses flags that may appear before, between or after positional
