@@ -263,7 +263,7 @@ func (l *load) openAll(ctx context.Context, cfg *config.Config, st *status) erro
 // reload): the first attempt of every sealed key recovers under it, so an
 // operator approves the whole start-up once per gate.
 type shared struct {
-	sess     *unlock.Session
+	sess     *unlock.Startup
 	prepared map[string]bool     // the keys whose first attempt uses sess
 	gateKeys map[string][]string // by Tang URL: the keys whose recoveries go there
 	start    time.Time
@@ -278,7 +278,7 @@ type shared struct {
 // a gate's report is not overwritten by a key that starts later.
 func (s *keyStore) prepare(cfg *config.Config, todo []*config.Key, st *status) *shared {
 	sh := &shared{
-		sess: unlock.NewSession(hostLabel()), prepared: map[string]bool{},
+		sess: unlock.NewStartup(hostLabel()), prepared: map[string]bool{},
 		gateKeys: map[string][]string{}, start: time.Now(), log: s.log, st: st,
 	}
 	var jwes [][]byte
@@ -354,7 +354,7 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 	var last error // the last failure of a finished attempt
 	for attempt := 1; ; attempt++ {
 		uo := &unlock.Options{
-			Session: unlock.NewSession(hostLabel()),
+			Startup: unlock.NewStartup(hostLabel()),
 			// A gate holds the recovery for an operator: show the
 			// code to compare with the gate's, and keep waiting.
 			OnPending: func(p tang.Pending) {
@@ -364,7 +364,7 @@ func (s *keyStore) openWithRetry(ctx context.Context, cfg *config.Config, k *con
 			},
 		}
 		if attempt == 1 && sh.prepared[k.Name] {
-			uo.Session = sh.sess
+			uo.Startup = sh.sess
 			uo.OnPending = func(p tang.Pending) { sh.pending(k.Name, p) }
 		}
 		key, err := s.open(ctx, k.Source, &vault.Options{
