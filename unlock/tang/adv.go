@@ -129,11 +129,11 @@ func ParseAdvertisement(data []byte) (*Advertisement, error) {
 		if signers++; signers > maxSigners {
 			return nil, fmt.Errorf("%w: more than %d signing keys", ErrBadAdvertisement, maxSigners)
 		}
-		pub, err := k.ecdsaPublic()
+		pub, err := k.joseKey()
 		if err != nil {
 			return nil, fmt.Errorf("%w: signing key %s: %w", ErrBadAdvertisement, k.Thumbprint(), err)
 		}
-		if _, _, _, err := signed.VerifyMulti(pub); err != nil {
+		if _, _, _, err := signed.VerifyMulti(pub.Key); err != nil {
 			return nil, fmt.Errorf("%w: no valid signature by signing key %s", ErrBadSignature, k.Thumbprint())
 		}
 	}

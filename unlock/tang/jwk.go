@@ -142,13 +142,13 @@ var thumbprintHashes = map[int]crypto.Hash{
 // Clevis use by default; "" if k is not a valid public key.
 func (k *JWK) Thumbprint() string { return k.thumbprint(crypto.SHA256) }
 
-// thumbprint is go-jose's RFC 7638 thumbprint of k's public part.
+// thumbprint is go-jose's RFC 7638 thumbprint of k's public point.
 func (k *JWK) thumbprint(h crypto.Hash) string {
-	jk, err := k.joseKey()
+	pub, err := k.ecdsaPublic()
 	if err != nil {
 		return ""
 	}
-	sum, err := jk.Thumbprint(h)
+	sum, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(h)
 	if err != nil {
 		return ""
 	}
@@ -162,10 +162,10 @@ func (k *JWK) HasThumbprint(thp string) bool {
 	return ok && k.thumbprint(h) == thp
 }
 
-// joseKey is k's public part as go-jose parses it (kty, crv and
-// coordinates of the right size, a point on the curve): the key go-jose
-// computes thumbprints of and verifies signatures with. Only the public
-// members are handed over: a private d stays out of go-jose's big.Int.
+// joseKey is k's public part as go-jose parses a JWK (kty, crv,
+// coordinates of the right size, a point on the curve): the key an
+// advertisement's signatures are verified with. Only the public members
+// are handed over: a private d stays out of go-jose's big.Int.
 func (k *JWK) joseKey() (*jose.JSONWebKey, error) {
 	pub, err := json.Marshal(struct {
 		Kty string `json:"kty"`
@@ -186,13 +186,26 @@ func (k *JWK) joseKey() (*jose.JSONWebKey, error) {
 	return &jk, nil
 }
 
-// ecdsaPublic returns k's point as an ECDSA public key.
+// ecdsaPublic returns k's point as an ECDSA public key, without a JSON
+// round trip: thumbprints are computed on every /rec a server answers.
 func (k *JWK) ecdsaPublic() (*ecdsa.PublicKey, error) {
-	jk, err := k.joseKey()
+	c, err := curveByName(k.Crv)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
+	}
+	pt, err := k.point(c)
 	if err != nil {
 		return nil, err
 	}
-	return jk.Key.(*ecdsa.PublicKey), nil
+	ec, err := stdCurve(k.Crv)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ecdsa.ParseUncompressedPublicKey(ec, pt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadKey, err)
+	}
+	return pub, nil
 }
 
 func stdCurve(crv string) (elliptic.Curve, error) {
