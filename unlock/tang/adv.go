@@ -117,7 +117,7 @@ func ParseAdvertisement(data []byte) (*Advertisement, error) {
 	}
 	// go-jose verifies. Its VerifyMulti accepts a JWS that any one
 	// signature verifies: every signing key must, so it runs once per key.
-	signed, err := jose.ParseSigned(string(data), jwsAlgorithms)
+	signed, err := jose.ParseSignedJSON(string(data), jwsAlgorithms)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s", ErrBadSignature, Printable(err.Error()))
 	}
