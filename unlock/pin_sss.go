@@ -129,14 +129,14 @@ type shareResult struct {
 
 // maxConcurrentShares bounds the children of one sss node recovered at
 // once: a JWE of up to 1 MiB can hold over a thousand shares, and each is
-// a connection to a Tang server. Under an approval session there is no
-// bound: a gate approves a session only once every point it announced
-// has arrived, and a share waiting for approval keeps its slot.
+// a connection to a Tang server. Under a start-up's recovery plan there
+// is no bound: a gate approves an approval group only once every point it
+// announced has arrived, and a share waiting for approval keeps its slot.
 const maxConcurrentShares = 32
 
 // keyAgreement decrypts the children concurrently, at most
-// maxConcurrentShares at a time outside an approval session, and stops
-// the rest as soon as t shares are in.
+// maxConcurrentShares at a time without a recovery plan, and stops the
+// rest as soon as t shares are in; the content key is the shared secret.
 func (sssPin) keyAgreement(ctx context.Context, j *jwe, r recovery) jose.OpaqueKeyDecrypter {
 	return keyAgreementFunc(func([]byte, jose.Header) ([]byte, error) { return recoverSSS(ctx, j, r) })
 }
