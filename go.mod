@@ -10,6 +10,7 @@ require (
 	github.com/ThalesIgnite/crypto11 v1.2.5
 	github.com/awnumar/memguard v0.23.0
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/google/certtostore v1.0.7
 	github.com/landlock-lsm/go-landlock v0.11.0
 	github.com/miekg/pkcs11 v1.0.3-0.20190429190417-a667d056470f
@@ -24,7 +25,6 @@ require (
 	github.com/awnumar/memcall v0.4.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
-	github.com/go-jose/go-jose/v4 v4.1.9 // indirect
 	github.com/go-ole/go-ole v1.3.0 // indirect
 	github.com/google/deck v1.1.0 // indirect
 	github.com/kylelemons/godebug v1.1.0 // indirect
