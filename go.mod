@@ -10,6 +10,7 @@ require (
 	github.com/ThalesIgnite/crypto11 v1.2.5
 	github.com/awnumar/memguard v0.23.0
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/go-jose/go-jose/v4 v4.1.9
 	github.com/google/certtostore v1.0.7
 	github.com/landlock-lsm/go-landlock v0.11.0
 	github.com/miekg/pkcs11 v1.0.3-0.20190429190417-a667d056470f

@@ -22,43 +22,18 @@ type Node struct {
 }
 
 // Inspect parses a JWE and describes its pins: Tang URLs, key ids and the
-// signing-key thumbprints of the stored advertisements, sss thresholds.
+// signing-key thumbprints of the stored advertisements, sss thresholds. A
+// pin this build lacks is described by its name alone.
 func Inspect(data []byte) (*Node, error) {
 	j, err := parseJWE(data)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Pin: j.header.Clevis.Pin}
-	switch n.Pin {
-	case "tang":
-		t := j.header.Clevis.Tang
-		if t == nil {
-			return nil, fmt.Errorf("%w: tang pin without clevis.tang", ErrMalformed)
-		}
-		n.URL, n.Kid = t.URL, j.header.Kid
-		if j.header.Epk != nil {
-			n.Curve = j.header.Epk.Crv
-		}
-		adv, err := tang.AdvertisementFromPayload(t.Adv)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
-		}
-		n.Thumbprints = adv.SigningThumbprints()
-	case "sss":
-		s := j.header.Clevis.SSS
-		if s == nil {
-			return nil, fmt.Errorf("%w: sss pin without clevis.sss", ErrMalformed)
-		}
-		n.Threshold = s.T
-		for i, child := range s.JWE {
-			c, err := Inspect([]byte(child))
-			if err != nil {
-				return nil, fmt.Errorf("sss share %d: %w", i+1, err)
-			}
-			n.Shares = append(n.Shares, c)
-		}
+	p, ok := lookup(j.header.Clevis.Pin)
+	if !ok {
+		return &Node{Pin: j.header.Clevis.Pin}, nil
 	}
-	return n, nil
+	return p.inspect(j)
 }
 
 // Format writes n as an indented tree, one pin per block. Every field
@@ -67,23 +42,15 @@ func (n *Node) Format(w io.Writer) { n.format(w, 0) }
 
 func (n *Node) format(w io.Writer, depth int) {
 	in := strings.Repeat("  ", depth)
-	p := tang.Printable
-	switch n.Pin {
-	case "tang":
-		fmt.Fprintf(w, "%stang %s\n", in, p(n.URL))
-		fmt.Fprintf(w, "%s  kid: %s\n", in, p(n.Kid))
-		if n.Curve != "" {
-			fmt.Fprintf(w, "%s  curve: %s\n", in, p(n.Curve))
-		}
-		for _, thp := range n.Thumbprints {
-			fmt.Fprintf(w, "%s  signing key thp: %s\n", in, p(thp))
-		}
-	case "sss":
-		fmt.Fprintf(w, "%ssss: %d of %d\n", in, n.Threshold, len(n.Shares))
-		for _, c := range n.Shares {
-			c.format(w, depth+1)
-		}
-	default:
-		fmt.Fprintf(w, "%s%s (not supported by sealproxy)\n", in, p(n.Pin))
+	p, ok := lookup(n.Pin)
+	if !ok {
+		fmt.Fprintf(w, "%s%s (not supported by sealproxy)\n", in, tang.Printable(n.Pin))
+		return
+	}
+	for _, line := range p.describe(n) {
+		fmt.Fprintf(w, "%s%s\n", in, line)
+	}
+	for _, c := range n.Shares {
+		c.format(w, depth+1)
 	}
 }

@@ -2,18 +2,22 @@ package unlock
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 	"strings"
 
 	"github.com/awnumar/memguard"
+	jose "github.com/go-jose/go-jose/v4"
+	josecipher "github.com/go-jose/go-jose/v4/cipher"
 
 	"github.com/sealproxy/sealproxy/unlock/tang"
 	"github.com/sealproxy/sealproxy/unlock/wipe"
@@ -55,34 +59,84 @@ type header struct {
 	Clevis *clevisNode `json:"clevis,omitempty"`
 }
 
+// clevisNode is the header's "clevis" member, {"pin":NAME,NAME:{...}}:
+// the pin's name and its own node, which only the pin reads.
 type clevisNode struct {
-	Pin  string    `json:"pin"`
-	Tang *tangNode `json:"tang,omitempty"`
-	SSS  *sssNode  `json:"sss,omitempty"`
+	Pin string
+	// Node is the pin's node: its own type when sealing, the raw JSON
+	// (nil if absent) once parsed.
+	Node any
 }
 
-type tangNode struct {
-	URL string          `json:"url"`
-	Adv json.RawMessage `json:"adv"`
+func (c *clevisNode) MarshalJSON() ([]byte, error) {
+	pin, err := json.Marshal(c.Pin)
+	if err != nil {
+		return nil, err
+	}
+	if c.Node == nil {
+		return []byte(`{"pin":` + string(pin) + `}`), nil
+	}
+	node, err := json.Marshal(c.Node)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(`{"pin":` + string(pin) + `,` + string(pin) + `:` + string(node) + `}`), nil
 }
 
-type sssNode struct {
-	JWE []string `json:"jwe"`
-	P   string   `json:"p"`
-	T   int      `json:"t"`
+func (c *clevisNode) UnmarshalJSON(data []byte) error {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(data, &m); err != nil {
+		return err
+	}
+	c.Pin, c.Node = "", nil
+	if raw, ok := m["pin"]; ok {
+		if err := json.Unmarshal(raw, &c.Pin); err != nil {
+			return fmt.Errorf("clevis.pin: %w", err)
+		}
+	}
+	if raw, ok := m[c.Pin]; ok && c.Pin != "pin" {
+		c.Node = raw
+	}
+	return nil
+}
+
+// node decodes j's clevis node into v, a pointer to a pointer to the
+// pin's node type; it leaves *v nil when the node is absent or null.
+func (j *jwe) node(v any) error {
+	raw, _ := j.header.Clevis.Node.(json.RawMessage)
+	if raw == nil {
+		return nil
+	}
+	if err := json.Unmarshal(raw, v); err != nil {
+		return fmt.Errorf("%w: clevis.%s: %v", ErrMalformed, tang.Printable(j.header.Clevis.Pin), err)
+	}
+	return nil
 }
 
 // jwe is a parsed compact JWE.
 type jwe struct {
 	protected  string // base64url header as it appeared: the AAD
 	header     header
+	jose       jose.Header // the same header as go-jose parsed it, for the key agreement
 	iv         []byte
 	ciphertext []byte
 	tag        []byte
 }
 
+// The algorithms a clevis JWE may use: go-jose refuses any other "alg" or
+// "enc" before anything else reads the header.
+var (
+	keyAlgorithms     = []jose.KeyAlgorithm{jose.ECDH_ES, jose.DIRECT}
+	contentEncryption = []jose.ContentEncryption{jose.A256GCM}
+)
+
 // parseJWE parses the compact serialization. Surrounding white space is
 // forgiven (a file may end in a newline); everything else must be exact.
+//
+// The size bound and the checks that name what is wrong in clevis's terms
+// run first; go-jose then parses the whole JWE against the algorithm
+// allow-list, and we keep its view of the header for the pin's key
+// agreement (jose.OpaqueKeyDecrypter).
 func parseJWE(data []byte) (*jwe, error) {
 	data = bytes.TrimSpace(data)
 	if len(data) > MaxJWE {
@@ -127,6 +181,20 @@ func parseJWE(data []byte) (*jwe, error) {
 	if len(j.iv) != ivSize || len(j.tag) != tagSize {
 		return nil, fmt.Errorf("%w: IV must be %d bytes and tag %d bytes (truncated?)", ErrMalformed, ivSize, tagSize)
 	}
+	if _, ok := lookup(j.header.Clevis.Pin); !ok {
+		// A pin we lack (clevis tpm2 writes no "alg" in its children):
+		// Inspect shows it by name and Decrypt says it is unsupported.
+		return j, nil
+	}
+	if !slices.Contains(keyAlgorithms, jose.KeyAlgorithm(j.header.Alg)) {
+		return nil, fmt.Errorf("%w: alg %q is not supported (clevis uses ECDH-ES and dir)", ErrMalformed, j.header.Alg)
+	}
+	obj, err := jose.ParseEncryptedCompact(string(data), keyAlgorithms, contentEncryption)
+	if err != nil {
+		// go-jose quotes header values in some errors: the JWE is anyone's.
+		return nil, fmt.Errorf("%w: %s", ErrMalformed, tang.Printable(err.Error()))
+	}
+	j.jose = obj.Header
 	return j, nil
 }
 
@@ -210,21 +278,26 @@ func newGCM(cek []byte) (cipher.AEAD, error) {
 }
 
 // concatKDF derives the A256GCM content key from the ECDH-ES shared secret
-// z (RFC 7518 §4.6.2: one SHA-256 round, AlgorithmID = enc, empty
-// PartyUInfo and PartyVInfo, 256-bit output). The caller wipes the result.
+// z (RFC 7518 §4.6.2: AlgorithmID = enc, empty PartyUInfo and PartyVInfo,
+// 256-bit output) with go-jose's Concat KDF. Its hash state and digest
+// are heap values of go-jose's, so it runs inside wipe.Do; the caller
+// wipes the result.
 func concatKDF(z []byte, enc string) []byte {
-	h := sha256.New()
-	var n [4]byte
-	writeLen := func(v uint32) {
-		binary.BigEndian.PutUint32(n[:], v)
-		h.Write(n[:])
-	}
-	writeLen(1) // round counter
-	h.Write(z)
-	writeLen(uint32(len(enc)))
-	h.Write([]byte(enc))
-	writeLen(0)           // PartyUInfo
-	writeLen(0)           // PartyVInfo
-	writeLen(cekSize * 8) // SuppPubInfo: key length in bits
-	return h.Sum(make([]byte, 0, cekSize))
+	cek := make([]byte, cekSize)
+	wipe.Do(func() {
+		var bits [4]byte
+		binary.BigEndian.PutUint32(bits[:], cekSize*8)
+		kdf := josecipher.NewConcatKDF(crypto.SHA256, z, lengthPrefixed(enc), lengthPrefixed(""), lengthPrefixed(""), bits[:], nil)
+		if _, err := io.ReadFull(kdf, cek); err != nil {
+			panic("unlock: Concat KDF: " + err.Error()) // a hash reader does not fail
+		}
+	})
+	return cek
+}
+
+// lengthPrefixed is a Concat KDF info field: a 32-bit big-endian length,
+// then the bytes.
+func lengthPrefixed(s string) []byte {
+	out := binary.BigEndian.AppendUint32(nil, uint32(len(s)))
+	return append(out, s...)
 }

@@ -239,7 +239,7 @@ func TestSHA1KidBinding(t *testing.T) {
 	}
 	hdr := &header{
 		Alg: "ECDH-ES", Enc: encA256GCM, Kid: kid, Epk: epk,
-		Clevis: &clevisNode{Pin: "tang", Tang: &tangNode{URL: srv.URL, Adv: adv.Payload}},
+		Clevis: &clevisNode{Pin: "tang", Node: &tangNode{URL: srv.URL, Adv: adv.Payload}},
 	}
 	secret := []byte("sealed under a SHA-1 kid")
 	jwe, err := sealContent(hdr, concatKDF(z, encA256GCM), secret)
@@ -363,7 +363,7 @@ func TestSSSShareOfWrongSize(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		hdr := &header{Alg: "dir", Enc: encA256GCM, Clevis: &clevisNode{Pin: "sss", SSS: &sssNode{
+		hdr := &header{Alg: "dir", Enc: encA256GCM, Clevis: &clevisNode{Pin: "sss", Node: &sssNode{
 			JWE: []string{string(child)}, P: b64.EncodeToString(poly.Prime()), T: 1,
 		}}}
 		jwe, err := sealContent(hdr, poly.Secret(), []byte("x"))

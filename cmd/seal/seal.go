@@ -262,7 +262,7 @@ func decryptOptions(stderr io.Writer) *unlock.Options {
 	}
 	var mu sync.Mutex
 	return &unlock.Options{
-		Session: unlock.NewSession(host),
+		Startup: unlock.NewStartup(host),
 		OnPending: func(p tang.Pending) {
 			mu.Lock()
 			defer mu.Unlock()

@@ -128,7 +128,7 @@ func TestServeSandboxed(t *testing.T) {
 		if err != nil {
 			t.Fatalf("encrypting to %s: %v\n%s", thp, err, logs.String())
 		}
-		buf, err := unlock.Decrypt(ctx, jwe, &unlock.Options{Session: unlock.NewSession("sandbox-host")})
+		buf, err := unlock.Decrypt(ctx, jwe, &unlock.Options{Startup: unlock.NewStartup("sandbox-host")})
 		if err != nil {
 			t.Fatalf("recovering through the confined gate: %v\n%s", err, logs.String())
 		}

@@ -84,7 +84,7 @@ func TestServeApproval(t *testing.T) {
 	done := make(chan result, 1)
 	go func() {
 		buf, err := unlock.Decrypt(ctx, jwe, &unlock.Options{
-			Session:   unlock.NewSession("test-host"),
+			Startup:   unlock.NewStartup("test-host"),
 			OnPending: func(p tang.Pending) { pending <- p },
 		})
 		if err != nil {

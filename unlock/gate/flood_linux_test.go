@@ -95,7 +95,7 @@ func TestFloodDoesNotLockOutPolicyHost(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	waited := false
-	buf, err := unlock.Decrypt(ctx, jwe, &unlock.Options{Session: unlock.NewSession("web-1"), OnPending: func(tang.Pending) { waited = true }})
+	buf, err := unlock.Decrypt(ctx, jwe, &unlock.Options{Startup: unlock.NewStartup("web-1"), OnPending: func(tang.Pending) { waited = true }})
 	if err != nil {
 		t.Fatalf("the policy's host during the flood: %v", err)
 	}

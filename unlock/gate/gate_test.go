@@ -270,7 +270,7 @@ func TestSSSSession(t *testing.T) {
 	f := newFixture(t, nil)
 	secret := []byte("shared secret")
 	jwe := seal(t, "sss", fmt.Sprintf(`{"t":2,"pins":{"tang":[%s,%s]}}`, f.Config(), f.Config()), secret)
-	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Session: unlock.NewSession("web-1")})
+	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Startup: unlock.NewStartup("web-1")})
 	req := f.next(t)
 	if !req.Session || req.Keys != 2 || req.Arrived != 2 || req.Host != "web-1" {
 		t.Fatalf("session request %+v", req)
@@ -552,11 +552,11 @@ func TestPreparedSession(t *testing.T) {
 	f := newFixture(t, nil)
 	a, b := []byte("key one"), []byte("key two")
 	ja, jb := seal(t, "tang", f.Config(), a), seal(t, "tang", f.Config(), b)
-	sess := unlock.NewSession("proxy-1")
+	sess := unlock.NewStartup("proxy-1")
 	sess.Prepare(ja, jb)
 	defer sess.Close()
-	doneA, pendingA := decryptAsync(testCtx(t), ja, &unlock.Options{Session: sess})
-	doneB, pendingB := decryptAsync(testCtx(t), jb, &unlock.Options{Session: sess})
+	doneA, pendingA := decryptAsync(testCtx(t), ja, &unlock.Options{Startup: sess})
+	doneB, pendingB := decryptAsync(testCtx(t), jb, &unlock.Options{Startup: sess})
 	req := f.next(t)
 	code := req.Code
 	if req.Keys != 2 || req.Arrived != 2 || !req.Complete || !req.Verified || req.Host != "proxy-1" {

@@ -149,7 +149,7 @@ func TestWideSSSSession(t *testing.T) {
 	cfgs := strings.TrimSuffix(strings.Repeat(f.Config()+",", shares), ",")
 	secret := []byte("wide secret")
 	jwe := seal(t, "sss", fmt.Sprintf(`{"t":%d,"pins":{"tang":[%s]}}`, shares, cfgs), secret)
-	done, _ := decryptAsync(testCtx(t), jwe, &unlock.Options{Session: unlock.NewSession("web-1")})
+	done, _ := decryptAsync(testCtx(t), jwe, &unlock.Options{Startup: unlock.NewStartup("web-1")})
 	req := f.next(t)
 	if req.Keys != shares || req.Arrived != shares {
 		t.Fatalf("session request %+v, want all %d points arrived", req, shares)

@@ -78,7 +78,7 @@ func TestMITMSubstitutedPoints(t *testing.T) {
 		mu.Unlock()
 		return mustJSON(theirs.Request()), r.Header.Clone(), nil
 	}})
-	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Session: unlock.NewSession("web-1")})
+	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Startup: unlock.NewStartup("web-1")})
 	r := wait(t, done)
 	wantIs(t, r.err, tang.ErrCodeMismatch)
 	mustContain(t, r.err.Error(), "refused this host's nonce")
@@ -143,7 +143,7 @@ func TestMITMOwnCommitment(t *testing.T) {
 			return mustJSON(st)
 		}
 	}})
-	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Session: unlock.NewSession("web-1")})
+	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Startup: unlock.NewStartup("web-1")})
 	req := f.next(t)
 	if req.Arrived != 1 || !req.Verified {
 		t.Fatalf("request %+v", req)

@@ -47,7 +47,7 @@ func TestNumberMatching(t *testing.T) {
 	f := newFixture(t, func(c *gate.Config) { c.Webhook = &gate.Webhook{URL: recv.URL} })
 	secret := []byte("typed, not clicked")
 	jwe := seal(t, "tang", f.Config(), secret)
-	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Session: unlock.NewSession("web-1")})
+	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Startup: unlock.NewStartup("web-1")})
 	req := f.next(t)
 	shown := (<-pending).Code
 	if shown != req.Code || !req.Verified || req.ID == "" {

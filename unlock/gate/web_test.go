@@ -55,7 +55,7 @@ func TestWebPageChromium(t *testing.T) {
 	evil := `<img src=x onerror="document.title='pwned'">`
 	secret := []byte("typed into the page")
 	jwe := seal(t, "tang", f.Config(), secret)
-	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Session: unlock.NewSession(evil)})
+	done, pending := decryptAsync(testCtx(t), jwe, &unlock.Options{Startup: unlock.NewStartup(evil)})
 	req1 := f.next(t)
 	code := (<-pending).Code
 	kid, x2 := f.blind(t)

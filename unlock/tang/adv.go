@@ -6,8 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/big"
 	"strings"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 var (
@@ -114,6 +115,12 @@ func ParseAdvertisement(data []byte) (*Advertisement, error) {
 	if err != nil {
 		return nil, err
 	}
+	// go-jose verifies. Its VerifyMulti accepts a JWS that any one
+	// signature verifies: every signing key must, so it runs once per key.
+	signed, err := jose.ParseSignedJSON(string(data), jwsAlgorithms)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrBadSignature, Printable(err.Error()))
+	}
 	signers := 0
 	for _, k := range keys {
 		if !k.IsSigning() {
@@ -122,7 +129,11 @@ func ParseAdvertisement(data []byte) (*Advertisement, error) {
 		if signers++; signers > maxSigners {
 			return nil, fmt.Errorf("%w: more than %d signing keys", ErrBadAdvertisement, maxSigners)
 		}
-		if !verifiedByAny(k, sigs, jws.Payload) {
+		pub, err := k.joseKey()
+		if err != nil {
+			return nil, fmt.Errorf("%w: signing key %s: %w", ErrBadAdvertisement, k.Thumbprint(), err)
+		}
+		if _, _, _, err := signed.VerifyMulti(pub.Key); err != nil {
 			return nil, fmt.Errorf("%w: no valid signature by signing key %s", ErrBadSignature, k.Thumbprint())
 		}
 	}
@@ -143,20 +154,11 @@ func AdvertisementFromPayload(payload []byte) (*Advertisement, error) {
 	return &Advertisement{Payload: payload, Keys: keys}, nil
 }
 
-func verifiedByAny(k *JWK, sigs []jwsSignature, payloadB64 string) bool {
-	pub, err := k.ecdsaPublic()
-	if err != nil {
-		return false
-	}
-	for _, s := range sigs {
-		if verifyJWS(pub, s, payloadB64) == nil {
-			return true
-		}
-	}
-	return false
-}
+// jwsAlgorithms are the signature algorithms an advertisement may use.
+var jwsAlgorithms = []jose.SignatureAlgorithm{jose.ES512, jose.ES384, jose.ES256}
 
-// jwsAlgs maps the ECDSA JWS algorithms to their curves and hashes.
+// jwsAlgs maps the ECDSA JWS algorithms to their curves and hashes, for
+// signing our own advertisements.
 var jwsAlgs = map[string]struct {
 	crv  string
 	hash crypto.Hash
@@ -181,35 +183,6 @@ func algFor(pub *ecdsa.PublicKey) string {
 		}
 	}
 	return ""
-}
-
-func verifyJWS(pub *ecdsa.PublicKey, s jwsSignature, payloadB64 string) error {
-	rawHeader, err := b64.DecodeString(s.Protected)
-	if err != nil {
-		return err
-	}
-	var hdr struct {
-		Alg string `json:"alg"`
-	}
-	if err := json.Unmarshal(rawHeader, &hdr); err != nil {
-		return err
-	}
-	h, err := hashFor(hdr.Alg, pub)
-	if err != nil {
-		return err
-	}
-	sig, err := b64.DecodeString(s.Signature)
-	size := (pub.Curve.Params().BitSize + 7) / 8
-	if err != nil || len(sig) != 2*size {
-		return errors.New("signature has the wrong size")
-	}
-	d := h.New()
-	d.Write([]byte(s.Protected + "." + payloadB64))
-	r, ss := new(big.Int).SetBytes(sig[:size]), new(big.Int).SetBytes(sig[size:])
-	if !ecdsa.Verify(pub, d.Sum(nil), r, ss) {
-		return errors.New("signature mismatch")
-	}
-	return nil
 }
 
 // Trust checks that a signing key of the advertisement has thumbprint thp

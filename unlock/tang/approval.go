@@ -110,12 +110,13 @@ type Status struct {
 	Time     time.Time `json:"time,omitzero"` // when it was decided
 }
 
-// Session groups recoveries of one start-up for a gate: one decision
-// approves them all.
-type Session struct {
+// ApprovalGroup is what one start-up sends one gate: its recoveries
+// there, approved by one operator decision. On the wire it is the gate's
+// "session" (HeaderSession and the fields that go with it).
+type ApprovalGroup struct {
 	ID   string // random, from NewSessionID
 	Host string // a label for the operator, e.g. the host name
-	Keys int    // how many recoveries go to this gate in this session
+	Keys int    // how many recoveries go to this gate in this group
 	// Exchange is the host's side of the session's code exchange at this
 	// gate, over all Keys points; nil with one key makes one over it.
 	Exchange *Exchange

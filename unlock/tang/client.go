@@ -142,9 +142,9 @@ func (c *Client) Recover(ctx context.Context, tangURL, kid string, b *Blind) ([]
 
 // RecoverOptions are the choices of one recovery at a gate.
 type RecoverOptions struct {
-	// Session groups this recovery with the others of one start-up; nil
-	// makes a session of this recovery alone.
-	Session *Session
+	// Group puts this recovery with the others of one start-up at this
+	// gate; nil makes a group of this recovery alone.
+	Group *ApprovalGroup
 	// OnPending is called when the gate confirmed the session's code and
 	// holds the recovery for approval (once per recovery).
 	OnPending func(Pending)
@@ -176,9 +176,9 @@ func (c *Client) RecoverWith(ctx context.Context, tangURL, kid string, b *Blind,
 	if err != nil {
 		return nil, err
 	}
-	s := Session{ID: NewSessionID(), Keys: 1}
-	if o.Session != nil {
-		s = *o.Session
+	s := ApprovalGroup{ID: NewSessionID(), Keys: 1}
+	if o.Group != nil {
+		s = *o.Group
 	}
 	if s.Exchange == nil {
 		if s.Keys > 1 {

@@ -1,17 +1,19 @@
 package tang
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
+	_ "crypto/sha1" // thumbprints of old bindings
+	_ "crypto/sha256"
+	_ "crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
 	"slices"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 var b64 = base64.RawURLEncoding
@@ -128,27 +130,29 @@ func (k *JWK) IsExchange() bool { return k.Can(OpDeriveKey) && (k.Alg == "" || k
 
 // thumbprintHashes maps the length of a base64url thumbprint to its hash, so
 // a binding made with any hash jose supports (old ones used SHA-1) resolves.
-var thumbprintHashes = map[int]func() hash.Hash{
-	27: sha1.New,
-	38: sha256.New224,
-	43: sha256.New,
-	64: sha512.New384,
-	86: sha512.New,
+var thumbprintHashes = map[int]crypto.Hash{
+	27: crypto.SHA1,
+	38: crypto.SHA224,
+	43: crypto.SHA256,
+	64: crypto.SHA384,
+	86: crypto.SHA512,
 }
 
 // Thumbprint returns k's RFC 7638 thumbprint with SHA-256, the hash Tang and
-// Clevis use by default.
-func (k *JWK) Thumbprint() string { return k.thumbprint(sha256.New) }
+// Clevis use by default; "" if k is not a valid public key.
+func (k *JWK) Thumbprint() string { return k.thumbprint(crypto.SHA256) }
 
-func (k *JWK) thumbprint(h func() hash.Hash) string {
-	// RFC 7638: the required members in lexicographic order, no whitespace.
-	// json.Marshal of a string is the canonical JSON string.
-	crv, _ := json.Marshal(k.Crv)
-	x, _ := json.Marshal(k.X)
-	y, _ := json.Marshal(k.Y)
-	d := h()
-	fmt.Fprintf(d, `{"crv":%s,"kty":"EC","x":%s,"y":%s}`, crv, x, y)
-	return b64.EncodeToString(d.Sum(nil))
+// thumbprint is go-jose's RFC 7638 thumbprint of k's public point.
+func (k *JWK) thumbprint(h crypto.Hash) string {
+	pub, err := k.ecdsaPublic()
+	if err != nil {
+		return ""
+	}
+	sum, err := (&jose.JSONWebKey{Key: pub}).Thumbprint(h)
+	if err != nil {
+		return ""
+	}
+	return b64.EncodeToString(sum)
 }
 
 // HasThumbprint reports whether thp is k's thumbprint under any supported
@@ -158,7 +162,32 @@ func (k *JWK) HasThumbprint(thp string) bool {
 	return ok && k.thumbprint(h) == thp
 }
 
-// ecdsaPublic returns k's point as an ECDSA public key for verifying.
+// joseKey is k's public part as go-jose parses a JWK (kty, crv,
+// coordinates of the right size, a point on the curve): the key an
+// advertisement's signatures are verified with. Only the public members
+// are handed over: a private d stays out of go-jose's big.Int.
+func (k *JWK) joseKey() (*jose.JSONWebKey, error) {
+	pub, err := json.Marshal(struct {
+		Kty string `json:"kty"`
+		Crv string `json:"crv"`
+		X   string `json:"x"`
+		Y   string `json:"y"`
+	}{k.Kty, k.Crv, k.X, k.Y})
+	if err != nil {
+		return nil, err
+	}
+	var jk jose.JSONWebKey
+	if err := jk.UnmarshalJSON(pub); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrBadKey, Printable(err.Error()))
+	}
+	if _, ok := jk.Key.(*ecdsa.PublicKey); !ok {
+		return nil, fmt.Errorf("%w: not an EC public key", ErrBadKey)
+	}
+	return &jk, nil
+}
+
+// ecdsaPublic returns k's point as an ECDSA public key, without a JSON
+// round trip: thumbprints are computed on every /rec a server answers.
 func (k *JWK) ecdsaPublic() (*ecdsa.PublicKey, error) {
 	c, err := curveByName(k.Crv)
 	if err != nil {

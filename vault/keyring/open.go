@@ -207,7 +207,7 @@ func (g *Generation) OpenKeys(ctx context.Context, cfg *config.Config, keys ...*
 
 	st.begin(len(todo))
 	grp := r.prepare(todo, jwes)
-	defer grp.sess.Close() // after wg.Wait: wipes the recoveries no key used
+	defer grp.startup.Close() // after wg.Wait: wipes the recoveries no key used
 	var (
 		wg       sync.WaitGroup
 		sem      = make(chan struct{}, MaxConcurrentOpens)
@@ -288,11 +288,11 @@ func (g *Generation) OpenKeys(ctx context.Context, cfg *config.Config, keys ...*
 
 // requestGroup is the approval request group of one start-up (or of the
 // new keys of a reload): the first attempt of every sealed key recovers
-// under its unlock.Session, so an operator approves the whole start-up
+// under its unlock.Startup, so an operator approves the whole start-up
 // once per gate.
 type requestGroup struct {
-	sess     *unlock.Session
-	prepared map[string]bool     // the keys whose first attempt uses sess
+	startup  *unlock.Startup
+	prepared map[string]bool     // the keys whose first attempt uses startup
 	gateKeys map[string][]string // by Tang URL: the keys whose recoveries go there
 	start    time.Time
 	log      *slog.Logger
@@ -306,7 +306,7 @@ type requestGroup struct {
 // so that a gate's report is not overwritten by a key that starts later.
 func (r *Ring) prepare(todo []*config.Key, jwes map[string][]byte) *requestGroup {
 	grp := &requestGroup{
-		sess: unlock.NewSession(hostLabel()), prepared: map[string]bool{},
+		startup: unlock.NewStartup(hostLabel()), prepared: map[string]bool{},
 		gateKeys: map[string][]string{}, start: time.Now(), log: r.log, st: r.st,
 	}
 	st := r.st
@@ -329,12 +329,12 @@ func (r *Ring) prepare(todo []*config.Key, jwes map[string][]byte) *requestGroup
 		}
 		st.set(k.Name, "unlocking at "+orLocal(strings.Join(urls, ",")))
 	}
-	grp.sess.Prepare(all...)
+	grp.startup.Prepare(all...)
 	return grp
 }
 
 // pending reports a gate holding the session's recoveries: once per gate
-// (unlock.Session reports each gate once), naming every key waiting there
+// (unlock.Startup reports each gate once), naming every key waiting there
 // with the one code that covers them, which the client confirmed with the
 // gate (a gate showing another code stops the attempt: tang.ErrCodeMismatch).
 func (grp *requestGroup) pending(key string, p tang.Pending) {
@@ -387,7 +387,7 @@ func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.
 	var last error // the last failure of a finished attempt
 	for attempt := 1; ; attempt++ {
 		uo := &unlock.Options{
-			Session: unlock.NewSession(hostLabel()),
+			Startup: unlock.NewStartup(hostLabel()),
 			// A gate holds the recovery for an operator: show the
 			// code to compare with the gate's, and keep waiting.
 			OnPending: func(p tang.Pending) {
@@ -397,7 +397,7 @@ func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.
 			},
 		}
 		if attempt == 1 && grp.prepared[k.Name] {
-			uo.Session = grp.sess
+			uo.Startup = grp.startup
 			uo.OnPending = func(p tang.Pending) { grp.pending(k.Name, p) }
 		}
 		opts := vaultOptions(cfg, r.log)

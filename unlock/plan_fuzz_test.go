@@ -7,9 +7,9 @@ import (
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
-// FuzzSessionPrepare feeds JWE files to an approval session, which walks
-// the tang and sss tree before any recovery to prepare a blinded point
-// for each Tang server (Session.Prepare; the files are the sealed keys an
+// FuzzSessionPrepare feeds JWE files to a start-up's recovery plan, which
+// walks the tang and sss tree before any recovery to prepare a blinded
+// point for each Tang server (Startup.Prepare; the files are the sealed keys an
 // attacker may swap). Seeds: the FuzzParseJWE corpus. Properties: no
 // panic, no network; every prepared tang JWE parses, names a gate URL
 // with points, and each gate's exchange commits to exactly its points;
@@ -17,7 +17,7 @@ import (
 func FuzzSessionPrepare(f *testing.F) {
 	f.Add([]byte("eyJhbGciOiJkaXIiLCJlbmMiOiJBMjU2R0NNIiwiY2xldmlzIjp7InBpbiI6InNzcyJ9fQ..AAAAAAAAAAAAAAAA.AA.AAAAAAAAAAAAAAAAAAAAAA"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s := newSession("c2Vzc2lvbg", "host", data)
+		s := newRecoveryPlan("c2Vzc2lvbg", "host", data)
 		defer s.wipe()
 		npoints := 0
 		for url, pts := range s.points {
@@ -43,12 +43,12 @@ func FuzzSessionPrepare(f *testing.F) {
 				t.Fatalf("tang JWE for %s has no points", url)
 			}
 			j := &jwe{protected: protected}
-			got, blind, ro := s.recovery(j, nil)
-			if blind == nil || got != url || ro.Session == nil || ro.Session.Keys != len(s.points[url]) || ro.Session.Exchange != s.exchanges[url] {
+			got, blind, ro := s.take(j, nil)
+			if blind == nil || got != url || ro.Group == nil || ro.Group.Keys != len(s.points[url]) || ro.Group.Exchange != s.exchanges[url] {
 				t.Fatalf("recovery of a prepared JWE: %q %v %+v", got, blind != nil, ro)
 			}
 			blind.Wipe()
-			if _, again, _ := s.recovery(j, nil); again != nil {
+			if _, again, _ := s.take(j, nil); again != nil {
 				t.Fatal("a blind was handed out twice")
 			}
 		}
