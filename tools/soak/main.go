@@ -20,6 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/tools/internal/gobuild"
 )
 
@@ -256,7 +257,7 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 			cleanup()
 		}
 	}()
-	tangURL, thp, stopTang, err := startTang(filepath.Join(dir, "tang"))
+	tangURL, thp, stopTang, err := testenv.ServeTang(filepath.Join(dir, "tang"))
 	if err != nil {
 		return nil, nil, err
 	}
