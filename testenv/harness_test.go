@@ -107,6 +107,13 @@ func TestSyncBuffer(t *testing.T) {
 	if b.Len() != 0 {
 		t.Fatal("Reset left bytes")
 	}
+	go func() { time.Sleep(20 * time.Millisecond); b.Write([]byte("msg=ready\n")) }()
+	b.WaitFor(t, 10*time.Second, "msg=ready")
+	r := &fatalRecorder{TB: t}
+	b.WaitFor(r, 30*time.Millisecond, "msg=never")
+	if !strings.Contains(r.failed, `no "msg=never"`) || !strings.Contains(r.failed, "msg=ready") {
+		t.Fatalf("WaitFor for a missing line failed with %q, want the line and the buffer", r.failed)
+	}
 }
 
 // TestEventually: a condition that comes true passes; one that never does
@@ -246,9 +253,7 @@ func TestHostileFront(t *testing.T) {
 // TestBuildCommand builds cmd/seal once: a second call returns the same
 // binary without building again, and the binary runs.
 func TestBuildCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds cmd/seal; `make test` (no -short) runs this")
-	}
+	testenv.SkipIfShort(t, "builds cmd/seal")
 	bin := testenv.BuildCommand(t, "seal")
 	info, err := os.Stat(bin)
 	if err != nil {
