@@ -11,6 +11,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 func TestProxyV1(t *testing.T) {
@@ -223,7 +226,7 @@ func TestAcceptProxyFromTrusted(t *testing.T) {
 		c.Close()
 		t.Fatal("handshake without a PROXY header succeeded")
 	}
-	waitFor(t, "refusal counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "refusal counted", func() bool {
 		return counter(srv.metrics.Rejected.WithLabelValues("test", "proxy_header")) == 1
 	})
 }

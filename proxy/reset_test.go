@@ -64,7 +64,7 @@ func TestBackendResetIsAnError(t *testing.T) {
 		t.Fatal("the client saw a clean end (close_notify) of a stream the backend cut: want an error, so the cut shows")
 	}
 	closed := func(reason string) float64 { return counter(srv.metrics.Closed.WithLabelValues("test", reason)) }
-	waitFor(t, "the connection to be counted", func() bool { return closed(reasonBackendError)+closed(reasonBackendClosed) > 0 })
+	testenv.Eventually(t, 10*time.Second, "the connection to be counted", func() bool { return closed(reasonBackendError)+closed(reasonBackendClosed) > 0 })
 	if got := closed(reasonBackendError); got != 1 {
 		t.Fatalf("backend_error = %v, backend_closed = %v: want the reset counted as a backend error", got, closed(reasonBackendClosed))
 	}

@@ -21,8 +21,8 @@ import (
 
 func TestOffload(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web, p.api)
 	srv := start(t, cfg, nil)
 
@@ -51,7 +51,7 @@ func TestOffload(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "bytes counted", func() bool { return counter(srv.metrics.BytesOut) > 0 })
+	testenv.Eventually(t, 10*time.Second, "bytes counted", func() bool { return counter(srv.metrics.BytesOut) > 0 })
 }
 
 func TestHalfCloseBackendFirst(t *testing.T) {
@@ -104,8 +104,8 @@ func TestBridge(t *testing.T) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    p.ca.Pool(),
 	}
-	echo := startEcho(t, backTLS)
-	cfg := listenerConfig(ModeBridge, echo.addr())
+	echo := testenv.StartEcho(t, backTLS)
+	cfg := listenerConfig(ModeBridge, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	proxyClient := p.ca.Client(t, "proxy")
 	cfg.Upstream = &tls.Config{
@@ -121,12 +121,12 @@ func TestBridge(t *testing.T) {
 	if got := roundTrip(t, c, "through two TLS sessions"); got != "through two TLS sessions" {
 		t.Errorf("echo = %q", got)
 	}
-	if id := <-echo.ids; id != "proxy" {
+	if id := <-echo.IDs; id != "proxy" {
 		t.Errorf("backend saw client %q, want the proxy's certificate", id)
 	}
 
 	t.Run("wrong server name", func(t *testing.T) {
-		bad := listenerConfig(ModeBridge, echo.addr())
+		bad := listenerConfig(ModeBridge, echo.Addr)
 		bad.TLS = serverTLSConfig(t, p.web)
 		bad.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "other.test"}
 		srv := start(t, bad, nil)
@@ -147,8 +147,8 @@ func TestBridge(t *testing.T) {
 func TestEncrypt(t *testing.T) {
 	p := newPKI(t)
 	backTLS := &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
-	echo := startEcho(t, backTLS)
-	cfg := listenerConfig(ModeEncrypt, echo.addr())
+	echo := testenv.StartEcho(t, backTLS)
+	cfg := listenerConfig(ModeEncrypt, echo.Addr)
 	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test"}
 	srv := start(t, cfg, nil)
 	c, err := net.Dial("tcp", srv.addr)
@@ -163,12 +163,12 @@ func TestEncrypt(t *testing.T) {
 
 func TestConnect(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	cfg := listenerConfig(ModeConnect)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.TLS.ClientCAs = p.ca.Pool()
-	_, echoPort, _ := net.SplitHostPort(echo.addr())
+	_, echoPort, _ := net.SplitHostPort(echo.Addr)
 	cfg.ConnectAllow = []string{"127.0.0.1:" + echoPort}
 	srv := start(t, cfg, nil)
 
@@ -182,7 +182,7 @@ func TestConnect(t *testing.T) {
 		}
 		defer c.Close()
 		// The first payload bytes ride with the request.
-		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\nearly ", echo.addr(), echo.addr())
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\nearly ", echo.Addr, echo.Addr)
 		br := bufio.NewReader(c)
 		status, err := br.ReadString('\n')
 		if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
@@ -225,8 +225,8 @@ func TestConnect(t *testing.T) {
 
 func TestClientAllowRules(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.TLS.ClientCAs = p.ca.Pool()
@@ -264,15 +264,15 @@ func TestClientAllowRules(t *testing.T) {
 	if err := try(bob.TLSCertificate()); err == nil {
 		t.Error("bob accepted")
 	}
-	waitFor(t, "client_denied counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "client_denied counted", func() bool {
 		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "client_denied")) == 1
 	})
 }
 
 func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	cfg.HandshakeTimeout = 200 * time.Millisecond
@@ -287,12 +287,12 @@ func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 	if _, err := silent.Read(make([]byte, 1)); err == nil {
 		t.Fatal("silent client got data")
 	}
-	waitFor(t, "timeout counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "timeout counted", func() bool {
 		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "timeout")) == 1
 	})
 	// ...and its slot is free again. (A patient deadline from here on, so
 	// that a slow machine cannot fail the real client's handshake.)
-	waitFor(t, "slot released", func() bool { return srv.local.InUse() == 0 })
+	testenv.Eventually(t, 10*time.Second, "slot released", func() bool { return srv.local.InUse() == 0 })
 	patient := *cfg
 	patient.HandshakeTimeout = time.Minute
 	if err := srv.Update(&patient); err != nil {
@@ -310,8 +310,8 @@ func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 
 func TestLimitRefuses(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	global := NewLimiter(10)
@@ -348,8 +348,8 @@ func TestBackendFailover(t *testing.T) {
 	}
 	deadAddr := dead.Addr().String()
 	dead.Close() // nothing listens here now: connection refused
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, deadAddr, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, deadAddr, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	for i := 0; i < 2; i++ {
@@ -441,8 +441,8 @@ func TestUnixBackend(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.IdleTimeout = 200 * time.Millisecond
 	srv := start(t, cfg, nil)
@@ -464,15 +464,15 @@ func TestIdleTimeout(t *testing.T) {
 	} else if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("the proxy did not close the idle connection")
 	}
-	waitFor(t, "idle close counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "idle close counted", func() bool {
 		return counter(srv.metrics.Closed.WithLabelValues("test", reasonIdle)) == 1
 	})
 }
 
 func TestMaxLifetime(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxLifetime = 300 * time.Millisecond
 	srv := start(t, cfg, nil)
@@ -490,15 +490,15 @@ func TestMaxLifetime(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "lifetime close counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "lifetime close counted", func() bool {
 		return counter(srv.metrics.Closed.WithLabelValues("test", reasonLifetime)) == 1
 	})
 }
 
 func TestUpdateKeepsOpenConnections(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 
@@ -511,7 +511,7 @@ func TestUpdateKeepsOpenConnections(t *testing.T) {
 	echoOnce(t, old, br, "before")
 
 	renewed := p.ca.Server(t, "web.test")
-	next := listenerConfig(ModeOffload, echo.addr())
+	next := listenerConfig(ModeOffload, echo.Addr)
 	next.TLS = serverTLSConfig(t, renewed)
 	if err := srv.Update(next); err != nil {
 		t.Fatal(err)
@@ -534,8 +534,8 @@ func TestUpdateKeepsOpenConnections(t *testing.T) {
 
 func TestDrain(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 
 	t.Run("waits for open connections", func(t *testing.T) {
@@ -548,7 +548,7 @@ func TestDrain(t *testing.T) {
 		echoOnce(t, c, br, "open")
 		srv.cancel()
 		// No new connections once draining.
-		waitFor(t, "listener closed", func() bool {
+		testenv.Eventually(t, 10*time.Second, "listener closed", func() bool {
 			c, err := net.Dial("tcp", srv.addr)
 			if err == nil {
 				c.Close()
@@ -625,8 +625,8 @@ func TestNewCertificateKeyMismatch(t *testing.T) {
 
 func TestServeContextStopsAccept(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -649,7 +649,7 @@ func TestServeContextStopsAccept(t *testing.T) {
 // connect listener, which checks it and relays to the destination.
 func TestEncryptThenConnect(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	far := listenerConfig(ModeConnect)
 	far.TLS = serverTLSConfig(t, p.web)
 	far.TLS.ClientAuth = tls.RequireAndVerifyClientCert
@@ -667,7 +667,7 @@ func TestEncryptThenConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", echo.addr())
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", echo.Addr)
 	br := bufio.NewReader(c)
 	status, err := br.ReadString('\n')
 	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
@@ -680,7 +680,7 @@ func TestEncryptThenConnect(t *testing.T) {
 	if err != nil || string(rest) != "end to end through the tunnel" {
 		t.Fatalf("echo %q, %v", rest, err)
 	}
-	waitFor(t, "tunnel logged", func() bool {
+	testenv.Eventually(t, 10*time.Second, "tunnel logged", func() bool {
 		return counter(farSrv.metrics.Closed.WithLabelValues("test", reasonClientClosed)) == 1
 	})
 }
@@ -703,8 +703,8 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 
 func TestAcceptErrorsBackOff(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -772,16 +772,16 @@ func TestCloseTimeout(t *testing.T) {
 	if b, err := io.ReadAll(c); err != nil || string(b) != "bye" {
 		t.Fatalf("read %q, %v", b, err)
 	}
-	waitFor(t, "close_timeout", func() bool {
+	testenv.Eventually(t, 10*time.Second, "close_timeout", func() bool {
 		return counter(srv.metrics.Closed.WithLabelValues("test", reasonCloseTimeout)) == 1
 	})
 }
 
 func TestZeroTimeoutsMeanDefaults(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	cfg := &ListenerConfig{Name: "test", Mode: ModeOffload, TLS: serverTLSConfig(t, p.web),
-		Backends: []Backend{ParseBackend(echo.addr())}}
+		Backends: []Backend{ParseBackend(echo.Addr)}}
 	srv := start(t, cfg, nil)
 	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
 	if err != nil {
@@ -855,8 +855,8 @@ func TestBridgeResumesUpstreamAndBackendSpeaksFirst(t *testing.T) {
 // backend sees nothing; an entry naming 127.0.0.1 literally permits it.
 func TestConnectInternalDestinations(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	_, echoPort, _ := net.SplitHostPort(echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	_, echoPort, _ := net.SplitHostPort(echo.Addr)
 	withCert := clientConfig(p, "web.test")
 	withCert.Certificates = []tls.Certificate{p.client.TLSCertificate()}
 	connect := func(allow []string, dest string) string {
@@ -887,8 +887,8 @@ func TestConnectInternalDestinations(t *testing.T) {
 	if status := connect([]string{"localhost:*", "127.0.0.1:" + echoPort}, localhost); !strings.HasPrefix(status, "HTTP/1.1 200") {
 		t.Errorf("CONNECT %s with 127.0.0.1 listed = %q, want 200", localhost, status)
 	}
-	if status := connect([]string{"127.0.0.1:*"}, echo.addr()); !strings.HasPrefix(status, "HTTP/1.1 200") {
-		t.Errorf("CONNECT %s under 127.0.0.1:* = %q, want 200", echo.addr(), status)
+	if status := connect([]string{"127.0.0.1:*"}, echo.Addr); !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Errorf("CONNECT %s under 127.0.0.1:* = %q, want 200", echo.Addr, status)
 	}
 }
 

@@ -3,12 +3,14 @@ package proxy
 import (
 	"crypto/tls"
 	"testing"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 func TestSessionTicketsSurviveReloadAndRotate(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 
@@ -35,7 +37,7 @@ func TestSessionTicketsSurviveReloadAndRotate(t *testing.T) {
 	}
 
 	// A reload brings a new tls.Config; the server's keys carry over.
-	next := listenerConfig(ModeOffload, echo.addr())
+	next := listenerConfig(ModeOffload, echo.Addr)
 	next.TLS = serverTLSConfig(t, p.web)
 	if err := srv.Update(next); err != nil {
 		t.Fatal(err)
