@@ -283,21 +283,29 @@ func (p *proxyProcess) scrape(ctx context.Context) (metrics, error) {
 func (m metrics) get(name string, labels ...string) float64 {
 	var sum float64
 	for series, v := range m {
-		rest, ok := strings.CutPrefix(series, name)
-		if !ok || (rest != "" && rest[0] != '{') {
-			continue
-		}
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			if !strings.Contains(rest, fmt.Sprintf("%s=%q", labels[i], labels[i+1])) {
-				match = false
-			}
-		}
-		if match {
+		if rest, ok := seriesOf(series, name); ok && hasLabels(rest, labels) {
 			sum += v
 		}
 	}
 	return sum
+}
+
+// seriesOf returns the labels part of series ("{...}" or "") if series
+// is of the metric name.
+func seriesOf(series, name string) (string, bool) {
+	rest, ok := strings.CutPrefix(series, name)
+	return rest, ok && (rest == "" || rest[0] == '{')
+}
+
+// hasLabels reports whether the labels part rest has every k="v" pair of
+// labels (given as k, v, k, v...).
+func hasLabels(rest string, labels []string) bool {
+	for i := 0; i+1 < len(labels); i += 2 {
+		if !strings.Contains(rest, fmt.Sprintf("%s=%q", labels[i], labels[i+1])) {
+			return false
+		}
+	}
+	return true
 }
 
 // byLabel returns name's values by the value of label, over the series
@@ -306,17 +314,11 @@ func (m metrics) byLabel(name, label string, labels ...string) map[string]float6
 	out := map[string]float64{}
 	re := regexp.MustCompile(label + `="([^"]*)"`)
 	for series, v := range m {
-		rest, ok := strings.CutPrefix(series, name)
-		if !ok || (rest != "" && rest[0] != '{') {
+		rest, ok := seriesOf(series, name)
+		if !ok || !hasLabels(rest, labels) {
 			continue
 		}
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			if !strings.Contains(rest, fmt.Sprintf("%s=%q", labels[i], labels[i+1])) {
-				match = false
-			}
-		}
-		if sm := re.FindStringSubmatch(rest); match && sm != nil {
+		if sm := re.FindStringSubmatch(rest); sm != nil {
 			out[sm[1]] += v
 		}
 	}

@@ -37,7 +37,7 @@ func TestServiceUnderWine(t *testing.T) {
 	dir := t.TempDir()
 	ca := testenv.NewCA(t, "wine test CA")
 	ca.Server(t, "web.test").WriteFiles(t, dir, "web")
-	backend := echoBackend(t)
+	backend := testenv.StartEcho(t, nil).Addr
 
 	ok := filepath.Join(dir, "ok.toml")
 	okAddr := freePort(t)
@@ -213,28 +213,5 @@ func freePort(t *testing.T) string {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// echoBackend echoes each connection's bytes back, on the Linux side.
-func echoBackend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
 	return ln.Addr().String()
 }
