@@ -89,11 +89,7 @@ func TestApproveWithClientCertificate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	ca := testenv.NewCA(t, "gate")
-	srv := testenv.StartGate(t, testenv.GateOptions{
-		Operators: []string{"alice"},
-		TLS:       &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLSCertificate()}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()},
-		Configure: func(c *gate.Config) { c.CertOperators = true },
-	})
+	srv := testenv.StartGate(t, testenv.GateOptions{Operators: []string{"alice"}, OperatorCA: ca})
 	files := t.TempDir()
 	caFile := ca.WriteCA(t, files, "ca.pem")
 	certFile, keyFile := ca.Client(t, "alice").WriteFiles(t, files, "alice")

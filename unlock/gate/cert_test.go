@@ -17,15 +17,7 @@ import (
 // need no certificate.
 func TestCertOperators(t *testing.T) {
 	ca, other := testenv.NewCA(t, "operators"), testenv.NewCA(t, "elsewhere")
-	gt := testenv.StartGate(t, testenv.GateOptions{
-		Operators: []string{"alice"},
-		TLS: &tls.Config{
-			Certificates: []tls.Certificate{ca.Server(t).TLSCertificate()},
-			ClientAuth:   tls.VerifyClientCertIfGiven,
-			ClientCAs:    ca.Pool(),
-		},
-		Configure: func(c *gate.Config) { c.CertOperators = true },
-	})
+	gt := testenv.StartGate(t, testenv.GateOptions{Operators: []string{"alice"}, OperatorCA: ca})
 	thp, ready, ops := gt.Thp, gt.Ready, gt.Operators
 	client := func(leaf *testenv.Leaf) *gate.Client {
 		cfg := &tls.Config{RootCAs: ca.Pool()}

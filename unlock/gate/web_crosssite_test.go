@@ -68,13 +68,8 @@ func TestWebPageChromiumCrossSite(t *testing.T) {
 	audit := &memAudit{}
 	ca := testenv.NewCA(t, "operators")
 	gt := testenv.StartGate(t, testenv.GateOptions{
-		Operators: []string{"alice"},
-		TLS: &tls.Config{
-			Certificates: []tls.Certificate{ca.Server(t).TLSCertificate()},
-			ClientAuth:   tls.VerifyClientCertIfGiven,
-			ClientCAs:    ca.Pool(),
-		},
-		Configure: func(c *gate.Config) { c.CertOperators, c.Audit = true, audit },
+		Operators: []string{"alice"}, OperatorCA: ca,
+		Configure: func(c *gate.Config) { c.Audit = audit },
 	})
 	g, thp := gt.Gate, gt.Thp
 	alice := ca.Client(t, "alice")
