@@ -26,7 +26,8 @@ type build struct {
 // (and per env) and returns the binary's path. env entries such as
 // "GOEXPERIMENT=runtimesecret" or "GOFLAGS=" are added to the go
 // command's environment; otherwise it inherits the test's. It skips when
-// the go command is missing (fails under SEALPROXY_REQUIRE_INTEROP=1).
+// the go command is missing (fails under SEALPROXY_REQUIRE_INTEROP=1),
+// and under -short: a test that builds a binary is a long one.
 //
 // The binary lives in the system temporary directory under a name made
 // from NAME and env, replaced atomically by each test binary's first
@@ -34,6 +35,7 @@ type build struct {
 // copy each (a test binary has no hook to delete one at exit).
 func BuildCommand(t testing.TB, name string, env ...string) string {
 	t.Helper()
+	SkipIfShort(t, "builds ./cmd/"+name)
 	goTool := LookTool(t, "go", "golang-go")
 	key := name + "\x00" + strings.Join(env, "\x00")
 	v, _ := builds.LoadOrStore(key, &build{})

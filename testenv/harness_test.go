@@ -253,7 +253,6 @@ func TestHostileFront(t *testing.T) {
 // TestBuildCommand builds cmd/seal once: a second call returns the same
 // binary without building again, and the binary runs.
 func TestBuildCommand(t *testing.T) {
-	testenv.SkipIfShort(t, "builds cmd/seal")
 	bin := testenv.BuildCommand(t, "seal")
 	info, err := os.Stat(bin)
 	if err != nil {

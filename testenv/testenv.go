@@ -14,6 +14,7 @@
 //	clevis.go, softhsm.go, memscan_linux.go, wine_*.go
 //	               external tools (clevis, jose, SoftHSM) and process scans
 //	script.go      testscript commands for the CLI golden tests
+//	short.go       SkipIfShort: long tests skip under go test -short
 //
 // Helpers that take a testing.TB fail or skip the test; the tools use the
 // twins that return an error instead (GenerateCA, CA.Sign, WritePKI,
@@ -21,11 +22,15 @@
 //
 // Interop tests skip when a tool is missing, unless
 // SEALPROXY_REQUIRE_INTEROP=1 (as in CI), where a missing tool fails them.
+// Under go test -short, the quick check while editing, every test that
+// builds a binary (BuildCommand) or runs an external program (LookTool)
+// skips, as do the other long ones (SkipIfShort); make test runs them.
 package testenv
 
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"testing"
 )
@@ -35,9 +40,13 @@ func RequireInterop() bool { return os.Getenv("SEALPROXY_REQUIRE_INTEROP") == "1
 
 // LookTool returns the path of an external program a test needs. It skips
 // the test when the program is missing, or fails it under
-// SEALPROXY_REQUIRE_INTEROP=1.
+// SEALPROXY_REQUIRE_INTEROP=1. Under -short it skips too (unless
+// SEALPROXY_REQUIRE_INTEROP=1): the quick check runs no external program.
 func LookTool(t testing.TB, name, apt string) string {
 	t.Helper()
+	if !RequireInterop() {
+		SkipIfShort(t, "runs "+filepath.Base(name))
+	}
 	if runtime.GOOS == "windows" {
 		// Debian's tang, clevis, jose, socat and SoftHSM are Linux programs
 		// (under Wine their files are even visible, but do not run): the
