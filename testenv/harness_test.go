@@ -289,3 +289,21 @@ func TestRunConfinedChild(t *testing.T) {
 		t.Fatalf("a silent child: failure %q", r.failed)
 	}
 }
+
+// TestFreeAddr: the address is on loopback, refuses connections, and can
+// be listened on.
+func TestFreeAddr(t *testing.T) {
+	addr := testenv.FreeAddr(t)
+	if host, _, _ := net.SplitHostPort(addr); host != "127.0.0.1" {
+		t.Fatalf("FreeAddr = %s, want 127.0.0.1:PORT", addr)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatalf("something listens on %s", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listening on the free address: %v", err)
+	}
+	ln.Close()
+}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,17 +21,6 @@ import (
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/testenv"
 )
-
-// sandboxAddr returns a loopback address nothing listens on.
-func sandboxAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // servedSerial dials addr and returns the serial of the leaf it serves.
 func (f *fixture) servedSerial(addr, name string) string {
@@ -82,7 +70,7 @@ func TestSandboxedProcess(t *testing.T) {
 	f := newFixture(t)
 	tangSrv := testenv.EmbeddedTang(t)
 	f.sealed("web", tangSrv)
-	addr := sandboxAddr(t)
+	addr := testenv.FreeAddr(t)
 	sockDir := filepath.Join(f.dir, "run")
 	if err := os.Mkdir(sockDir, 0o755); err != nil {
 		t.Fatal(err)

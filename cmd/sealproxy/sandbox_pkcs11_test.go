@@ -38,7 +38,7 @@ func TestSandboxedPKCS11(t *testing.T) {
 	if err := os.WriteFile(pin, []byte(h.PIN+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := sandboxAddr(t)
+	addr := testenv.FreeAddr(t)
 	conf := func(cert, label string) string {
 		source := fmt.Sprintf("pkcs11:token=%s;object=%s?module-path=%s&pin-source=file:%s", h.Token, label, h.Module, pin)
 		return fmt.Sprintf("[sandbox]\nlandlock = \"required\"\n\n[[key]]\nname = \"hsm\"\ncert = %q\nsource = %q\n\n", cert, source) +

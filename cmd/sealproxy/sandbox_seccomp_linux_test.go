@@ -57,7 +57,7 @@ func TestSandboxBlockedBySeccomp(t *testing.T) {
 	bin := testenv.BuildCommand(t, "sealproxy")
 	f := newFixture(t)
 	f.sealed("web", testenv.EmbeddedTang(t))
-	addr := sandboxAddr(t)
+	addr := testenv.FreeAddr(t)
 	run := func(mode string) *exec.Cmd {
 		path := f.write("[sandbox]\nlandlock = \"" + mode + "\"\n\n" + key("web") + f.listener("web", addr))
 		cmd := exec.Command(os.Args[0], "-test.run=^TestSandboxBlockedBySeccomp$")

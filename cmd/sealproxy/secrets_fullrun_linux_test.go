@@ -68,7 +68,7 @@ func TestSecretsFullRun(t *testing.T) {
 	tokenFile := r.input("token", token+"\n")
 	wrongToken := strings.Repeat("x", len(token)-4) + "nope"
 	wrongTokenFile := r.input("wrong-token", wrongToken+"\n")
-	gateAddr := freePort(t)
+	gateAddr := testenv.FreeAddr(t)
 	gateURL := "http://" + gateAddr
 	gateProc := r.start("sealgate serve", "sealgate", "serve", "--dir", gateDir, "--listen", gateAddr,
 		"--approval", "required", "--audit", audit, "--hold", "2s")
@@ -90,7 +90,7 @@ func TestSecretsFullRun(t *testing.T) {
 	}
 
 	echo := testenv.StartEcho(t, nil).Addr
-	listen, adminAddr := freePort(t), freePort(t)
+	listen, adminAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg := filepath.Join(proxyDir, "sealproxy.toml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, `shutdown_timeout = "5s"
 
@@ -185,7 +185,7 @@ timeout = "30s"
 	}
 	wrongThp := strings.Repeat("A", len(thp))
 	r.run("seal encrypt (wrong thumbprint)", keyPEM, "seal", "encrypt", "tang", `{"url":"`+gateURL+`","thp":"`+wrongThp+`"}`)
-	dead := "http://" + freePort(t)
+	dead := "http://" + testenv.FreeAddr(t)
 	r.run("seal encrypt (unreachable Tang)", keyPEM, "seal", "encrypt", "tang", `{"url":"`+dead+`","thp":"`+thp+`"}`)
 	r.run("seal inspect", []byte(jwe), "seal", "inspect")
 	badCfg := filepath.Join(proxyDir, "bad.toml")
@@ -213,7 +213,7 @@ timeout = "30s"
 			uri := fmt.Sprintf("pkcs11:token=%s;object=ec256;type=private?module-path=%s&%s", h.Token, h.Module, pin)
 			// The configuration names the wrong PIN by design: an input.
 			hsmCfg := r.input(fmt.Sprintf("hsm%d.toml", i), fmt.Sprintf("[[key]]\nname = \"hsm\"\ncert = %q\nsource = %q\n\n[[listener]]\nname = \"hsm\"\nlisten = %q\nmode = \"offload\"\nkeys = [\"hsm\"]\nbackend = %q\n",
-				certFile, uri, freePort(t), echo))
+				certFile, uri, testenv.FreeAddr(t), echo))
 			name := fmt.Sprintf("sealproxy run (PKCS#11, wrong PIN, %s)", strings.SplitN(pin, "=", 2)[0])
 			_, stderr, err := r.run(name, nil, "sealproxy", "run", "--config", hsmCfg)
 			if err == nil {
@@ -243,8 +243,8 @@ timeout = "30s"
 		t.Fatal(err)
 	}
 	cfgData = bytes.Replace(cfgData, []byte(`timeout = "30s"`), []byte(`timeout = "2s"`), 1)
-	cfgData = bytes.Replace(cfgData, []byte(listen), []byte(freePort(t)), 1)
-	cfgData = bytes.Replace(cfgData, []byte(adminAddr), []byte(freePort(t)), 1)
+	cfgData = bytes.Replace(cfgData, []byte(listen), []byte(testenv.FreeAddr(t)), 1)
+	cfgData = bytes.Replace(cfgData, []byte(adminAddr), []byte(testenv.FreeAddr(t)), 1)
 	if err := os.WriteFile(downCfg, cfgData, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -486,16 +486,6 @@ func (r *fullRun) code(p *fullProc) string {
 		return false
 	})
 	return code
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func roundTripTLS(t *testing.T, addr string, pool *x509.CertPool, msg string) {

@@ -40,7 +40,7 @@ func TestServiceUnderWine(t *testing.T) {
 	backend := testenv.StartEcho(t, nil).Addr
 
 	ok := filepath.Join(dir, "ok.toml")
-	okAddr := freePort(t)
+	okAddr := testenv.FreeAddr(t)
 	writeConfig(t, ok, okAddr, backend)
 	// The failing instance's port is held here, so it installs (the
 	// configuration is valid) but cannot start.
@@ -204,14 +204,4 @@ func dialRetry(t *testing.T, addr string, ca *testenv.CA) *tls.Conn {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
