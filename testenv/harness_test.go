@@ -251,7 +251,8 @@ func TestHostileFront(t *testing.T) {
 }
 
 // TestBuildCommand builds cmd/seal once: a second call returns the same
-// binary without building again, and the binary runs.
+// binary without building again, and the binary runs. Build puts one
+// where the caller says.
 func TestBuildCommand(t *testing.T) {
 	bin := testenv.BuildCommand(t, "seal")
 	info, err := os.Stat(bin)
@@ -267,6 +268,18 @@ func TestBuildCommand(t *testing.T) {
 	out, _ := exec.Command(bin, "--help").CombinedOutput()
 	if !strings.Contains(string(out), "seal") {
 		t.Fatalf("seal --help printed:\n%s", out)
+	}
+	// Build, the tools' form, writes DIR/NAME.
+	dir := t.TempDir()
+	built, err := testenv.Build(t.Context(), "seal", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(built) != dir {
+		t.Fatalf("Build wrote %s, want it in %s", built, dir)
+	}
+	if _, err := os.Stat(built); err != nil {
+		t.Fatal(err)
 	}
 }
 

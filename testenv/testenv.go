@@ -10,7 +10,8 @@
 //	ca.go, pki.go  throw-away CAs and certificates; WritePKI for the tools
 //	eventually.go  Eventually/Poll: wait for a condition instead of sleeping
 //	syncbuffer.go  SyncBuffer: a buffer written and read at once
-//	build.go       BuildCommand: go build ./cmd/NAME once per test binary
+//	build.go       BuildCommand: go build ./cmd/NAME once per test binary;
+//	               Build: the same for the tools (demo, soak)
 //	landlock.go    NeedLandlock, RunConfinedChild: sandbox tests
 //	clevis.go, softhsm.go, memscan_linux.go, wine_*.go
 //	               external tools (clevis, jose, SoftHSM) and process scans
@@ -19,7 +20,7 @@
 //
 // Helpers that take a testing.TB fail or skip the test; the tools use the
 // twins that return an error instead (GenerateCA, CA.Sign, WritePKI,
-// ServeGate, Poll).
+// ServeGate, ServeTang, FindFreeAddr, Build, Poll).
 //
 // Interop tests skip when a tool is missing, unless
 // SEALPROXY_REQUIRE_INTEROP=1 (as in CI), where a missing tool fails them.

@@ -37,7 +37,6 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/testenv"
-	"github.com/sealproxy/sealproxy/tools/internal/gobuild"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 )
@@ -139,7 +138,7 @@ timeout = "1m"
 		return err
 	}
 	fmt.Fprintln(out, "4. building sealproxy from this checkout and starting `sealproxy run`:")
-	bin, err := gobuild.Command(ctx, "sealproxy", dir)
+	bin, err := testenv.Build(ctx, "sealproxy", dir, "GOEXPERIMENT=runtimesecret")
 	if err != nil {
 		return err
 	}

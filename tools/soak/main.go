@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/testenv"
-	"github.com/sealproxy/sealproxy/tools/internal/gobuild"
 )
 
 // Listener timeouts the scenarios depend on.
@@ -285,7 +284,7 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 	stops = append(stops, sb.close)
 
 	logf("building sealproxy")
-	bin, err := gobuild.Command(ctx, "sealproxy", dir)
+	bin, err := testenv.Build(ctx, "sealproxy", dir, "GOEXPERIMENT=runtimesecret")
 	if err != nil {
 		return nil, nil, err
 	}
