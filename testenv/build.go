@@ -52,9 +52,16 @@ func BuildCommand(t testing.TB, name string, env ...string) string {
 
 func buildCached(goTool, name string, env []string) (string, error) {
 	// The test's directory (its package's) keeps two checkouts, or two
-	// packages building at once, from sharing a binary.
+	// packages building at once, from sharing a binary; the inherited
+	// build settings keep a run with GOEXPERIMENT=runtimesecret (make
+	// test's second pass) from using another run's build.
 	wd, _ := os.Getwd()
-	sum := sha256.Sum256([]byte(name + "\x00" + strings.Join(env, "\x00") + "\x00" + wd))
+	key := []string{name, wd}
+	key = append(key, env...)
+	for _, v := range []string{"GOEXPERIMENT", "GOFLAGS", "CGO_ENABLED", "GOOS", "GOARCH", "GOTOOLCHAIN"} {
+		key = append(key, v+"="+os.Getenv(v))
+	}
+	sum := sha256.Sum256([]byte(strings.Join(key, "\x00")))
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("sealproxy-testbin-%d", os.Getuid()))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", err
