@@ -27,6 +27,7 @@ import (
 // sc stop with exit code 0, uninstall. tools/wine/run.sh (make
 // test-windows) builds the .exe and sets up the Wine prefix.
 func TestServiceUnderWine(t *testing.T) {
+	testenv.SkipIfShort(t, "drives sealproxy.exe under Wine's service manager")
 	exe := os.Getenv("SEALPROXY_WINE_SEALPROXY")
 	if exe == "" {
 		t.Skip("runs from make test-windows (tools/wine/run.sh), which builds sealproxy.exe and a Wine prefix")
