@@ -19,6 +19,9 @@ import (
 	"testing"
 
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 // TestBulkBothWays streams megabytes both ways at once through bridge
@@ -26,8 +29,8 @@ import (
 func TestBulkBothWays(t *testing.T) {
 	p := newPKI(t)
 	backTLS := &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
-	echo := startEcho(t, backTLS)
-	cfg := listenerConfig(config.ModeBridge, echo.addr())
+	echo := testenv.StartEcho(t, backTLS)
+	cfg := listenerConfig(config.ModeBridge, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test"}
 	srv := start(t, cfg, nil)
@@ -71,8 +74,8 @@ func TestBulkBothWays(t *testing.T) {
 // anywhere in the relay would stall it.
 func TestPingPong(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
@@ -88,8 +91,8 @@ func TestPingPong(t *testing.T) {
 
 func BenchmarkHandshake(b *testing.B) {
 	p := newPKI(b)
-	echo := startEcho(b, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(b, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(b, p.web)
 	srv := start(b, cfg, &Options{Log: discardLog})
 	cc := clientConfig(p, "web.test")
@@ -208,7 +211,7 @@ func benchmarkIdleConnMemory(b *testing.B, mode config.Mode) {
 	if !lines.Scan() || lines.Text() != "ready" {
 		b.Fatalf("helper: %q", lines.Text())
 	}
-	waitFor(b, "all active", func() bool { return counter(srv.metrics.Active) == n })
+	testenv.Eventually(b, 10*time.Second, "all active", func() bool { return counter(srv.metrics.Active) == n })
 	for b.Loop() {
 		runtime.GC()
 		runtime.ReadMemStats(&after)
@@ -245,8 +248,8 @@ func TestHelperIdleClients(t *testing.T) {
 		}
 		backTLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
-	echo := startEcho(t, backTLS)
-	fmt.Println(echo.addr())
+	echo := testenv.StartEcho(t, backTLS)
+	fmt.Println(echo.Addr)
 	in := bufio.NewScanner(os.Stdin)
 	if !in.Scan() {
 		t.Fatal("no proxy address")
@@ -280,8 +283,8 @@ func TestHelperIdleClients(t *testing.T) {
 // offload (client and echo backend in this process).
 func BenchmarkPingPong64(b *testing.B) {
 	p := newPKI(b)
-	echo := startEcho(b, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(b, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(b, p.web)
 	srv := start(b, cfg, &Options{Log: discardLog})
 	c, err := dialTLS(b, srv.addr, clientConfig(p, "web.test"))

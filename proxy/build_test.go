@@ -121,14 +121,14 @@ client_ca = "clients.pem"
 
 func TestCRLRevokesClient(t *testing.T) {
 	f := newBuildFixture(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	cfg := f.config(t, buildKeys+`
 [[listener]]
 name = "test"
 listen = "127.0.0.1:0"
 mode = "offload"
 keys = ["web"]
-backend = "`+echo.addr()+`"
+backend = "`+echo.Addr+`"
 [listener.tls]
 client_auth = "require"
 client_ca = "clients.pem"
@@ -161,7 +161,7 @@ crl = ["clients.crl"]
 	if err := try(f.bob); err == nil {
 		t.Fatal("revoked bob was let in")
 	}
-	waitFor(t, "client_revoked counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "client_revoked counted", func() bool {
 		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "client_revoked")) == 1
 	})
 
@@ -177,7 +177,7 @@ crl = ["clients.crl"]
 
 func TestOCSPStaple(t *testing.T) {
 	f := newBuildFixture(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	staple := f.p.ca.OCSPResponse(t, f.p.web.Cert, false)
 	if err := os.WriteFile(filepath.Join(f.dir, "web.ocsp"), staple, 0o644); err != nil {
 		t.Fatal(err)
@@ -188,7 +188,7 @@ name = "test"
 listen = "127.0.0.1:0"
 mode = "offload"
 keys = ["web"]
-backend = "` + echo.addr() + `"
+backend = "` + echo.Addr + `"
 `
 	cfg := f.config(t, body)
 	lcs, err := Build(context.Background(), cfg, f.open, nil)
@@ -233,9 +233,9 @@ func TestBuildBridgeAndConnect(t *testing.T) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    f.p.ca.Pool(),
 	}
-	tlsEcho := startEcho(t, backTLS)
-	plainEcho := startEcho(t, nil)
-	_, echoPort, _ := net.SplitHostPort(plainEcho.addr())
+	tlsEcho := testenv.StartEcho(t, backTLS)
+	plainEcho := testenv.StartEcho(t, nil)
+	_, echoPort, _ := net.SplitHostPort(plainEcho.Addr)
 	cfg := f.config(t, buildKeys+`
 [[key]]
 name = "proxyclient"
@@ -247,7 +247,7 @@ name = "bridge"
 listen = "127.0.0.1:0"
 mode = "bridge"
 keys = ["web"]
-backend = "`+tlsEcho.addr()+`"
+backend = "`+tlsEcho.Addr+`"
 [listener.upstream]
 ca = "backend-ca.pem"
 server_name = "backend.test"
@@ -278,7 +278,7 @@ allow = ["127.0.0.1:`+echoPort+`"]
 		t.Errorf("bridge echo %q", got)
 	}
 	c.Close()
-	if id := <-tlsEcho.ids; id != "sealproxy" {
+	if id := <-tlsEcho.IDs; id != "sealproxy" {
 		t.Errorf("backend saw client %q", id)
 	}
 
@@ -289,7 +289,7 @@ allow = ["127.0.0.1:`+echoPort+`"]
 		t.Fatal(err)
 	}
 	defer c.Close()
-	io.WriteString(c, "CONNECT "+plainEcho.addr()+" HTTP/1.1\r\n\r\n")
+	io.WriteString(c, "CONNECT "+plainEcho.Addr+" HTTP/1.1\r\n\r\n")
 	br := bufio.NewReader(c)
 	if status, _ := br.ReadString('\n'); !strings.HasPrefix(status, "HTTP/1.1 200") {
 		t.Fatalf("CONNECT status %q", status)
@@ -305,7 +305,7 @@ allow = ["127.0.0.1:`+echoPort+`"]
 // A CBC suite named in cipher_suites is served.
 func TestDefaultsIntermediate(t *testing.T) {
 	f := newBuildFixture(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	listener := func(tlsTable string) string {
 		return buildKeys + `
 [[listener]]
@@ -313,7 +313,7 @@ name = "web"
 listen = "127.0.0.1:0"
 mode = "offload"
 keys = ["web"]
-backend = "` + echo.addr() + `"
+backend = "` + echo.Addr + `"
 ` + tlsTable
 	}
 	serve := func(cfg *config.Config) string {
@@ -373,8 +373,8 @@ backend = "` + echo.addr() + `"
 // configuration refuses that combination too, this is the second fence.
 func TestAllowRulesNeedACertificate(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.VerifyClientCertIfGiven
 	cfg.TLS.ClientCAs = p.ca.Pool()

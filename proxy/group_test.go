@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -24,9 +25,9 @@ import (
 
 func TestGroupReloadUnderTraffic(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	mk := func(name string, leaf *testenv.Leaf) *ListenerConfig {
-		lc := listenerConfig(config.ModeOffload, echo.addr())
+		lc := listenerConfig(config.ModeOffload, echo.Addr)
 		lc.Name, lc.Listen = name, "127.0.0.1:0"
 		lc.TLS = serverTLSConfig(t, leaf)
 		return lc
@@ -58,7 +59,7 @@ func TestGroupReloadUnderTraffic(t *testing.T) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	waitFor(t, "ready", g.Ready)
+	testenv.Eventually(t, 10*time.Second, "ready", g.Ready)
 	addrA := g.Addr("a").String()
 
 	// Traffic: one long-lived connection echoing and a stream of new
@@ -163,7 +164,7 @@ func TestGroupReloadUnderTraffic(t *testing.T) {
 	if err := g.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b closed", func() bool {
+	testenv.Eventually(t, 10*time.Second, "b closed", func() bool {
 		c, err := net.Dial("tcp", addrB)
 		if err == nil {
 			c.Close()
@@ -199,8 +200,8 @@ func TestGroupReloadUnderTraffic(t *testing.T) {
 
 func TestGroupPlanCallbacks(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	good := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	good := listenerConfig(config.ModeOffload, echo.Addr)
 	good.Listen = "127.0.0.1:0"
 	good.TLS = serverTLSConfig(t, p.web)
 	bad := listenerConfig(config.ModeOffload) // no backend: refused by apply
@@ -215,7 +216,7 @@ func TestGroupPlanCallbacks(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
-	waitFor(t, "ready", g.Ready)
+	testenv.Eventually(t, 10*time.Second, "ready", g.Ready)
 	next = bad
 	if err := g.Reload(ctx); err == nil {
 		t.Fatal("bad plan applied")
@@ -234,7 +235,7 @@ func TestGroupPlanCallbacks(t *testing.T) {
 // bound shared by two listeners.
 func TestGroupUnixListenerAndGlobalLimit(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	sock := filepath.Join(t.TempDir(), "web.sock")
 	stale, err := net.Listen("unix", sock)
 	if err != nil {
@@ -243,9 +244,9 @@ func TestGroupUnixListenerAndGlobalLimit(t *testing.T) {
 	stale.(*net.UnixListener).SetUnlinkOnClose(false)
 	stale.Close() // the file stays, nobody answers
 
-	a := listenerConfig(config.ModeOffload, echo.addr())
+	a := listenerConfig(config.ModeOffload, echo.Addr)
 	a.Name, a.Listen, a.TLS = "a", "unix:"+sock, serverTLSConfig(t, p.web)
-	b := listenerConfig(config.ModeOffload, echo.addr())
+	b := listenerConfig(config.ModeOffload, echo.Addr)
 	b.Name, b.Listen, b.TLS = "b", "127.0.0.1:0", serverTLSConfig(t, p.web)
 	m := NewMetrics(prometheus.NewRegistry())
 	g := NewGroup(func(context.Context) (*Plan, error) {
@@ -260,7 +261,7 @@ func TestGroupUnixListenerAndGlobalLimit(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	waitFor(t, "ready", g.Ready)
+	testenv.Eventually(t, 10*time.Second, "ready", g.Ready)
 
 	raw, err := net.Dial("unix", sock)
 	if err != nil {
@@ -283,7 +284,7 @@ func TestGroupUnixListenerAndGlobalLimit(t *testing.T) {
 			t.Fatal("b served above the global bound")
 		}
 	}
-	waitFor(t, "global refusal counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "global refusal counted", func() bool {
 		return counter(m.Rejected.WithLabelValues("b", "global_limit")) == 1
 	})
 }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -129,59 +128,6 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// echoBackend echoes each connection and half-closes when the client
-// does. With tlsCfg it speaks TLS; it reports client identities on ids.
-type echoBackend struct {
-	ln  net.Listener
-	ids chan string
-	wg  sync.WaitGroup
-}
-
-func startEcho(t testing.TB, tlsCfg *tls.Config) *echoBackend {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &echoBackend{ln: ln, ids: make(chan string, 100)}
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			b.wg.Add(1)
-			go func() {
-				defer b.wg.Done()
-				defer c.Close()
-				var rw io.ReadWriter = c
-				if tlsCfg != nil {
-					tc := tls.Server(c, tlsCfg)
-					if err := tc.Handshake(); err != nil {
-						return
-					}
-					cs := tc.ConnectionState()
-					if len(cs.PeerCertificates) > 0 {
-						b.ids <- cs.PeerCertificates[0].Subject.CommonName
-					}
-					rw = tc
-					defer tc.CloseWrite()
-				}
-				_, _ = io.Copy(rw, rw)
-				if tlsCfg == nil {
-					_ = c.(*net.TCPConn).CloseWrite()
-				}
-			}()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); b.wg.Wait() })
-	return b
-}
-
-func (b *echoBackend) addr() string { return b.ln.Addr().String() }
-
 // roundTrip writes msg, half-closes, and reads everything until EOF.
 func roundTrip(t testing.TB, c net.Conn, msg string) string {
 	t.Helper()
@@ -227,18 +173,6 @@ func dialTLS(t testing.TB, addr string, cfg *tls.Config) (*tls.Conn, error) {
 
 func clientConfig(p *pki, sni string) *tls.Config {
 	return &tls.Config{RootCAs: p.ca.Pool(), ServerName: sni}
-}
-
-// waitFor polls cond until it holds, failing the test after 10s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func counter(c prometheus.Collector) float64 { return testutil.ToFloat64(c) }

@@ -102,7 +102,7 @@ func TestOpenSSLClient(t *testing.T) {
 	}
 	// The client-certificate run shows up as the identity in the log line;
 	// the metric sees four handshakes.
-	waitFor(t, "handshakes observed", func() bool {
+	testenv.Eventually(t, 10*time.Second, "handshakes observed", func() bool {
 		return counter(srv.metrics.Accepted) == 4
 	})
 }
@@ -231,7 +231,7 @@ func TestCurlClientCertificates(t *testing.T) {
 		"--resolve", "web.test:"+port+":127.0.0.1", "https://web.test:"+port+"/").Run(); err == nil {
 		t.Error("a client without a certificate was let in")
 	}
-	waitFor(t, "denied counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "denied counted", func() bool {
 		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "client_denied")) == 1
 	})
 }

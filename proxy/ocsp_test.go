@@ -63,7 +63,7 @@ func TestOCSPFetchAndRefresh(t *testing.T) {
 	if got.OCSPStaple == nil {
 		t.Fatal("the still valid staple was dropped while refreshing")
 	}
-	waitFor(t, "refresh", func() bool { return requests.Load() == 2 && !st.busy.Load() })
+	testenv.Eventually(t, 10*time.Second, "refresh", func() bool { return requests.Load() == 2 && !st.busy.Load() })
 
 	// Past expiry with a responder that now says revoked: no staple is
 	// sent, and failed refreshes back off.
@@ -73,7 +73,7 @@ func TestOCSPFetchAndRefresh(t *testing.T) {
 	if got.OCSPStaple != nil {
 		t.Fatal("an expired staple was sent")
 	}
-	waitFor(t, "failed refresh", func() bool { return requests.Load() == 3 && !st.busy.Load() })
+	testenv.Eventually(t, 10*time.Second, "failed refresh", func() bool { return requests.Load() == 3 && !st.busy.Load() })
 	chooser.GetCertificate(hello)
 	if requests.Load() != 3 {
 		t.Fatal("a failed refresh was retried at once")
@@ -128,8 +128,8 @@ func TestOCSPFromOpenSSLResponder(t *testing.T) {
 	if err := st.fetch(ctx); err != nil {
 		t.Fatalf("fetch: %v", err)
 	}
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cert := tlsCert(t, leaf)
 	chooser := &CertChooser{}
 	if err := chooser.swap([]*tls.Certificate{cert}, map[*tls.Certificate]*stapler{cert: st}); err != nil {

@@ -13,6 +13,9 @@ import (
 	"testing"
 
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 func TestProxyV1(t *testing.T) {
@@ -227,7 +230,7 @@ func TestAcceptProxyFromTrusted(t *testing.T) {
 	}
 	// One event, one spelling: the refusal and the close carry the same
 	// reason label (and the log line's reason is the close's).
-	waitFor(t, "refusal counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "refusal counted", func() bool {
 		return counter(srv.metrics.Rejected.WithLabelValues("test", "bad_proxy_header")) == 1 &&
 			counter(srv.metrics.Closed.WithLabelValues("test", "bad_proxy_header")) == 1
 	})

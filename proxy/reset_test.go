@@ -67,7 +67,7 @@ func TestBackendResetIsAnError(t *testing.T) {
 	closed := func(reason closeReason) float64 {
 		return counter(srv.metrics.Closed.WithLabelValues("test", string(reason)))
 	}
-	waitFor(t, "the connection to be counted", func() bool { return closed(reasonBackendError)+closed(reasonBackendClosed) > 0 })
+	testenv.Eventually(t, 10*time.Second, "the connection to be counted", func() bool { return closed(reasonBackendError)+closed(reasonBackendClosed) > 0 })
 	if got := closed(reasonBackendError); got != 1 {
 		t.Fatalf("backend_error = %v, backend_closed = %v: want the reset counted as a backend error", got, closed(reasonBackendClosed))
 	}

@@ -22,8 +22,8 @@ import (
 
 func TestOffload(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web, p.api)
 	srv := start(t, cfg, nil)
 
@@ -52,7 +52,7 @@ func TestOffload(t *testing.T) {
 			}
 		})
 	}
-	waitFor(t, "bytes counted", func() bool { return counter(srv.metrics.BytesOut) > 0 })
+	testenv.Eventually(t, 10*time.Second, "bytes counted", func() bool { return counter(srv.metrics.BytesOut) > 0 })
 }
 
 func TestHalfCloseBackendFirst(t *testing.T) {
@@ -105,8 +105,8 @@ func TestBridge(t *testing.T) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    p.ca.Pool(),
 	}
-	echo := startEcho(t, backTLS)
-	cfg := listenerConfig(config.ModeBridge, echo.addr())
+	echo := testenv.StartEcho(t, backTLS)
+	cfg := listenerConfig(config.ModeBridge, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	proxyClient := p.ca.Client(t, "proxy")
 	cfg.Upstream = &tls.Config{
@@ -122,12 +122,12 @@ func TestBridge(t *testing.T) {
 	if got := roundTrip(t, c, "through two TLS sessions"); got != "through two TLS sessions" {
 		t.Errorf("echo = %q", got)
 	}
-	if id := <-echo.ids; id != "proxy" {
+	if id := <-echo.IDs; id != "proxy" {
 		t.Errorf("backend saw client %q, want the proxy's certificate", id)
 	}
 
 	t.Run("wrong server name", func(t *testing.T) {
-		bad := listenerConfig(config.ModeBridge, echo.addr())
+		bad := listenerConfig(config.ModeBridge, echo.Addr)
 		bad.TLS = serverTLSConfig(t, p.web)
 		bad.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "other.test"}
 		srv := start(t, bad, nil)
@@ -148,8 +148,8 @@ func TestBridge(t *testing.T) {
 func TestEncrypt(t *testing.T) {
 	p := newPKI(t)
 	backTLS := &tls.Config{Certificates: []tls.Certificate{p.backend.TLSCertificate()}}
-	echo := startEcho(t, backTLS)
-	cfg := listenerConfig(config.ModeEncrypt, echo.addr())
+	echo := testenv.StartEcho(t, backTLS)
+	cfg := listenerConfig(config.ModeEncrypt, echo.Addr)
 	cfg.Upstream = &tls.Config{RootCAs: p.backCA.Pool(), ServerName: "backend.test"}
 	srv := start(t, cfg, nil)
 	c, err := net.Dial("tcp", srv.addr)
@@ -164,12 +164,12 @@ func TestEncrypt(t *testing.T) {
 
 func TestConnect(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	cfg := listenerConfig(config.ModeConnect)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.TLS.ClientCAs = p.ca.Pool()
-	_, echoPort, _ := net.SplitHostPort(echo.addr())
+	_, echoPort, _ := net.SplitHostPort(echo.Addr)
 	cfg.ConnectAllow = []string{"127.0.0.1:" + echoPort}
 	srv := start(t, cfg, nil)
 
@@ -183,7 +183,7 @@ func TestConnect(t *testing.T) {
 		}
 		defer c.Close()
 		// The first payload bytes ride with the request.
-		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\nearly ", echo.addr(), echo.addr())
+		fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\nearly ", echo.Addr, echo.Addr)
 		br := bufio.NewReader(c)
 		status, err := br.ReadString('\n')
 		if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
@@ -226,8 +226,8 @@ func TestConnect(t *testing.T) {
 
 func TestClientAllowRules(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.TLS.ClientAuth = tls.RequireAndVerifyClientCert
 	cfg.TLS.ClientCAs = p.ca.Pool()
@@ -265,15 +265,15 @@ func TestClientAllowRules(t *testing.T) {
 	if err := try(bob.TLSCertificate()); err == nil {
 		t.Error("bob accepted")
 	}
-	waitFor(t, "client_denied counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "client_denied counted", func() bool {
 		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "client_denied")) == 1
 	})
 }
 
 func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	cfg.HandshakeTimeout = 200 * time.Millisecond
@@ -288,12 +288,12 @@ func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 	if _, err := silent.Read(make([]byte, 1)); err == nil {
 		t.Fatal("silent client got data")
 	}
-	waitFor(t, "timeout counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "timeout counted", func() bool {
 		return counter(srv.metrics.HandshakeErrors.WithLabelValues("test", "timeout")) == 1
 	})
 	// ...and its slot is free again. (A patient deadline from here on, so
 	// that a slow machine cannot fail the real client's handshake.)
-	waitFor(t, "slot released", func() bool { return srv.local.InUse() == 0 })
+	testenv.Eventually(t, 10*time.Second, "slot released", func() bool { return srv.local.InUse() == 0 })
 	patient := *cfg
 	patient.HandshakeTimeout = time.Minute
 	if err := srv.Update(&patient); err != nil {
@@ -311,8 +311,8 @@ func TestHandshakeTimeoutFreesSlot(t *testing.T) {
 
 func TestLimitRefuses(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	global := NewLimiter(10)
@@ -349,8 +349,8 @@ func TestBackendFailover(t *testing.T) {
 	}
 	deadAddr := dead.Addr().String()
 	dead.Close() // nothing listens here now: connection refused
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, deadAddr, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, deadAddr, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 	for i := 0; i < 2; i++ {
@@ -442,8 +442,8 @@ func TestUnixBackend(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.IdleTimeout = 200 * time.Millisecond
 	srv := start(t, cfg, nil)
@@ -465,15 +465,15 @@ func TestIdleTimeout(t *testing.T) {
 	} else if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("the proxy did not close the idle connection")
 	}
-	waitFor(t, "idle close counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "idle close counted", func() bool {
 		return counter(srv.metrics.Closed.WithLabelValues("test", string(reasonIdleTimeout))) == 1
 	})
 }
 
 func TestMaxLifetime(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxLifetime = 300 * time.Millisecond
 	srv := start(t, cfg, nil)
@@ -491,15 +491,15 @@ func TestMaxLifetime(t *testing.T) {
 			}
 		}
 	}
-	waitFor(t, "lifetime close counted", func() bool {
+	testenv.Eventually(t, 10*time.Second, "lifetime close counted", func() bool {
 		return counter(srv.metrics.Closed.WithLabelValues("test", string(reasonMaxLifetime))) == 1
 	})
 }
 
 func TestUpdateKeepsOpenConnections(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 
@@ -512,7 +512,7 @@ func TestUpdateKeepsOpenConnections(t *testing.T) {
 	echoOnce(t, old, br, "before")
 
 	renewed := p.ca.Server(t, "web.test")
-	next := listenerConfig(config.ModeOffload, echo.addr())
+	next := listenerConfig(config.ModeOffload, echo.Addr)
 	next.TLS = serverTLSConfig(t, renewed)
 	if err := srv.Update(next); err != nil {
 		t.Fatal(err)
@@ -535,8 +535,8 @@ func TestUpdateKeepsOpenConnections(t *testing.T) {
 
 func TestDrain(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 
 	t.Run("waits for open connections", func(t *testing.T) {
@@ -549,7 +549,7 @@ func TestDrain(t *testing.T) {
 		echoOnce(t, c, br, "open")
 		srv.cancel()
 		// No new connections once draining.
-		waitFor(t, "listener closed", func() bool {
+		testenv.Eventually(t, 10*time.Second, "listener closed", func() bool {
 			c, err := net.Dial("tcp", srv.addr)
 			if err == nil {
 				c.Close()
@@ -626,8 +626,8 @@ func TestNewCertificateKeyMismatch(t *testing.T) {
 
 func TestServeContextStopsAccept(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -650,7 +650,7 @@ func TestServeContextStopsAccept(t *testing.T) {
 // connect listener, which checks it and relays to the destination.
 func TestEncryptThenConnect(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	far := listenerConfig(config.ModeConnect)
 	far.TLS = serverTLSConfig(t, p.web)
 	far.TLS.ClientAuth = tls.RequireAndVerifyClientCert
@@ -668,7 +668,7 @@ func TestEncryptThenConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", echo.addr())
+	fmt.Fprintf(c, "CONNECT %s HTTP/1.1\r\n\r\n", echo.Addr)
 	br := bufio.NewReader(c)
 	status, err := br.ReadString('\n')
 	if err != nil || !strings.HasPrefix(status, "HTTP/1.1 200") {
@@ -681,7 +681,7 @@ func TestEncryptThenConnect(t *testing.T) {
 	if err != nil || string(rest) != "end to end through the tunnel" {
 		t.Fatalf("echo %q, %v", rest, err)
 	}
-	waitFor(t, "tunnel logged", func() bool {
+	testenv.Eventually(t, 10*time.Second, "tunnel logged", func() bool {
 		return counter(farSrv.metrics.Closed.WithLabelValues("test", string(reasonClientClosed))) == 1
 	})
 }
@@ -704,8 +704,8 @@ func (l *flakyListener) Accept() (net.Conn, error) {
 
 func TestAcceptErrorsBackOff(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	cfg.MaxConns = 1
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
@@ -773,16 +773,16 @@ func TestCloseTimeout(t *testing.T) {
 	if b, err := io.ReadAll(c); err != nil || string(b) != "bye" {
 		t.Fatalf("read %q, %v", b, err)
 	}
-	waitFor(t, "close_timeout", func() bool {
+	testenv.Eventually(t, 10*time.Second, "close_timeout", func() bool {
 		return counter(srv.metrics.Closed.WithLabelValues("test", string(reasonCloseTimeout))) == 1
 	})
 }
 
 func TestZeroTimeoutsMeanDefaults(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
+	echo := testenv.StartEcho(t, nil)
 	cfg := &ListenerConfig{Name: "test", Mode: config.ModeOffload, TLS: serverTLSConfig(t, p.web),
-		Backends: []Backend{ParseBackend(echo.addr())}}
+		Backends: []Backend{ParseBackend(echo.Addr)}}
 	srv := start(t, cfg, nil)
 	c, err := dialTLS(t, srv.addr, clientConfig(p, "web.test"))
 	if err != nil {
@@ -856,8 +856,8 @@ func TestBridgeResumesUpstreamAndBackendSpeaksFirst(t *testing.T) {
 // backend sees nothing; an entry naming 127.0.0.1 literally permits it.
 func TestConnectInternalDestinations(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	_, echoPort, _ := net.SplitHostPort(echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	_, echoPort, _ := net.SplitHostPort(echo.Addr)
 	withCert := clientConfig(p, "web.test")
 	withCert.Certificates = []tls.Certificate{p.client.TLSCertificate()}
 	connect := func(allow []string, dest string) string {
@@ -888,8 +888,8 @@ func TestConnectInternalDestinations(t *testing.T) {
 	if status := connect([]string{"localhost:*", "127.0.0.1:" + echoPort}, localhost); !strings.HasPrefix(status, "HTTP/1.1 200") {
 		t.Errorf("CONNECT %s with 127.0.0.1 listed = %q, want 200", localhost, status)
 	}
-	if status := connect([]string{"127.0.0.1:*"}, echo.addr()); !strings.HasPrefix(status, "HTTP/1.1 200") {
-		t.Errorf("CONNECT %s under 127.0.0.1:* = %q, want 200", echo.addr(), status)
+	if status := connect([]string{"127.0.0.1:*"}, echo.Addr); !strings.HasPrefix(status, "HTTP/1.1 200") {
+		t.Errorf("CONNECT %s under 127.0.0.1:* = %q, want 200", echo.Addr, status)
 	}
 }
 

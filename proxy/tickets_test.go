@@ -5,12 +5,13 @@ import (
 	"testing"
 
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 func TestSessionTicketsSurviveReloadAndRotate(t *testing.T) {
 	p := newPKI(t)
-	echo := startEcho(t, nil)
-	cfg := listenerConfig(config.ModeOffload, echo.addr())
+	echo := testenv.StartEcho(t, nil)
+	cfg := listenerConfig(config.ModeOffload, echo.Addr)
 	cfg.TLS = serverTLSConfig(t, p.web)
 	srv := start(t, cfg, nil)
 
@@ -37,7 +38,7 @@ func TestSessionTicketsSurviveReloadAndRotate(t *testing.T) {
 	}
 
 	// A reload brings a new tls.Config; the server's keys carry over.
-	next := listenerConfig(config.ModeOffload, echo.addr())
+	next := listenerConfig(config.ModeOffload, echo.Addr)
 	next.TLS = serverTLSConfig(t, p.web)
 	if err := srv.Update(next); err != nil {
 		t.Fatal(err)

@@ -30,6 +30,11 @@ type GateOptions struct {
 	AuditFile string
 	// TLS, when set, makes the gate serve https with it.
 	TLS *tls.Config
+	// OperatorCA, instead of TLS, serves https with a certificate from
+	// this CA (for 127.0.0.1) and takes a client certificate it issued
+	// whose name is a listed operator as that operator
+	// (gate.Config.CertOperators); hosts need no certificate.
+	OperatorCA *CA
 	// Configure, when set, changes the configuration last (Hold, Now, a
 	// policy, CertOperators...). Setting OnPending there leaves Ready
 	// unused.
@@ -104,6 +109,19 @@ func ServeGate(o GateOptions) (*Gate, error) {
 			return nil, err
 		}
 		cfg.Audit = g.audit
+	}
+	if o.OperatorCA != nil {
+		leaf, err := o.OperatorCA.Sign(LeafOptions{CN: "localhost", DNS: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+		if err != nil {
+			g.closeAudit()
+			return nil, err
+		}
+		o.TLS = &tls.Config{
+			Certificates: []tls.Certificate{leaf.TLSCertificate()},
+			ClientAuth:   tls.VerifyClientCertIfGiven,
+			ClientCAs:    o.OperatorCA.Pool(),
+		}
+		cfg.CertOperators = true
 	}
 	if o.Configure != nil {
 		o.Configure(&cfg)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -106,6 +107,13 @@ func TestSyncBuffer(t *testing.T) {
 	b.Reset()
 	if b.Len() != 0 {
 		t.Fatal("Reset left bytes")
+	}
+	go func() { time.Sleep(20 * time.Millisecond); b.Write([]byte("msg=ready\n")) }()
+	b.WaitFor(t, 10*time.Second, "msg=ready")
+	r := &fatalRecorder{TB: t}
+	b.WaitFor(r, 30*time.Millisecond, "msg=never")
+	if !strings.Contains(r.failed, `no "msg=never"`) || !strings.Contains(r.failed, "msg=ready") {
+		t.Fatalf("WaitFor for a missing line failed with %q, want the line and the buffer", r.failed)
 	}
 }
 
@@ -244,11 +252,9 @@ func TestHostileFront(t *testing.T) {
 }
 
 // TestBuildCommand builds cmd/seal once: a second call returns the same
-// binary without building again, and the binary runs.
+// binary without building again, and the binary runs. Build puts one
+// where the caller says.
 func TestBuildCommand(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds cmd/seal; `make test` (no -short) runs this")
-	}
 	bin := testenv.BuildCommand(t, "seal")
 	info, err := os.Stat(bin)
 	if err != nil {
@@ -264,6 +270,18 @@ func TestBuildCommand(t *testing.T) {
 	if !strings.Contains(string(out), "seal") {
 		t.Fatalf("seal --help printed:\n%s", out)
 	}
+	// Build, the tools' form, writes DIR/NAME.
+	dir := t.TempDir()
+	built, err := testenv.Build(t.Context(), "seal", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Dir(built) != dir {
+		t.Fatalf("Build wrote %s, want it in %s", built, dir)
+	}
+	if _, err := os.Stat(built); err != nil {
+		t.Fatal(err)
+	}
 }
 
 const childEnv = "TESTENV_CHILD"
@@ -271,6 +289,9 @@ const childEnv = "TESTENV_CHILD"
 // TestRunConfinedChild: the child runs this same test with the env set;
 // a child that never logs the done line fails the parent.
 func TestRunConfinedChild(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("confined children are Landlock tests, which run on Linux")
+	}
 	switch os.Getenv(childEnv) {
 	case "ok":
 		t.Log("child: checks done")
@@ -284,4 +305,22 @@ func TestRunConfinedChild(t *testing.T) {
 	if !strings.Contains(r.failed, "ran no checks") {
 		t.Fatalf("a silent child: failure %q", r.failed)
 	}
+}
+
+// TestFreeAddr: the address is on loopback, refuses connections, and can
+// be listened on.
+func TestFreeAddr(t *testing.T) {
+	addr := testenv.FreeAddr(t)
+	if host, _, _ := net.SplitHostPort(addr); host != "127.0.0.1" {
+		t.Fatalf("FreeAddr = %s, want 127.0.0.1:PORT", addr)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatalf("something listens on %s", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listening on the free address: %v", err)
+	}
+	ln.Close()
 }

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -12,6 +13,9 @@ type PKIOptions struct {
 	CAName     string // the CA's common name
 	ServerName string // the server certificate's common name and DNS name
 	File       string // the server certificate is written to DIR/FILE.crt
+	// LeafOnly writes the server certificate alone to DIR/FILE.crt
+	// instead of the chain (the bench, whose figures were taken so).
+	LeafOnly bool
 }
 
 // PKI is a throw-away CA and one server certificate, valid for
@@ -20,7 +24,7 @@ type PKI struct {
 	CA       *CA
 	Server   *Leaf
 	CAFile   string // DIR/ca.crt
-	CertFile string // DIR/FILE.crt: the chain, leaf first
+	CertFile string // DIR/FILE.crt: the chain, leaf first (or the leaf alone)
 }
 
 // WritePKI makes the CA and the server certificate and writes DIR/ca.crt
@@ -44,7 +48,11 @@ func WritePKI(dir string, o PKIOptions) (*PKI, error) {
 	if err := os.WriteFile(p.CAFile, ca.PEM, 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(p.CertFile, leaf.ChainPEM(), 0o644); err != nil {
+	cert := leaf.ChainPEM()
+	if o.LeafOnly {
+		cert = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Cert.Raw})
+	}
+	if err := os.WriteFile(p.CertFile, cert, 0o644); err != nil {
 		return nil, err
 	}
 	return p, nil

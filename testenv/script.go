@@ -216,10 +216,8 @@ func cmdFreeport(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: freeport NAME")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := FindFreeAddr()
 	ts.Check(err)
-	addr := ln.Addr().String()
-	ts.Check(ln.Close())
 	ts.Setenv(args[0], addr)
 }
 

@@ -2,7 +2,11 @@ package testenv
 
 import (
 	"bytes"
+	"context"
+	"strings"
 	"sync"
+	"testing"
+	"time"
 )
 
 // SyncBuffer is a bytes.Buffer that one goroutine (a server's log
@@ -38,4 +42,16 @@ func (b *SyncBuffer) Reset() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.buf.Reset()
+}
+
+// WaitFor waits up to timeout until the buffer holds want (a log line a
+// process prints once it reached a state), and fails the test with what
+// it holds otherwise.
+func (b *SyncBuffer) WaitFor(t testing.TB, timeout time.Duration, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if !Poll(ctx, func() bool { return strings.Contains(b.String(), want) }) {
+		t.Fatalf("no %q after %v in:\n%s", want, timeout, b.String())
+	}
 }

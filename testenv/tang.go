@@ -79,18 +79,9 @@ func ServeEmbeddedTang(t testing.TB, dir, thp string) *Tang {
 	}
 	s := &Tang{URL: "http://" + ln.Addr().String(), Dir: dir, Thp: thp, t: t, addr: ln.Addr().String()}
 	serve := func(ln net.Listener) error {
-		// A KeyDir, as `sealgate serve` uses: the server follows rotations
-		// of dir (tang.Rotate or tangd-rotate-keys) without a restart.
-		keys, err := tang.OpenKeyDir(dir)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		srv := &http.Server{Handler: tang.NewServer(keys, nil), ReadHeaderTimeout: 5 * time.Second}
-		done := make(chan struct{})
-		go func() { srv.Serve(ln); close(done) }()
-		s.stop = func() { srv.Close(); <-done }
-		return nil
+		stop, err := serveKeyDir(ln, dir)
+		s.stop = stop
+		return err
 	}
 	s.start = func() error {
 		ln, err := listenRetry(s.addr)
@@ -107,6 +98,38 @@ func ServeEmbeddedTang(t testing.TB, dir, thp string) *Tang {
 		s.Thp = TangShowKeys(t, s)[0]
 	}
 	return s
+}
+
+// serveKeyDir serves dir with our Tang server on ln until stop.
+func serveKeyDir(ln net.Listener, dir string) (stop func(), err error) {
+	// A KeyDir, as `sealgate serve` uses: the server follows rotations of
+	// dir (tang.Rotate or tangd-rotate-keys) without a restart.
+	keys, err := tang.OpenKeyDir(dir)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	srv := &http.Server{Handler: tang.NewServer(keys, nil), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() { srv.Serve(ln); close(done) }()
+	return func() { srv.Close(); <-done }, nil
+}
+
+// ServeTang is EmbeddedTang for callers without a *testing.T (the soak,
+// the bench): it generates keys in dir, serves them on 127.0.0.1 and
+// returns the URL, the signing key's thumbprint and a stop function.
+func ServeTang(dir string) (url, thp string, stop func(), err error) {
+	if thp, err = tang.Keygen(dir); err != nil {
+		return "", "", nil, fmt.Errorf("tang keygen: %w", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", "", nil, fmt.Errorf("tang listener: %w", err)
+	}
+	if stop, err = serveKeyDir(ln, dir); err != nil {
+		return "", "", nil, fmt.Errorf("tang keys: %w", err)
+	}
+	return "http://" + ln.Addr().String(), thp, stop, nil
 }
 
 // SealgateRotate rotates s's key directory the way `sealgate rotate` does

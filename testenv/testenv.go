@@ -6,26 +6,33 @@
 //	gate.go        StartGate/ServeGate: a gate with operators, audit, TLS
 //	hostile.go     HostileFront: a man in the middle answering recoveries
 //	echo.go        StartEcho: an echo backend, plain or TLS
+//	freeaddr.go    FreeAddr: a loopback address nothing listens on
 //	ca.go, pki.go  throw-away CAs and certificates; WritePKI for the tools
 //	eventually.go  Eventually/Poll: wait for a condition instead of sleeping
 //	syncbuffer.go  SyncBuffer: a buffer written and read at once
-//	build.go       BuildCommand: go build ./cmd/NAME once per test binary
+//	build.go       BuildCommand: go build ./cmd/NAME once per test binary;
+//	               Build: the same for the tools (demo, soak)
 //	landlock.go    NeedLandlock, RunConfinedChild: sandbox tests
 //	clevis.go, softhsm.go, memscan_linux.go, wine_*.go
 //	               external tools (clevis, jose, SoftHSM) and process scans
 //	script.go      testscript commands for the CLI golden tests
+//	short.go       SkipIfShort: long tests skip under go test -short
 //
 // Helpers that take a testing.TB fail or skip the test; the tools use the
 // twins that return an error instead (GenerateCA, CA.Sign, WritePKI,
-// ServeGate, Poll).
+// ServeGate, ServeTang, FindFreeAddr, Build, Poll).
 //
 // Interop tests skip when a tool is missing, unless
 // SEALPROXY_REQUIRE_INTEROP=1 (as in CI), where a missing tool fails them.
+// Under go test -short, the quick check while editing, every test that
+// builds a binary (BuildCommand) or runs an external program (LookTool)
+// skips, as do the other long ones (SkipIfShort); make test runs them.
 package testenv
 
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"testing"
 )
@@ -35,9 +42,13 @@ func RequireInterop() bool { return os.Getenv("SEALPROXY_REQUIRE_INTEROP") == "1
 
 // LookTool returns the path of an external program a test needs. It skips
 // the test when the program is missing, or fails it under
-// SEALPROXY_REQUIRE_INTEROP=1.
+// SEALPROXY_REQUIRE_INTEROP=1. Under -short it skips too (unless
+// SEALPROXY_REQUIRE_INTEROP=1): the quick check runs no external program.
 func LookTool(t testing.TB, name, apt string) string {
 	t.Helper()
+	if !RequireInterop() {
+		SkipIfShort(t, "runs "+filepath.Base(name))
+	}
 	if runtime.GOOS == "windows" {
 		// Debian's tang, clevis, jose, socat and SoftHSM are Linux programs
 		// (under Wine their files are even visible, but do not run): the

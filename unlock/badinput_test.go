@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -765,29 +764,11 @@ func TestSSSTampered(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a server's log handler.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // TestSecretsNeverLogged runs succeeding and failing recoveries with a
 // recognizable secret and checks that neither the server's logs nor any
 // error text contain it in any common encoding.
 func TestSecretsNeverLogged(t *testing.T) {
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	dir := t.TempDir()
 	thp, err := tang.Keygen(dir)
@@ -801,7 +782,7 @@ func TestSecretsNeverLogged(t *testing.T) {
 	httpSrv := httptest.NewServer(tang.NewServer(kd, logger))
 	defer httpSrv.Close()
 	cfg := fmt.Sprintf(`{"url":%q,"thp":%q}`, httpSrv.URL, thp)
-	jsonLogs := &syncBuffer{}
+	jsonLogs := &testenv.SyncBuffer{}
 	jsonSrv := httptest.NewServer(tang.NewServer(kd, slog.New(slog.NewJSONHandler(jsonLogs, nil))))
 	defer jsonSrv.Close()
 	jsonCfg := fmt.Sprintf(`{"url":%q,"thp":%q}`, jsonSrv.URL, thp)

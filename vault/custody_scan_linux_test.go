@@ -370,9 +370,7 @@ func secretBinary(t *testing.T) string {
 // without the experiment, it scans a holder built from it too and logs
 // what it finds, without failing.
 func TestCustodyMemoryScan(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts processes and scans their memory")
-	}
+	testenv.SkipIfShort(t, "starts processes and scans their memory")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -7,12 +7,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,38 +44,23 @@ func TestScripts(t *testing.T) {
 func TestDecryptDenied(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan gate.Request, 4)
-	g := gate.New(gate.Config{Keys: keys, OnPending: func(r gate.Request) { ready <- r }})
-	srv := httptest.NewServer(g)
-	defer srv.Close()
-	jwe, err := unlock.Encrypt(ctx, "tang", []byte(`{"url":"`+srv.URL+`","thp":"`+thp+`"}`), []byte("secret"), nil)
+	g := testenv.StartGate(t, testenv.GateOptions{})
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(g.PinConfig()), []byte("secret"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var stdout bytes.Buffer
-	var stderr lockedBuffer
+	var stderr testenv.SyncBuffer
 	code := make(chan int, 1)
 	go func() {
 		err := run(ctx, []string{"decrypt"}, bytes.NewReader(jwe), &stdout, &stderr)
 		code <- cli.Report("seal", err, &stderr)
 	}()
-	req := receive(t, ctx, ready)
+	req := receive(t, ctx, g.Ready)
 	// Deny only once seal shows the code: the operator decides on what the
 	// host shows, and a denial before that leaves nothing to show.
-	for !strings.Contains(stderr.String(), "waiting for approval") {
-		if ctx.Err() != nil {
-			t.Fatalf("seal never showed the code:\n%s", stderr.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testenv.Poll(ctx, func() bool { return strings.Contains(stderr.String(), "waiting for approval") }) {
+		t.Fatalf("seal never showed the code:\n%s", stderr.String())
 	}
 	if _, err := g.Deny(req.Code, "alice", "test"); err != nil {
 		t.Fatal(err)
@@ -90,7 +72,7 @@ func TestDecryptDenied(t *testing.T) {
 		t.Fatalf("stdout %q after a denial", stdout.String())
 	}
 	for _, want := range []string{
-		"seal: waiting for approval of code " + req.Code + " at " + srv.URL + "\n",
+		"seal: waiting for approval of code " + req.Code + " at " + g.URL + "\n",
 		"recovery denied by operator alice at ",
 		"seal: hint: ask the operator why",
 	} {
@@ -106,32 +88,14 @@ func TestDecryptDenied(t *testing.T) {
 func TestApproveWithClientCertificate(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops := gate.OpenOperators(dir + "/" + gate.OperatorsFile)
-	if _, err := ops.Add("alice"); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan gate.Request, 4)
-	g := gate.New(gate.Config{Keys: keys, Operators: ops, CertOperators: true, OnPending: func(r gate.Request) { ready <- r }})
 	ca := testenv.NewCA(t, "gate")
-	srv := httptest.NewUnstartedServer(g)
-	srv.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Server(t).TLSCertificate()}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool()}
-	srv.StartTLS()
-	defer srv.Close()
+	srv := testenv.StartGate(t, testenv.GateOptions{Operators: []string{"alice"}, OperatorCA: ca})
 	files := t.TempDir()
 	caFile := ca.WriteCA(t, files, "ca.pem")
 	certFile, keyFile := ca.Client(t, "alice").WriteFiles(t, files, "alice")
 
 	host := &tang.Client{HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}}
-	jwe, err := unlock.Encrypt(ctx, "tang", []byte(`{"url":"`+srv.URL+`","thp":"`+thp+`"}`), []byte("secret"), &unlock.Options{Tang: host})
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(srv.PinConfig()), []byte("secret"), &unlock.Options{Tang: host})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,7 +107,7 @@ func TestApproveWithClientCertificate(t *testing.T) {
 		}
 		done <- err
 	}()
-	req := receive(t, ctx, ready)
+	req := receive(t, ctx, srv.Ready)
 	t.Setenv("SEALGATE_TOKEN", "")
 	tlsArgs := []string{"--gate", srv.URL, "--cacert", caFile, "--cert", certFile, "--key", keyFile}
 	var stdout, stderr bytes.Buffer
@@ -187,38 +151,13 @@ func receive(t *testing.T, ctx context.Context, ready <-chan gate.Request) gate.
 // address).
 func hostileGate(t *testing.T, ctx context.Context, status int, body string) (jwe []byte, url string) {
 	t.Helper()
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
+	real := testenv.StartGate(t, testenv.GateOptions{})
+	mitm := testenv.HostileFront(t, real.URL, status, body)
+	jwe, err := unlock.Encrypt(ctx, "tang", []byte(`{"url":"`+mitm+`","thp":"`+real.Thp+`"}`), []byte("secret"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	real := httptest.NewServer(gate.New(gate.Config{Keys: keys}))
-	t.Cleanup(real.Close)
-	mitm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			w.WriteHeader(status)
-			w.Write([]byte(body))
-			return
-		}
-		resp, err := http.Get(real.URL + r.URL.Path)
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
-	}))
-	t.Cleanup(mitm.Close)
-	jwe, err = unlock.Encrypt(ctx, "tang", []byte(`{"url":"`+mitm.URL+`","thp":"`+thp+`"}`), []byte("secret"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return jwe, mitm.URL
+	return jwe, mitm
 }
 
 // TestDecryptHostileGate: whatever a man in the middle on the Tang port
@@ -324,24 +263,9 @@ func must[T any](v T, err error) T {
 func TestPendingMarksUnverified(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops := gate.OpenOperators(dir + "/" + gate.OperatorsFile)
-	token, err := ops.Add("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := gate.New(gate.Config{Keys: keys, Operators: ops})
-	srv := httptest.NewServer(g)
-	defer srv.Close()
-	adv, err := (&tang.Client{}).Advertisement(ctx, srv.URL, thp)
+	srv := testenv.StartGate(t, testenv.GateOptions{Operators: []string{"alice"}})
+	token := srv.Tokens["alice"]
+	adv, err := (&tang.Client{}).Advertisement(ctx, srv.URL, srv.Thp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +296,7 @@ func TestPendingMarksUnverified(t *testing.T) {
 	if err := run(ctx, []string{"pending", "--gate", srv.URL}, nil, &stdout, &stderr); err != nil {
 		t.Fatalf("seal pending: %v", err)
 	}
-	list := g.Pending()
+	list := srv.Pending()
 	if len(list) != 1 {
 		t.Fatalf("pending at the gate: %+v", list)
 	}
@@ -391,23 +315,4 @@ func TestPendingMarksUnverified(t *testing.T) {
 	if want := "request " + list[0].ID + " approved by alice\n"; stdout.String() != want {
 		t.Fatalf("seal approve --id printed %q, want %q", stdout.String(), want)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that a command writes while the test
-// reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -37,9 +37,7 @@ import (
 // signing keys (made when advertisements are signed) stay in freed memory
 // until it is reused; that build's counts are logged, not asserted.
 func TestTangKeysMemoryScan(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds sealgate twice and scans its memory")
-	}
+	testenv.SkipIfShort(t, "builds sealgate twice and scans its memory")
 	builds := []struct {
 		name       string
 		experiment string
@@ -48,16 +46,9 @@ func TestTangKeysMemoryScan(t *testing.T) {
 		{"runtimesecret", "runtimesecret", true},
 		{"without-runtimesecret", "", false},
 	}
-	goTool := testenv.LookTool(t, "go", "golang-go")
-	bins := t.TempDir()
 	for _, b := range builds {
 		t.Run(b.name, func(t *testing.T) {
-			bin := filepath.Join(bins, "sealgate-"+b.name)
-			build := exec.Command(goTool, "build", "-o", bin, ".")
-			build.Env = append(os.Environ(), "GOEXPERIMENT="+b.experiment, "GOFLAGS=")
-			if out, err := build.CombinedOutput(); err != nil {
-				t.Fatalf("go build (GOEXPERIMENT=%s): %v\n%s", b.experiment, err, out)
-			}
+			bin := testenv.BuildCommand(t, "sealgate", "GOEXPERIMENT="+b.experiment, "GOFLAGS=")
 			modes := []string{"tang", "gate"}
 			if !b.wantNone {
 				modes = modes[:1]

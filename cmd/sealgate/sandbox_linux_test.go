@@ -14,45 +14,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/sandbox"
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
-
-// lockedBuffer collects a child's stderr while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-// needLandlock skips a test whose assertions need the kernel to enforce
-// Landlock; under SEALPROXY_REQUIRE_LANDLOCK=1 (CI) it fails instead.
-func needLandlock(t *testing.T) {
-	t.Helper()
-	if sandbox.ABI() == 0 {
-		if os.Getenv("SEALPROXY_REQUIRE_LANDLOCK") == "1" {
-			t.Fatal("SEALPROXY_REQUIRE_LANDLOCK=1 but this kernel has no Landlock (the ABI version query failed)")
-		}
-		t.Skip("this kernel has no Landlock (the ABI version query failed): the sandbox cannot be enforced here")
-	}
-}
 
 // TestServeSandboxed runs the built sealgate with --landlock required:
 // a key is recovered through it (a policy approves, the audit log
@@ -60,16 +30,9 @@ func needLandlock(t *testing.T) {
 // the new key is advertised and recovers, and the audit log is still
 // appended.
 func TestServeSandboxed(t *testing.T) {
-	needLandlock(t)
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool to build the binary with")
-	}
+	testenv.NeedLandlock(t)
+	bin := testenv.BuildCommand(t, "sealgate")
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "sealgate")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dir := filepath.Join(tmp, "db")
@@ -97,7 +60,7 @@ func TestServeSandboxed(t *testing.T) {
 
 	cmd := exec.Command(bin, "serve", "--dir", dir, "--listen", addr, "--approval", "required",
 		"--policy", policy, "--audit", audit, "--landlock", "required")
-	var logs lockedBuffer
+	var logs testenv.SyncBuffer
 	cmd.Stderr = &logs
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -192,7 +155,7 @@ func TestServePolicyConfines(t *testing.T) {
 		servePolicyChild(t, dir)
 		return
 	}
-	needLandlock(t)
+	testenv.NeedLandlock(t)
 	tmp := t.TempDir()
 	for _, f := range []string{"db/a.jwk", "tls.key", "audit.jsonl"} {
 		os.MkdirAll(filepath.Join(tmp, filepath.Dir(f)), 0o755)
@@ -200,15 +163,7 @@ func TestServePolicyConfines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestServePolicyConfines$", "-test.v")
-	cmd.Env = append(os.Environ(), gateChildEnv+"="+tmp)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("confined child: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "confined child: checks done") {
-		t.Fatalf("the child ran no checks:\n%s", out)
-	}
+	testenv.RunConfinedChild(t, []string{gateChildEnv + "=" + tmp}, "confined child: checks done")
 }
 
 func servePolicyChild(t *testing.T, tmp string) {

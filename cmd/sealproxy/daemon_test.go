@@ -35,31 +35,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	return &fixture{t: t, dir: t.TempDir(), ca: testenv.NewCA(t, "test CA"), backend: startEcho(t)}
-}
-
-// startEcho runs a backend that echoes until the client half-closes.
-func startEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				c.Close()
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return &fixture{t: t, dir: t.TempDir(), ca: testenv.NewCA(t, "test CA"), backend: testenv.StartEcho(t, nil).Addr}
 }
 
 // sealed writes NAME.crt and NAME.key.jwe, sealed to tangSrv.
@@ -186,7 +162,7 @@ func (n *notifySocket) expect(t *testing.T, want ...string) []string {
 // running is a daemon started in-process.
 type running struct {
 	t      *testing.T
-	logs   *syncBuffer
+	logs   *testenv.SyncBuffer
 	done   chan error
 	cancel context.CancelFunc
 	sigs   chan os.Signal
@@ -197,7 +173,7 @@ func startDaemon(t *testing.T, d *daemon, path string) *running {
 	sigs := make(chan os.Signal, 4)
 	d.signals = sigs
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{t: t, logs: &syncBuffer{}, done: make(chan error, 1), cancel: cancel, sigs: sigs}
+	r := &running{t: t, logs: &testenv.SyncBuffer{}, done: make(chan error, 1), cancel: cancel, sigs: sigs}
 	go func() {
 		r.done <- d.run(ctx, []string{"run", "--config", path}, strings.NewReader(""), io.Discard, r.logs)
 	}()
@@ -431,18 +407,14 @@ func TestReloadAndDrain(t *testing.T) {
 	r.sigs <- syscall.SIGTERM
 	n.expect(t, "STOPPING=1")
 	// Stopped accepting...
-	deadline := time.Now().Add(time.Minute)
-	for {
+	testenv.Eventually(t, time.Minute, "the listener to refuse after SIGTERM (still accepting)", func() bool {
 		c, err := net.Dial("tcp", web)
 		if err != nil {
-			break
+			return true
 		}
 		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("still accepting after SIGTERM")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	})
 	// ...but the connection in flight is served to its end.
 	select {
 	case err := <-r.done:
@@ -562,7 +534,7 @@ func TestSocketActivation(t *testing.T) {
 	}
 
 	path = f.write(key("web") + f.listener("web", "systemd:api"))
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	err = (&daemon{sockets: sockets}).run(context.Background(), []string{"run", "--config", path}, nil, io.Discard, &stderr)
 	if code := cli.Report("sealproxy", err, &stderr); code != cli.ExitFailure ||
 		!strings.Contains(stderr.String(), `listen systemd:api: systemd passed no socket named "api" (FileDescriptorName=); it passed: spare, web`) {
@@ -665,13 +637,7 @@ func TestRunLogsConfigWarnings(t *testing.T) {
 		"[listener.tls]\ncipher_suites = [\"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\", \"TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA\"]\n")
 	r := startDaemon(t, &daemon{}, path)
 	const want = "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA is a CBC suite"
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(r.logs.String(), "msg=ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not ready:\n%s", r.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.logs.WaitFor(t, time.Minute, "msg=ready")
 	if n := strings.Count(r.logs.String(), want); n != 1 {
 		t.Fatalf("%d warnings at start-up, want 1:\n%s", n, r.logs.String())
 	}
@@ -679,12 +645,7 @@ func TestRunLogsConfigWarnings(t *testing.T) {
 		return // no SIGHUP there: the service reloads through the admin API
 	}
 	r.sigs <- syscall.SIGHUP
-	for strings.Count(r.logs.String(), "msg=reloaded") < 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no reload:\n%s", r.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.logs.WaitFor(t, time.Minute, "msg=reloaded")
 	if n := strings.Count(r.logs.String(), want); n != 2 {
 		t.Fatalf("%d warnings after a reload, want 2:\n%s", n, r.logs.String())
 	}

@@ -3,11 +3,11 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,29 +22,6 @@ import (
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
-// needLandlock skips a test whose assertions need the kernel to enforce
-// Landlock; under SEALPROXY_REQUIRE_LANDLOCK=1 (CI) it fails instead.
-func needLandlock(t *testing.T) {
-	t.Helper()
-	if sandbox.ABI() == 0 {
-		if os.Getenv("SEALPROXY_REQUIRE_LANDLOCK") == "1" {
-			t.Fatal("SEALPROXY_REQUIRE_LANDLOCK=1 but this kernel has no Landlock (the ABI version query failed)")
-		}
-		t.Skip("this kernel has no Landlock (the ABI version query failed): the sandbox cannot be enforced here")
-	}
-}
-
-// sandboxAddr returns a loopback address nothing listens on.
-func sandboxAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // servedSerial dials addr and returns the serial of the leaf it serves.
 func (f *fixture) servedSerial(addr, name string) string {
 	f.t.Helper()
@@ -56,25 +33,13 @@ func (f *fixture) servedSerial(addr, name string) string {
 	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
 }
 
-// waitLog waits until the logs hold want.
-func waitForLog(t *testing.T, logs *syncBuffer, want string) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(logs.String(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("logs lack %q:\n%s", want, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // startConfined starts `sealproxy run` and waits until it is confined
 // and ready; the process is killed at the end of the test if it still
 // runs.
-func startConfined(t *testing.T, bin, path string) (*exec.Cmd, *syncBuffer, <-chan error) {
+func startConfined(t *testing.T, bin, path string) (*exec.Cmd, *testenv.SyncBuffer, <-chan error) {
 	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", path)
-	logs := new(syncBuffer)
+	logs := new(testenv.SyncBuffer)
 	cmd.Stderr = logs
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {
@@ -88,8 +53,8 @@ func startConfined(t *testing.T, bin, path string) (*exec.Cmd, *syncBuffer, <-ch
 			<-exited
 		}
 	})
-	waitForLog(t, logs, `msg="landlock sandbox applied" landlock_abi=`)
-	waitForLog(t, logs, "msg=ready")
+	logs.WaitFor(t, time.Minute, `msg="landlock sandbox applied" landlock_abi=`)
+	logs.WaitFor(t, time.Minute, "msg=ready")
 	return cmd, logs, exited
 }
 
@@ -100,12 +65,12 @@ func startConfined(t *testing.T, bin, path string) (*exec.Cmd, *syncBuffer, <-ch
 // sandbox's message and the old state keeps serving; the unix listener's
 // socket is removed at exit.
 func TestSandboxedProcess(t *testing.T) {
-	needLandlock(t)
-	bin := buildSealproxy(t)
+	testenv.NeedLandlock(t)
+	bin := testenv.BuildCommand(t, "sealproxy")
 	f := newFixture(t)
 	tangSrv := testenv.EmbeddedTang(t)
 	f.sealed("web", tangSrv)
-	addr := sandboxAddr(t)
+	addr := testenv.FreeAddr(t)
 	sockDir := filepath.Join(f.dir, "run")
 	if err := os.Mkdir(sockDir, 0o755); err != nil {
 		t.Fatal(err)
@@ -125,7 +90,7 @@ func TestSandboxedProcess(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitForLog(t, logs, "msg=reloaded")
+	logs.WaitFor(t, time.Minute, "msg=reloaded")
 	rotated := f.servedSerial(addr, "web")
 	if rotated == before {
 		t.Fatalf("the reload still serves certificate %s", before)
@@ -140,7 +105,7 @@ func TestSandboxedProcess(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitForLog(t, logs, "reload failed; the previous configuration stays")
+	logs.WaitFor(t, time.Minute, "reload failed; the previous configuration stays")
 	got := logs.String()
 	for _, want := range []string{certPath + ": permission denied", "sandbox: restart sealproxy to allow new paths"} {
 		if !strings.Contains(got, want) {
@@ -159,12 +124,12 @@ func TestSandboxedProcess(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(time.Minute)
-	for strings.Count(logs.String(), "reload failed; the previous configuration stays") < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the second refused reload was not logged:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if !testenv.Poll(ctx, func() bool {
+		return strings.Count(logs.String(), "reload failed; the previous configuration stays") >= 2
+	}) {
+		t.Fatalf("the second refused reload was not logged:\n%s", logs.String())
 	}
 	if want := newSock + " is outside the paths allowed at start-up; sandbox: restart sealproxy to allow new paths"; !strings.Contains(logs.String(), want) {
 		t.Errorf("the refused unix listener's error lacks %q:\n%s", want, logs.String())
@@ -202,7 +167,7 @@ func TestSandboxPolicyConfines(t *testing.T) {
 		policyChild(t, path)
 		return
 	}
-	needLandlock(t)
+	testenv.NeedLandlock(t)
 	f := newFixture(t)
 	f.sealed("web", testenv.EmbeddedTang(t))
 	path := f.write(key("web") + f.listener("web", "127.0.0.1:1"))
@@ -210,15 +175,7 @@ func TestSandboxPolicyConfines(t *testing.T) {
 	if err := os.WriteFile(outside, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSandboxPolicyConfines$", "-test.v")
-	cmd.Env = append(os.Environ(), sandboxChildEnv+"="+path, "OUTSIDE="+outside)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("confined child: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "confined child: checks done") {
-		t.Fatalf("the child ran no checks:\n%s", out)
-	}
+	testenv.RunConfinedChild(t, []string{sandboxChildEnv + "=" + path, "OUTSIDE=" + outside}, "confined child: checks done")
 }
 
 func policyChild(t *testing.T, path string) {

@@ -22,9 +22,9 @@ import (
 // switches to another key on the token (found and used through the
 // module, which reads its token directory) serves the new certificate.
 func TestSandboxedPKCS11(t *testing.T) {
-	needLandlock(t)
+	testenv.NeedLandlock(t)
 	h := testenv.NewSoftHSM(t) // sets SOFTHSM2_CONF, which the child inherits
-	bin := buildSealproxy(t)
+	bin := testenv.BuildCommand(t, "sealproxy")
 	f := newFixture(t)
 	for name, label := range map[string]string{"hsm1.crt": "ec256", "hsm2.crt": "rsa2048"} {
 		data := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: h.Certs[label].Raw})
@@ -38,7 +38,7 @@ func TestSandboxedPKCS11(t *testing.T) {
 	if err := os.WriteFile(pin, []byte(h.PIN+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := sandboxAddr(t)
+	addr := testenv.FreeAddr(t)
 	conf := func(cert, label string) string {
 		source := fmt.Sprintf("pkcs11:token=%s;object=%s?module-path=%s&pin-source=file:%s", h.Token, label, h.Module, pin)
 		return fmt.Sprintf("[sandbox]\nlandlock = \"required\"\n\n[[key]]\nname = \"hsm\"\ncert = %q\nsource = %q\n\n", cert, source) +
@@ -68,7 +68,7 @@ func TestSandboxedPKCS11(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitForLog(t, logs, "msg=reloaded")
+	logs.WaitFor(t, time.Minute, "msg=reloaded")
 	if !bytes.Equal(served("other token key"), h.Certs["rsa2048"].Raw) {
 		t.Fatalf("after the reload: not serving the rsa2048 certificate\n%s", logs.String())
 	}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -53,10 +54,10 @@ func TestSandboxBlockedBySeccomp(t *testing.T) {
 	}
 	// The filter answers before the kernel does: this runs with or
 	// without Landlock.
-	bin := buildSealproxy(t)
+	bin := testenv.BuildCommand(t, "sealproxy")
 	f := newFixture(t)
 	f.sealed("web", testenv.EmbeddedTang(t))
-	addr := sandboxAddr(t)
+	addr := testenv.FreeAddr(t)
 	run := func(mode string) *exec.Cmd {
 		path := f.write("[sandbox]\nlandlock = \"" + mode + "\"\n\n" + key("web") + f.listener("web", addr))
 		cmd := exec.Command(os.Args[0], "-test.run=^TestSandboxBlockedBySeccomp$")
@@ -83,7 +84,7 @@ func TestSandboxBlockedBySeccomp(t *testing.T) {
 	}
 
 	cmd := run("best-effort")
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -92,7 +93,7 @@ func TestSandboxBlockedBySeccomp(t *testing.T) {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 	}()
-	waitForLog(t, &logs, "msg=ready")
+	logs.WaitFor(t, time.Minute, "msg=ready")
 	f.roundTrip(addr, "web", "unconfined")
 	if want := `level=WARN msg="landlock is not available: running without the file system sandbox" why="the landlock system calls are blocked by a seccomp filter`; !strings.Contains(logs.String(), want) {
 		t.Errorf("logs lack %q:\n%s", want, logs.String())

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,24 +20,9 @@ import (
 	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
-// syncBuffer is a bytes.Buffer safe for the daemon to write and the test
-// to read at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is testenv.SyncBuffer under the name faults_linux_test.go
+// (which moves with the key lifecycle) still uses.
+type syncBuffer = testenv.SyncBuffer
 
 // exampleConfig is the configuration of issue 4, as written there.
 const exampleConfig = `[[key]]
@@ -217,7 +201,7 @@ func testRunEndToEnd(t *testing.T, source string) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr testenv.SyncBuffer
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"run", "--config", path}, strings.NewReader(""), &stdout, &stderr) }()
 

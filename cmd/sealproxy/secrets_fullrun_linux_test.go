@@ -49,12 +49,10 @@ import (
 // encodings it could leak in. A failure names the secret and the
 // artifact, never the secret itself.
 func TestSecretsFullRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs seal, sealgate and sealproxy")
-	}
+	testenv.SkipIfShort(t, "builds and runs seal, sealgate and sealproxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	r := &fullRun{t: t, ctx: ctx, bins: t.TempDir(), inputs: t.TempDir()}
+	r := &fullRun{t: t, ctx: ctx, bins: map[string]string{}, inputs: t.TempDir()}
 	r.build()
 	gateDir := filepath.Join(t.TempDir(), "gate")
 	proxyDir := t.TempDir()
@@ -70,7 +68,7 @@ func TestSecretsFullRun(t *testing.T) {
 	tokenFile := r.input("token", token+"\n")
 	wrongToken := strings.Repeat("x", len(token)-4) + "nope"
 	wrongTokenFile := r.input("wrong-token", wrongToken+"\n")
-	gateAddr := freePort(t)
+	gateAddr := testenv.FreeAddr(t)
 	gateURL := "http://" + gateAddr
 	gateProc := r.start("sealgate serve", "sealgate", "serve", "--dir", gateDir, "--listen", gateAddr,
 		"--approval", "required", "--audit", audit, "--hold", "2s")
@@ -91,8 +89,8 @@ func TestSecretsFullRun(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	echo := startEcho(t)
-	listen, adminAddr := freePort(t), freePort(t)
+	echo := testenv.StartEcho(t, nil).Addr
+	listen, adminAddr := testenv.FreeAddr(t), testenv.FreeAddr(t)
 	cfg := filepath.Join(proxyDir, "sealproxy.toml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, `shutdown_timeout = "5s"
 
@@ -187,7 +185,7 @@ timeout = "30s"
 	}
 	wrongThp := strings.Repeat("A", len(thp))
 	r.run("seal encrypt (wrong thumbprint)", keyPEM, "seal", "encrypt", "tang", `{"url":"`+gateURL+`","thp":"`+wrongThp+`"}`)
-	dead := "http://" + freePort(t)
+	dead := "http://" + testenv.FreeAddr(t)
 	r.run("seal encrypt (unreachable Tang)", keyPEM, "seal", "encrypt", "tang", `{"url":"`+dead+`","thp":"`+thp+`"}`)
 	r.run("seal inspect", []byte(jwe), "seal", "inspect")
 	badCfg := filepath.Join(proxyDir, "bad.toml")
@@ -215,7 +213,7 @@ timeout = "30s"
 			uri := fmt.Sprintf("pkcs11:token=%s;object=ec256;type=private?module-path=%s&%s", h.Token, h.Module, pin)
 			// The configuration names the wrong PIN by design: an input.
 			hsmCfg := r.input(fmt.Sprintf("hsm%d.toml", i), fmt.Sprintf("[[key]]\nname = \"hsm\"\ncert = %q\nsource = %q\n\n[[listener]]\nname = \"hsm\"\nlisten = %q\nmode = \"offload\"\nkeys = [\"hsm\"]\nbackend = %q\n",
-				certFile, uri, freePort(t), echo))
+				certFile, uri, testenv.FreeAddr(t), echo))
 			name := fmt.Sprintf("sealproxy run (PKCS#11, wrong PIN, %s)", strings.SplitN(pin, "=", 2)[0])
 			_, stderr, err := r.run(name, nil, "sealproxy", "run", "--config", hsmCfg)
 			if err == nil {
@@ -245,8 +243,8 @@ timeout = "30s"
 		t.Fatal(err)
 	}
 	cfgData = bytes.Replace(cfgData, []byte(`timeout = "30s"`), []byte(`timeout = "2s"`), 1)
-	cfgData = bytes.Replace(cfgData, []byte(listen), []byte(freePort(t)), 1)
-	cfgData = bytes.Replace(cfgData, []byte(adminAddr), []byte(freePort(t)), 1)
+	cfgData = bytes.Replace(cfgData, []byte(listen), []byte(testenv.FreeAddr(t)), 1)
+	cfgData = bytes.Replace(cfgData, []byte(adminAddr), []byte(testenv.FreeAddr(t)), 1)
 	if err := os.WriteFile(downCfg, cfgData, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -311,8 +309,8 @@ type needle struct {
 type fullRun struct {
 	t      *testing.T
 	ctx    context.Context
-	bins   string
-	inputs string // files the test writes that hold secrets by design
+	bins   map[string]string // command name -> binary
+	inputs string            // files the test writes that hold secrets by design
 	arts   []artifact
 	procs  []*fullProc
 }
@@ -329,14 +327,10 @@ func (r *fullRun) bytes() int {
 
 func (r *fullRun) build() {
 	r.t.Helper()
-	goTool := testenv.LookTool(r.t, "go", "golang-go")
-	cmd := exec.CommandContext(r.ctx, goTool, "build", "-o", r.bins+"/",
-		"github.com/sealproxy/sealproxy/cmd/seal", "github.com/sealproxy/sealproxy/cmd/sealgate", "github.com/sealproxy/sealproxy/cmd/sealproxy")
-	// As `make build` and the package build them: without runtime/secret
-	// sealproxy refuses sealed keys.
-	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOEXPERIMENT=runtimesecret")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		r.t.Fatalf("go build: %v\n%s", err, out)
+	for _, name := range []string{"seal", "sealgate", "sealproxy"} {
+		// As `make build` and the package build them: without
+		// runtime/secret sealproxy refuses sealed keys.
+		r.bins[name] = testenv.BuildCommand(r.t, name, "GOFLAGS=", "GOEXPERIMENT=runtimesecret")
 	}
 }
 
@@ -353,7 +347,7 @@ func (r *fullRun) input(name, content string) string {
 // artifacts under name (none if name is empty).
 func (r *fullRun) run(name string, stdin []byte, bin string, args ...string) (string, string, error) {
 	r.t.Helper()
-	cmd := exec.CommandContext(r.ctx, filepath.Join(r.bins, bin), args...)
+	cmd := exec.CommandContext(r.ctx, r.bins[bin], args...)
 	cmd.Stdin = bytes.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -435,14 +429,14 @@ func (r *fullRun) waitFor(what string, cond func() bool) {
 type fullProc struct {
 	name           string
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *testenv.SyncBuffer
 	done           chan error
 }
 
 func (r *fullRun) start(name, bin string, args ...string) *fullProc {
 	r.t.Helper()
-	p := &fullProc{name: name, cmd: exec.Command(filepath.Join(r.bins, bin), args...),
-		stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan error, 1)}
+	p := &fullProc{name: name, cmd: exec.Command(r.bins[bin], args...),
+		stdout: &testenv.SyncBuffer{}, stderr: &testenv.SyncBuffer{}, done: make(chan error, 1)}
 	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
 	if err := p.cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -492,16 +486,6 @@ func (r *fullRun) code(p *fullProc) string {
 		return false
 	})
 	return code
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func roundTripTLS(t *testing.T, addr string, pool *x509.CertPool, msg string) {

@@ -102,20 +102,9 @@ func checkReloadUnit(t *testing.T) {
 	}
 }
 
-// buildSealproxy builds this command into a temporary directory.
-func buildSealproxy(t *testing.T) string {
-	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skip("no go tool to build the binary with")
-	}
-	bin := filepath.Join(t.TempDir(), "sealproxy")
-	out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+// buildSealproxy is testenv.BuildCommand under the name
+// faults_linux_test.go (which moves with the key lifecycle) still uses.
+func buildSealproxy(t *testing.T) string { return testenv.BuildCommand(t, "sealproxy") }
 
 // TestProcessUnderSupervision runs the built binary the way systemd does:
 // its listener socket passed by name (systemd-socket-activate where
@@ -123,7 +112,7 @@ func buildSealproxy(t *testing.T) string {
 // test owns, real signals. SIGHUP reloads; SIGTERM drains a connection in
 // flight and exits 0.
 func TestProcessUnderSupervision(t *testing.T) {
-	bin := buildSealproxy(t)
+	bin := testenv.BuildCommand(t, "sealproxy")
 	f := newFixture(t)
 	tangSrv := testenv.EmbeddedTang(t)
 	f.sealed("web", tangSrv)
@@ -160,7 +149,7 @@ func TestProcessUnderSupervision(t *testing.T) {
 		cmd.ExtraFiles = []*os.File{file}
 		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	}
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Start(); err != nil {

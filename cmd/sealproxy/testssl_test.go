@@ -48,8 +48,8 @@ import (
 // never, and the defaults (5 to 10 s each) are a good part of its run.
 func TestTestssl(t *testing.T) {
 	bin := testenv.LookTool(t, "testssl", "testssl.sh")
-	if testing.Short() && !testenv.RequireInterop() {
-		t.Skip("testssl.sh takes about a minute per listener; skipped under -short")
+	if !testenv.RequireInterop() {
+		testenv.SkipIfShort(t, "testssl.sh takes about a minute per listener")
 	}
 	f := newFixture(t)
 	caPath, crtPath, keyPEM := auditCertificate(t, f.dir)
@@ -83,13 +83,7 @@ client_auth = "require"
 client_ca = "` + filepath.Base(caPath) + `"
 `)
 	r := startDaemon(t, &daemon{}, path)
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(r.logs.String(), "msg=ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon not ready:\n%s", r.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	r.logs.WaitFor(t, time.Minute, "msg=ready")
 	for _, name := range []string{"defaults", "mtls"} {
 		addr := r.addr(name)
 		t.Run(name, func(t *testing.T) {

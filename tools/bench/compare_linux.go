@@ -21,6 +21,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 // clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat:
@@ -222,12 +224,12 @@ ciphersuites = TLS_AES_128_GCM_SHA256
 }
 
 func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := testenv.FindFreeAddr()
 	if err != nil {
 		return 0, err
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	_, port, _ := net.SplitHostPort(addr)
+	return strconv.Atoi(port)
 }
 
 // runOne starts t pinned to CPU 0, measures it and stops it.

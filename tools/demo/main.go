@@ -18,18 +18,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -42,10 +36,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sealproxy/sealproxy/tools/internal/gobuild"
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/gate"
-	"github.com/sealproxy/sealproxy/unlock/tang"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -77,12 +70,15 @@ func run(ctx context.Context, w io.Writer, hold bool) error {
 	defer os.RemoveAll(dir)
 
 	// 1. Tang, behind an approval gate.
-	gt, err := startGate(filepath.Join(dir, "gate"))
+	gt, err := testenv.ServeGate(testenv.GateOptions{Dir: filepath.Join(dir, "gate"), Operators: []string{"demo"}})
 	if err != nil {
 		return fmt.Errorf("starting the gate: %w", err)
 	}
-	defer gt.stop()
-	tangURL, thp := gt.url, gt.thp
+	defer gt.Close()
+	if err := os.WriteFile(filepath.Join(dir, "operator.token"), []byte(gt.Tokens["demo"]+"\n"), 0o600); err != nil {
+		return err
+	}
+	tangURL, thp := gt.URL, gt.Thp
 	fmt.Fprintf(out, "1. Tang server with approval (sealgate serve --approval required) on %s, fresh keys;\n   signing key thumbprint %s, one operator: demo\n", tangURL, thp)
 
 	// 2. Backend.
@@ -94,7 +90,13 @@ func run(ctx context.Context, w io.Writer, hold bool) error {
 	fmt.Fprintf(out, "2. HTTP echo backend on %s\n", backend)
 
 	// 3. CA, certificate, sealed key.
-	keyPEM, err := writePKI(dir)
+	// ca.crt and web.crt (for serverName and 127.0.0.1); the private key
+	// is sealed below and wiped: it is never written to disk.
+	pki, err := testenv.WritePKI(dir, testenv.PKIOptions{CAName: "sealproxy demo CA", ServerName: serverName, File: "web"})
+	if err != nil {
+		return err
+	}
+	keyPEM, err := pki.Server.MarshalKey()
 	if err != nil {
 		return err
 	}
@@ -137,7 +139,7 @@ timeout = "1m"
 		return err
 	}
 	fmt.Fprintln(out, "4. building sealproxy from this checkout and starting `sealproxy run`:")
-	bin, err := gobuild.Command(ctx, "sealproxy", dir)
+	bin, err := testenv.Build(ctx, "sealproxy", dir, "GOEXPERIMENT=runtimesecret")
 	if err != nil {
 		return err
 	}
@@ -156,7 +158,7 @@ timeout = "1m"
 	}
 	var req gate.Request
 	select {
-	case req = <-gt.pending:
+	case req = <-gt.Ready:
 	case <-ctx.Done():
 		return fmt.Errorf("waiting for the request at the gate: %w", ctx.Err())
 	}
@@ -167,7 +169,7 @@ timeout = "1m"
 	fmt.Fprintf(out, "   systemd's status line reads: %s\n", strings.TrimPrefix(status, "STATUS="))
 	fmt.Fprintf(out, "   the gate lists request %s from host %q, without a code; the operator types the code the host shows:\n", req.ID, req.Host)
 	fmt.Fprintf(out, "     seal approve %s --gate %s\n", shown[1], tangURL)
-	op := &gate.Client{URL: tangURL, Token: gt.token}
+	op := &gate.Client{URL: tangURL, Token: gt.Tokens["demo"]}
 	if _, err := op.Approve(ctx, shown[1]); err != nil {
 		return fmt.Errorf("approving: %w", err)
 	}
@@ -233,43 +235,6 @@ Try it while the demo runs (go run ./tools/demo -hold keeps it running):
 	return nil
 }
 
-// demoGate is a gate (the code `sealgate serve --approval required`
-// runs) over fresh keys, with one operator.
-type demoGate struct {
-	url, thp, token string
-	pending         chan gate.Request
-	stop            func()
-}
-
-func startGate(dir string) (*demoGate, error) {
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		return nil, err
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
-	token, err := ops.Add("demo")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(filepath.Dir(dir), "operator.token"), []byte(token+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	g := &demoGate{thp: thp, token: token, pending: make(chan gate.Request, 16)}
-	gt := gate.New(gate.Config{Keys: keys, Operators: ops, OnPending: func(r gate.Request) { g.pending <- r }})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	srv := &http.Server{Handler: gt, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	g.url, g.stop = "http://"+ln.Addr().String(), func() { srv.Close() }
-	return g, nil
-}
-
 var codeRE = regexp.MustCompile(`waiting for approval \(code ([A-Z0-9]{4}-[A-Z0-9]{4})\)`)
 
 // startBackend serves an HTTP echo: the request comes back as the body.
@@ -285,58 +250,6 @@ func startBackend() (string, func(), error) {
 	})}
 	go srv.Serve(ln)
 	return ln.Addr().String(), func() { srv.Close() }, nil
-}
-
-// writePKI writes ca.crt and web.crt (for serverName and 127.0.0.1) and
-// returns the server's private key as PEM, which the caller seals and
-// wipes: it is never written to disk.
-func writePKI(dir string) ([]byte, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sealproxy demo CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		return nil, err
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, err
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: serverName},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		DNSNames: []string{serverName}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, key.Public(), caKey)
-	if err != nil {
-		return nil, err
-	}
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), caPEM...)
-	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), caPEM, 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "web.crt"), chain, 0o644); err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	defer clear(der)
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
 }
 
 // proxyProcess is `sealproxy run` as a child, with the service

@@ -7,14 +7,14 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 // TestDemo runs the whole demo unattended: it must finish by itself and
 // show a round trip, a reload and a clean stop.
 func TestDemo(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds sealproxy")
-	}
+	testenv.SkipIfShort(t, "builds and runs sealproxy")
 	if _, err := exec.LookPath("go"); err != nil && runtime.GOOS == "windows" {
 		// Under Wine (make test-windows) there is no Windows Go toolchain.
 		t.Skip("builds sealproxy with the go command, and there is none on PATH")

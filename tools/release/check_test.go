@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 // The check refuses a binary built the plain way (this test binary: no
@@ -25,6 +27,7 @@ func TestCheckBinary(t *testing.T) {
 		// Under Wine (make test-windows) there is no Windows Go toolchain.
 		t.Skip("builds the commands with the go command, and there is none on PATH")
 	}
+	testenv.SkipIfShort(t, "builds every command as a release")
 	dir := t.TempDir()
 	if err := goBuild(t.Context(), dir, host, "1.2.3~test"); err != nil {
 		t.Fatal(err)

@@ -6,17 +6,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,8 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
-	"github.com/sealproxy/sealproxy/unlock/tang"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -50,74 +43,18 @@ func raiseFDLimit() (uint64, error) {
 	return lim.Cur, nil
 }
 
-// startTang serves a plain Tang server (no approval) over fresh keys in
-// dir and returns its URL, its signing key thumbprint and a stop function.
-func startTang(dir string) (url, thp string, stop func(), err error) {
-	if thp, err = tang.Keygen(dir); err != nil {
-		return "", "", nil, fmt.Errorf("tang keygen: %w", err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		return "", "", nil, fmt.Errorf("tang keys: %w", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", "", nil, fmt.Errorf("tang listener: %w", err)
-	}
-	srv := &http.Server{Handler: tang.NewServer(keys, nil), ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = srv.Serve(ln) }()
-	return "http://" + ln.Addr().String(), thp, func() { _ = srv.Close() }, nil
-}
-
 // writePKI writes ca.crt and soak.crt and seals the server's private key
 // to the Tang server into soak.key.jwe; the key is never written in the
 // clear. It returns the CA pool clients trust.
 func writePKI(ctx context.Context, dir, tangURL, thp string) (*x509.CertPool, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	pki, err := testenv.WritePKI(dir, testenv.PKIOptions{CAName: "sealproxy soak CA", ServerName: serverName, File: "soak"})
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sealproxy soak CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		return nil, fmt.Errorf("CA certificate: %w", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
+	keyPEM, err := pki.Server.MarshalKey()
 	if err != nil {
 		return nil, err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: serverName},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		DNSNames: []string{serverName}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, ca, key.Public(), caKey)
-	if err != nil {
-		return nil, fmt.Errorf("server certificate: %w", err)
-	}
-	caPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
-	chain := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}), caPEM...)
-	if err := os.WriteFile(filepath.Join(dir, "ca.crt"), caPEM, 0o644); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "soak.crt"), chain, 0o644); err != nil {
-		return nil, err
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
-	clear(der)
 	jwe, err := unlock.Encrypt(ctx, "tang", fmt.Appendf(nil, `{"url":%q,"thp":%q}`, tangURL, thp), keyPEM, nil)
 	clear(keyPEM)
 	if err != nil {
@@ -126,9 +63,7 @@ func writePKI(ctx context.Context, dir, tangURL, thp string) (*x509.CertPool, er
 	if err := os.WriteFile(filepath.Join(dir, "soak.key.jwe"), jwe, 0o600); err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return pool, nil
+	return pki.CA.Pool(), nil
 }
 
 // listenerSpec is one [[listener]] of the proxy's configuration.
@@ -349,21 +284,29 @@ func (p *proxyProcess) scrape(ctx context.Context) (metrics, error) {
 func (m metrics) get(name string, labels ...string) float64 {
 	var sum float64
 	for series, v := range m {
-		rest, ok := strings.CutPrefix(series, name)
-		if !ok || (rest != "" && rest[0] != '{') {
-			continue
-		}
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			if !strings.Contains(rest, fmt.Sprintf("%s=%q", labels[i], labels[i+1])) {
-				match = false
-			}
-		}
-		if match {
+		if rest, ok := seriesOf(series, name); ok && hasLabels(rest, labels) {
 			sum += v
 		}
 	}
 	return sum
+}
+
+// seriesOf returns the labels part of series ("{...}" or "") if series
+// is of the metric name.
+func seriesOf(series, name string) (string, bool) {
+	rest, ok := strings.CutPrefix(series, name)
+	return rest, ok && (rest == "" || rest[0] == '{')
+}
+
+// hasLabels reports whether the labels part rest has every k="v" pair of
+// labels (given as k, v, k, v...).
+func hasLabels(rest string, labels []string) bool {
+	for i := 0; i+1 < len(labels); i += 2 {
+		if !strings.Contains(rest, fmt.Sprintf("%s=%q", labels[i], labels[i+1])) {
+			return false
+		}
+	}
+	return true
 }
 
 // byLabel returns name's values by the value of label, over the series
@@ -372,17 +315,11 @@ func (m metrics) byLabel(name, label string, labels ...string) map[string]float6
 	out := map[string]float64{}
 	re := regexp.MustCompile(label + `="([^"]*)"`)
 	for series, v := range m {
-		rest, ok := strings.CutPrefix(series, name)
-		if !ok || (rest != "" && rest[0] != '{') {
+		rest, ok := seriesOf(series, name)
+		if !ok || !hasLabels(rest, labels) {
 			continue
 		}
-		match := true
-		for i := 0; i+1 < len(labels); i += 2 {
-			if !strings.Contains(rest, fmt.Sprintf("%s=%q", labels[i], labels[i+1])) {
-				match = false
-			}
-		}
-		if sm := re.FindStringSubmatch(rest); match && sm != nil {
+		if sm := re.FindStringSubmatch(rest); sm != nil {
 			out[sm[1]] += v
 		}
 	}

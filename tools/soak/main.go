@@ -20,7 +20,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sealproxy/sealproxy/tools/internal/gobuild"
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 // Listener timeouts the scenarios depend on.
@@ -256,7 +256,7 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 			cleanup()
 		}
 	}()
-	tangURL, thp, stopTang, err := startTang(filepath.Join(dir, "tang"))
+	tangURL, thp, stopTang, err := testenv.ServeTang(filepath.Join(dir, "tang"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -284,7 +284,7 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 	stops = append(stops, sb.close)
 
 	logf("building sealproxy")
-	bin, err := gobuild.Command(ctx, "sealproxy", dir)
+	bin, err := testenv.Build(ctx, "sealproxy", dir, "GOEXPERIMENT=runtimesecret")
 	if err != nil {
 		return nil, nil, err
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 // TestSoakShort runs every scenario in its short form against the real
@@ -18,9 +20,7 @@ import (
 // baseline, the proxy not alive or its log showing a panic. Latencies are
 // only recorded: this machine's speed is no property of the proxy.
 func TestSoakShort(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds and runs sealproxy with thousands of connections")
-	}
+	testenv.SkipIfShort(t, "builds and runs sealproxy with thousands of connections")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out, progress bytes.Buffer

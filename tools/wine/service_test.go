@@ -27,6 +27,7 @@ import (
 // sc stop with exit code 0, uninstall. tools/wine/run.sh (make
 // test-windows) builds the .exe and sets up the Wine prefix.
 func TestServiceUnderWine(t *testing.T) {
+	testenv.SkipIfShort(t, "drives sealproxy.exe under Wine's service manager")
 	exe := os.Getenv("SEALPROXY_WINE_SEALPROXY")
 	if exe == "" {
 		t.Skip("runs from make test-windows (tools/wine/run.sh), which builds sealproxy.exe and a Wine prefix")
@@ -37,10 +38,10 @@ func TestServiceUnderWine(t *testing.T) {
 	dir := t.TempDir()
 	ca := testenv.NewCA(t, "wine test CA")
 	ca.Server(t, "web.test").WriteFiles(t, dir, "web")
-	backend := echoBackend(t)
+	backend := testenv.StartEcho(t, nil).Addr
 
 	ok := filepath.Join(dir, "ok.toml")
-	okAddr := freePort(t)
+	okAddr := testenv.FreeAddr(t)
 	writeConfig(t, ok, okAddr, backend)
 	// The failing instance's port is held here, so it installs (the
 	// configuration is valid) but cannot start.
@@ -204,37 +205,4 @@ func dialRetry(t *testing.T, addr string, ca *testenv.CA) *tls.Conn {
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// echoBackend echoes each connection's bytes back, on the Linux side.
-func echoBackend(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }

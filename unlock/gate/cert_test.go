@@ -3,10 +3,7 @@ package gate_test
 import (
 	"crypto/tls"
 	"errors"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
 	"testing"
 
 	"github.com/sealproxy/sealproxy/testenv"
@@ -19,43 +16,21 @@ import (
 // certificate from another CA, or a removed operator is refused. Hosts
 // need no certificate.
 func TestCertOperators(t *testing.T) {
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
-	if _, err := ops.Add("alice"); err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan gate.Request, 4)
-	g := gate.New(gate.Config{Keys: keys, Operators: ops, CertOperators: true, Log: slog.New(slog.DiscardHandler),
-		OnPending: func(r gate.Request) { ready <- r }})
 	ca, other := testenv.NewCA(t, "operators"), testenv.NewCA(t, "elsewhere")
-	srv := httptest.NewUnstartedServer(g)
-	srv.TLS = &tls.Config{
-		Certificates: []tls.Certificate{ca.Server(t).TLSCertificate()},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.Pool(),
-	}
-	srv.StartTLS()
-	defer srv.Close()
+	gt := testenv.StartGate(t, testenv.GateOptions{Operators: []string{"alice"}, OperatorCA: ca})
+	thp, ready, ops := gt.Thp, gt.Ready, gt.Operators
 	client := func(leaf *testenv.Leaf) *gate.Client {
 		cfg := &tls.Config{RootCAs: ca.Pool()}
 		if leaf != nil {
 			cfg.Certificates = []tls.Certificate{leaf.TLSCertificate()}
 		}
-		return &gate.Client{URL: srv.URL, HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}}
+		return &gate.Client{URL: gt.URL, HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}}
 	}
 
 	// A host without a certificate recovers over https (tang pin URLs may
 	// be https), and waits like any other.
 	hostTang := &tang.Client{HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}}
-	adv, err := hostTang.Advertisement(testCtx(t), srv.URL, thp)
+	adv, err := hostTang.Advertisement(testCtx(t), gt.URL, thp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +41,7 @@ func TestCertOperators(t *testing.T) {
 	defer b.Wipe()
 	done := make(chan error, 1)
 	go func() {
-		z, err := hostTang.Recover(testCtx(t), srv.URL, exc.Thumbprint(), b)
+		z, err := hostTang.Recover(testCtx(t), gt.URL, exc.Thumbprint(), b)
 		clear(z)
 		done <- err
 	}()

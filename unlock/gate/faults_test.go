@@ -4,6 +4,7 @@ package gate_test
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
@@ -128,12 +130,10 @@ func TestFaultAuditDiskFills(t *testing.T) {
 	// Not released: the request is still pending for the operator, and
 	// the client, polling, is still told to wait.
 	polls := strings.Count(f.Logs.String(), `"status":202`)
-	deadline := time.Now().Add(30 * time.Second)
-	for strings.Count(f.Logs.String(), `"status":202`) < polls+2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the client stopped polling:\n%s", f.Logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if !testenv.Poll(ctx, func() bool { return strings.Count(f.Logs.String(), `"status":202`) >= polls+2 }) {
+		t.Fatalf("the client stopped polling:\n%s", f.Logs.String())
 	}
 	select {
 	case r := <-done:

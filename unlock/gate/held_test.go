@@ -2,6 +2,7 @@ package gate_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 )
@@ -79,9 +81,10 @@ func TestHeldRequestsBounded(t *testing.T) {
 // waitMetric polls the gate's metrics until one line equals want.
 func waitMetric(t *testing.T, f *fixture, want string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	var last string
-	for time.Now().Before(deadline) {
+	scrape := func() bool {
 		req, _ := http.NewRequest(http.MethodGet, f.URL+"/gate/metrics", nil)
 		req.Header.Set("Authorization", "Bearer "+f.Token)
 		resp, err := http.DefaultClient.Do(req)
@@ -91,12 +94,11 @@ func waitMetric(t *testing.T, f *fixture, want string) {
 		data, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		last = string(data)
-		if slices.Contains(strings.Split(last, "\n"), want) {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
+		return slices.Contains(strings.Split(last, "\n"), want)
 	}
-	t.Fatalf("metrics never showed %q; last scrape:\n%s", want, last)
+	if !testenv.Poll(ctx, scrape) {
+		t.Fatalf("metrics never showed %q; last scrape:\n%s", want, last)
+	}
 }
 
 // TestUnauthorizedFloodAuditedInSummary: a flood of unauthorized operator

@@ -6,11 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
@@ -46,83 +44,35 @@ func (c *clock) Advance(d time.Duration) {
 	c.now = c.now.Add(d)
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // fixture is a gate on 127.0.0.1 over a fresh key directory, with one
 // operator (alice), an audit file and a channel of requests that became
 // ready for a decision.
 type fixture struct {
-	g       *gate.Gate
-	URL     string
-	Dir     string
-	Thp     string
-	Token   string
-	Audit   string
-	Ready   chan gate.Request
-	Clock   *clock
-	Logs    *syncBuffer
-	Ops     *gate.Operators
-	auditor *gate.FileAudit
+	*testenv.Gate
+	g     *gate.Gate
+	Token string // alice's
+	Audit string
+	Clock *clock
+	Ops   *gate.Operators
 }
 
 func newFixture(t *testing.T, mod func(*gate.Config)) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
-	token, err := ops.Add("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
-	audit, err := gate.OpenAudit(auditPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { audit.Close() })
-	f := &fixture{
-		Dir: dir, Thp: thp, Token: token, Audit: auditPath, Ready: make(chan gate.Request, 64),
-		Clock: &clock{now: time.Now()}, Logs: &syncBuffer{}, Ops: ops, auditor: audit,
-	}
-	cfg := gate.Config{
-		Keys: keys, Operators: ops, Audit: audit,
-		Log:       slog.New(slog.NewJSONHandler(f.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		OnPending: func(r gate.Request) { f.Ready <- r },
-		Now:       f.Clock.Now,
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	f.g = gate.New(cfg)
-	srv := httptest.NewServer(f.g)
-	t.Cleanup(srv.Close)
-	f.URL = srv.URL
-	return f
+	c := &clock{now: time.Now()}
+	tg := testenv.StartGate(t, testenv.GateOptions{
+		Operators: []string{"alice"},
+		AuditFile: filepath.Join(t.TempDir(), "audit.jsonl"),
+		Configure: func(cfg *gate.Config) {
+			cfg.Now = c.Now
+			if mod != nil {
+				mod(cfg)
+			}
+		},
+	})
+	return &fixture{Gate: tg, g: tg.Gate, Token: tg.Tokens["alice"], Audit: tg.AuditFile, Clock: c, Ops: tg.Operators}
 }
 
-func (f *fixture) Config() string { return fmt.Sprintf(`{"url":%q,"thp":%q}`, f.URL, f.Thp) }
+func (f *fixture) Config() string { return f.PinConfig() }
 
 func (f *fixture) Operator(token string) *gate.Client {
 	return &gate.Client{URL: f.URL, Token: token}
@@ -131,13 +81,7 @@ func (f *fixture) Operator(token string) *gate.Client {
 // next waits for the next request that is ready for a decision.
 func (f *fixture) next(t *testing.T) gate.Request {
 	t.Helper()
-	select {
-	case r := <-f.Ready:
-		return r
-	case <-testCtx(t).Done():
-		t.Fatal("no request became ready for a decision")
-	}
-	return gate.Request{}
+	return f.Next(t, time.Minute)
 }
 
 // id returns the id of the pending request with code, read in process

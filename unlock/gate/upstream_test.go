@@ -3,7 +3,6 @@ package gate_test
 import (
 	"bytes"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -16,16 +15,11 @@ import (
 // upstreamGate puts a gate in front of the Tang server at url.
 func upstreamGate(t *testing.T, url string) (gateURL string, g *gate.Gate, ready chan gate.Request, token string) {
 	t.Helper()
-	ops := gate.OpenOperators(t.TempDir() + "/operators.json")
-	token, err := ops.Add("alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready = make(chan gate.Request, 8)
-	g = gate.New(gate.Config{Upstream: url, Operators: ops, Log: slog.New(slog.DiscardHandler), OnPending: func(r gate.Request) { ready <- r }})
-	srv := httptest.NewServer(g)
-	t.Cleanup(srv.Close)
-	return srv.URL, g, ready, token
+	gt := testenv.StartGate(t, testenv.GateOptions{
+		Operators: []string{"alice"},
+		Configure: func(c *gate.Config) { c.Keys, c.Upstream = nil, url },
+	})
+	return gt.URL, gt.Gate, gt.Ready, gt.Tokens["alice"]
 }
 
 // testUpstream seals through the gate (the advertisement passes through,

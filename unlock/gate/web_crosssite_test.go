@@ -65,35 +65,18 @@ func TestWebPageChromiumCrossSite(t *testing.T) {
 	pk12util := testenv.LookTool(t, "pk12util", "libnss3-tools")
 	testenv.LookTool(t, "chromium", "chromium")
 
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ops := gate.OpenOperators(filepath.Join(dir, gate.OperatorsFile))
-	if _, err := ops.Add("alice"); err != nil {
-		t.Fatal(err)
-	}
 	audit := &memAudit{}
-	g := gate.New(gate.Config{Keys: keys, Operators: ops, CertOperators: true, Audit: audit})
 	ca := testenv.NewCA(t, "operators")
-	srv := httptest.NewUnstartedServer(g)
-	srv.TLS = &tls.Config{
-		Certificates: []tls.Certificate{ca.Server(t).TLSCertificate()},
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		ClientCAs:    ca.Pool(),
-	}
-	srv.StartTLS()
-	defer srv.Close()
+	gt := testenv.StartGate(t, testenv.GateOptions{
+		Operators: []string{"alice"}, OperatorCA: ca,
+		Configure: func(c *gate.Config) { c.Audit = audit },
+	})
+	g, thp := gt.Gate, gt.Thp
 	alice := ca.Client(t, "alice")
 
 	// A host's request waits (the host needs no certificate).
 	hostHTTP := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
-	adv, err := (&tang.Client{HTTP: hostHTTP}).Advertisement(testCtx(t), srv.URL, thp)
+	adv, err := (&tang.Client{HTTP: hostHTTP}).Advertisement(testCtx(t), gt.URL, thp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +86,7 @@ func TestWebPageChromiumCrossSite(t *testing.T) {
 	b, _ := tang.NewBlind(exc, epk)
 	defer b.Wipe()
 	body, _ := json.Marshal(b.Request())
-	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, srv.URL+"/rec/"+exc.Thumbprint(), bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(testCtx(t), http.MethodPost, gt.URL+"/rec/"+exc.Thumbprint(), bytes.NewReader(body))
 	req.Header.Set("Prefer", "respond-async")
 	resp, err := hostHTTP.Do(req)
 	if err != nil {
@@ -149,7 +132,7 @@ func TestWebPageChromiumCrossSite(t *testing.T) {
 	}))
 	defer elsewhere.Close()
 	port := elsewhere.URL[strings.LastIndex(elsewhere.URL, ":")+1:]
-	approve := jsString(srv.URL + "/gate/approve")
+	approve := jsString(gt.URL + "/gate/approve")
 	// A host that shows no code (as this one, without the committed
 	// exchange) is approved by its request id: what the page would send.
 	id := g.Pending()[0].ID
@@ -182,7 +165,7 @@ func TestWebPageChromiumCrossSite(t *testing.T) {
 	}
 
 	// The operator's own client with the same certificate.
-	op := &gate.Client{URL: srv.URL, HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
+	op := &gate.Client{URL: gt.URL, HTTP: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		RootCAs: ca.Pool(), Certificates: []tls.Certificate{alice.TLSCertificate()},
 	}}}}
 	list, err := op.Pending(testCtx(t))

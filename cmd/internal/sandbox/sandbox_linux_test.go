@@ -8,10 +8,10 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/sealproxy/sealproxy/testenv"
 )
 
 // childEnv marks the re-executed test binary that confines itself: a
@@ -25,12 +25,7 @@ func TestApplyConfines(t *testing.T) {
 		confinedChild(t, dir)
 		return
 	}
-	if ABI() == 0 {
-		if os.Getenv("SEALPROXY_REQUIRE_LANDLOCK") == "1" {
-			t.Fatal("SEALPROXY_REQUIRE_LANDLOCK=1 but this kernel has no Landlock")
-		}
-		t.Skip("this kernel has no Landlock (landlock_create_ruleset ABI query failed): nothing to enforce")
-	}
+	testenv.NeedLandlock(t)
 	dir := t.TempDir()
 	for _, d := range []string{"ro", "rw", "sock", "outside"} {
 		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
@@ -42,15 +37,7 @@ func TestApplyConfines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestApplyConfines$", "-test.v")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("confined child: %v\n%s", err, out)
-	}
-	if !strings.Contains(string(out), "confined child: all checks passed") {
-		t.Fatalf("confined child did not run its checks:\n%s", out)
-	}
+	testenv.RunConfinedChild(t, []string{childEnv + "=" + dir}, "confined child: all checks passed")
 }
 
 func confinedChild(t *testing.T, dir string) {
