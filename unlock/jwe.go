@@ -15,8 +15,8 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock/tang"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 var b64 = base64.RawURLEncoding
@@ -143,7 +143,7 @@ func sealContent(hdr *header, cek, plaintext []byte) ([]byte, error) {
 		return nil, err
 	}
 	var sealed []byte
-	wipe.Do(func() {
+	secmem.Do(func() {
 		var gcm cipher.AEAD
 		if gcm, err = newGCM(cek); err == nil {
 			sealed = gcm.Seal(nil, iv, plaintext, []byte(protected))
@@ -163,9 +163,9 @@ func sealContent(hdr *header, cek, plaintext []byte) ([]byte, error) {
 
 // openContent decrypts straight into locked memory, so the plaintext never
 // exists on the Go heap. The AES key schedule is a heap value of the
-// standard library's; wipe.Do erases it once it is garbage.
+// standard library's; secmem.Do erases it once it is garbage.
 func openContent(j *jwe, cek []byte) (buf *memguard.LockedBuffer, err error) {
-	wipe.Do(func() { buf, err = openContentIn(j, cek) })
+	secmem.Do(func() { buf, err = openContentIn(j, cek) })
 	return buf, err
 }
 
@@ -191,7 +191,7 @@ func openContentIn(j *jwe, cek []byte) (*memguard.LockedBuffer, error) {
 	}
 	if &out[0] != &dst[0] {
 		// Open did not decrypt in place: the plaintext is on the heap.
-		wipe.Bytes(out)
+		secmem.Bytes(out)
 		buf.Destroy()
 		return nil, errors.New("internal error: AES-GCM did not decrypt into locked memory")
 	}

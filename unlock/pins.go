@@ -14,9 +14,9 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock/sss"
 	"github.com/sealproxy/sealproxy/unlock/tang"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 var (
@@ -137,7 +137,7 @@ func Encrypt(ctx context.Context, pin string, config []byte, plaintext []byte, o
 	if err != nil {
 		return nil, err
 	}
-	defer wipe.Bytes(cek)
+	defer secmem.Bytes(cek)
 	return sealContent(hdr, cek, plaintext)
 }
 
@@ -164,7 +164,7 @@ func decrypt(ctx context.Context, data []byte, opts *Options, s *session) (*memg
 	if err != nil {
 		return nil, err
 	}
-	defer wipe.Bytes(cek)
+	defer secmem.Bytes(cek)
 	return openContent(j, cek)
 }
 
@@ -222,7 +222,7 @@ func bindTang(ctx context.Context, config []byte, opts *Options) (*header, []byt
 	if err != nil {
 		return nil, nil, fmt.Errorf("tang %s: %w", url, err)
 	}
-	defer wipe.Bytes(z)
+	defer secmem.Bytes(z)
 	hdr := &header{
 		Alg: "ECDH-ES", Enc: encA256GCM, Kid: srv.Thumbprint(), Epk: epk,
 		Clevis: &clevisNode{Pin: "tang", Tang: &tangNode{URL: cfg.URL, Adv: adv.Payload}},
@@ -316,7 +316,7 @@ func recoverTang(ctx context.Context, j *jwe, opts *Options, s *session) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	defer wipe.Bytes(z)
+	defer secmem.Bytes(z)
 	return concatKDF(z, j.header.Enc), nil
 }
 
@@ -383,7 +383,7 @@ func bindSSS(ctx context.Context, config []byte, opts *Options) (*header, []byte
 			return nil, nil, err
 		}
 		out, err := Encrypt(ctx, child.pin, child.config, share, opts)
-		wipe.Bytes(share)
+		secmem.Bytes(share)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sss: share %d (%s): %w", i+1, child.pin, err)
 		}

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // syncBuffer is a bytes.Buffer safe for the daemon to write and the test
@@ -207,7 +207,7 @@ func testRunEndToEnd(t *testing.T, source string) {
 	cfg := strings.NewReplacer(replace...).Replace(exampleConfig)
 	if source == "file" {
 		cfg = "allow_plaintext_keys = true\n" + cfg
-	} else if !wipe.Erasing() {
+	} else if !secmem.Erasing() {
 		cfg = "allow_unprotected_memory = true\n" + cfg // TestRunRefusesUnprotectedMemory
 	}
 	path := filepath.Join(dir, "sealproxy.toml")
