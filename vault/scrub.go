@@ -6,7 +6,7 @@ import "github.com/sealproxy/sealproxy/internal/secmem"
 // and crypto/rsa derive their own forms of the key; math/big allocates).
 // With GOEXPERIMENT=runtimesecret, secmem.Do marks those allocations to be
 // erased when the garbage collector frees them, but a quiet proxy may not
-// collect for minutes. Sealed keys report each use to wipe's scrubber,
+// collect for minutes. Sealed keys report each use to secmem's scrubber,
 // which collects shortly after signing goes idle, so that erasure actually
 // happens.
 
