@@ -3,6 +3,7 @@ package secmem
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,7 +60,7 @@ func TestSealSize(t *testing.T) {
 		if err == nil {
 			t.Fatalf("Seal accepted %d bytes", n)
 		}
-		if !strings.Contains(err.Error(), "want 1 to 4064") {
+		if !strings.Contains(err.Error(), fmt.Sprintf("want 1 to %d", MaxSecret)) {
 			t.Errorf("Seal(%d bytes) = %v, want the bounds named", n, err)
 		}
 	}
