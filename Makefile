@@ -18,7 +18,7 @@ TEST_FUZZTIME ?= 0
 test: vet build-all lint test-windows
 	$(GO) test -race -count=1 ./...
 	# the key-handling packages again as the binaries are built (make build)
-	GOEXPERIMENT=runtimesecret $(GO) test -count=1 ./unlock/... ./vault/... ./cmd/sealproxy/ ./cmd/sealgate/
+	GOEXPERIMENT=runtimesecret $(GO) test -count=1 ./internal/... ./unlock/... ./vault/... ./cmd/sealproxy/ ./cmd/sealgate/
 	$(MAKE) --no-print-directory test-systemd
 	@if [ "$(TEST_FUZZTIME)" != 0 ]; then $(MAKE) --no-print-directory fuzz FUZZTIME=$(TEST_FUZZTIME); fi
 

@@ -19,8 +19,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	josecipher "github.com/go-jose/go-jose/v4/cipher"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock/tang"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 var b64 = base64.RawURLEncoding
@@ -211,7 +211,7 @@ func sealContent(hdr *header, cek, plaintext []byte) ([]byte, error) {
 		return nil, err
 	}
 	var sealed []byte
-	wipe.Do(func() {
+	secmem.Do(func() {
 		var gcm cipher.AEAD
 		if gcm, err = newGCM(cek); err == nil {
 			sealed = gcm.Seal(nil, iv, plaintext, []byte(protected))
@@ -231,9 +231,9 @@ func sealContent(hdr *header, cek, plaintext []byte) ([]byte, error) {
 
 // openContent decrypts straight into locked memory, so the plaintext never
 // exists on the Go heap. The AES key schedule is a heap value of the
-// standard library's; wipe.Do erases it once it is garbage.
+// standard library's; secmem.Do erases it once it is garbage.
 func openContent(j *jwe, cek []byte) (buf *memguard.LockedBuffer, err error) {
-	wipe.Do(func() { buf, err = openContentIn(j, cek) })
+	secmem.Do(func() { buf, err = openContentIn(j, cek) })
 	return buf, err
 }
 
@@ -259,7 +259,7 @@ func openContentIn(j *jwe, cek []byte) (*memguard.LockedBuffer, error) {
 	}
 	if &out[0] != &dst[0] {
 		// Open did not decrypt in place: the plaintext is on the heap.
-		wipe.Bytes(out)
+		secmem.Bytes(out)
 		buf.Destroy()
 		return nil, errors.New("internal error: AES-GCM did not decrypt into locked memory")
 	}
@@ -280,11 +280,11 @@ func newGCM(cek []byte) (cipher.AEAD, error) {
 // concatKDF derives the A256GCM content key from the ECDH-ES shared secret
 // z (RFC 7518 §4.6.2: AlgorithmID = enc, empty PartyUInfo and PartyVInfo,
 // 256-bit output) with go-jose's Concat KDF. Its hash state and digest
-// are heap values of go-jose's, so it runs inside wipe.Do; the caller
+// are heap values of go-jose's, so it runs inside secmem.Do; the caller
 // wipes the result.
 func concatKDF(z []byte, enc string) []byte {
 	cek := make([]byte, cekSize)
-	wipe.Do(func() {
+	secmem.Do(func() {
 		var bits [4]byte
 		binary.BigEndian.PutUint32(bits[:], cekSize*8)
 		kdf := josecipher.NewConcatKDF(crypto.SHA256, z, lengthPrefixed(enc), lengthPrefixed(""), lengthPrefixed(""), bits[:], nil)

@@ -11,8 +11,8 @@ import (
 	"github.com/awnumar/memguard"
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock/tang"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // ErrBadConfig reports a pin configuration that cannot be used.
@@ -119,7 +119,7 @@ func Encrypt(ctx context.Context, pin string, config []byte, plaintext []byte, o
 	if err != nil {
 		return nil, err
 	}
-	defer wipe.Bytes(cek)
+	defer secmem.Bytes(cek)
 	return sealContent(hdr, cek, plaintext)
 }
 
@@ -146,7 +146,7 @@ func decrypt(ctx context.Context, data []byte, r recovery) (*memguard.LockedBuff
 	if err != nil {
 		return nil, err
 	}
-	defer wipe.Bytes(cek)
+	defer secmem.Bytes(cek)
 	return openContent(j, cek)
 }
 

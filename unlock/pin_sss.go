@@ -13,8 +13,8 @@ import (
 	"github.com/awnumar/memguard"
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock/sss"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // ErrNotEnoughShares reports an sss recovery that got fewer than t shares.
@@ -93,7 +93,7 @@ func (sssPin) bind(ctx context.Context, config []byte, opts *Options) (*header, 
 			return nil, nil, err
 		}
 		out, err := Encrypt(ctx, child.pin, child.config, share, opts)
-		wipe.Bytes(share)
+		secmem.Bytes(share)
 		if err != nil {
 			return nil, nil, fmt.Errorf("sss: share %d (%s): %w", i+1, child.pin, err)
 		}

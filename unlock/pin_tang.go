@@ -10,8 +10,8 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock/tang"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // ErrNoThumbprint reports a tang configuration without "thp" whose
@@ -72,7 +72,7 @@ func (tangPin) bind(ctx context.Context, config []byte, opts *Options) (*header,
 	if err != nil {
 		return nil, nil, fmt.Errorf("tang %s: %w", url, err)
 	}
-	defer wipe.Bytes(z)
+	defer secmem.Bytes(z)
 	hdr := &header{
 		Alg: "ECDH-ES", Enc: encA256GCM, Kid: srv.Thumbprint(), Epk: epk,
 		Clevis: &clevisNode{Pin: "tang", Node: &tangNode{URL: cfg.URL, Adv: adv.Payload}},
@@ -173,7 +173,7 @@ func (tangPin) keyAgreement(ctx context.Context, j *jwe, r recovery) jose.Opaque
 		if err != nil {
 			return nil, err
 		}
-		defer wipe.Bytes(z)
+		defer secmem.Bytes(z)
 		return concatKDF(z, j.header.Enc), nil
 	})
 }

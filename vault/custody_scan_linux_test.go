@@ -28,9 +28,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // The custody proof: a separate process holds a key, serves TLS with it on
@@ -123,7 +123,7 @@ func keyholder(ref string) error {
 type touching struct{ crypto.Signer }
 
 func (k touching) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	defer wipe.Used()
+	defer secmem.Used()
 	return k.Signer.Sign(rand, digest, opts)
 }
 
@@ -341,7 +341,7 @@ func scanKeys(t *testing.T) []scanCase {
 // this one if it was, else a fresh build of this package's tests.
 func secretBinary(t *testing.T) string {
 	t.Helper()
-	if wipe.Erasing() {
+	if secmem.Erasing() {
 		bin, err := os.Executable()
 		if err != nil {
 			t.Fatal(err)

@@ -1,16 +1,12 @@
 package vault
 
 import (
-	"errors"
 	"os"
 
 	"github.com/awnumar/memguard"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
-)
 
-// ErrMemlock reports a locked-memory limit too small for the keys: memguard
-// can deadlock when mlock fails, so we refuse to start instead.
-var ErrMemlock = errors.New("locked memory limit too low")
+	"github.com/sealproxy/sealproxy/internal/secmem"
+)
 
 // HardenOptions tune Harden.
 type HardenOptions struct {
@@ -27,33 +23,30 @@ type HardenOptions struct {
 // Harden prepares the process to hold secrets: no core dumps (RLIMIT_CORE
 // 0), not dumpable and not ptrace-attachable by other processes of the
 // same user (PR_SET_DUMPABLE 0 on Linux), and enough locked memory
-// (RLIMIT_MEMLOCK) for the vault, failing with a message that names the
-// limit and the systemd setting rather than risking memguard hanging
-// later. Call it once at start-up, before opening keys. On platforms other
+// (RLIMIT_MEMLOCK) for the vault, failing with secmem.ErrMemlock and a
+// message that names the limit and the systemd setting rather than
+// risking memguard hanging later. Call it once at start-up, before opening keys. On platforms other
 // than Linux it only checks what it can.
 //
 // The daemon should also call memguard.Purge (or Purge here) on exit.
 func Harden(opts HardenOptions) error {
-	if err := wipe.NoDumps(!opts.KeepDumpable); err != nil {
+	if err := secmem.NoDumps(!opts.KeepDumpable); err != nil {
 		return err
 	}
 	return checkMemlock(MemlockNeed(max(1, opts.Keys)))
 }
 
+func checkMemlock(need int) error { return secmem.CheckMemlock(need, "the vault") }
+
 // MemlockNeed estimates the locked memory, in bytes, the vault needs to
-// hold keys sealed keys: the shared scratch arena plus, per key, room for
-// the recovery's transient locked buffers (PEM and CEK), plus memguard's
-// own key.
+// hold keys sealed keys: the boxes' pool and memguard's key
+// (secmem.PoolNeed), per key room for the recovery's transient locked
+// buffers (PEM and CEK), and some slack for enclaves opened per
+// operation.
 func MemlockNeed(keys int) int {
-	page := pageSize()
-	return lockedBytes(scratchSlots()) + keys*4*page + memguardReserve()
+	page := os.Getpagesize()
+	return secmem.PoolNeed() + keys*4*page + 4*page
 }
-
-// memguardReserve is memguard's own locked memory: its coffer (three
-// one-page buffers) and some slack for enclaves opened per operation.
-func memguardReserve() int { return 8 * pageSize() }
-
-func pageSize() int { return os.Getpagesize() }
 
 // Purge wipes every secret the vault holds (memguard's key and all locked
 // buffers, including the scratch arena) and is the last thing a daemon

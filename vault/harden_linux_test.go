@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 const memlockEnv = "SEALPROXY_TEST_MEMLOCK"
@@ -25,8 +27,8 @@ func memlockChild() {
 		os.Exit(2)
 	}
 	err := Harden(HardenOptions{KeepDumpable: true})
-	if !errors.Is(err, ErrMemlock) {
-		fmt.Println("want ErrMemlock, got", err)
+	if !errors.Is(err, secmem.ErrMemlock) {
+		fmt.Println("want secmem.ErrMemlock, got", err)
 		os.Exit(1)
 	}
 	fmt.Println(err)

@@ -12,7 +12,7 @@ import (
 	"io"
 	"math/big"
 
-	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 // A keyShape is the public half of a key and what is needed to rebuild the
@@ -33,7 +33,7 @@ type keyShape struct {
 
 // splitKey takes a parsed private key apart: it returns the public shape
 // and the secret (a fresh slice the caller must wipe), and wipes the
-// secret numbers of k itself. Call it inside wipe.Do.
+// secret numbers of k itself. Call it inside secmem.Do.
 func splitKey(k crypto.Signer) (keyShape, []byte, error) {
 	switch k := k.(type) {
 	case *ecdsa.PrivateKey:
@@ -43,7 +43,7 @@ func splitKey(k crypto.Signer) (keyShape, []byte, error) {
 		}
 		secret := k.D.FillBytes(make([]byte, size))
 		pub := &ecdsa.PublicKey{Curve: k.Curve, X: new(big.Int).Set(k.X), Y: new(big.Int).Set(k.Y)}
-		wipe.BigInt(k.D)
+		secmem.BigInt(k.D)
 		// An ASN.1 ECDSA signature: two integers of size bytes, with headers.
 		return keyShape{pub: pub, sigMax: 2*size + 16}, secret, nil
 	case *rsa.PrivateKey:
@@ -74,7 +74,7 @@ func splitKey(k crypto.Signer) (keyShape, []byte, error) {
 		copy(secret, k)
 		pub := make(ed25519.PublicKey, ed25519.PublicKeySize)
 		copy(pub, k[32:])
-		wipe.Bytes(k)
+		secmem.Bytes(k)
 		return keyShape{pub: pub, sigMax: ed25519.SignatureSize}, secret, nil
 	case *ed25519.PrivateKey:
 		return splitKey(*k)
@@ -83,29 +83,29 @@ func splitKey(k crypto.Signer) (keyShape, []byte, error) {
 }
 
 func wipeRSA(k *rsa.PrivateKey) {
-	wipe.BigInt(k.D)
+	secmem.BigInt(k.D)
 	for _, p := range k.Primes {
-		wipe.BigInt(p)
+		secmem.BigInt(p)
 	}
-	wipe.BigInt(k.Precomputed.Dp)
-	wipe.BigInt(k.Precomputed.Dq)
-	wipe.BigInt(k.Precomputed.Qinv)
+	secmem.BigInt(k.Precomputed.Dp)
+	secmem.BigInt(k.Precomputed.Dq)
+	secmem.BigInt(k.Precomputed.Qinv)
 	for _, v := range k.Precomputed.CRTValues {
-		wipe.BigInt(v.Exp)
-		wipe.BigInt(v.Coeff)
-		wipe.BigInt(v.R)
+		secmem.BigInt(v.Exp)
+		secmem.BigInt(v.Coeff)
+		secmem.BigInt(v.R)
 	}
 }
 
 // rebuild makes a private key from the shape and the secret, calls f with
-// it, and wipes the numbers it made. Call it inside wipe.Do: the standard
+// it, and wipes the numbers it made. Call it inside secmem.Do: the standard
 // library keeps derived copies (crypto/ecdsa's per-key cache, crypto/rsa's
 // precomputed FIPS key) that only the runtime can erase.
 func (s *keyShape) rebuild(secret []byte, f func(crypto.Signer) error) error {
 	switch pub := s.pub.(type) {
 	case *ecdsa.PublicKey:
 		k := &ecdsa.PrivateKey{PublicKey: *pub, D: new(big.Int).SetBytes(secret)}
-		defer wipe.BigInt(k.D)
+		defer secmem.BigInt(k.D)
 		return f(k)
 	case *rsa.PublicKey:
 		n := pub.Size()
@@ -133,14 +133,14 @@ func (s *keyShape) rebuild(secret []byte, f func(crypto.Signer) error) error {
 		// address lets that cache entry die (and be erased) with the copy.
 		k := make(ed25519.PrivateKey, len(secret))
 		copy(k, secret)
-		defer wipe.Bytes(k)
+		defer secmem.Bytes(k)
 		return f(k)
 	}
 	return fmt.Errorf("unsupported public key %T", s.pub)
 }
 
 // signWith signs digest with the rebuilt key and appends the signature to
-// out, whose capacity the caller allocated outside wipe.Do.
+// out, whose capacity the caller allocated outside secmem.Do.
 func signWith(k crypto.Signer, rand io.Reader, digest []byte, opts crypto.SignerOpts, out []byte) ([]byte, error) {
 	sig, err := k.Sign(rand, digest, opts)
 	if err != nil {

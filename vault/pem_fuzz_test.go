@@ -12,7 +12,7 @@ import (
 	"encoding/pem"
 	"testing"
 
-	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 // FuzzParsePrivateKeyPEM parses key files as file: keys and the plaintext
@@ -69,11 +69,11 @@ func FuzzParsePrivateKeyPEM(f *testing.F) {
 			shape  keyShape
 			secret []byte
 		)
-		wipe.Do(func() { shape, secret, err = splitKey(signer) })
+		secmem.Do(func() { shape, secret, err = splitKey(signer) })
 		if err != nil {
 			return // refused as custody would refuse it
 		}
-		defer wipe.Bytes(secret)
+		defer secmem.Bytes(secret)
 		if !pub.(equaler).Equal(shape.pub) {
 			t.Fatalf("split changed the public key: %v, %v", pub, shape.pub)
 		}
@@ -98,7 +98,7 @@ func FuzzParsePrivateKeyPEM(f *testing.F) {
 			digest = sum[:]
 		}
 		var sig []byte
-		wipe.Do(func() {
+		secmem.Do(func() {
 			err = shape.rebuild(secret, func(k crypto.Signer) error {
 				var err error
 				sig, err = signWith(k, rand.Reader, digest, opts, make([]byte, 0, shape.sigMax))

@@ -21,7 +21,7 @@ import (
 	"github.com/ThalesIgnite/crypto11"
 	"github.com/miekg/pkcs11"
 
-	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -86,7 +86,7 @@ func openPKCS11(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
 	}
 	done := make(chan acquired, 1)
 	go func() {
-		defer wipe.Bytes(pin)
+		defer secmem.Bytes(pin)
 		c, release, err := acquireToken(id, pin, opts)
 		done <- acquired{c, release, err}
 	}()
@@ -322,7 +322,7 @@ func (k tokenRSAKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.De
 		if ok {
 			subtle.ConstantTimeCopy(1, key, pt)
 		}
-		wipe.Bytes(pt)
+		secmem.Bytes(pt)
 		return key, nil
 	}
 	pt, err := d.Decrypt(random, ciphertext, opts)

@@ -10,8 +10,8 @@ import (
 	"os"
 	"sync"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -51,7 +51,7 @@ func openSealed(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
 		return nil, fmt.Errorf("recovering sealed key %s: %w", r, err)
 	}
 	defer buf.Destroy()
-	if !wipe.Erasing() {
+	if !secmem.Erasing() {
 		opts.log().Warn("allow_unprotected_memory: copies of the key the standard library makes while signing stay in freed memory until it is reused", "key", r)
 	}
 	k, err := newSealedKey(r.String(), buf.Bytes(), custodyBox)
@@ -109,26 +109,35 @@ func readLimited(path string, limit int64) ([]byte, error) {
 	return data, nil
 }
 
+// A custody holds the secret half of one key and lends it out, in the
+// clear and inside secmem.Do, only for the duration of a call to Open.
+// Between calls no plaintext copy exists in readable memory.
+type custody interface {
+	Open(f func(secret []byte) error) error
+	Destroy()
+}
+
 type custodyMode int
 
 const (
-	// custodyBox: sealed under the arena's key, opened into long-lived
-	// locked scratch buffers (the default).
+	// custodyBox: a secmem.Box, opened into long-lived locked scratch
+	// buffers (the default).
 	custodyBox custodyMode = iota
-	// custodyEnclave: a memguard Enclave opened per signature.
+	// custodyEnclave: a secmem.Enclave, a memguard Enclave opened per
+	// signature (to measure the box against).
 	custodyEnclave
 )
 
 // newSealedKey parses a PEM private key (which stays where the caller
 // keeps it, in locked memory) and moves its secret numbers into custody.
-// Every copy made on the way is wiped, or erased by wipe.Do.
+// Every copy made on the way is wiped, or erased by secmem.Do.
 func newSealedKey(name string, pemData []byte, mode custodyMode) (*sealedKey, error) {
 	var (
 		shape  keyShape
 		c      custody
 		outErr error
 	)
-	wipe.Do(func() {
+	secmem.Do(func() {
 		signer, err := ParsePrivateKeyPEM(pemData)
 		if err != nil {
 			outErr = err
@@ -140,22 +149,19 @@ func newSealedKey(name string, pemData []byte, mode custodyMode) (*sealedKey, er
 			outErr = err
 			return
 		}
-		defer wipe.Bytes(secret)
+		defer secmem.Bytes(secret)
 		switch mode {
 		case custodyEnclave:
-			c, outErr = newEnclaveCustody(secret)
+			c, outErr = secmem.NewEnclave(secret)
 		default:
-			var a *arena
-			if a, outErr = defaultArena(); outErr == nil {
-				c, outErr = newBoxCustody(a, secret)
-			}
+			c, outErr = secmem.Seal(secret)
 		}
 	})
 	if outErr != nil {
 		return nil, outErr
 	}
 	k := &sealedKey{name: name, shape: shape, custody: c}
-	wipe.Used()
+	secmem.Used()
 	return k, nil
 }
 
@@ -191,7 +197,7 @@ func (k *sealedKey) String() string { return k.name }
 func (k *sealedKey) Public() crypto.PublicKey { return k.shape.pub }
 
 // Sign signs digest with the key: the secret is decrypted into locked
-// scratch memory, the key rebuilt and used inside wipe.Do, and every copy
+// scratch memory, the key rebuilt and used inside secmem.Do, and every copy
 // wiped before Sign returns.
 func (k *sealedKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	out := make([]byte, 0, k.shape.sigMax)
@@ -214,7 +220,7 @@ func (k *sealedKey) decrypt(rand io.Reader, ciphertext []byte, opts crypto.Decry
 	err := k.use(func(s crypto.Signer) error {
 		pt, err := s.(*rsa.PrivateKey).Decrypt(rand, ciphertext, opts)
 		out = append(out, pt...)
-		wipe.Bytes(pt)
+		secmem.Bytes(pt)
 		return err
 	})
 	if err != nil {
@@ -229,14 +235,9 @@ func (k *sealedKey) use(f func(crypto.Signer) error) error {
 	if k.custody == nil {
 		return ErrClosed
 	}
-	var err error
-	wipe.Do(func() {
-		err = k.custody.with(func(secret []byte) error {
-			return k.shape.rebuild(secret, f)
-		})
+	return k.custody.Open(func(secret []byte) error {
+		return k.shape.rebuild(secret, f)
 	})
-	wipe.Used()
-	return err
 }
 
 // Close destroys the key's custody; later signatures fail with ErrClosed.
@@ -244,7 +245,7 @@ func (k *sealedKey) Close() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.custody != nil {
-		k.custody.destroy()
+		k.custody.Destroy()
 		k.custody = nil
 	}
 	return nil

@@ -18,9 +18,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -232,7 +232,7 @@ func TestOpenSealedFromBytes(t *testing.T) {
 	}
 }
 
-// A binary whose wipe.Do erases nothing (built without
+// A binary whose secmem.Do erases nothing (built without
 // GOEXPERIMENT=runtimesecret) refuses sealed: keys before it asks Tang,
 // unless the options accept it; a protected binary opens them. The
 // Makefile runs this package in both build modes.
@@ -256,7 +256,7 @@ func TestOpenSealedMemoryProtection(t *testing.T) {
 		return err
 	}
 
-	if wipe.Erasing() {
+	if secmem.Erasing() {
 		if err := CheckMemoryProtection(false); err != nil {
 			t.Fatalf("protected build: %v", err)
 		}
@@ -269,7 +269,7 @@ func TestOpenSealedMemoryProtection(t *testing.T) {
 	if !errors.Is(err, ErrUnprotectedMemory) {
 		t.Fatalf("unprotected build: CheckMemoryProtection = %v, want ErrUnprotectedMemory", err)
 	}
-	if want := "GOEXPERIMENT=runtimesecret"; !wipe.Built() && !strings.Contains(err.Error(), want) {
+	if want := "GOEXPERIMENT=runtimesecret"; !secmem.Built() && !strings.Contains(err.Error(), want) {
 		t.Errorf("error %q does not name %s", err, want)
 	}
 	if err := CheckMemoryProtection(true); err != nil {

@@ -5,7 +5,7 @@
 //
 // A sealed key's secret numbers are in the clear only during a signature,
 // in a locked scratch buffer, and the key is rebuilt and used inside
-// wipe.Do. Build with GOEXPERIMENT=runtimesecret: only then are the copies
+// secmem.Do. Build with GOEXPERIMENT=runtimesecret: only then are the copies
 // the standard library makes while signing erased (TestCustodyMemoryScan
 // shows the difference). A daemon calls Harden at start-up and Purge on
 // its way out.
@@ -20,8 +20,8 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -59,7 +59,7 @@ type Options struct {
 	// AllowPlaintext permits file: keys (development only).
 	AllowPlaintext bool
 	// AllowUnprotectedMemory permits sealed: keys in a binary whose
-	// wipe.Do erases nothing (built without GOEXPERIMENT=runtimesecret,
+	// secmem.Do erases nothing (built without GOEXPERIMENT=runtimesecret,
 	// or a platform runtime/secret does not cover): development only.
 	AllowUnprotectedMemory bool
 	// Unlock configures the recovery of sealed: keys.
@@ -80,10 +80,10 @@ type Options struct {
 // handshakes; docs/benchmarks.md, "Key custody"). A daemon calls it at
 // start-up, before it contacts any Tang server; Open calls it too.
 func CheckMemoryProtection(allow bool) error {
-	if allow || wipe.Erasing() {
+	if allow || secmem.Erasing() {
 		return nil
 	}
-	if !wipe.Built() {
+	if !secmem.Built() {
 		return fmt.Errorf("%w: it was built without GOEXPERIMENT=runtimesecret (a plain go build or go install)", ErrUnprotectedMemory)
 	}
 	return fmt.Errorf("%w: runtime/secret erases nothing on %s/%s", ErrUnprotectedMemory, runtime.GOOS, runtime.GOARCH)

@@ -23,9 +23,9 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 	"github.com/sealproxy/sealproxy/unlock/tang"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 const usage = `usage: sealgate COMMAND --dir DIR [FLAGS]
@@ -242,7 +242,7 @@ func keyDirError(dir string, err error) error {
 		return cli.WithHint(err, cli.ExitUsage, "create keys first: sealgate keygen --dir "+dir)
 	case errors.As(err, &bad):
 		return cli.WithHint(err, cli.ExitUsage, "move "+bad.Path+" out of the directory, or restore it from a backup")
-	case errors.Is(err, tang.ErrMemlock):
+	case errors.Is(err, secmem.ErrMemlock):
 		return cli.WithHint(err, cli.ExitUsage, "the keys are held in locked memory: raise the limit as the message says")
 	}
 	return err
@@ -470,7 +470,7 @@ func (c *command) serve(ctx context.Context, sc *serveConfig, stderr io.Writer) 
 	// /proc/PID/mem for other processes of this user (in-process tests
 	// stay dumpable).
 	if c.process {
-		if err := wipe.NoDumps(true); err != nil {
+		if err := secmem.NoDumps(true); err != nil {
 			return err
 		}
 	}

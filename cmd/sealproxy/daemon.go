@@ -18,9 +18,9 @@ import (
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/cmd/internal/sandbox"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 	"github.com/sealproxy/sealproxy/vault"
 	"github.com/sealproxy/sealproxy/vault/keyring"
 )
@@ -415,7 +415,7 @@ func startError(err error) error {
 
 // unprotectedHint says how to get a binary that erases a key's copies.
 func unprotectedHint() string {
-	if !wipe.Built() {
+	if !secmem.Built() {
 		return "build sealproxy with 'make build' (GOEXPERIMENT=runtimesecret) or install the release package; " +
 			"allow_unprotected_memory = true accepts the copies (development only)"
 	}

@@ -19,9 +19,9 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // fixture is a directory with a CA, certificates, sealed keys and an echo
@@ -69,7 +69,7 @@ func (f *fixture) listener(name, listen string) string {
 // and a runtimesecret build runs them on the default.
 func (f *fixture) write(cfg string) string {
 	f.t.Helper()
-	if !wipe.Erasing() {
+	if !secmem.Erasing() {
 		cfg = "allow_unprotected_memory = true\n" + cfg
 	}
 	path := filepath.Join(f.dir, "sealproxy.toml")
@@ -593,7 +593,7 @@ func TestRunRefusesUnprotectedMemory(t *testing.T) {
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if wipe.Erasing() {
+	if secmem.Erasing() {
 		n := listenNotify(t)
 		r := startDaemon(t, &daemon{}, path)
 		n.expect(t, "READY=1")

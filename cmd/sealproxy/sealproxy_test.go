@@ -15,9 +15,9 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
-	"github.com/sealproxy/sealproxy/unlock/wipe"
 )
 
 // syncBuffer is testenv.SyncBuffer under the name faults_linux_test.go
@@ -191,7 +191,7 @@ func testRunEndToEnd(t *testing.T, source string) {
 	cfg := strings.NewReplacer(replace...).Replace(exampleConfig)
 	if source == "file" {
 		cfg = "allow_plaintext_keys = true\n" + cfg
-	} else if !wipe.Erasing() {
+	} else if !secmem.Erasing() {
 		cfg = "allow_unprotected_memory = true\n" + cfg // TestRunRefusesUnprotectedMemory
 	}
 	path := filepath.Join(dir, "sealproxy.toml")

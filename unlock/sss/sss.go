@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"math/big"
 
-	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 // KeyBytes is the size of the secret, of p and of each share coordinate.
@@ -58,7 +58,7 @@ func (q *Polynomial) Secret() []byte { return q.coeffs[0].FillBytes(make([]byte,
 func (q *Polynomial) Share() ([]byte, error) {
 	out := make([]byte, 2*KeyBytes)
 	var err error
-	wipe.Do(func() {
+	secmem.Do(func() {
 		var x *big.Int
 		for {
 			x, err = rand.Int(rand.Reader, q.p)
@@ -79,7 +79,7 @@ func (q *Polynomial) Share() ([]byte, error) {
 		}
 		x.FillBytes(out[:KeyBytes])
 		y.FillBytes(out[KeyBytes:])
-		wipe.BigInt(y)
+		secmem.BigInt(y)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("generating sss share: %w", err)
@@ -90,7 +90,7 @@ func (q *Polynomial) Share() ([]byte, error) {
 // Wipe erases the polynomial's coefficients.
 func (q *Polynomial) Wipe() {
 	for _, c := range q.coeffs {
-		wipe.BigInt(c)
+		secmem.BigInt(c)
 	}
 	q.coeffs = nil
 }
@@ -114,9 +114,9 @@ func Combine(prime []byte, shares [][]byte) ([]byte, error) {
 	}
 	secret := make([]byte, KeyBytes)
 	var err error
-	wipe.Do(func() { err = combine(p, shares, secret) })
+	secmem.Do(func() { err = combine(p, shares, secret) })
 	if err != nil {
-		wipe.Bytes(secret)
+		secmem.Bytes(secret)
 		return nil, err
 	}
 	return secret, nil
@@ -127,8 +127,8 @@ func combine(p *big.Int, shares [][]byte, secret []byte) error {
 	ys := make([]*big.Int, len(shares))
 	defer func() {
 		for i := range ys {
-			wipe.BigInt(xs[i])
-			wipe.BigInt(ys[i])
+			secmem.BigInt(xs[i])
+			secmem.BigInt(ys[i])
 		}
 	}()
 	for i, s := range shares {
@@ -149,7 +149,7 @@ func combine(p *big.Int, shares [][]byte, secret []byte) error {
 	// Lagrange interpolation at 0: sum of y_i · Π_{j≠i} x_j / (x_j − x_i).
 	sum := new(big.Int)
 	num, den, tmp := new(big.Int), new(big.Int), new(big.Int)
-	defer wipe.BigInt(sum)
+	defer secmem.BigInt(sum)
 	for i := range xs {
 		num.SetInt64(1)
 		den.SetInt64(1)
@@ -169,8 +169,8 @@ func combine(p *big.Int, shares [][]byte, secret []byte) error {
 		sum.Add(sum, tmp).Mod(sum, p)
 	}
 	sum.FillBytes(secret)
-	wipe.BigInt(num)
-	wipe.BigInt(den)
-	wipe.BigInt(tmp)
+	secmem.BigInt(num)
+	secmem.BigInt(den)
+	secmem.BigInt(tmp)
 	return nil
 }

@@ -10,7 +10,7 @@ import (
 
 	"filippo.io/nistec"
 
-	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 // ErrNotOnCurve reports a point that is not on its curve (or is the point at
@@ -141,7 +141,7 @@ func randomBelow(r io.Reader, k, n []byte, topMask byte) error {
 			return nil
 		}
 	}
-	wipe.Bytes(k)
+	secmem.Bytes(k)
 	return errors.New("randomness source keeps returning out-of-range scalars")
 }
 

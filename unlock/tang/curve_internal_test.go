@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"filippo.io/nistec"
+
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 // These tests reach the unexported point arithmetic; they cannot import
@@ -265,7 +267,7 @@ func exchangeJWK(t *testing.T, srv, x *JWK) (*JWK, error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := sealScalar(d)
+	s, err := secmem.Seal(d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 // The McCallum-Relyea exchange. Uppercase letters are points, G is the
@@ -30,11 +30,11 @@ func Bind(srv *JWK) (epk *JWK, z []byte, err error) {
 	}
 	var C []byte
 	z = make([]byte, c.size())
-	// The point arithmetic runs inside wipe.Do: nistec's internal
+	// The point arithmetic runs inside secmem.Do: nistec's internal
 	// representations of c and K are heap values we cannot clear ourselves.
-	wipe.Do(func() {
+	secmem.Do(func() {
 		k := make([]byte, c.size())
-		defer wipe.Bytes(k)
+		defer secmem.Bytes(k)
 		if err = c.randomScalar(k); err != nil {
 			return
 		}
@@ -46,10 +46,10 @@ func Bind(srv *JWK) (epk *JWK, z []byte, err error) {
 			return
 		}
 		copy(z, K[1:1+c.size()])
-		wipe.Bytes(K)
+		secmem.Bytes(K)
 	})
 	if err != nil {
-		wipe.Bytes(z)
+		secmem.Bytes(z)
 		return nil, nil, err
 	}
 	return jwkFromPoint(c, C, "", nil), z, nil
@@ -83,7 +83,7 @@ func NewBlind(srv, epk *JWK) (*Blind, error) {
 		return nil, fmt.Errorf("%w: epk: %w", ErrBadExchange, err)
 	}
 	b := &Blind{c: c, S: S, e: make([]byte, c.size())}
-	wipe.Do(func() {
+	secmem.Do(func() {
 		if err = c.randomScalar(b.e); err != nil {
 			return
 		}
@@ -124,21 +124,21 @@ func (b *Blind) Unblind(y *JWK) ([]byte, error) {
 		return nil, fmt.Errorf("%w: server's point: %w", ErrBadExchange, err)
 	}
 	z := make([]byte, b.c.size())
-	wipe.Do(func() {
+	secmem.Do(func() {
 		var eS, K []byte
 		if eS, err = b.c.mul(b.S, b.e); err != nil {
 			return
 		}
-		defer wipe.Bytes(eS)
+		defer secmem.Bytes(eS)
 		if K, err = b.c.sub(Y, eS); err != nil {
 			err = fmt.Errorf("%w: %w", ErrBadExchange, err)
 			return
 		}
 		copy(z, K[1:1+b.c.size()])
-		wipe.Bytes(K)
+		secmem.Bytes(K)
 	})
 	if err != nil {
-		wipe.Bytes(z)
+		secmem.Bytes(z)
 		return nil, err
 	}
 	return z, nil
@@ -146,13 +146,13 @@ func (b *Blind) Unblind(y *JWK) ([]byte, error) {
 
 // Wipe erases the blinding scalar. The Blind cannot be used afterwards.
 func (b *Blind) Wipe() {
-	wipe.Bytes(b.e)
+	secmem.Bytes(b.e)
 	b.e = nil
 }
 
 // exchange is the server side: Y = s·X for the client's point X. The
 // scalar s is opened only for the multiplication, in locked memory.
-func exchange(c curve, s *sealedScalar, x *JWK) (*JWK, error) {
+func exchange(c curve, s *secmem.Box, x *JWK) (*JWK, error) {
 	if x.Kty != "EC" || x.Crv != c.name() {
 		return nil, fmt.Errorf("%w: request is a %q %q key, want EC %s", ErrBadExchange, x.Kty, x.Crv, c.name())
 	}
@@ -162,7 +162,7 @@ func exchange(c curve, s *sealedScalar, x *JWK) (*JWK, error) {
 	}
 	var Y []byte
 	var mulErr error
-	if err := s.with(func(d []byte) error {
+	if err := s.Open(func(d []byte) error {
 		Y, mulErr = c.mul(X, d)
 		return nil
 	}); err != nil {

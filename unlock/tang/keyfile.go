@@ -7,11 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/awnumar/memguard"
 
-	"github.com/sealproxy/sealproxy/unlock/wipe"
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 // maxKeyFile bounds a key file: a P-521 JWK with its private part is
@@ -26,7 +27,7 @@ const maxScalar = 66
 type serverKey struct {
 	*JWK
 	c curve
-	d *sealedScalar
+	d *secmem.Box
 }
 
 // loadKeyFile reads a key file into locked memory, takes its private
@@ -45,7 +46,7 @@ func loadKeyFile(path string) (*serverKey, error) {
 	if st.Size() <= 0 || st.Size() > maxKeyFile {
 		return nil, &KeyFileError{path, fmt.Errorf("%w: %d bytes, want 1 to %d", ErrBadKey, st.Size(), maxKeyFile)}
 	}
-	if _, err := scalarArena(); err != nil { // checks the locked-memory limit
+	if err := checkMemlock(); err != nil {
 		return nil, err
 	}
 	// One locked buffer: the file (and one byte to notice it growing),
@@ -106,14 +107,14 @@ func (f *scalarField) UnmarshalJSON(data []byte) error {
 			return errScalarField
 		}
 	}
-	wipe.Bytes(f.dst)
+	secmem.Bytes(f.dst)
 	f.n, f.set = 0, false
 	if b64.DecodedLen(len(text)) > len(f.dst) {
 		return fmt.Errorf("d is longer than %d bytes", len(f.dst))
 	}
 	n, err := b64.Decode(f.dst, text)
 	if err != nil {
-		wipe.Bytes(f.dst)
+		secmem.Bytes(f.dst)
 		return errScalarField
 	}
 	f.n, f.set = n, true
@@ -171,14 +172,14 @@ func parseKeyFile(data, scalar []byte) (*serverKey, error) {
 		return nil, err
 	}
 	var match bool
-	wipe.Do(func() {
+	secmem.Do(func() {
 		pub, err := c.baseMul(d)
 		match = err == nil && string(pub) == string(pt)
 	})
 	if !match {
 		return nil, fmt.Errorf("%w: d does not match the public point", ErrBadKey)
 	}
-	sealed, err := sealScalar(d)
+	sealed, err := secmem.Seal(d)
 	if err != nil {
 		return nil, err
 	}
@@ -199,15 +200,15 @@ func (k *serverKey) signJWS(digest []byte) ([]byte, error) {
 	}
 	size := (ec.Params().BitSize + 7) / 8
 	sig := make([]byte, 2*size)
-	err = k.d.with(func(d []byte) error {
+	err = k.d.Open(func(d []byte) error {
 		// crypto/ecdsa keeps its own forms of the key (the big.Int and a
-		// per-key cache); made inside with, hence inside wipe.Do, they are
+		// per-key cache); made inside Open, hence inside secmem.Do, they are
 		// erased when the collector frees them.
 		priv, err := ecdsa.ParseRawPrivateKey(ec, d)
 		if err != nil {
 			return fmt.Errorf("%w: signing key %s is unusable", ErrBadKey, k.Thumbprint())
 		}
-		defer wipe.BigInt(priv.D) //lint:ignore SA1019 the only way to wipe crypto/ecdsa's big.Int copy of the scalar
+		defer secmem.BigInt(priv.D) //lint:ignore SA1019 the only way to wipe crypto/ecdsa's big.Int copy of the scalar
 		r, s, err := ecdsa.Sign(rand.Reader, priv, digest)
 		if err != nil {
 			return fmt.Errorf("signing advertisement: %w", err)
@@ -222,12 +223,19 @@ func (k *serverKey) signJWS(digest []byte) ([]byte, error) {
 	return sig, nil
 }
 
+// checkMemlock checks the locked-memory limit before anything is locked
+// (memguard can hang when mlock fails): the boxes' pool, and a page for a
+// key file being read.
+func checkMemlock() error {
+	return secmem.CheckMemlock(secmem.PoolNeed()+os.Getpagesize(), "the Tang server")
+}
+
 // newKeyFile generates a P-521 key and returns its public JWK and the
 // key file's JSON (with d, members in jose's order) in a locked buffer
 // the caller destroys.
 func newKeyFile(alg string, ops []string) (*JWK, *memguard.LockedBuffer, error) {
 	c := curves["P-521"]
-	if _, err := scalarArena(); err != nil { // checks the locked-memory limit
+	if err := checkMemlock(); err != nil {
 		return nil, nil, err
 	}
 	scratch := memguard.NewBuffer(c.size())
@@ -240,7 +248,7 @@ func newKeyFile(alg string, ops []string) (*JWK, *memguard.LockedBuffer, error) 
 		pt  []byte
 		err error
 	)
-	wipe.Do(func() { pt, err = c.baseMul(d) })
+	secmem.Do(func() { pt, err = c.baseMul(d) })
 	if err != nil {
 		return nil, nil, err
 	}

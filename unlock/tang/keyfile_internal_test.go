@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sealproxy/sealproxy/internal/secmem"
 )
 
 // TestParseKeyFile checks the key file parser that takes d out of the JSON
@@ -74,30 +76,6 @@ func hex2(b byte) string {
 	return string([]byte{digits[b>>4], digits[b&15]})
 }
 
-// TestSealedScalar checks that a sealed scalar opens to what was sealed
-// and that its box holds no copy of it.
-func TestSealedScalar(t *testing.T) {
-	s := []byte("a 66-byte scalar: a 66-byte scalar: a 66-byte scalar: a 66-bytes.")
-	sc, err := sealScalar(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if bytes.Contains(sc.box, s[:16]) {
-		t.Fatal("the box holds the scalar in the clear")
-	}
-	var seen []byte
-	if err := sc.with(func(got []byte) error { seen = bytes.Clone(got); return nil }); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(seen, s) {
-		t.Fatalf("opened %q, want %q", seen, s)
-	}
-	sc.box[len(sc.box)-1] ^= 1
-	if err := sc.with(func([]byte) error { t.Fatal("f ran with a tampered box"); return nil }); err == nil {
-		t.Fatal("a tampered box opened")
-	}
-}
-
 // FuzzParseKeyFile feeds the key file parser arbitrary bytes: it must
 // not panic, must keep d within its buffer, and what it accepts must be
 // a key whose sealed scalar matches its public point.
@@ -122,7 +100,7 @@ func FuzzParseKeyFile(f *testing.F) {
 			t.Fatal("d was decoded past its buffer")
 		}
 		if err != nil {
-			if !errors.Is(err, ErrBadKey) && !errors.Is(err, ErrMemlock) {
+			if !errors.Is(err, ErrBadKey) && !errors.Is(err, secmem.ErrMemlock) {
 				t.Fatalf("error %v is not ErrBadKey", err)
 			}
 			return
@@ -132,7 +110,7 @@ func FuzzParseKeyFile(f *testing.F) {
 			t.Fatal(err)
 		}
 		var match bool
-		if err := k.d.with(func(d []byte) error {
+		if err := k.d.Open(func(d []byte) error {
 			pub, err := k.c.baseMul(d)
 			match = err == nil && bytes.Equal(pub, pt)
 			return nil
@@ -143,20 +121,6 @@ func FuzzParseKeyFile(f *testing.F) {
 			t.Fatal("the sealed scalar does not match the public point")
 		}
 	})
-}
-
-// BenchmarkSealedScalarOpen is what custody adds to each exchange and
-// signature: opening a P-521 scalar into locked scratch and wiping it.
-func BenchmarkSealedScalarOpen(b *testing.B) {
-	sc, err := sealScalar(make([]byte, 66))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for b.Loop() {
-		if err := sc.with(func([]byte) error { return nil }); err != nil {
-			b.Fatal(err)
-		}
-	}
 }
 
 // TestRenameWhileOpen: a key file the server is reading can be renamed

@@ -26,7 +26,7 @@ var (
 // files whose names start with "." hold rotated keys, which are no longer
 // advertised but still recover old bindings.
 //
-// The private scalars are sealed in memory (see custody.go): they are in
+// The private scalars are sealed in memory (secmem.Box): they are in
 // the clear only in locked memory, for one exchange or signature at a
 // time.
 type Keys struct {

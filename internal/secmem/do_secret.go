@@ -1,6 +1,6 @@
 //go:build goexperiment.runtimesecret
 
-package wipe
+package secmem
 
 import (
 	"runtime"

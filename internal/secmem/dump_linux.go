@@ -1,6 +1,6 @@
 //go:build linux
 
-package wipe
+package secmem
 
 import (
 	"fmt"

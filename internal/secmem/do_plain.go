@@ -1,6 +1,6 @@
 //go:build !goexperiment.runtimesecret
 
-package wipe
+package secmem
 
 // Do runs f. This build lacks GOEXPERIMENT=runtimesecret, so registers,
 // stack and heap allocations made by f are not erased; only the buffers

@@ -1,7 +1,8 @@
-// Package wipe erases secrets from memory: byte slices we own, big integers,
-// and (with GOEXPERIMENT=runtimesecret) the registers, stack and heap
+package secmem
+
+// Wiping: byte slices we own, big integers, and (with
+// GOEXPERIMENT=runtimesecret, see Do) the registers, stack and heap
 // allocations of a function that handled a secret.
-package wipe
 
 import (
 	"math/big"

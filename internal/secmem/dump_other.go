@@ -1,6 +1,6 @@
 //go:build !linux
 
-package wipe
+package secmem
 
 // NoDumps does nothing here: memguard already sets RLIMIT_CORE to 0 on
 // Unix at import, and Windows has no core dumps to disable (Windows Error
