@@ -1,8 +1,10 @@
 package testenv
 
 import (
+	"context"
 	"net"
 	"testing"
+	"time"
 )
 
 // FreeAddr returns a 127.0.0.1:PORT nothing listens on, for a process
@@ -26,4 +28,23 @@ func FindFreeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// ListenAgain listens on addr, a loopback address a server of the test
+// just closed (a restart on the same address, as FreeAddr's callers
+// make): the port may stay busy for a moment, so it retries until
+// timeout, then fails the test.
+func ListenAgain(t testing.TB, addr string, timeout time.Duration) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if !Poll(ctx, func() bool {
+		ln, err = net.Listen("tcp", addr)
+		return err == nil
+	}) {
+		t.Fatalf("listening on %s again: %v", addr, err)
+	}
+	return ln
 }

@@ -324,3 +324,30 @@ func TestFreeAddr(t *testing.T) {
 	}
 	ln.Close()
 }
+
+// TestListenAgain: an address its server closes a moment later is
+// listened on again; one that stays busy fails the test, naming it,
+// after the timeout.
+func TestListenAgain(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := busy.Addr().String()
+	r := &fatalRecorder{TB: t}
+	start := time.Now()
+	if ln := testenv.ListenAgain(r, addr, 50*time.Millisecond); ln != nil {
+		ln.Close()
+		t.Fatalf("listened on %s while it was busy", addr)
+	}
+	if time.Since(start) < 50*time.Millisecond || !strings.Contains(r.failed, "listening on "+addr+" again") {
+		t.Fatalf("after %v: failure %q, want one naming %s after the timeout", time.Since(start), r.failed, addr)
+	}
+	closed := time.AfterFunc(100*time.Millisecond, func() { busy.Close() })
+	defer closed.Stop()
+	ln := testenv.ListenAgain(t, addr, 10*time.Second)
+	defer ln.Close()
+	if ln.Addr().String() != addr {
+		t.Fatalf("listening on %s, want %s", ln.Addr(), addr)
+	}
+}

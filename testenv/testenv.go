@@ -6,7 +6,8 @@
 //	gate.go        StartGate/ServeGate: a gate with operators, audit, TLS
 //	hostile.go     HostileFront: a man in the middle answering recoveries
 //	echo.go        StartEcho: an echo backend, plain or TLS
-//	freeaddr.go    FreeAddr: a loopback address nothing listens on
+//	freeaddr.go    FreeAddr: a loopback address nothing listens on;
+//	               ListenAgain: listen there again after a restart
 //	ca.go, pki.go  throw-away CAs and certificates; WritePKI for the tools
 //	eventually.go  Eventually/Poll: wait for a condition instead of sleeping
 //	syncbuffer.go  SyncBuffer: a buffer written and read at once

@@ -221,12 +221,7 @@ func TestStartWaitsForTang(t *testing.T) {
 	f.sealed("web", tangSrv)
 	tangSrv.Stop()
 	// A fixed port, so that the test can see nothing listens early.
-	probe, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := probe.Addr().String()
-	probe.Close()
+	port := testenv.FreeAddr(t)
 	path := f.write(key("web") + f.listener("web", port) + "[unlock]\nretry_backoff = \"10ms\"\nretry_backoff_max = \"50ms\"\n")
 	n := listenNotify(t)
 	r := startDaemon(t, &daemon{}, path)

@@ -35,17 +35,17 @@ func faultTang(t *testing.T) (*testenv.Tang, string) {
 // nothing, and once Tang comes back on the same address (after several
 // retries) it unlocks, becomes ready and serves TLS with the sealed key.
 func TestFaultTangDownAtStart(t *testing.T) {
-	bin := buildSealproxy(t)
+	bin := testenv.BuildCommand(t, "sealproxy")
 	tangSrv, kind := faultTang(t)
 	f := newFixture(t)
 	f.sealed("web", tangSrv)
 	tangSrv.Stop()
-	port := freeAddr(t)
+	port := testenv.FreeAddr(t)
 	path := f.write(key("web") + f.listener("web", port) +
 		"[unlock]\ntimeout = \"2m\"\nretry_backoff = \"50ms\"\nretry_backoff_max = \"250ms\"\n")
 	n := listenNotify(t)
 
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	cmd := exec.Command(bin, "run", "--config", path)
 	cmd.Stderr = &stderr
 	cmd.WaitDelay = 10 * time.Second
@@ -114,7 +114,7 @@ func TestFaultTangDownAtStart(t *testing.T) {
 // how to raise it, rather than risking a hang in mlock.
 func TestFaultMemlockTooSmall(t *testing.T) {
 	prlimit := testenv.LookTool(t, "prlimit", "util-linux")
-	bin := buildSealproxy(t)
+	bin := testenv.BuildCommand(t, "sealproxy")
 	tangSrv := testenv.EmbeddedTang(t)
 	f := newFixture(t)
 	f.sealed("web", tangSrv)

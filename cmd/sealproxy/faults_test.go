@@ -35,49 +35,8 @@ const faultTimeout = 30 * time.Second
 // goroutine) outlives a request.
 var plainHTTP = &http.Client{Timeout: faultTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 
-// freeAddr returns a 127.0.0.1 address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// listenAgain listens on addr, which a server of this test just closed.
-func listenAgain(t *testing.T, addr string) net.Listener {
-	t.Helper()
-	deadline := time.Now().Add(faultTimeout)
-	for {
-		ln, err := net.Listen("tcp", addr)
-		if err == nil {
-			return ln
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("listening on %s again: %v", addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// eventually polls cond until it holds, failing the test after
-// faultTimeout with what.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(faultTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitReady waits for the daemon's ready line; it fails if the daemon
-// stopped instead.
+// waitReady waits for the daemon's ready line; it fails at once if the
+// daemon stopped instead (hence its own loop, not testenv.Eventually).
 func (r *running) waitReady() {
 	r.t.Helper()
 	deadline := time.Now().Add(faultTimeout)
@@ -225,7 +184,7 @@ func (f *fixture) startTraffic(workers int, addr, name string) *traffic {
 func (l *traffic) waitRounds(t *testing.T, n int64) {
 	t.Helper()
 	target := l.ok.Load() + n
-	eventually(t, fmt.Sprintf("%d round trips under load", n), func() bool { return l.ok.Load() >= target })
+	testenv.Eventually(t, faultTimeout, fmt.Sprintf("%d round trips under load", n), func() bool { return l.ok.Load() >= target })
 }
 
 func (l *traffic) end() (ok, failed int64, err error) {
@@ -254,7 +213,7 @@ type flapper struct {
 }
 
 func newFlapper(t *testing.T, target string) *flapper {
-	fl := &flapper{t: t, addr: freeAddr(t), target: target, conns: map[net.Conn]bool{}, cuts: make(chan struct{}, 100)}
+	fl := &flapper{t: t, addr: testenv.FreeAddr(t), target: target, conns: map[net.Conn]bool{}, cuts: make(chan struct{}, 100)}
 	t.Cleanup(func() {
 		fl.down()
 		fl.wg.Wait()
@@ -268,7 +227,7 @@ func (fl *flapper) URL() string { return "http://" + fl.addr }
 // and go down.
 func (fl *flapper) up(cut bool) {
 	fl.t.Helper()
-	ln := listenAgain(fl.t, fl.addr)
+	ln := testenv.ListenAgain(fl.t, fl.addr, faultTimeout)
 	fl.mu.Lock()
 	fl.ln, fl.cut = ln, cut
 	fl.mu.Unlock()
@@ -468,7 +427,9 @@ func TestFaultTangFlapping(t *testing.T) {
 // backend is a TCP server at a fixed address that can be stopped and
 // started again. Each connection's first line chooses what it does:
 // "echo" echoes it and the rest; "reset N" sends N bytes of a transfer it
-// announces as much larger, then resets the connection.
+// announces as much larger, then resets the connection. Not
+// testenv.StartEcho: that one only echoes, and cannot come back on its
+// address after a stop.
 type backend struct {
 	t    *testing.T
 	addr string
@@ -480,14 +441,14 @@ type backend struct {
 }
 
 func startBackend(t *testing.T) *backend {
-	b := &backend{t: t, addr: freeAddr(t)}
+	b := &backend{t: t, addr: testenv.FreeAddr(t)}
 	b.start()
 	t.Cleanup(func() { b.stop(); b.conns.Wait() })
 	return b
 }
 
 func (b *backend) start() {
-	ln := listenAgain(b.t, b.addr)
+	ln := testenv.ListenAgain(b.t, b.addr, faultTimeout)
 	b.mu.Lock()
 	b.ln = ln
 	b.mu.Unlock()
@@ -560,7 +521,7 @@ func TestFaultBackendDown(t *testing.T) {
 	tangSrv := testenv.EmbeddedTang(t)
 	f := newFixture(t)
 	f.sealed("web", tangSrv)
-	dead := freeAddr(t)
+	dead := testenv.FreeAddr(t)
 	live := startBackend(t)
 	path := f.write(key("web") + fmt.Sprintf("[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\nmode = \"offload\"\nkeys = [\"web\"]\nbackends = [%q, %q]\nconnect_timeout = \"2s\"\n\n", dead, live.addr) +
 		"[admin]\nlisten = \"127.0.0.1:0\"\n")
@@ -600,7 +561,7 @@ func TestFaultBackendDown(t *testing.T) {
 	// The close is counted after the connection ends, not before the
 	// client can see it.
 	unavailable := `sealproxy_connections_closed_total{listener="web",reason="backend_unavailable"}`
-	eventually(t, unavailable+" to be 1", func() bool { return r.metric(unavailable) == 1 })
+	testenv.Eventually(t, faultTimeout, unavailable+" to be 1", func() bool { return r.metric(unavailable) == 1 })
 	liveSeries := fmt.Sprintf(`sealproxy_backend_dial_errors_total{backend=%q,listener="web"}`, live.addr)
 	if got := r.metric(liveSeries); got != 1 {
 		t.Errorf("%s = %v, want 1", liveSeries, got)
@@ -663,7 +624,7 @@ func TestFaultBackendReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A connection's close is counted before it leaves the active gauge.
-	eventually(t, "the warm-up connections to end", func() bool {
+	testenv.Eventually(t, faultTimeout, "the warm-up connections to end", func() bool {
 		return r.metric(`sealproxy_connections_active{listener="web"}`) == 0
 	})
 	errorsBefore := r.metric(`sealproxy_connections_closed_total{listener="web",reason="backend_error"}`)
@@ -751,7 +712,7 @@ func TestFaultBackendReset(t *testing.T) {
 	}
 	// The last reset's close is counted just after its client sees it.
 	var backendErrors float64
-	eventually(t, "the resets to be counted", func() bool {
+	testenv.Eventually(t, faultTimeout, "the resets to be counted", func() bool {
 		backendErrors = r.metric(`sealproxy_connections_closed_total{listener="web",reason="backend_error"}`) - errorsBefore
 		return backendErrors >= resets
 	})
@@ -765,11 +726,11 @@ func TestFaultBackendReset(t *testing.T) {
 		}
 		c.Close()
 	}
-	eventually(t, "the connections to end", func() bool {
+	testenv.Eventually(t, faultTimeout, "the connections to end", func() bool {
 		return r.metric(`sealproxy_connections_active{listener="web"}`) == 0
 	})
 	var now int
-	eventually(t, "goroutines back to the baseline", func() bool {
+	testenv.Eventually(t, faultTimeout, "goroutines back to the baseline", func() bool {
 		now = runtime.NumGoroutine()
 		return now <= baseline
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock/gate"
 )
 
@@ -46,7 +47,8 @@ var waitingRE = regexp.MustCompile(`msg="waiting for approval" key=(\S+) tang_ur
 // session of one start-up: one pending request, whose code the daemon
 // logged once and shows for every key, and one approval opens them all.
 func TestThreeKeysOneSession(t *testing.T) {
-	g, url, pin, ready := startGate(t)
+	g := testenv.StartGate(t, heldGate)
+	url, pin := g.URL, g.PinConfig()
 	f := newFixture(t)
 	names := []string{"web", "api", "db"}
 	cfg := ""
@@ -61,8 +63,8 @@ func TestThreeKeysOneSession(t *testing.T) {
 	n := listenNotify(t)
 	r := startDaemon(t, &daemon{}, path)
 
-	req := awaitRequest(t, ready, r)
-	checkOneSession(t, g, req, 3)
+	req := awaitRequest(t, g.Ready, r)
+	checkOneSession(t, g.Gate, req, 3)
 	want := "STATUS=unlocking keys: 0 of 3 open"
 	for _, k := range []string{"api", "db", "web"} { // sorted
 		want += "; " + k + ": waiting for approval (code " + req.Code + ") at " + url
@@ -81,7 +83,7 @@ func TestThreeKeysOneSession(t *testing.T) {
 		f.roundTrip(r.addr(k), k, "one approval for "+k)
 	}
 	select {
-	case extra := <-ready:
+	case extra := <-g.Ready:
 		t.Errorf("a second request at the gate: %+v", extra)
 	default:
 	}
@@ -98,8 +100,8 @@ func TestThreeKeysOneSession(t *testing.T) {
 	cfg2 := cfg + key("mail") + key("dns") + f.listener("mail", "127.0.0.1:0") + f.listener("dns", "127.0.0.1:0")
 	f.write(cfg2)
 	r.sigs <- syscall.SIGHUP
-	req2 := awaitRequest(t, ready, r)
-	checkOneSession(t, g, req2, 2)
+	req2 := awaitRequest(t, g.Ready, r)
+	checkOneSession(t, g.Gate, req2, 2)
 	if _, err := g.Approve(req2.Code, "alice", "test"); err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +116,8 @@ func TestThreeKeysOneSession(t *testing.T) {
 // TestThreeKeysDenied: denying the start-up's session ends it at once
 // with exit code 4, every key denied or abandoned.
 func TestThreeKeysDenied(t *testing.T) {
-	g, _, pin, ready := startGate(t)
+	g := testenv.StartGate(t, heldGate)
+	pin := g.PinConfig()
 	f := newFixture(t)
 	cfg := ""
 	for _, n := range []string{"web", "api", "db"} {
@@ -124,7 +127,7 @@ func TestThreeKeysDenied(t *testing.T) {
 	path := f.write(cfg)
 	errc := make(chan error, 1)
 	go func() {
-		req := <-ready
+		req := <-g.Ready
 		if req.Keys != 3 || req.Arrived != 3 {
 			errc <- fmt.Errorf("request %+v, want a session of 3 keys", req)
 			return
@@ -151,7 +154,8 @@ func TestThreeKeysDenied(t *testing.T) {
 // TestThreeKeysNotApproved: nobody decides; the [unlock] timeout names
 // each key still waiting, with the session's code.
 func TestThreeKeysNotApproved(t *testing.T) {
-	_, _, pin, ready := startGate(t)
+	g := testenv.StartGate(t, heldGate)
+	pin := g.PinConfig()
 	f := newFixture(t)
 	cfg := "[unlock]\ntimeout = \"1s\"\n\n"
 	for _, n := range []string{"web", "api", "db"} {
@@ -160,7 +164,7 @@ func TestThreeKeysNotApproved(t *testing.T) {
 	}
 	path := f.write(cfg)
 	_, stderr, code := runCLI(t, "run", "--config", path)
-	req := awaitRequest(t, ready, nil)
+	req := awaitRequest(t, g.Ready, nil)
 	if code != exitUnlock || !strings.Contains(stderr, "gave up unlocking after 1s ([unlock] timeout): 3 key(s) still locked") {
 		t.Fatalf("code %d, stderr:\n%s", code, stderr)
 	}

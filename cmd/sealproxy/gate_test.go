@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,37 +9,15 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/unlock/gate"
-	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
-// startGate serves a gate (the code `sealgate serve` runs with approval
-// required) and returns it, its URL, its pin configuration and the
-// requests that become ready for a decision.
-func startGate(t *testing.T) (*gate.Gate, string, string, <-chan gate.Request) {
-	t.Helper()
-	dir := t.TempDir()
-	thp, err := tang.Keygen(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := tang.OpenKeyDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan gate.Request, 16)
-	g := gate.New(gate.Config{Keys: keys, Hold: 100 * time.Millisecond, OnPending: func(r gate.Request) { ready <- r }})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: g, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	url := "http://" + ln.Addr().String()
-	return g, url, `{"url":"` + url + `","thp":"` + thp + `"}`, ready
-}
+// heldGate is a gate (the code `sealgate serve` runs with approval
+// required) that holds a recovery for only 100 ms before its 202 answer,
+// so a waiting start-up polls, and a decision reaches it, quickly.
+var heldGate = testenv.GateOptions{Configure: func(c *gate.Config) { c.Hold = 100 * time.Millisecond }}
 
 func (f *fixture) sealedTo(name, pinConfig string) {
 	f.t.Helper()
@@ -61,21 +37,21 @@ func (f *fixture) sealedTo(name, pinConfig string) {
 // approval code in STATUS= and the log, and goes on once an operator
 // approves that code.
 func TestStartWaitsForApproval(t *testing.T) {
-	g, url, pin, ready := startGate(t)
+	g := testenv.StartGate(t, heldGate)
 	f := newFixture(t)
-	f.sealedTo("web", pin)
+	f.sealedTo("web", g.PinConfig())
 	path := f.write(key("web") + f.listener("web", "127.0.0.1:0"))
 	n := listenNotify(t)
 	r := startDaemon(t, &daemon{}, path)
 
 	var req gate.Request
 	select {
-	case req = <-ready:
+	case req = <-g.Ready:
 	case <-time.After(time.Minute):
 		t.Fatalf("no request at the gate:\n%s", r.logs.String())
 	}
-	n.expect(t, "STATUS=unlocking keys: 0 of 1 open; web: waiting for approval (code "+req.Code+") at "+url)
-	if !strings.Contains(r.logs.String(), `msg="waiting for approval" key=web tang_url=`+url+` code=`+req.Code) {
+	n.expect(t, "STATUS=unlocking keys: 0 of 1 open; web: waiting for approval (code "+req.Code+") at "+g.URL)
+	if !strings.Contains(r.logs.String(), `msg="waiting for approval" key=web tang_url=`+g.URL+` code=`+req.Code) {
 		t.Errorf("log lacks the approval code %s:\n%s", req.Code, r.logs.String())
 	}
 	if _, err := g.Approve(req.Code, "alice", "test"); err != nil {
@@ -88,12 +64,12 @@ func TestStartWaitsForApproval(t *testing.T) {
 // TestStartDenied: an operator's denial ends start-up at once with exit
 // code 4 and says so.
 func TestStartDenied(t *testing.T) {
-	g, _, pin, ready := startGate(t)
+	g := testenv.StartGate(t, heldGate)
 	f := newFixture(t)
-	f.sealedTo("web", pin)
+	f.sealedTo("web", g.PinConfig())
 	path := f.write(key("web") + f.listener("web", "127.0.0.1:0"))
 	go func() {
-		req := <-ready
+		req := <-g.Ready
 		g.Deny(req.Code, "alice", "test")
 	}()
 	_, stderr, code := runCLI(t, "run", "--config", path)

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,29 +9,13 @@ import (
 	"github.com/sealproxy/sealproxy/testenv"
 )
 
-// hostileTang is a Tang server behind a man in the middle that answers
-// every POST /rec with status and body; advertisements pass. It returns
-// the pin configuration to seal to it.
+// hostileTang is an embedded Tang server behind testenv.HostileFront,
+// which answers every recovery with status and body; it returns the pin
+// configuration to seal to the front.
 func hostileTang(t *testing.T, status int, body string) string {
 	t.Helper()
 	real := testenv.EmbeddedTang(t)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost {
-			w.WriteHeader(status)
-			w.Write([]byte(body))
-			return
-		}
-		resp, err := http.Get(real.URL + r.URL.Path)
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
-	}))
-	t.Cleanup(srv.Close)
-	return strings.Replace(real.Config(), real.URL, srv.URL, 1)
+	return strings.Replace(real.Config(), real.URL, testenv.HostileFront(t, real.URL, status, body), 1)
 }
 
 // TestNotifyHostileDenial: a reload whose new key a "gate" denies with an

@@ -20,10 +20,6 @@ import (
 	"github.com/sealproxy/sealproxy/unlock"
 )
 
-// syncBuffer is testenv.SyncBuffer under the name faults_linux_test.go
-// (which moves with the key lifecycle) still uses.
-type syncBuffer = testenv.SyncBuffer
-
 // exampleConfig is the configuration of issue 4, as written there.
 const exampleConfig = `[[key]]
 name = "web"
@@ -161,28 +157,11 @@ func testRunEndToEnd(t *testing.T, source string) {
 		}
 		os.Remove(filepath.Join(dir, "web.key")) // nothing in the clear
 	}
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer backend.Close()
-	go func() {
-		for {
-			c, err := backend.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				c.Close()
-			}()
-		}
-	}()
+	backend := testenv.StartEcho(t, nil)
 
 	replace := []string{
 		"127.0.0.1:8443", "127.0.0.1:0",
-		"127.0.0.1:9000", backend.Addr().String(),
+		"127.0.0.1:9000", backend.Addr,
 		"127.0.0.1:9090", "127.0.0.1:0",
 	}
 	if source == "file" {

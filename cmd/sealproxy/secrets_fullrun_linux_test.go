@@ -416,12 +416,8 @@ func (r *fullRun) addFiles(dir string, skip func(string) bool) {
 
 func (r *fullRun) waitFor(what string, cond func() bool) {
 	r.t.Helper()
-	for !cond() {
-		select {
-		case <-r.ctx.Done():
-			r.t.Fatalf("waiting for %s: %v", what, r.ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+	if !testenv.Poll(r.ctx, cond) {
+		r.t.Fatalf("waiting for %s: %v", what, r.ctx.Err())
 	}
 }
 

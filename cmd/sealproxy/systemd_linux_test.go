@@ -102,10 +102,6 @@ func checkReloadUnit(t *testing.T) {
 	}
 }
 
-// buildSealproxy is testenv.BuildCommand under the name
-// faults_linux_test.go (which moves with the key lifecycle) still uses.
-func buildSealproxy(t *testing.T) string { return testenv.BuildCommand(t, "sealproxy") }
-
 // TestProcessUnderSupervision runs the built binary the way systemd does:
 // its listener socket passed by name (systemd-socket-activate where
 // installed, else LISTEN_FDS set up here), NOTIFY_SOCKET a socket this
@@ -123,12 +119,7 @@ func TestProcessUnderSupervision(t *testing.T) {
 	var cmd *exec.Cmd
 	var addr string
 	if tool, err := exec.LookPath("systemd-socket-activate"); err == nil {
-		probe, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = probe.Addr().String()
-		probe.Close()
+		addr = testenv.FreeAddr(t)
 		cmd = exec.Command(tool, "-l", addr, "--fdname=web", "-E", "NOTIFY_SOCKET="+notifyPath,
 			bin, "run", "--config", path)
 	} else {
