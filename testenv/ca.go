@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -106,6 +107,12 @@ type LeafOptions struct {
 	Client bool // client authentication instead of server
 	// OCSPServer lists responder URLs (authority information access).
 	OCSPServer []string
+	// CRLDistributionPoints lists CRL URLs.
+	CRLDistributionPoints []string
+	// Validity is how long the certificate is valid from now (it is
+	// valid from an hour ago); zero is a day. An audit (testssl.sh)
+	// flags one that ends within 60 days.
+	Validity time.Duration
 }
 
 // Leaf is an issued certificate and its key.
@@ -151,12 +158,14 @@ func (ca *CA) Sign(o LeafOptions) (*Leaf, error) {
 		SerialNumber: big.NewInt(serial.Add(1)),
 		Subject:      pkix.Name{CommonName: o.CN, OrganizationalUnit: o.OU},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotAfter:     time.Now().Add(cmp.Or(o.Validity, 24*time.Hour)),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     o.DNS,
 		IPAddresses:  o.IPs,
 		OCSPServer:   o.OCSPServer,
+
+		CRLDistributionPoints: o.CRLDistributionPoints,
 	}
 	if o.Client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}

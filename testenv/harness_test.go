@@ -351,3 +351,23 @@ func TestListenAgain(t *testing.T) {
 		t.Fatalf("listening on %s, want %s", ln.Addr(), addr)
 	}
 }
+
+// TestIssueValidityAndRevocationURLs: a leaf is valid for a day unless
+// LeafOptions.Validity says longer, and carries the revocation URLs it
+// is given.
+func TestIssueValidityAndRevocationURLs(t *testing.T) {
+	ca := testenv.NewCA(t, "test CA")
+	day := ca.Server(t, "localhost").Cert
+	if left := time.Until(day.NotAfter); left > 24*time.Hour || left < 23*time.Hour {
+		t.Fatalf("a default leaf ends in %v, want a day", left)
+	}
+	year := ca.Issue(t, testenv.LeafOptions{CN: "localhost", Validity: 365 * 24 * time.Hour,
+		OCSPServer: []string{"http://127.0.0.1:9/ocsp"}, CRLDistributionPoints: []string{"http://127.0.0.1:9/ca.crl"}}).Cert
+	if left := time.Until(year.NotAfter); left < 364*24*time.Hour || left > 365*24*time.Hour {
+		t.Fatalf("a leaf valid for a year ends in %v", left)
+	}
+	if len(year.CRLDistributionPoints) != 1 || year.CRLDistributionPoints[0] != "http://127.0.0.1:9/ca.crl" ||
+		len(year.OCSPServer) != 1 || year.OCSPServer[0] != "http://127.0.0.1:9/ocsp" {
+		t.Fatalf("revocation URLs %q %q", year.CRLDistributionPoints, year.OCSPServer)
+	}
+}

@@ -8,14 +8,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -162,52 +155,20 @@ func checkAudit(t *testing.T, fs []finding) {
 }
 
 // auditCertificate writes a CA and a server certificate for localhost
-// that an auditor has nothing to say about, and returns the CA and
-// certificate paths and the private key (to be sealed).
+// that an auditor has nothing to say about (valid for a year, with
+// revocation URLs), and returns the CA and certificate paths and the
+// private key (to be sealed).
 func auditCertificate(t *testing.T, dir string) (caPath, crtPath string, keyPEM []byte) {
 	t.Helper()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	caKey, leafKey := newKey(), newKey()
-	now := time.Now()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sealproxy audit CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(2 * 365 * 24 * time.Hour),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-		BasicConstraintsValid: true, IsCA: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, caKey.Public(), caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leafTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	ca := testenv.NewCA(t, "sealproxy audit CA")
+	leaf := ca.Issue(t, testenv.LeafOptions{
+		CN: "localhost", DNS: []string{"localhost"}, Validity: 365 * 24 * time.Hour,
 		// Never fetched: testssl.sh contacts nothing without --phone-out.
 		OCSPServer: []string{"http://127.0.0.1:9/ocsp"}, CRLDistributionPoints: []string{"http://127.0.0.1:9/ca.crl"},
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, leafKey.Public(), caKey)
-	if err != nil {
+	})
+	caPath, crtPath = ca.WriteCA(t, dir, "audit-ca.pem"), filepath.Join(dir, "web.crt")
+	if err := os.WriteFile(crtPath, leaf.ChainPEM(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pkcs8, err := x509.MarshalPKCS8PrivateKey(leafKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	caPath, crtPath = filepath.Join(dir, "audit-ca.pem"), filepath.Join(dir, "web.crt")
-	certPEM := func(der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}) }
-	if err := os.WriteFile(caPath, certPEM(caDER), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(crtPath, append(certPEM(leafDER), certPEM(caDER)...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return caPath, crtPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
+	return caPath, crtPath, leaf.KeyPEM(t)
 }
