@@ -45,25 +45,8 @@ func TestFaultTangDownAtStart(t *testing.T) {
 		"[unlock]\ntimeout = \"2m\"\nretry_backoff = \"50ms\"\nretry_backoff_max = \"250ms\"\n")
 	n := listenNotify(t)
 
-	var stderr testenv.SyncBuffer
-	cmd := exec.Command(bin, "run", "--config", path)
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 10 * time.Second
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var exitErr error
-	go func() { exitErr = cmd.Wait(); close(exited) }()
-	defer func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	p := startProcess(t, exec.Command(bin, "run", "--config", path))
 
 	// Down for as long as eight attempts take (about 1.4 s of backoff).
 	const downAttempts = 8
@@ -72,10 +55,8 @@ func TestFaultTangDownAtStart(t *testing.T) {
 		c.Close()
 		t.Fatal("listening before the key is open")
 	}
-	select {
-	case <-exited:
-		t.Fatalf("sealproxy exited while Tang was down: %v\n%s", exitErr, stderr.String())
-	default:
+	if !p.running() {
+		t.Fatalf("sealproxy exited while Tang was down: %v\n%s", p.err, p.logs.String())
 	}
 	down := time.Since(start)
 	tangSrv.Start()
@@ -84,7 +65,7 @@ func TestFaultTangDownAtStart(t *testing.T) {
 	ready := time.Since(up)
 	f.roundTrip(port, "web", "sealed key, recovered late")
 
-	logs := stderr.String()
+	logs := p.logs.String()
 	retries := len(regexp.MustCompile(`msg="Tang server unreachable; retrying" key=web tang_url=`+regexp.QuoteMeta(tangSrv.URL)).FindAllString(logs, -1))
 	if retries < downAttempts {
 		t.Errorf("%d retries logged, want at least %d:\n%s", retries, downAttempts, logs)
@@ -93,17 +74,8 @@ func TestFaultTangDownAtStart(t *testing.T) {
 	if counts["web"] != 1 || attempts <= downAttempts {
 		t.Errorf("web unlocked %d times, at attempt %d; want once after %d failed attempts:\n%s", counts["web"], attempts, downAttempts, logs)
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if exitErr != nil {
-			t.Fatalf("exit after SIGTERM: %v\n%s", exitErr, stderr.String())
-		}
-	case <-time.After(faultTimeout):
-		t.Fatalf("no exit after SIGTERM:\n%s", stderr.String())
-	}
+	p.signal(syscall.SIGTERM)
+	p.waitExit(faultTimeout, "SIGTERM")
 	t.Logf("FAULT %s: %s down %v (%d retries logged, status said so), up again: ready %v later, unlocked at attempt %d, TLS served, exit 0 on SIGTERM",
 		"tang down at start-up", kind, down.Round(time.Millisecond), retries, ready.Round(time.Millisecond), attempts)
 }

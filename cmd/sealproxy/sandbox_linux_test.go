@@ -34,28 +34,13 @@ func (f *fixture) servedSerial(addr, name string) string {
 }
 
 // startConfined starts `sealproxy run` and waits until it is confined
-// and ready; the process is killed at the end of the test if it still
-// runs.
-func startConfined(t *testing.T, bin, path string) (*exec.Cmd, *testenv.SyncBuffer, <-chan error) {
+// and ready.
+func startConfined(t *testing.T, bin, path string) *process {
 	t.Helper()
-	cmd := exec.Command(bin, "run", "--config", path)
-	logs := new(testenv.SyncBuffer)
-	cmd.Stderr = logs
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	logs.WaitFor(t, time.Minute, `msg="landlock sandbox applied" landlock_abi=`)
-	logs.WaitFor(t, time.Minute, "msg=ready")
-	return cmd, logs, exited
+	p := startProcess(t, exec.Command(bin, "run", "--config", path))
+	p.logs.WaitFor(t, time.Minute, `msg="landlock sandbox applied" landlock_abi=`)
+	p.logs.WaitFor(t, time.Minute, "msg=ready")
+	return p
 }
 
 // TestSandboxedProcess runs the built binary with [sandbox] landlock =
@@ -81,15 +66,14 @@ func TestSandboxedProcess(t *testing.T) {
 	listeners = strings.Replace(listeners, `keys = ["local"]`, `keys = ["web"]`, 1)
 	path := f.write(head + key("web") + listeners)
 
-	cmd, logs, exited := startConfined(t, bin, path)
+	p := startConfined(t, bin, path)
+	logs := p.logs
 	f.roundTrip(addr, "web", "confined")
 	before := f.servedSerial(addr, "web")
 
 	// A certificate and sealed key replaced in the same directory.
 	f.sealed("web", tangSrv)
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGHUP)
 	logs.WaitFor(t, time.Minute, "msg=reloaded")
 	rotated := f.servedSerial(addr, "web")
 	if rotated == before {
@@ -102,9 +86,7 @@ func TestSandboxedProcess(t *testing.T) {
 	leaf := f.ca.Server(t, "web.test")
 	certPath, _ := leaf.WriteFiles(t, outside, "web")
 	f.write(head + strings.Replace(key("web"), `cert = "web.crt"`, fmt.Sprintf("cert = %q", certPath), 1) + listeners)
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGHUP)
 	logs.WaitFor(t, time.Minute, "reload failed; the previous configuration stays")
 	got := logs.String()
 	for _, want := range []string{certPath + ": permission denied", "sandbox: restart sealproxy to allow new paths"} {
@@ -121,9 +103,7 @@ func TestSandboxedProcess(t *testing.T) {
 	newSock := filepath.Join(t.TempDir(), "new.sock")
 	extra := strings.Replace(f.listener("web", "unix:"+newSock), `name = "web"`, `name = "new"`, 1)
 	f.write(head + key("web") + listeners + extra)
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGHUP)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if !testenv.Poll(ctx, func() bool {
@@ -136,17 +116,8 @@ func TestSandboxedProcess(t *testing.T) {
 	}
 	f.roundTrip(addr, "web", "still the old state")
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, logs.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("no exit after SIGTERM:\n%s", logs.String())
-	}
+	p.signal(syscall.SIGTERM)
+	p.waitExit(time.Minute, "SIGTERM")
 	if _, err := os.Stat(sock); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("unix socket %s left behind (removing it is allowed): %v", sock, err)
 	}

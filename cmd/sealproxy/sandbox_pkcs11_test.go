@@ -45,7 +45,8 @@ func TestSandboxedPKCS11(t *testing.T) {
 			fmt.Sprintf("[[listener]]\nname = \"web\"\nlisten = %q\nmode = \"offload\"\nkeys = [\"hsm\"]\nbackend = %q\n", addr, f.backend)
 	}
 	path := f.write(conf("hsm1.crt", "ec256"))
-	cmd, logs, exited := startConfined(t, bin, path)
+	p := startConfined(t, bin, path)
+	logs := p.logs
 	served := func(msg string) []byte {
 		t.Helper()
 		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: h.CA, ServerName: "localhost"})
@@ -65,22 +66,11 @@ func TestSandboxedPKCS11(t *testing.T) {
 	}
 
 	f.write(conf("hsm2.crt", "rsa2048"))
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGHUP)
 	logs.WaitFor(t, time.Minute, "msg=reloaded")
 	if !bytes.Equal(served("other token key"), h.Certs["rsa2048"].Raw) {
 		t.Fatalf("after the reload: not serving the rsa2048 certificate\n%s", logs.String())
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, logs.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("no exit after SIGTERM:\n%s", logs.String())
-	}
+	p.signal(syscall.SIGTERM)
+	p.waitExit(time.Minute, "SIGTERM")
 }

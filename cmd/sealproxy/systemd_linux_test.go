@@ -140,23 +140,8 @@ func TestProcessUnderSupervision(t *testing.T) {
 		cmd.ExtraFiles = []*os.File{file}
 		cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notifyPath)
 	}
-	var stderr testenv.SyncBuffer
-	cmd.Stderr = &stderr
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var exitErr error
-	go func() { exitErr = cmd.Wait(); close(exited) }()
-	defer func() {
-		select {
-		case <-exited:
-		default:
-			cmd.Process.Kill()
-			<-exited
-		}
-	}()
+	p := startProcess(t, cmd)
+	stderr := p.logs
 
 	// systemd-socket-activate starts the daemon at the first connection:
 	// make one; it is served once the keys are open.
@@ -196,31 +181,20 @@ func TestProcessUnderSupervision(t *testing.T) {
 	}
 	echo("one")
 
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGHUP)
 	n.expect(t, "RELOADING=1", "MONOTONIC_USEC=")
 	n.expect(t, "READY=1")
 	f.roundTrip(addr, "web", "after reload") // the passed socket is still served
 	echo("two")
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGTERM)
 	n.expect(t, "STOPPING=1")
 	echo("three")
 	inflight.CloseWrite()
 	if rest, err := io.ReadAll(inflight); err != nil || len(rest) != 0 {
 		t.Fatalf("end of the in-flight connection: %q, %v", rest, err)
 	}
-	select {
-	case <-exited:
-		if exitErr != nil {
-			t.Fatalf("exit: %v\n%s", exitErr, stderr.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("no exit after SIGTERM and the drain:\n%s", stderr.String())
-	}
+	p.waitExit(time.Minute, "SIGTERM and the drain")
 	logs := stderr.String()
 	for _, want := range []string{"msg=ready", `msg="stopping: no new connections; draining" why=terminated`, "msg=stopped"} {
 		if !strings.Contains(logs, want) {
