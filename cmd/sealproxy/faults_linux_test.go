@@ -55,8 +55,10 @@ func TestFaultTangDownAtStart(t *testing.T) {
 		c.Close()
 		t.Fatal("listening before the key is open")
 	}
-	if !p.running() {
+	select {
+	case <-p.exited:
 		t.Fatalf("sealproxy exited while Tang was down: %v\n%s", p.err, p.logs.String())
+	default:
 	}
 	down := time.Since(start)
 	tangSrv.Start()

@@ -30,22 +30,10 @@ func startProcess(t *testing.T, cmd *exec.Cmd) *process {
 	}
 	go func() { p.err = cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
-		if p.running() {
-			cmd.Process.Kill()
-			<-p.exited
-		}
+		cmd.Process.Kill() // os.ErrProcessDone if it has exited
+		<-p.exited
 	})
 	return p
-}
-
-// running reports whether the process has not exited yet.
-func (p *process) running() bool {
-	select {
-	case <-p.exited:
-		return false
-	default:
-		return true
-	}
 }
 
 // signal sends sig to the process.
