@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -23,30 +22,6 @@ const faultTimeout = 30 * time.Second
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	testenv.Eventually(t, faultTimeout, what, cond)
-}
-
-// freeAddr returns a 127.0.0.1 address nothing listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
-
-// listenAgain listens on addr, which was just closed.
-func listenAgain(t *testing.T, addr string) net.Listener {
-	t.Helper()
-	var ln net.Listener
-	eventually(t, "listening on "+addr+" again", func() bool {
-		var err error
-		ln, err = net.Listen("tcp", addr)
-		return err == nil
-	})
-	return ln
 }
 
 // faultGate is a gate (the code `sealgate serve --approval required`
@@ -83,7 +58,7 @@ func startFaultGate(t *testing.T) *faultGate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fg := &faultGate{t: t, keys: keys, ops: ops, addr: freeAddr(t), Token: token, ready: make(chan gate.Request, 16)}
+	fg := &faultGate{t: t, keys: keys, ops: ops, addr: testenv.FreeAddr(t), Token: token, ready: make(chan gate.Request, 16)}
 	fg.URL = "http://" + fg.addr
 	fg.Pin = fmt.Sprintf(`{"url":%q,"thp":%q}`, fg.URL, thp)
 	fg.start(5 * time.Second)
@@ -97,7 +72,7 @@ func (fg *faultGate) start(hold time.Duration) {
 	fg.t.Helper()
 	g := gate.New(gate.Config{Keys: fg.keys, Operators: fg.ops, Hold: hold,
 		OnPending: func(r gate.Request) { fg.ready <- r }})
-	ln := listenAgain(fg.t, fg.addr)
+	ln := testenv.ListenAgain(fg.t, fg.addr, faultTimeout)
 	count := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.Path, "/rec/") {
 			fg.recs.Add(1)
