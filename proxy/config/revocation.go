@@ -76,7 +76,7 @@ func (v *validator) revocation(c *Config) {
 	}
 }
 
-func (v *validator) listenerRevocation(c *Config, p string, t *TLS) {
+func (v *validator) listenerRevocation(c *Config, p string, t *TLS, handshake time.Duration) {
 	r := &t.ListenerRevocation
 	switch r.CRLStale {
 	case "":
@@ -126,7 +126,11 @@ func (v *validator) listenerRevocation(c *Config, p string, t *TLS) {
 	case r.ClientOCSPTimeout < 0:
 		v.errorf(p+".client_ocsp_timeout", "must not be negative")
 	case r.ClientOCSPTimeout == 0:
-		r.ClientOCSPTimeout = DefaultClientOCSPTimeout
+		r.ClientOCSPTimeout = min(DefaultClientOCSPTimeout, handshake/2)
+	case r.ClientOCSP != ClientOCSPOff && r.ClientOCSPTimeout >= handshake:
+		// The query runs inside the handshake: a longer one would let a
+		// slow responder spend every handshake's whole deadline.
+		v.errorf(p+".client_ocsp_timeout", "%v is not below the listener's handshake_timeout %v", r.ClientOCSPTimeout, handshake)
 	}
 }
 

@@ -277,7 +277,7 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 			v.errorf(p+".tls.allow.spki", "pin %q is not the base64 of a SHA-256 digest", pin)
 		}
 	}
-	v.listenerRevocation(c, p+".tls", t)
+	v.listenerRevocation(c, p+".tls", t, l.HandshakeTimeout)
 	if l.Mode == ModeConnect && t.ClientAuth != "require" {
 		v.errorf(p+".tls.client_auth", "mode connect needs client_auth = \"require\": only authenticated clients may open tunnels")
 	}
