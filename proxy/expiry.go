@@ -9,11 +9,12 @@ import (
 )
 
 // Expiry warnings: logged once when a certificate comes within each
-// threshold of its NotAfter (at load, on reload, and on the hourly
-// check of a running group).
+// threshold of its NotAfter (at load, on reload, and on the periodic
+// check of a running group); a certificate already past both at load
+// gets one warning.
 var expiryThresholds = []time.Duration{30 * 24 * time.Hour, 7 * 24 * time.Hour}
 
-const expiryCheckEvery = time.Hour
+const expiryCheckEvery = time.Minute
 
 // revocationInfo is what a listener's configuration tells the metrics
 // and the expiry watch: its keys' leaves and its client check.
@@ -51,22 +52,27 @@ func (w *expiryWatch) note(m *Metrics, log *slog.Logger, lcs []*ListenerConfig, 
 			}
 			seen[name] = true
 			left := leaf.NotAfter.Sub(now)
+			crossed := time.Duration(0) // the tightest threshold crossed
 			for _, th := range expiryThresholds {
-				if left > th {
-					continue
+				if left <= th {
+					crossed = th
 				}
-				if last, ok := w.warned[name]; ok && last <= th {
-					continue
-				}
-				w.warned[name] = th
-				level := slog.LevelWarn
-				if left <= 0 {
-					level = slog.LevelError
-				}
-				log.Log(context.Background(), level, "certificate expires soon: renew it",
-					"key", name, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
-					"days_left", int(left.Hours()/24))
 			}
+			if crossed == 0 {
+				delete(w.warned, name) // renewed
+				continue
+			}
+			if last, ok := w.warned[name]; ok && last <= crossed {
+				continue
+			}
+			w.warned[name] = crossed
+			level := slog.LevelWarn
+			if left <= 0 {
+				level = slog.LevelError
+			}
+			log.Log(context.Background(), level, "certificate expires soon: renew it",
+				"key", name, "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
+				"days_left", int(left.Hours()/24))
 		}
 		if lc.revocation.check != nil {
 			for ca, next := range lc.revocation.check.rev.NextUpdates() {

@@ -98,8 +98,10 @@ func (g *Group) Start(ctx context.Context) error {
 	return nil
 }
 
-// watchExpiry re-checks the certificates in use every hour: a daemon
-// that runs for months must still warn 30 and 7 days before they expire.
+// watchExpiry re-checks the certificates in use every minute (a daemon
+// that runs for months must still warn 30 and 7 days before they
+// expire) and starts the download of CRLs whose refresh is due even when
+// no handshake asks for them.
 func (g *Group) watchExpiry(ctx context.Context) {
 	t := time.NewTicker(expiryCheckEvery)
 	defer t.Stop()
@@ -115,7 +117,13 @@ func (g *Group) watchExpiry(ctx context.Context) {
 			lcs = append(lcs, m.srv.Config())
 		}
 		g.mu.Unlock()
-		g.expiry.note(g.opts.Metrics, g.opts.Log, lcs, time.Now())
+		now := time.Now()
+		for _, lc := range lcs {
+			if lc.revocation != nil && lc.revocation.check != nil {
+				lc.revocation.check.rev.poll(now)
+			}
+		}
+		g.expiry.note(g.opts.Metrics, g.opts.Log, lcs, now)
 	}
 }
 

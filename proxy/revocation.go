@@ -42,7 +42,6 @@ const (
 	eventOCSPRevoked         = "ocsp_revoked"
 	eventOCSPUnreachable     = "ocsp_unavailable_refused"
 	eventOCSPUnreachableSoft = "ocsp_unavailable_accepted"
-	eventCRLRefreshFailed    = "crl_refresh_failed"
 )
 
 const (
@@ -400,6 +399,16 @@ func (r *Revocations) check(chain []*x509.Certificate, now time.Time) (crlResult
 		return crlStale, stale
 	}
 	return crlOK, nil
+}
+
+// poll starts the refresh of every URL CRL that is due.
+func (r *Revocations) poll(now time.Time) {
+	if r == nil {
+		return
+	}
+	for _, s := range r.sources {
+		s.lists(now)
+	}
 }
 
 // Revoked reports whether any certificate of a verified chain (leaf

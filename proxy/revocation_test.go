@@ -540,11 +540,22 @@ func TestStaplerWithoutNextUpdate(t *testing.T) {
 	}
 }
 
+// shortLived replaces the fixture's "web" certificate by one that
+// expires in 5 days.
+func (f *buildFixture) shortLived(t *testing.T) *testenv.Leaf {
+	t.Helper()
+	web := f.p.ca.Issue(t, testenv.LeafOptions{CN: "web.test", DNS: []string{"web.test"}, NotAfter: time.Now().Add(5 * 24 * time.Hour)})
+	web.WriteFiles(t, f.dir, "web")
+	f.keys["web"] = web.Key
+	return web
+}
+
 // TestExpiryMetrics: a running group exports each key's NotAfter and each
 // CRL's NextUpdate, and logs a warning for a certificate within 30 days
-// of expiry (the test CA's leaves live one day).
+// of expiry and again within 7, once each.
 func TestExpiryMetrics(t *testing.T) {
 	f := newBuildFixture(t)
+	web := f.shortLived(t)
 	echo := testenv.StartEcho(t, nil)
 	cfg := f.config(t, buildKeys+`
 [[listener]]
@@ -573,31 +584,54 @@ crl = ["clients.crl"]
 	if err := g.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := counter(m.CertExpiry.WithLabelValues("web")), float64(f.p.web.Cert.NotAfter.Unix()); got != want {
+	if got, want := counter(m.CertExpiry.WithLabelValues("web")), float64(web.Cert.NotAfter.Unix()); got != want {
 		t.Errorf("certificate expiry = %v, want %v", got, want)
 	}
 	if got := counter(m.CRLNextUpdate.WithLabelValues("front CA")); got < float64(time.Now().Unix()) {
 		t.Errorf("CRL next update = %v", got)
 	}
 	logs.WaitFor(t, 5*time.Second, "certificate expires soon")
-	if n := strings.Count(logs.String(), "certificate expires soon"); n != 2 {
-		t.Errorf("%d expiry warnings, want 2 (30 and 7 days) once:\n%s", n, logs)
+	if n := strings.Count(logs.String(), "certificate expires soon"); n != 1 || !strings.Contains(logs.String(), "days_left=4") {
+		t.Errorf("%d expiry warnings, want 1 (within 7 days):\n%s", n, logs)
 	}
 	// A reload does not repeat them.
 	if err := g.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(logs.String(), "certificate expires soon"); n != 2 {
+	if n := strings.Count(logs.String(), "certificate expires soon"); n != 1 {
 		t.Errorf("warnings repeated on reload: %d", n)
+	}
+	if got := counter(m.CertExpiry.WithLabelValues("api")); got != 0 {
+		t.Errorf("a key no listener uses has an expiry gauge: %v", got)
 	}
 	cancel()
 	g.Wait()
+
+	// A certificate 90 days from expiry gets no warning.
+	var w expiryWatch
+	logs.Reset()
+	lc := &ListenerConfig{revocation: &revocationInfo{leaves: map[string]*x509.Certificate{"api": f.p.api.Cert}}}
+	w.note(m, log, []*ListenerConfig{lc}, time.Now())
+	if logs.Len() != 0 {
+		t.Errorf("warning for a certificate 90 days from expiry: %s", logs)
+	}
+	// It warns once 30 days are left, then at 7.
+	w.note(m, log, []*ListenerConfig{lc}, f.p.api.Cert.NotAfter.Add(-29*24*time.Hour))
+	w.note(m, log, []*ListenerConfig{lc}, f.p.api.Cert.NotAfter.Add(-28*24*time.Hour))
+	if n := strings.Count(logs.String(), "certificate expires soon"); n != 1 {
+		t.Errorf("%d warnings at 29 and 28 days, want 1", n)
+	}
+	w.note(m, log, []*ListenerConfig{lc}, f.p.api.Cert.NotAfter.Add(-6*24*time.Hour))
+	if n := strings.Count(logs.String(), "certificate expires soon"); n != 2 || !strings.Contains(logs.String(), "days_left=6") {
+		t.Errorf("no 7-day warning: %s", logs)
+	}
 }
 
 // TestCheckWarnings: Build without keys (sealproxy check) warns about a
 // certificate close to expiry and a CRL past NextUpdate.
 func TestCheckWarnings(t *testing.T) {
 	f := newBuildFixture(t)
+	f.shortLived(t)
 	stale := crlAt(t, f.p.ca, time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour))
 	if err := os.WriteFile(filepath.Join(f.dir, "clients.crl"), stale, 0o644); err != nil {
 		t.Fatal(err)
@@ -618,7 +652,80 @@ crl = ["clients.crl"]
 		t.Fatal(err)
 	}
 	all := fmt.Sprint(cfg.Warnings)
-	if !strings.Contains(all, `the certificate of key "web" expires in 0 days`) || !strings.Contains(all, "past its NextUpdate") {
+	if !strings.Contains(all, `the certificate of key "web" expires in 4 days`) || !strings.Contains(all, "past its NextUpdate") {
 		t.Fatalf("warnings: %s", all)
 	}
+}
+
+// TestCRLRefreshBeforeNextUpdate: past half its validity a URL's CRL is
+// downloaded again in the background and replaces the one in hand, on
+// disk too; a failed download backs off and keeps the old one.
+func TestCRLRefreshBeforeNextUpdate(t *testing.T) {
+	p := newPKI(t)
+	bob := p.ca.Client(t, "bob")
+	var body atomic.Pointer[[]byte]
+	first := p.ca.CRL(t)
+	body.Store(&first)
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if b := body.Load(); b != nil {
+			w.Write(*b)
+			return
+		}
+		http.Error(w, "down", http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	cache := t.TempDir()
+	rev, err := loadCRLSources(context.Background(), []string{srv.URL}, []*x509.Certificate{p.ca.Cert},
+		crlOptions{cacheDir: cache, timeout: 5 * time.Second, log: discardLog})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := rev.sources[0]
+	chain := []*x509.Certificate{bob.Cert}
+	if res, _ := rev.check(chain, time.Now()); res != crlOK || hits.Load() != 1 {
+		t.Fatalf("before the refresh: %v, %d fetches", res, hits.Load())
+	}
+	// The CA revokes bob; 13 hours later (past half of the 24h CRL) a
+	// poll fetches the new CRL.
+	second := crlAt(t, p.ca, time.Now(), time.Now().Add(24*time.Hour), bob.Cert)
+	body.Store(&second)
+	later := time.Now().Add(13 * time.Hour)
+	rev.poll(later)
+	testenv.Eventually(t, 10*time.Second, "refresh", func() bool { return hits.Load() == 2 && !s.busy.Load() })
+	if res, _ := rev.check(chain, time.Now()); res != crlRevoked {
+		t.Fatal("the refreshed CRL was not installed")
+	}
+	cached, err := os.ReadFile(s.cache)
+	if err != nil || !strings.Contains(string(cached), "X509 CRL") {
+		t.Fatalf("cache not rewritten: %v", err)
+	}
+	if lists, err := parseCRLs("cache", cached, s.cas); err != nil || !lists[0].this.Equal(mustParseCRL(t, second).ThisUpdate) {
+		t.Fatalf("cache holds another CRL: %v", err)
+	}
+
+	// The server fails: the CRL in hand stays, and the next try waits.
+	body.Store(nil)
+	even := time.Now().Add(13 * time.Hour)
+	s.now = func() time.Time { return even }
+	rev.poll(even)
+	testenv.Eventually(t, 10*time.Second, "failed refresh", func() bool { return hits.Load() == 3 && !s.busy.Load() })
+	rev.poll(even) // a retry starts its download before poll returns (busy)
+	if s.busy.Load() || hits.Load() != 3 {
+		t.Fatal("a failed CRL download was retried at once")
+	}
+	if res, _ := rev.check(chain, time.Now()); res != crlRevoked {
+		t.Fatal("a failed refresh dropped the CRL in hand")
+	}
+}
+
+func mustParseCRL(t *testing.T, pemData []byte) *x509.RevocationList {
+	t.Helper()
+	b, _ := pem.Decode(pemData)
+	crl, err := x509.ParseRevocationList(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crl
 }

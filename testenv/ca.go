@@ -52,7 +52,7 @@ func GenerateCA(name string) (*CA, error) {
 		SerialNumber:          big.NewInt(serial.Add(1)),
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -106,6 +106,10 @@ type LeafOptions struct {
 	Client bool // client authentication instead of server
 	// OCSPServer lists responder URLs (authority information access).
 	OCSPServer []string
+	// NotAfter is the end of validity; zero: 90 days from now, beyond
+	// the 30-day expiry warning of sealproxy (a test of that warning
+	// sets it).
+	NotAfter time.Time
 }
 
 // Leaf is an issued certificate and its key.
@@ -151,12 +155,15 @@ func (ca *CA) Sign(o LeafOptions) (*Leaf, error) {
 		SerialNumber: big.NewInt(serial.Add(1)),
 		Subject:      pkix.Name{CommonName: o.CN, OrganizationalUnit: o.OU},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
+		NotAfter:     o.NotAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     o.DNS,
 		IPAddresses:  o.IPs,
 		OCSPServer:   o.OCSPServer,
+	}
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = time.Now().Add(90 * 24 * time.Hour)
 	}
 	if o.Client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
