@@ -222,7 +222,7 @@ func serverTLS(ctx context.Context, cfg *config.Config, t *config.TLS, served []
 			if err != nil {
 				return nil, nil, fmt.Errorf("crl: %w", err)
 			}
-			warnStaleCRLs(cfg, rev)
+			warnStaleCRLs(cfg, rev, t.CRLStale == config.CRLStaleWarn)
 		}
 	}
 	rules := &AllowRules{CN: t.Allow.CN, DNS: t.Allow.DNS, URI: t.Allow.URI, OU: t.Allow.OU}
@@ -272,7 +272,11 @@ func warnExpiry(cfg *config.Config, name string, chain [][]byte) {
 
 // warnStaleCRLs adds a configuration warning for each CRL past its
 // NextUpdate.
-func warnStaleCRLs(cfg *config.Config, rev *Revocations) {
+func warnStaleCRLs(cfg *config.Config, rev *Revocations, warnOnly bool) {
+	effect := "client certificates of that CA are refused until a fresh one is published (crl_stale = \"refuse\")"
+	if warnOnly {
+		effect = "client certificates of that CA are accepted without a current CRL (crl_stale = \"warn\")"
+	}
 	now := time.Now()
 	for _, s := range rev.sources {
 		p := s.cur.Load()
@@ -282,8 +286,8 @@ func warnStaleCRLs(cfg *config.Config, rev *Revocations) {
 		}
 		for _, l := range *p {
 			if !l.next.IsZero() && now.After(l.next) {
-				cfg.Warn("", "CRL %s of CA %q is past its NextUpdate (%s): client certificates of that CA are refused until a fresh one is published (crl_stale)",
-					s.where, l.ca, l.next.UTC().Format(time.RFC3339))
+				cfg.Warn("", "CRL %s of CA %q is past its NextUpdate (%s): %s",
+					s.where, l.ca, l.next.UTC().Format(time.RFC3339), effect)
 			}
 		}
 	}

@@ -729,3 +729,55 @@ func mustParseCRL(t *testing.T, pemData []byte) *x509.RevocationList {
 	}
 	return crl
 }
+
+// TestClientOCSPSlowResponder: a responder that never answers costs each
+// waiting handshake at most client_ocsp_timeout, concurrent handshakes of
+// one certificate share one query, and the failure is remembered so the
+// next handshakes do not wait again.
+func TestClientOCSPSlowResponder(t *testing.T) {
+	p := newPKI(t)
+	var hits atomic.Int32
+	release := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(release)
+	leaf := p.ca.Issue(t, testenv.LeafOptions{CN: "carol", Client: true, OCSPServer: []string{slow.URL}})
+	o := newClientOCSP(true, "", 300*time.Millisecond)
+	var wg sync.WaitGroup
+	errs := make(chan error, 5)
+	for i := 0; i < 5; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := o.status(leaf.Cert, p.ca.Cert, time.Now())
+			errs <- err
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("handshakes waited on a silent responder past the OCSP timeout")
+	}
+	close(errs)
+	for err := range errs {
+		if err == nil {
+			t.Fatal("a silent responder gave an answer")
+		}
+	}
+	testenv.Eventually(t, 10*time.Second, "the query ends", func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return len(o.inflight) == 0
+	})
+	if _, err := o.status(leaf.Cert, p.ca.Cert, time.Now()); err == nil || hits.Load() != 1 {
+		t.Fatalf("after the failure: %v, %d queries (want the remembered failure, 1 query)", err, hits.Load())
+	}
+}
