@@ -64,12 +64,11 @@ type Revocations struct {
 
 // crlList is one verified CRL.
 type crlList struct {
-	issuer      *x509.Certificate
-	ca          string // the issuer for logs and metrics
-	this, next  time.Time
-	revoked     map[string]struct{} // serial bytes
-	der         []byte
-	fetchedFrom string
+	issuer     *x509.Certificate
+	ca         string // the issuer for logs and metrics
+	this, next time.Time
+	revoked    map[string]struct{} // serial bytes
+	der        []byte
 }
 
 // crlSource is one crl entry of the configuration: a file, or a URL with
@@ -87,7 +86,6 @@ type crlSource struct {
 	busy    atomic.Bool
 	nextTry atomic.Int64 // unix nanoseconds
 	retry   atomic.Int64 // current backoff
-	lastLog atomic.Int64
 }
 
 // LoadCRLs reads CRL files (PEM "X509 CRL" blocks or DER) issued by any
