@@ -245,6 +245,8 @@ func testRunEndToEnd(t *testing.T, source string) {
 		"/healthz":  "ok",
 		"/metrics":  `sealproxy_connections_accepted_total{listener="web"} 1`,
 		"/metrics#": `sealproxy_key_sign_duration_seconds_count{key="web"} 1`,
+		// issue 14: the served certificate's NotAfter, as a Unix time
+		"/metrics##": `sealproxy_certificate_expiry_timestamp_seconds{key="web"} `,
 	} {
 		path, _, _ = strings.Cut(path, "#")
 		resp, err := http.Get("http://" + admin + path)
