@@ -126,6 +126,9 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 			if err != nil {
 				return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 			}
+			if check != nil {
+				check.listener = l.Name
+			}
 			info := &revocationInfo{leaves: map[string]*x509.Certificate{}, check: check}
 			for i, name := range l.Keys {
 				if i < len(served) && served[i] != nil {

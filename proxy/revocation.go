@@ -448,12 +448,12 @@ type clientCheck struct {
 	lastLog atomic.Int64
 }
 
-// bind makes the check count its events in m (Server.Update calls it).
-func (k *clientCheck) bind(m *Metrics, listener string) {
+// bind makes the check count its events in m (Server.Update calls it;
+// Build named the listener).
+func (k *clientCheck) bind(m *Metrics) {
 	if k == nil || m == nil {
 		return
 	}
-	k.listener = listener
 	k.events.Store(m.RevocationEvents)
 }
 

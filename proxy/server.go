@@ -61,7 +61,7 @@ func (s *Server) Update(cfg *ListenerConfig) error {
 	}
 	cfg = cfg.withDefaults()
 	if cfg.revocation != nil {
-		cfg.revocation.check.bind(s.opts.Metrics, cfg.Name)
+		cfg.revocation.check.bind(s.opts.Metrics)
 	}
 	s.local.SetMax(cfg.MaxConns)
 	s.tickets.apply(cfg.TLS)
