@@ -47,6 +47,7 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 				return nil, fmt.Errorf("key %q: %w", name, err)
 			}
 			chains[name] = chain
+			warnExpiry(cfg, name, chain)
 		}
 		if open == nil {
 			return nil, nil
@@ -76,8 +77,12 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 			fctx, cancel := context.WithTimeout(ctx, ocspTimeout)
 			err = st.fetch(fctx)
 			cancel()
-			if err != nil {
-				st.nextTry.Store(time.Now().Add(ocspRetry).UnixNano())
+			switch {
+			case errors.Is(err, errOwnRevoked):
+				st.backoff()
+				log.Error("this server's certificate is revoked; handshakes go without a staple", "key", name, "err", err)
+			case err != nil:
+				st.backoff()
 				log.Warn("no OCSP staple yet; handshakes go without until the responder answers", "key", name, "err", err)
 			}
 			staplers[c] = st
@@ -117,10 +122,20 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 				}
 				served = append(served, c)
 			}
-			tc, err := serverTLS(cfg, &l.TLS, served, staplers, open != nil)
+			tc, check, err := serverTLS(ctx, cfg, &l.TLS, served, staplers, open != nil, log)
 			if err != nil {
 				return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 			}
+			if check != nil {
+				check.listener = l.Name
+			}
+			info := &revocationInfo{leaves: map[string]*x509.Certificate{}, check: check}
+			for i, name := range l.Keys {
+				if i < len(served) && served[i] != nil {
+					info.leaves[name] = served[i].Leaf
+				}
+			}
+			lc.revocation = info
 			lc.TLS = tc
 			lc.TicketRotation = l.TLS.TicketRotation
 			if l.TLS.SessionTickets != nil && !*l.TLS.SessionTickets {
@@ -152,12 +167,12 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 	return out, nil
 }
 
-func serverTLS(cfg *config.Config, t *config.TLS, served []*tls.Certificate, staplers map[*tls.Certificate]*stapler, withKeys bool) (*tls.Config, error) {
+func serverTLS(ctx context.Context, cfg *config.Config, t *config.TLS, served []*tls.Certificate, staplers map[*tls.Certificate]*stapler, withKeys bool, log *slog.Logger) (*tls.Config, *clientCheck, error) {
 	tc := &tls.Config{NextProtos: t.ALPN}
 	if withKeys {
 		chooser := &CertChooser{}
 		if err := chooser.swap(served, staplers); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		tc.GetCertificate = chooser.GetCertificate
 	}
@@ -191,32 +206,94 @@ func serverTLS(cfg *config.Config, t *config.TLS, served []*tls.Certificate, sta
 	if t.ClientCA != "" {
 		cas, err := loadCerts(cfg.Resolve(t.ClientCA))
 		if err != nil {
-			return nil, fmt.Errorf("client_ca: %w", err)
+			return nil, nil, fmt.Errorf("client_ca: %w", err)
 		}
 		tc.ClientCAs = x509.NewCertPool()
 		for _, ca := range cas {
 			tc.ClientCAs.AddCert(ca)
 		}
 		if len(t.CRL) > 0 {
-			paths := make([]string, len(t.CRL))
+			entries := make([]string, len(t.CRL))
 			for i, p := range t.CRL {
-				paths[i] = cfg.Resolve(p)
+				entries[i] = p
+				if !config.IsURL(p) {
+					entries[i] = cfg.Resolve(p)
+				}
 			}
-			if rev, err = LoadCRLs(paths, cas); err != nil {
-				return nil, fmt.Errorf("crl: %w", err)
+			rev, err = loadCRLSources(ctx, entries, cas, crlOptions{cacheDir: cfg.Resolve(cfg.Revocation.CacheDir),
+				timeout: cfg.Revocation.FetchTimeout, offline: !withKeys, log: log})
+			if err != nil {
+				return nil, nil, fmt.Errorf("crl: %w", err)
 			}
+			warnStaleCRLs(cfg, rev, t.CRLStale == config.CRLStaleWarn)
 		}
 	}
 	rules := &AllowRules{CN: t.Allow.CN, DNS: t.Allow.DNS, URI: t.Allow.URI, OU: t.Allow.OU}
 	for _, p := range t.Allow.SPKI {
 		pin, err := ParseSPKIPin(p)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		rules.SPKI = append(rules.SPKI, pin)
 	}
-	tc.VerifyConnection = verifyClient(rules, rev)
-	return tc, nil
+	r := &t.ListenerRevocation
+	if rules.empty() && rev == nil && (r.ClientOCSP == "" || r.ClientOCSP == config.ClientOCSPOff) {
+		return tc, nil, nil
+	}
+	check := &clientCheck{rules: rules, rev: rev, staleWarn: r.CRLStale == config.CRLStaleWarn, log: log, now: time.Now}
+	if r.ClientOCSP == config.ClientOCSPSoft || r.ClientOCSP == config.ClientOCSPHard {
+		timeout := r.ClientOCSPTimeout
+		if timeout <= 0 {
+			timeout = config.DefaultClientOCSPTimeout
+		}
+		check.ocsp = newClientOCSP(r.ClientOCSP == config.ClientOCSPHard, r.ClientOCSPResponder, timeout)
+	}
+	tc.VerifyConnection = check.verify
+	return tc, check, nil
+}
+
+// warnExpiry adds a configuration warning (sealproxy check prints them)
+// for a leaf that expires within the first expiry threshold.
+func warnExpiry(cfg *config.Config, name string, chain [][]byte) {
+	leaf, err := x509.ParseCertificate(chain[0])
+	if err != nil {
+		return
+	}
+	if left := time.Until(leaf.NotAfter); left <= expiryThresholds[0] {
+		for i := range cfg.Keys {
+			if cfg.Keys[i].Name == name {
+				what := fmt.Sprintf("expires in %d days", int(left.Hours()/24))
+				if left <= 0 {
+					what = "has expired"
+				}
+				cfg.Warn(fmt.Sprintf("key[%d].cert", i), "the certificate of key %q %s (not after %s): renew it",
+					name, what, leaf.NotAfter.UTC().Format(time.RFC3339))
+			}
+		}
+	}
+}
+
+// warnStaleCRLs adds a configuration warning for each CRL past its
+// NextUpdate.
+func warnStaleCRLs(cfg *config.Config, rev *Revocations, warnOnly bool) {
+	effect := "client certificates of that CA are refused until a fresh one is published (crl_stale = \"refuse\")"
+	if warnOnly {
+		effect = "client certificates of that CA are accepted without a current CRL (crl_stale = \"warn\")"
+	}
+	now := time.Now()
+	for _, s := range rev.sources {
+		p := s.cur.Load()
+		if p == nil {
+			cfg.Warn("", "CRL %s: no copy on disk yet (it is fetched when sealproxy runs)", s.where)
+			continue
+		}
+		for _, l := range *p {
+			if !l.next.IsZero() && now.After(l.next) {
+				cfg.Warn("", "CRL %s of CA %q is past its NextUpdate (%s): %s",
+					s.where, l.ca, l.next.UTC().Format(time.RFC3339), effect)
+			}
+		}
+	}
 }
 
 func upstreamTLS(cfg *config.Config, u *config.Upstream, client *tls.Certificate) (*tls.Config, error) {

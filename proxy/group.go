@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Plan is what a configuration asks the group to run.
@@ -38,6 +39,9 @@ type Group struct {
 	wg       sync.WaitGroup
 	fatal    chan error
 	ctx      context.Context
+
+	expiry     expiryWatch
+	stopExpiry context.CancelFunc
 }
 
 type member struct {
@@ -86,7 +90,41 @@ func (g *Group) Start(ctx context.Context) error {
 		plan.Applied()
 	}
 	g.ready.Store(true)
+	wctx, stop := context.WithCancel(ctx)
+	g.mu.Lock()
+	g.stopExpiry = stop
+	g.mu.Unlock()
+	go g.watchExpiry(wctx)
 	return nil
+}
+
+// watchExpiry re-checks the certificates in use every minute (a daemon
+// that runs for months must still warn 30 and 7 days before they
+// expire) and starts the download of CRLs whose refresh is due even when
+// no handshake asks for them.
+func (g *Group) watchExpiry(ctx context.Context) {
+	t := time.NewTicker(expiryCheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		g.mu.Lock()
+		lcs := make([]*ListenerConfig, 0, len(g.members))
+		for _, m := range g.members {
+			lcs = append(lcs, m.srv.Config())
+		}
+		g.mu.Unlock()
+		now := time.Now()
+		for _, lc := range lcs {
+			if lc.revocation != nil && lc.revocation.check != nil {
+				lc.revocation.check.rev.poll(now)
+			}
+		}
+		g.expiry.note(g.opts.Metrics, g.opts.Log, lcs, now)
+	}
 }
 
 // Wait serves until Start's ctx ends or a listener fails, then stops
@@ -103,6 +141,9 @@ func (g *Group) Wait() error {
 	}
 	g.ready.Store(false)
 	g.mu.Lock()
+	if g.stopExpiry != nil {
+		g.stopExpiry()
+	}
 	for _, m := range g.members {
 		m.cancel()
 	}
@@ -234,6 +275,7 @@ func (g *Group) apply(plan *Plan) error {
 			delete(g.members, name)
 		}
 	}
+	g.expiry.note(g.opts.Metrics, g.opts.Log, plan.Listeners, time.Now())
 	return nil
 }
 

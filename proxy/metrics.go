@@ -21,6 +21,11 @@ type Metrics struct {
 	Closed           *prometheus.CounterVec   // listener, reason
 	Reloads          *prometheus.CounterVec   // result
 	SignSeconds      *prometheus.HistogramVec // key
+
+	// Revocation and expiry (issue 14).
+	RevocationEvents *prometheus.CounterVec // listener, event
+	CertExpiry       *prometheus.GaugeVec   // key
+	CRLNextUpdate    *prometheus.GaugeVec   // ca
 }
 
 // NewMetrics makes the collectors and registers them with reg (nil: not
@@ -63,9 +68,20 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}, []string{"key"}),
 	}
+	m.RevocationEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sealproxy_revocation_events_total",
+		Help: "Client certificate revocation checks that could not be completed or refused, and CRL refreshes that failed, by event.",
+	}, []string{"listener", "event"})
+	m.CertExpiry = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sealproxy_certificate_expiry_timestamp_seconds", Help: "NotAfter of each key's certificate, as a Unix time.",
+	}, []string{"key"})
+	m.CRLNextUpdate = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sealproxy_crl_next_update_timestamp_seconds", Help: "NextUpdate of the CRL in use for each client CA, as a Unix time (0: none).",
+	}, []string{"ca"})
 	if reg != nil {
 		reg.MustRegister(m.Accepted, m.Active, m.Rejected, m.HandshakeErrors, m.HandshakeSeconds,
-			m.BytesIn, m.BytesOut, m.BackendErrors, m.Closed, m.Reloads, m.SignSeconds)
+			m.BytesIn, m.BytesOut, m.BackendErrors, m.Closed, m.Reloads, m.SignSeconds,
+			m.RevocationEvents, m.CertExpiry, m.CRLNextUpdate)
 	}
 	return m
 }

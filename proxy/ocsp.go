@@ -1,12 +1,10 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"sync/atomic"
@@ -29,6 +27,7 @@ type stapler struct {
 	cur     atomic.Pointer[staple]
 	busy    atomic.Bool
 	nextTry atomic.Int64 // unix nanoseconds before which no refresh is tried
+	retry   atomic.Int64 // the current backoff
 }
 
 type staple struct {
@@ -39,7 +38,11 @@ type staple struct {
 const (
 	ocspTimeout    = 10 * time.Second
 	ocspRetry      = time.Minute
+	ocspRetryMax   = 30 * time.Minute
 	maxOCSPReponse = 64 << 10
+
+	ocspNoNextUpdateRefresh = time.Hour
+	ocspNoNextUpdateMaxAge  = 24 * time.Hour
 )
 
 func newStapler(leaf, issuer *x509.Certificate, url string, log *slog.Logger) (*stapler, error) {
@@ -59,46 +62,42 @@ func newStapler(leaf, issuer *x509.Certificate, url string, log *slog.Logger) (*
 		client: &http.Client{Timeout: ocspTimeout}, now: time.Now}, nil
 }
 
-// fetch asks the responder and installs a good response.
+// errOwnRevoked reports that the responder says the server's own
+// certificate is revoked.
+var errOwnRevoked = errors.New("the responder says this certificate is REVOKED: replace it")
+
+// fetch asks the responder and installs a good response. A "revoked"
+// answer drops the staple in hand at once: a good response fetched
+// earlier must not keep vouching for a certificate revoked since.
 func (s *stapler) fetch(ctx context.Context) error {
-	req, err := ocsp.CreateRequest(s.leaf, s.issuer, nil)
+	der, err := postOCSP(ctx, s.client, s.url, s.leaf, s.issuer)
 	if err != nil {
 		return err
 	}
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(req))
-	if err != nil {
-		return err
-	}
-	hreq.Header.Set("Content-Type", "application/ocsp-request")
-	resp, err := s.client.Do(hreq)
+	now := s.now()
+	r, err := checkOCSPResponse(der, s.leaf, s.issuer, now)
 	if err != nil {
 		return fmt.Errorf("OCSP responder %s: %w", s.url, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("OCSP responder %s: HTTP %s", s.url, resp.Status)
-	}
-	der, err := io.ReadAll(io.LimitReader(resp.Body, maxOCSPReponse+1))
-	if err != nil {
-		return fmt.Errorf("OCSP responder %s: %w", s.url, err)
-	}
-	if len(der) > maxOCSPReponse {
-		return fmt.Errorf("OCSP responder %s: response larger than %d bytes", s.url, maxOCSPReponse)
-	}
-	r, err := ocsp.ParseResponseForCert(der, s.leaf, s.issuer)
-	if err != nil {
-		return fmt.Errorf("OCSP responder %s: %w", s.url, err)
-	}
-	if r.Status != ocsp.Good {
-		return fmt.Errorf("OCSP responder %s: the certificate is not good (status %d)", s.url, r.Status)
+	switch r.Status {
+	case ocsp.Good:
+	case ocsp.Revoked:
+		s.cur.Store(nil)
+		return fmt.Errorf("OCSP responder %s: %w", s.url, errOwnRevoked)
+	default:
+		return fmt.Errorf("OCSP responder %s: the certificate's status is unknown to it", s.url)
 	}
 	st := &staple{der: der, expires: r.NextUpdate}
 	if r.NextUpdate.IsZero() {
-		st.refreshAt = s.now().Add(time.Hour)
+		// No NextUpdate: ask again on a fixed interval, and stop stapling
+		// a response nobody has confirmed for a day.
+		st.refreshAt = now.Add(ocspNoNextUpdateRefresh)
+		st.expires = now.Add(ocspNoNextUpdateMaxAge)
 	} else {
 		st.refreshAt = r.ThisUpdate.Add(r.NextUpdate.Sub(r.ThisUpdate) / 2)
 	}
 	s.cur.Store(st)
+	s.retry.Store(0)
 	return nil
 }
 
@@ -110,10 +109,19 @@ func (s *stapler) get() []byte {
 	if st == nil || now.After(st.refreshAt) {
 		s.refreshAsync(now)
 	}
-	if st == nil || (!st.expires.IsZero() && now.After(st.expires)) {
+	if st == nil || now.After(st.expires) {
 		return nil
 	}
 	return st.der
+}
+
+// backoff schedules the next attempt after a failure: ocspRetry,
+// doubling up to ocspRetryMax.
+func (s *stapler) backoff() time.Duration {
+	d := min(max(2*time.Duration(s.retry.Load()), ocspRetry), ocspRetryMax)
+	s.retry.Store(int64(d))
+	s.nextTry.Store(s.now().Add(d).UnixNano())
+	return d
 }
 
 func (s *stapler) refreshAsync(now time.Time) {
@@ -125,9 +133,14 @@ func (s *stapler) refreshAsync(now time.Time) {
 		ctx, cancel := context.WithTimeout(context.Background(), ocspTimeout)
 		defer cancel()
 		if err := s.fetch(ctx); err != nil {
-			s.nextTry.Store(s.now().Add(ocspRetry).UnixNano())
+			d := s.backoff()
+			if errors.Is(err, errOwnRevoked) {
+				s.log.Error("this server's certificate is revoked; handshakes go without a staple",
+					"cert", s.leaf.Subject.CommonName, "err", err, "retry_in", d)
+				return
+			}
 			s.log.Warn("OCSP staple refresh failed; serving the previous one while it is valid",
-				"cert", s.leaf.Subject.CommonName, "err", err)
+				"cert", s.leaf.Subject.CommonName, "err", err, "retry_in", d)
 		}
 	}()
 }

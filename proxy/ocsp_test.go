@@ -3,14 +3,10 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -81,44 +77,13 @@ func TestOCSPFetchAndRefresh(t *testing.T) {
 }
 
 // TestOCSPFromOpenSSLResponder fetches the staple from `openssl ocsp`
-// acting as the CA's responder, and checks what a Go client receives.
-// openssl's own HTTP server binds every interface, so a 127.0.0.1 HTTP
-// front hands each request to `openssl ocsp -reqin -respout`, which
-// answers it from the CA's index exactly as its server would.
+// acting as the CA's responder (startOpenSSLResponder), and checks what a
+// Go client receives.
 func TestOCSPFromOpenSSLResponder(t *testing.T) {
-	openssl := testenv.LookTool(t, "openssl", "openssl")
 	p := newPKI(t)
-	dir := t.TempDir()
-	caFile := p.ca.WriteCA(t, dir, "ca.pem")
-	caKey := filepath.Join(dir, "ca.key")
-	if err := os.WriteFile(caKey, p.ca.KeyPEM(t), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	indexFile := filepath.Join(dir, "index.txt")
-	var mu sync.Mutex
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		body, _ := io.ReadAll(r.Body)
-		reqFile, respFile := filepath.Join(dir, "req.der"), filepath.Join(dir, "resp.der")
-		os.WriteFile(reqFile, body, 0o644)
-		out, err := exec.CommandContext(r.Context(), openssl, "ocsp", "-index", indexFile, "-rsigner", caFile, "-rkey", caKey,
-			"-CA", caFile, "-ndays", "1", "-reqin", reqFile, "-respout", respFile).CombinedOutput()
-		if err != nil {
-			t.Errorf("openssl ocsp: %v\n%s", err, out)
-			http.Error(w, "responder failed", http.StatusInternalServerError)
-			return
-		}
-		resp, _ := os.ReadFile(respFile)
-		w.Header().Set("Content-Type", "application/ocsp-response")
-		w.Write(resp)
-	}))
-	defer front.Close()
-	leaf := p.ca.Issue(t, testenv.LeafOptions{CN: "web.test", DNS: []string{"web.test"}, OCSPServer: []string{front.URL}})
-	index := fmt.Sprintf("V\t%s\t\t%X\tunknown\t/CN=web.test\n", leaf.Cert.NotAfter.UTC().Format("060102150405Z"), leaf.Cert.SerialNumber)
-	if err := os.WriteFile(indexFile, []byte(index), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	resp := startOpenSSLResponder(t, p.ca)
+	leaf := p.ca.Issue(t, testenv.LeafOptions{CN: "web.test", DNS: []string{"web.test"}, OCSPServer: []string{resp.URL}})
+	resp.set(t, []*x509.Certificate{leaf.Cert})
 	ctx := context.Background()
 
 	st, err := newStapler(leaf.Cert, p.ca.Cert, "", nil)
@@ -142,8 +107,8 @@ func TestOCSPFromOpenSSLResponder(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Close()
-	resp, err := ocsp.ParseResponseForCert(c.ConnectionState().OCSPResponse, leaf.Cert, p.ca.Cert)
-	if err != nil || resp.Status != ocsp.Good {
-		t.Fatalf("stapled response: %v, %v", resp, err)
+	r, err := ocsp.ParseResponseForCert(c.ConnectionState().OCSPResponse, leaf.Cert, p.ca.Cert)
+	if err != nil || r.Status != ocsp.Good {
+		t.Fatalf("stapled response: %v, %v", r, err)
 	}
 }

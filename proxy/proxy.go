@@ -62,6 +62,10 @@ type ListenerConfig struct {
 	IdleTimeout      time.Duration
 	CloseTimeout     time.Duration
 	MaxLifetime      time.Duration // 0: unlimited
+
+	// revocation is what Build knows of the keys' certificates and the
+	// client check, for the metrics and the expiry watch.
+	revocation *revocationInfo
 }
 
 // withDefaults returns a copy with zero timeouts set to the defaults.

@@ -60,6 +60,9 @@ func (s *Server) Update(cfg *ListenerConfig) error {
 		return err
 	}
 	cfg = cfg.withDefaults()
+	if cfg.revocation != nil {
+		cfg.revocation.check.bind(s.opts.Metrics)
+	}
 	s.local.SetMax(cfg.MaxConns)
 	s.tickets.apply(cfg.TLS)
 	s.state.Store(&serverState{cfg: cfg, m: s.opts.Metrics.forListener(cfg.Name)})
@@ -448,6 +451,10 @@ func handshakeErrorKind(err error) string {
 		return "client_denied"
 	case errors.Is(err, errClientRevoked):
 		return "client_revoked"
+	case errors.Is(err, errCRLStale):
+		return "crl_stale"
+	case errors.Is(err, errOCSPUnavailable):
+		return "ocsp_unavailable"
 	case errors.As(err, &verr):
 		return "client_cert"
 	case errors.As(err, &herr):

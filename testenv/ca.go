@@ -53,7 +53,7 @@ func GenerateCA(name string) (*CA, error) {
 		SerialNumber:          big.NewInt(serial.Add(1)),
 		Subject:               pkix.Name{CommonName: name},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -110,9 +110,13 @@ type LeafOptions struct {
 	// CRLDistributionPoints lists CRL URLs.
 	CRLDistributionPoints []string
 	// Validity is how long the certificate is valid from now (it is
-	// valid from an hour ago); zero is a day. An audit (testssl.sh)
-	// flags one that ends within 60 days.
+	// valid from an hour ago); zero: 90 days, beyond the 30-day expiry
+	// warning of sealproxy. An audit (testssl.sh) flags one that ends
+	// within 60 days.
 	Validity time.Duration
+	// NotAfter, when set, is the end of validity instead (a test of the
+	// expiry warning sets it).
+	NotAfter time.Time
 }
 
 // Leaf is an issued certificate and its key.
@@ -158,7 +162,7 @@ func (ca *CA) Sign(o LeafOptions) (*Leaf, error) {
 		SerialNumber: big.NewInt(serial.Add(1)),
 		Subject:      pkix.Name{CommonName: o.CN, OrganizationalUnit: o.OU},
 		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(cmp.Or(o.Validity, 24*time.Hour)),
+		NotAfter:     notAfter(o),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     o.DNS,
@@ -166,6 +170,9 @@ func (ca *CA) Sign(o LeafOptions) (*Leaf, error) {
 		OCSPServer:   o.OCSPServer,
 
 		CRLDistributionPoints: o.CRLDistributionPoints,
+	}
+	if tmpl.NotAfter.IsZero() {
+		tmpl.NotAfter = time.Now().Add(90 * 24 * time.Hour)
 	}
 	if o.Client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
@@ -276,4 +283,12 @@ func (ca *CA) OCSPResponse(t testing.TB, leaf *x509.Certificate, revoked bool) [
 		t.Fatal(err)
 	}
 	return der
+}
+
+// notAfter is the end of a leaf's validity as o asks.
+func notAfter(o LeafOptions) time.Time {
+	if !o.NotAfter.IsZero() {
+		return o.NotAfter
+	}
+	return time.Now().Add(cmp.Or(o.Validity, 90*24*time.Hour))
 }

@@ -59,7 +59,9 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 		socket(l.Listen)
 		dirOf(l.TLS.ClientCA)
 		for _, crl := range l.TLS.CRL {
-			dirOf(crl)
+			if !config.IsURL(crl) {
+				dirOf(crl)
+			}
 		}
 		dirOf(l.Upstream.CA)
 	}
@@ -68,6 +70,9 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 	}
 	for _, path := range cfg.Sandbox.Write {
 		p.Write = append(p.Write, cfg.Resolve(path))
+	}
+	if cfg.Revocation.CacheDir != "" { // CRLs fetched from URLs are kept there
+		p.Write = append(p.Write, cfg.Resolve(cfg.Revocation.CacheDir))
 	}
 	p.Clean()
 	return p

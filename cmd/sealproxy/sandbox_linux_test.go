@@ -265,3 +265,41 @@ func TestUnitsAllowLandlock(t *testing.T) {
 		}
 	}
 }
+
+// TestSandboxPolicyCRLCache: CRLs fetched from URLs are kept in
+// [revocation] cache_dir, which the sandbox lets the daemon write; the
+// URL itself is no path.
+func TestSandboxPolicyCRLCache(t *testing.T) {
+	conf := filepath.Join(t.TempDir(), "sealproxy.toml")
+	cfg, err := config.Parse(conf, []byte(`
+allow_plaintext_keys = true
+[revocation]
+cache_dir = "/var/cache/sealproxy/crl"
+[[key]]
+name = "web"
+cert = "web.crt"
+source = "file:web.key"
+[[listener]]
+name = "web"
+listen = "127.0.0.1:0"
+mode = "offload"
+keys = ["web"]
+backend = "127.0.0.1:1"
+[listener.tls]
+client_auth = "require"
+client_ca = "/srv/clients/ca.pem"
+crl = ["http://crl.example.com/ca.crl"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := sandboxPolicy(cfg)
+	if !slices.Contains(p.Write, "/var/cache/sealproxy/crl") {
+		t.Errorf("write lacks the CRL cache: %q", p.Write)
+	}
+	for _, r := range p.Read {
+		if strings.Contains(r, "crl.example.com") {
+			t.Errorf("the CRL URL became a path: %q", r)
+		}
+	}
+}

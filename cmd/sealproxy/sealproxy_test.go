@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -221,6 +224,8 @@ func testRunEndToEnd(t *testing.T, source string) {
 		"/healthz":  "ok",
 		"/metrics":  `sealproxy_connections_accepted_total{listener="web"} 1`,
 		"/metrics#": `sealproxy_key_sign_duration_seconds_count{key="web"} 1`,
+		// issue 14: the served certificate's NotAfter, as a Unix time
+		"/metrics##": `sealproxy_certificate_expiry_timestamp_seconds{key="web"} `,
 	} {
 		path, _, _ = strings.Cut(path, "#")
 		resp, err := http.Get("http://" + admin + path)
@@ -296,5 +301,40 @@ func TestRunAddressInUse(t *testing.T) {
 	if code != cli.ExitFailure || !strings.Contains(stderr, `sealproxy: error: listener "web": listen tcp`) ||
 		!strings.Contains(stderr, "sealproxy: hint: another process may hold that address") {
 		t.Fatalf("code %d, stderr:\n%s", code, stderr)
+	}
+}
+
+// TestCheckWarnsExpiryAndStaleCRL: `sealproxy check` warns about a
+// certificate that expires within 30 days and a CRL past its NextUpdate,
+// and still says the configuration is valid (exit 0).
+func TestCheckWarnsExpiryAndStaleCRL(t *testing.T) {
+	dir := t.TempDir()
+	ca := testenv.NewCA(t, "test CA")
+	ca.Issue(t, testenv.LeafOptions{CN: "web.test", DNS: []string{"web.test"}, NotAfter: time.Now().Add(10 * 24 * time.Hour)}).WriteFiles(t, dir, "web")
+	ca.WriteCA(t, dir, "clients.pem")
+	tmpl := &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: time.Now().Add(-48 * time.Hour), NextUpdate: time.Now().Add(-time.Hour)}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "clients.crl"), der, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "sealproxy.toml")
+	cfg := strings.Replace(exampleConfig, "\n[admin]", "\n[listener.tls]\nclient_auth = \"require\"\nclient_ca = \"clients.pem\"\ncrl = [\"clients.crl\"]\n\n[admin]", 1)
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := runCLI(t, "check", "--config", path)
+	if code != 0 || !strings.Contains(stdout, "configuration is valid") {
+		t.Fatalf("check: code %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
+	}
+	for _, want := range []string{
+		"sealproxy: warning: " + path + `:3: key[0].cert: the certificate of key "web" expires in 9 days`,
+		"sealproxy: warning: " + path + `: CRL ` + filepath.Join(dir, "clients.crl") + ` of CA "test CA" is past its NextUpdate`,
+	} {
+		if !strings.Contains(stderr, want) {
+			t.Errorf("stderr:\n%s\nwant %q", stderr, want)
+		}
 	}
 }

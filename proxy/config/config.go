@@ -87,11 +87,15 @@ type Config struct {
 	Admin     Admin      `toml:"admin"`
 	Unlock    Unlock     `toml:"unlock"`
 	Sandbox   Sandbox    `toml:"sandbox"`
+	// Revocation holds what every listener's revocation checks share.
+	Revocation Revocation `toml:"revocation"`
 
 	// Warnings are settings that are valid but weaker than the defaults
 	// (CBC suites, TLS below 1.2), with their positions; `sealproxy
 	// check` prints them.
 	Warnings Errors `toml:"-"`
+
+	loc *locator // positions, for warnings added after Parse
 }
 
 // Sandbox confines `sealproxy run` once it has started (docs/sandboxing.md).
@@ -181,6 +185,9 @@ type TLS struct {
 	// re-read on reload.
 	CRL   []string `toml:"crl"`
 	Allow Allow    `toml:"allow"`
+
+	// Revocation settings (issue 14), see revocation.go.
+	ListenerRevocation
 }
 
 // Allow rules on client certificates: a certificate passes if any rule
@@ -274,6 +281,7 @@ func Parse(path string, data []byte) (*Config, error) {
 		return nil, v.errs.err()
 	}
 	cfg.Warnings = v.warns
+	cfg.loc = loc
 	return cfg, nil
 }
 

@@ -140,6 +140,10 @@ func TestFullConfig(t *testing.T) {
 	if s := cfg.Sandbox; s.Landlock != "best-effort" || len(s.Read) != 1 || len(s.Write) != 1 {
 		t.Errorf("sandbox = %+v", s)
 	}
+	if r := cfg.Listeners[0].TLS.ListenerRevocation; r.ClientOCSP != ClientOCSPSoft || r.ClientOCSPTimeout != 2*time.Second ||
+		r.CRLStale != CRLStaleRefuse || r.ClientOCSPResponder != "http://ocsp.example.com/" || cfg.Revocation.FetchTimeout != 5*time.Second {
+		t.Errorf("revocation = %+v, %+v", r, cfg.Revocation)
+	}
 }
 
 func TestDefaults(t *testing.T) {

@@ -77,6 +77,7 @@ func (v *validator) validate(c *Config) {
 	}
 	v.unlock(&c.Unlock)
 	v.sandbox(&c.Sandbox)
+	v.revocation(c)
 	keys := map[string]bool{}
 	for i := range c.Keys {
 		k := &c.Keys[i]
@@ -276,6 +277,7 @@ func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]b
 			v.errorf(p+".tls.allow.spki", "pin %q is not the base64 of a SHA-256 digest", pin)
 		}
 	}
+	v.listenerRevocation(c, p+".tls", t, l.HandshakeTimeout)
 	if l.Mode == ModeConnect && t.ClientAuth != "require" {
 		v.errorf(p+".tls.client_auth", "mode connect needs client_auth = \"require\": only authenticated clients may open tunnels")
 	}
@@ -441,7 +443,8 @@ func isZeroAllow(a *Allow) bool {
 
 func isZeroTLS(t *TLS) bool {
 	return t.MinVersion == "" && t.MaxVersion == "" && len(t.ALPN) == 0 && len(t.CipherSuites) == 0 &&
-		len(t.Curves) == 0 && t.SessionTickets == nil && t.TicketRotation == 0 && t.ClientAuth == "" && t.ClientCA == "" && len(t.CRL) == 0 && isZeroAllow(&t.Allow)
+		len(t.Curves) == 0 && t.SessionTickets == nil && t.TicketRotation == 0 && t.ClientAuth == "" && t.ClientCA == "" && len(t.CRL) == 0 && isZeroAllow(&t.Allow) &&
+		t.ListenerRevocation == (ListenerRevocation{})
 }
 
 func isZeroUpstream(u *Upstream) bool {
