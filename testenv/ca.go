@@ -171,9 +171,6 @@ func (ca *CA) Sign(o LeafOptions) (*Leaf, error) {
 
 		CRLDistributionPoints: o.CRLDistributionPoints,
 	}
-	if tmpl.NotAfter.IsZero() {
-		tmpl.NotAfter = time.Now().Add(90 * 24 * time.Hour)
-	}
 	if o.Client {
 		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	}
