@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -131,10 +132,10 @@ func TestPKCS11BadInputs(t *testing.T) {
 		is        error
 	}{
 		{"wrong PIN", h.URIWithPIN("ec256", wrongPIN), "CKR_PIN_INCORRECT", ErrPINRefused},
-		{"missing token", strings.Replace(h.URI("ec256"), "token="+h.Token, "token=no-such-token", 1), "no-such-token", nil},
-		{"missing object", h.URI("no-such-key"), "no private key", nil},
-		{"bad module path", strings.Replace(h.URI("ec256"), h.Module, "/nonexistent/libpkcs11.so", 1), "/nonexistent/libpkcs11.so", nil},
-		{"key without certificate", h.URI("nocert"), "no certificate", nil},
+		{"missing token", strings.Replace(h.URI("ec256"), "token="+h.Token, "token=no-such-token", 1), "no-such-token", ErrTokenNotFound},
+		{"missing object", h.URI("no-such-key"), "no private key", ErrObjectNotFound},
+		{"bad module path", strings.Replace(h.URI("ec256"), h.Module, "/nonexistent/libpkcs11.so", 1), "/nonexistent/libpkcs11.so", ErrModule},
+		{"not a module", strings.Replace(h.URI("ec256"), h.Module, h.PINFile, 1), "dlopen", ErrModule},
 		{"missing pin file", strings.Replace(h.URI("ec256"), h.PINFile, h.PINFile+".missing", 1), "pin-source", nil},
 		{"no module path", "pkcs11:token=" + h.Token + ";object=ec256?pin-value=" + h.PIN, "module-path", ErrBadRef},
 		{"malformed with PIN", "pkcs11:token=x;object=y;bogus=1?pin-value=" + h.PIN, "bogus", ErrBadRef},
@@ -179,6 +180,57 @@ func TestPKCS11BadInputs(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "pin-value=REDACTED") {
 		t.Errorf("the logs do not show the redacted reference:\n%s", logs.String())
+	}
+}
+
+// A key whose certificate is a file (imported with softhsm2-util
+// --import, no certificate object on the token) opens against that file
+// and serves TLS; the configuration's certificate wins over the token's,
+// and a certificate of another key is refused.
+func TestPKCS11FileCertificate(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	fileCert := h.Certs["filecert"]
+	k, err := Open(context.Background(), h.URI("filecert"), &Options{Cert: fileCert})
+	if err != nil {
+		t.Fatalf("a token key with a file certificate: %v", err)
+	}
+	defer k.Close()
+	if got := k.(interface{ Certificate() *x509.Certificate }).Certificate(); got != fileCert {
+		t.Errorf("Certificate() = %v, want the configuration's", got)
+	}
+	srv := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{fileCert.Raw}, PrivateKey: k, Leaf: fileCert}}}
+	if err := handshake(srv, &tls.Config{RootCAs: h.CA, ServerName: "localhost"}); err != nil {
+		t.Fatalf("TLS with the token key and its file certificate: %v", err)
+	}
+
+	// No certificate anywhere: the key still opens (the daemon always has
+	// its [[key]]'s cert).
+	bare, err := Open(context.Background(), h.URI("nocert"), nil)
+	if err != nil {
+		t.Fatalf("a token key without any certificate: %v", err)
+	}
+	bare.Close()
+
+	// The configuration names another key's certificate: refused, even
+	// though the token holds the right one for ec256.
+	for _, c := range []struct{ label, cert string }{{"filecert", "ec256"}, {"ec256", "filecert"}} {
+		k, err := Open(context.Background(), h.URI(c.label), &Options{Cert: h.Certs[c.cert]})
+		if err == nil {
+			k.Close()
+			t.Fatalf("%s opened against the certificate of %s", c.label, c.cert)
+		}
+		if !errors.Is(err, ErrKeyMismatch) || !strings.Contains(err.Error(), "CN="+c.cert) {
+			t.Errorf("%s against %s: %v, want ErrKeyMismatch naming the certificate", c.label, c.cert, err)
+		}
+	}
+	// The token's certificate is used when the configuration names none.
+	tk, err := Open(context.Background(), h.URI("ec256"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Close()
+	if got := tk.(interface{ Certificate() *x509.Certificate }).Certificate(); got == nil || !got.Equal(h.Certs["ec256"]) {
+		t.Errorf("without a configured certificate, Certificate() = %v, want the token's", got)
 	}
 }
 
