@@ -155,8 +155,8 @@ func loginAndFind(ctx context.Context, u *keyref.PKCS11URI, module string, pin t
 	}
 	done := make(chan acquired, 1)
 	go func() {
-		defer pin.Destroy()
 		c, release, err := acquireToken(id, pin.Bytes(), opts)
+		pin.Destroy() // before anyone hears the outcome
 		done <- acquired{c, release, err}
 	}()
 	var a acquired

@@ -12,7 +12,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +23,8 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/tang"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -311,4 +316,113 @@ func TestPKCS11WrongPINWhileLoggedIn(t *testing.T) {
 		t.Errorf("error shows the PIN: %v", err)
 	}
 	t.Log(err)
+}
+
+// sealPIN writes pin (with a newline, as `echo PIN | seal encrypt` makes
+// it) sealed to tangSrv into dir/name and returns the file's path.
+func sealPIN(t *testing.T, tangSrv *testenv.Tang, dir, name, pin string) string {
+	t.Helper()
+	jwe, err := unlock.Encrypt(context.Background(), "tang", []byte(tangSrv.Config()), []byte(pin+"\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, jwe, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A PIN sealed to Tang opens the token; a wrong sealed PIN is the token's
+// refusal (ErrPINRefused), an unreachable Tang is ErrUnreachable; neither
+// errors nor logs ever show a PIN.
+func TestPKCS11SealedPIN(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	dir := t.TempDir()
+	const wrongPIN = "wrong-sealed-pin-5e1c"
+	sealPIN(t, tangSrv, dir, "pin.jwe", h.PIN)
+	sealPIN(t, tangSrv, dir, "wrong.jwe", wrongPIN)
+	ref := func(label, pinFile string) string {
+		return "pkcs11:token=" + h.Token + ";object=" + label + "?module-path=" + h.Module + "&pin-source=sealed:" + pinFile
+	}
+	var logs bytes.Buffer
+	opts := &Options{BaseDir: dir, Cert: h.Certs["filecert"], Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+
+	// ReadSealed hands the PIN's JWE to the key ring (for its approval
+	// request group), and Open recovers from those bytes.
+	jwe, ok, err := ReadSealed(ref("filecert", "pin.jwe"), opts)
+	if err != nil || !ok {
+		t.Fatalf("ReadSealed of a sealed PIN: %v, %v", ok, err)
+	}
+	withJWE := *opts
+	withJWE.Sealed = jwe
+	k, err := Open(context.Background(), ref("filecert", "pin.jwe"), &withJWE)
+	if err != nil {
+		t.Fatalf("a key whose PIN is sealed: %v", err)
+	}
+	fileCert := h.Certs["filecert"]
+	srv := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{fileCert.Raw}, PrivateKey: k, Leaf: fileCert}}}
+	if err := handshake(srv, &tls.Config{RootCAs: h.CA, ServerName: "localhost"}); err != nil {
+		t.Fatalf("TLS with the key opened by a sealed PIN: %v", err)
+	}
+	k.Close()
+
+	var all []string
+	_, err = Open(context.Background(), ref("filecert", "wrong.jwe"), opts)
+	if !errors.Is(err, ErrPINRefused) {
+		t.Errorf("a wrong sealed PIN: %v, want ErrPINRefused", err)
+	}
+	all = append(all, fmt.Sprint(err))
+	tangSrv.Stop()
+	_, err = Open(context.Background(), ref("filecert", "pin.jwe"), opts)
+	if !errors.Is(err, tang.ErrUnreachable) || errors.Is(err, ErrPINRefused) || !strings.Contains(err.Error(), "sealed PIN") {
+		t.Errorf("a sealed PIN with Tang down: %v, want ErrUnreachable naming the sealed PIN", err)
+	}
+	all = append(all, fmt.Sprint(err))
+	opts.log().Error("open failed", "err", err)
+	text := strings.Join(all, "\n") + logs.String()
+	for _, pin := range []string{h.PIN, wrongPIN} {
+		if strings.Contains(text, pin) {
+			t.Errorf("a PIN appears in errors or logs:\n%s", text)
+		}
+	}
+}
+
+// A recovered PIN's locked buffer is destroyed once the login is done,
+// whether the token accepted the PIN or not.
+func TestPKCS11SealedPINWiped(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	dir := t.TempDir()
+	sealPIN(t, tangSrv, dir, "pin.jwe", h.PIN)
+	sealPIN(t, tangSrv, dir, "wrong.jwe", "wrong-pin-0b7a")
+	for _, c := range []struct {
+		file string
+		ok   bool
+	}{{"pin.jwe", true}, {"wrong.jwe", false}} {
+		r, err := keyref.Parse("pkcs11:token=" + h.Token + ";object=ec256?module-path=" + h.Module + "&pin-source=sealed:" + c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := &Options{BaseDir: dir}
+		pin, err := recoverPIN(context.Background(), r.PKCS11(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := pin.(trimmedPIN).LockedBuffer
+		if !buf.IsAlive() || len(pin.Bytes()) == 0 {
+			t.Fatal("the recovered PIN is not in a live locked buffer")
+		}
+		k, err := loginAndFind(context.Background(), r.PKCS11(), h.Module, pin, opts)
+		if (err == nil) != c.ok {
+			t.Fatalf("%s: login error %v", c.file, err)
+		}
+		if k != nil {
+			k.Close()
+		}
+		if buf.IsAlive() {
+			t.Errorf("%s: the PIN's locked buffer is still alive after the login", c.file)
+		}
+	}
 }

@@ -17,6 +17,10 @@ var pkcs11Scheme = Scheme{
 	Parse: func(v string) (any, error) { return ParsePKCS11URI(v) },
 	Show:  func(p any) string { return p.(*PKCS11URI).String() },
 	Needs: func(p any, resolve func(string) string) (files, trees []string) { return p.(*PKCS11URI).needs(resolve) },
+	Unlocks: func(p any) bool {
+		_, ok := p.(*PKCS11URI).SealedPIN()
+		return ok
+	},
 }
 
 // PKCS11URI is a parsed RFC 7512 PKCS#11 URI naming one private key:

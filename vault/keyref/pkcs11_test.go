@@ -78,6 +78,12 @@ func TestSealedPINSource(t *testing.T) {
 	if _, ok := u.pinFile(); ok {
 		t.Error("a sealed PIN is taken for a PIN file")
 	}
+	if !r.UsesUnlock() || r.IsSealed() {
+		t.Errorf("UsesUnlock() = %v, IsSealed() = %v: want a key that recovers its PIN, not a sealed key", r.UsesUnlock(), r.IsSealed())
+	}
+	if plain, _ := Parse("pkcs11:token=t;object=k?module-path=/m.so&pin-source=file:pin"); plain.UsesUnlock() {
+		t.Error("a PIN file counts as recovered through unlock")
+	}
 	if pin, err := u.PIN(nil); err == nil || pin != nil {
 		t.Errorf("PIN() read a sealed PIN as plain text: %q, %v", pin, err)
 	}
