@@ -32,6 +32,7 @@ import (
 //	ec384    03   EC P-384, imported (PKCS#8)   yes
 //	nocert   04   EC P-256, generated on token  none
 //	filecert 05   EC P-256, imported (PKCS#8)   none on the token: a file (CertFiles)
+//	nopub    06   EC P-256, imported with --no-public-key: no public half on the token
 //
 // The certificates are for 127.0.0.1 and localhost, issued by CA. Each
 // is also a PEM file (CertFiles), as a [[key]]'s cert names it.
@@ -157,6 +158,7 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 		t.Fatal(err)
 	}
 	run(util, "--import", keyFile, "--token", h.Token, "--pin", h.PIN, "--id", "05", "--label", "filecert")
+	run(util, "--import", keyFile, "--token", h.Token, "--pin", h.PIN, "--id", "06", "--label", "nopub", "--no-public-key")
 	if err := os.Remove(keyFile); err != nil {
 		t.Fatal(err)
 	}

@@ -139,6 +139,7 @@ func TestPKCS11BadInputs(t *testing.T) {
 		{"wrong PIN", h.URIWithPIN("ec256", wrongPIN), "CKR_PIN_INCORRECT", ErrPINRefused},
 		{"missing token", strings.Replace(h.URI("ec256"), "token="+h.Token, "token=no-such-token", 1), "no-such-token", ErrTokenNotFound},
 		{"missing object", h.URI("no-such-key"), "no private key", ErrObjectNotFound},
+		{"private key without a public half", h.URI("nopub"), "a public half", ErrObjectNotFound},
 		{"bad module path", strings.Replace(h.URI("ec256"), h.Module, "/nonexistent/libpkcs11.so", 1), "/nonexistent/libpkcs11.so", ErrModule},
 		{"not a module", strings.Replace(h.URI("ec256"), h.Module, h.PINFile, 1), "dlopen", ErrModule},
 		{"missing pin file", strings.Replace(h.URI("ec256"), h.PINFile, h.PINFile+".missing", 1), "pin-source", nil},
