@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/ThalesIgnite/crypto11"
 	"github.com/awnumar/memguard"
@@ -219,7 +220,7 @@ func acquireToken(id tokenID, pin []byte, opts *Options) (*crypto11.Context, fun
 			Path:            id.module,
 			TokenLabel:      id.token,
 			TokenSerial:     id.serial,
-			Pin:             string(pin), // crypto11 takes a string: it cannot be wiped
+			Pin:             borrowString(pin), // cleared once Configure logged in
 			MaxSessions:     pkcs11Sessions(),
 			PoolWaitTimeout: pkcs11PoolWait,
 		}
@@ -244,6 +245,10 @@ func acquireToken(id tokenID, pin []byte, opts *Options) (*crypto11.Context, fun
 			}
 		}
 		c, err := crypto11.Configure(cfg)
+		// crypto11 keeps cfg for the context's life but reads the PIN only
+		// to log in, in Configure: drop its view of the caller's buffer,
+		// which is wiped (a sealed PIN's unmapped) once this returns.
+		cfg.Pin = ""
 		if err != nil {
 			return nil, nil, err
 		}
@@ -328,7 +333,7 @@ func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
 		return "", fmt.Errorf("opening a session: %w", err)
 	}
 	defer p.CloseSession(session)
-	err = p.Login(session, pkcs11.CKU_USER, string(pin))
+	err = p.Login(session, pkcs11.CKU_USER, borrowString(pin))
 	if perr, ok := err.(pkcs11.Error); ok && perr == pkcs11.CKR_USER_ALREADY_LOGGED_IN {
 		err = nil
 	}
@@ -342,6 +347,17 @@ func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
 		return "", fmt.Errorf("logging in: %w", err)
 	}
 	return info.SerialNumber, nil
+}
+
+// borrowString views b as a string without copying it: crypto11 and the
+// PKCS#11 binding take the PIN as a string and copy it into C memory at
+// once, so a view keeps a Go heap copy (which nothing could wipe) from
+// existing. Valid only while b is; nothing may keep it.
+func borrowString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
 }
 
 // tokenKey is a private key that stays on a PKCS#11 token.
