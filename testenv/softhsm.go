@@ -33,6 +33,9 @@ import (
 //	nocert   04   EC P-256, generated on token  none
 //	filecert 05   EC P-256, imported (PKCS#8)   none on the token: a file (CertFiles)
 //	nopub    06   EC P-256, imported with --no-public-key: no public half on the token
+//	badpub   07   EC P-256, imported with --no-public-key, and the public-key object
+//	              of another key written under its id; its certificate file is that
+//	              other key's (what a token shows of a key is only a claim)
 //
 // The certificates are for 127.0.0.1 and localhost, issued by CA. Each
 // is also a PEM file (CertFiles), as a [[key]]'s cert names it.
@@ -162,6 +165,34 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 	if err := os.Remove(keyFile); err != nil {
 		t.Fatal(err)
 	}
+	// badpub: a private key and, under its id, another key's public half.
+	badKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if der, err = x509.MarshalPKCS8PrivateKey(badKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(util, "--import", keyFile, "--token", h.Token, "--pin", h.PIN, "--id", "07", "--label", "badpub", "--no-public-key")
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPub, err := x509.MarshalPKIXPublicKey(otherKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(dir, "other.pub.der")
+	if err := os.WriteFile(otherFile, otherPub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p11("--write-object", otherFile, "--type", "pubkey", "--id", "07", "--label", "badpub")
 
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -204,6 +235,7 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 		h.Certs[k.label] = leaf
 	}
 	h.Certs["filecert"] = issue(t, ca, caKey, fileKey.Public(), "filecert", 5)
+	h.Certs["badpub"] = issue(t, ca, caKey, otherKey.Public(), "badpub", 7)
 	for label, leaf := range h.Certs {
 		f := filepath.Join(dir, label+".pem")
 		if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o600); err != nil {

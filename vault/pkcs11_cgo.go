@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -199,6 +200,9 @@ func loginAndFind(ctx context.Context, u *keyref.PKCS11URI, module string, pin t
 			err = CheckCertificate(k, k.cert)
 		}
 	}
+	if err == nil && k.cert != nil {
+		err = proveKey(k, k.cert)
+	}
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("opening key %s: %w", u, err)
@@ -347,6 +351,33 @@ func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
 		return "", fmt.Errorf("logging in: %w", err)
 	}
 	return info.SerialNumber, nil
+}
+
+// proveKey has the token sign a random digest and checks the signature
+// with the certificate's public key. The public half a token shows (a
+// public-key object under the same CKA_ID) is only a claim about its
+// private key: an object written there can be any key's, and TLS
+// handshakes would then fail one by one instead of start-up once.
+func proveKey(k *tokenKey, cert *x509.Certificate) error {
+	digest := make([]byte, sha256.Size)
+	if _, err := rand.Read(digest); err != nil {
+		return err
+	}
+	sig, err := k.Sign(rand.Reader, digest, crypto.SHA256)
+	if err != nil {
+		return fmt.Errorf("signing a test digest: %w", err)
+	}
+	ok := true
+	switch pub := cert.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		ok = ecdsa.VerifyASN1(pub, digest, sig)
+	case *rsa.PublicKey:
+		ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest, sig) == nil
+	}
+	if !ok {
+		return fmt.Errorf("%w: the token's private key does not sign for the public key it shows (certificate %q): its public-key object belongs to another key", ErrKeyMismatch, cert.Subject.String())
+	}
+	return nil
 }
 
 // borrowString views b as a string without copying it: crypto11 and the

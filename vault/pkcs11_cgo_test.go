@@ -229,6 +229,15 @@ func TestPKCS11FileCertificate(t *testing.T) {
 			t.Errorf("%s against %s: %v, want ErrKeyMismatch naming the certificate", c.label, c.cert, err)
 		}
 	}
+	// The token shows another key's public half under the private key's
+	// id, and the certificate file matches that public half: the test
+	// signature at open refuses it.
+	if k, err := Open(context.Background(), h.URI("badpub"), &Options{Cert: h.Certs["badpub"]}); err == nil {
+		k.Close()
+		t.Error("a key whose public-key object is another key's opened")
+	} else if !errors.Is(err, ErrKeyMismatch) || !strings.Contains(err.Error(), "does not sign for the public key") {
+		t.Errorf("badpub: %v, want ErrKeyMismatch from the test signature", err)
+	}
 	// The token's certificate is used when the configuration names none.
 	tk, err := Open(context.Background(), h.URI("ec256"), nil)
 	if err != nil {
