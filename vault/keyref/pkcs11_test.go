@@ -138,6 +138,13 @@ func FuzzParsePKCS11URI(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if u.PinSource != "" {
+			_, file := u.pinFile()
+			_, sealed := u.SealedPIN()
+			if file == sealed {
+				t.Fatalf("pin-source %q of %q is not exactly one of file:PATH and sealed:PATH", u.PinSource, s)
+			}
+		}
 		out := u.String()
 		v, err := ParsePKCS11URI(out)
 		if err != nil {
