@@ -31,8 +31,14 @@ import (
 //	rsa2048  02   RSA-2048, generated on token  yes
 //	ec384    03   EC P-384, imported (PKCS#8)   yes
 //	nocert   04   EC P-256, generated on token  none
+//	filecert 05   EC P-256, imported (PKCS#8)   none on the token: a file (CertFiles)
+//	nopub    06   EC P-256, imported with --no-public-key: no public half on the token
+//	badpub   07   EC P-256, imported with --no-public-key, and the public-key object
+//	              of another key written under its id; its certificate file is that
+//	              other key's (what a token shows of a key is only a claim)
 //
-// The certificates are for 127.0.0.1 and localhost, issued by CA.
+// The certificates are for 127.0.0.1 and localhost, issued by CA. Each
+// is also a PEM file (CertFiles), as a [[key]]'s cert names it.
 type SoftHSM struct {
 	Module  string // path of libsofthsm2.so
 	Conf    string // the SOFTHSM2_CONF file
@@ -45,6 +51,8 @@ type SoftHSM struct {
 	Certs map[string]*x509.Certificate
 	// Imported is the P-384 key imported as ec384 (so tests can compare).
 	Imported *ecdsa.PrivateKey
+	// CertFiles maps a key label to its certificate as a PEM file.
+	CertFiles map[string]string
 }
 
 // SoftHSMModules lists where Debian and others install the module.
@@ -90,6 +98,8 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 		PIN:     "pin-" + randomHex(t, 8),
 		PINFile: filepath.Join(dir, "pin"),
 		Certs:   map[string]*x509.Certificate{},
+
+		CertFiles: map[string]string{},
 	}
 	if err := os.WriteFile(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -138,6 +148,51 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 	if err := os.Remove(keyFile); err != nil {
 		t.Fatal(err)
 	}
+	// filecert: imported with its public key and no certificate object;
+	// its certificate is only a file.
+	fileKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if der, err = x509.MarshalPKCS8PrivateKey(fileKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(util, "--import", keyFile, "--token", h.Token, "--pin", h.PIN, "--id", "05", "--label", "filecert")
+	run(util, "--import", keyFile, "--token", h.Token, "--pin", h.PIN, "--id", "06", "--label", "nopub", "--no-public-key")
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	// badpub: a private key and, under its id, another key's public half.
+	badKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if der, err = x509.MarshalPKCS8PrivateKey(badKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run(util, "--import", keyFile, "--token", h.Token, "--pin", h.PIN, "--id", "07", "--label", "badpub", "--no-public-key")
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	otherKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPub, err := x509.MarshalPKIXPublicKey(otherKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(dir, "other.pub.der")
+	if err := os.WriteFile(otherFile, otherPub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p11("--write-object", otherFile, "--type", "pubkey", "--id", "07", "--label", "badpub")
 
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -178,6 +233,15 @@ func NewSoftHSM(t testing.TB) *SoftHSM {
 		}
 		p11("--write-object", certFile, "--type", "cert", "--id", k.id, "--label", k.label)
 		h.Certs[k.label] = leaf
+	}
+	h.Certs["filecert"] = issue(t, ca, caKey, fileKey.Public(), "filecert", 5)
+	h.Certs["badpub"] = issue(t, ca, caKey, otherKey.Public(), "badpub", 7)
+	for label, leaf := range h.Certs {
+		f := filepath.Join(dir, label+".pem")
+		if err := os.WriteFile(f, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		h.CertFiles[label] = f
 	}
 	return h
 }

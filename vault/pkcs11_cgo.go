@@ -3,8 +3,10 @@
 package vault
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -17,11 +19,14 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/ThalesIgnite/crypto11"
+	"github.com/awnumar/memguard"
 	"github.com/miekg/pkcs11"
 
 	"github.com/sealproxy/sealproxy/internal/secmem"
+	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -65,13 +70,79 @@ func openPKCS11(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
 	}
 	module := opts.path(u.ModulePath)
 	if _, err := os.Stat(module); err != nil {
-		return nil, fmt.Errorf("opening key %s: PKCS#11 module: %w", u, err)
+		return nil, fmt.Errorf("opening key %s: %w: %w", u, ErrModule, err)
 	}
-	pin, err := u.PIN(opts.path)
+	pin, err := recoverPIN(ctx, u, opts)
 	if err != nil {
 		return nil, fmt.Errorf("opening key %s: %w", u, err)
 	}
-	id := tokenID{module: module, token: u.Token, serial: u.Serial, slot: -1, pinHash: sha256.Sum256(pin)}
+	return loginAndFind(ctx, u, module, pin, opts)
+}
+
+// A tokenPIN is a PIN in memory that Destroy wipes: a sealed PIN's
+// locked buffer, or a plain one read from a file or the reference.
+type tokenPIN interface {
+	Bytes() []byte
+	Destroy()
+}
+
+// plainPIN is a PIN from pin-value or a pin-source file.
+type plainPIN []byte
+
+func (p plainPIN) Bytes() []byte { return p }
+func (p plainPIN) Destroy()      { secmem.Bytes(p) }
+
+// recoverPIN returns the PIN of u: recovered through unlock for
+// pin-source=sealed:PATH (from opts.Sealed when the caller read the file
+// already, so that it is part of the caller's approval request group),
+// else read from pin-value or the pin-source file. The caller destroys it.
+func recoverPIN(ctx context.Context, u *keyref.PKCS11URI, opts *Options) (tokenPIN, error) {
+	path, sealed := u.SealedPIN()
+	if !sealed {
+		pin, err := u.PIN(opts.path)
+		if err != nil {
+			return nil, err
+		}
+		return plainPIN(pin), nil
+	}
+	// Check before unlock allocates locked memory: memguard can hang
+	// when mlock fails.
+	if err := checkMemlock(MemlockNeed(1)); err != nil {
+		return nil, err
+	}
+	data := opts.sealed()
+	if data == nil {
+		var err error
+		if data, err = readFile(opts.path(path), maxJWE); err != nil {
+			return nil, fmt.Errorf("reading sealed PIN %s: %w", path, err)
+		}
+	}
+	var uo *unlock.Options
+	if opts != nil {
+		uo = opts.Unlock
+	}
+	buf, err := unlock.Decrypt(ctx, data, uo)
+	if err != nil {
+		return nil, fmt.Errorf("recovering sealed PIN %s: %w", path, err)
+	}
+	// A PIN is one line, as in a pin-source file; a trailing newline
+	// (echo | seal encrypt) is not part of it.
+	if b := buf.Bytes(); bytes.ContainsAny(bytes.TrimRight(b, "\r\n"), "\r\n") || len(bytes.TrimRight(b, "\r\n")) == 0 {
+		buf.Destroy()
+		return nil, fmt.Errorf("sealed PIN %s: %w: not one non-empty line", path, ErrPINRefused)
+	}
+	return trimmedPIN{buf}, nil
+}
+
+// trimmedPIN is a recovered PIN without its line ending.
+type trimmedPIN struct{ *memguard.LockedBuffer }
+
+func (p trimmedPIN) Bytes() []byte { return bytes.TrimRight(p.LockedBuffer.Bytes(), "\r\n") }
+
+// loginAndFind logs in to u's token with pin (destroyed once the login is
+// done, whatever its outcome) and finds u's key on it.
+func loginAndFind(ctx context.Context, u *keyref.PKCS11URI, module string, pin tokenPIN, opts *Options) (Key, error) {
+	id := tokenID{module: module, token: u.Token, serial: u.Serial, slot: -1, pinHash: sha256.Sum256(pin.Bytes())}
 	if u.SlotID != nil {
 		id.slot = *u.SlotID
 	}
@@ -86,8 +157,8 @@ func openPKCS11(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
 	}
 	done := make(chan acquired, 1)
 	go func() {
-		defer secmem.Bytes(pin)
-		c, release, err := acquireToken(id, pin, opts)
+		c, release, err := acquireToken(id, pin.Bytes(), opts)
+		pin.Destroy() // before anyone hears the outcome
 		done <- acquired{c, release, err}
 	}()
 	var a acquired
@@ -111,24 +182,31 @@ func openPKCS11(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
 	}
 	signer, err := c.FindKeyPair(u.ID, label)
 	if err == nil && signer == nil {
-		err = errors.New("no private key with that object/id and a matching public key on the token")
+		err = fmt.Errorf("%w: no private key with that object/id and a public half (a public-key object with the same CKA_ID, or a certificate) on the token", ErrObjectNotFound)
 	}
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("opening key %s: %w", u, err)
 	}
-	cert, err := c.FindCertificate(u.ID, label, nil)
-	if err == nil && cert == nil {
-		err = errors.New("no certificate with that object/id on the token")
+	k := &tokenKey{name: u.String(), signer: signer, release: release}
+	// The configuration's certificate wins: the token's is read only
+	// when there is none, and a token without one is fine.
+	if cert := opts.cert(); cert != nil {
+		err = CheckCertificate(k, cert)
+		k.cert = cert
+	} else {
+		k.cert, err = c.FindCertificate(u.ID, label, nil)
+		if err == nil && k.cert != nil {
+			err = CheckCertificate(k, k.cert)
+		}
 	}
-	if err == nil {
-		err = CheckCertificate(signer, cert)
+	if err == nil && k.cert != nil {
+		err = proveKey(k, k.cert)
 	}
 	if err != nil {
 		release()
 		return nil, fmt.Errorf("opening key %s: %w", u, err)
 	}
-	k := &tokenKey{name: u.String(), signer: signer, cert: cert, release: release}
 	if _, ok := signer.(crypto.Decrypter); ok {
 		return tokenRSAKey{k}, nil
 	}
@@ -146,7 +224,7 @@ func acquireToken(id tokenID, pin []byte, opts *Options) (*crypto11.Context, fun
 			Path:            id.module,
 			TokenLabel:      id.token,
 			TokenSerial:     id.serial,
-			Pin:             string(pin), // crypto11 takes a string: it cannot be wiped
+			Pin:             borrowString(pin), // cleared once Configure logged in
 			MaxSessions:     pkcs11Sessions(),
 			PoolWaitTimeout: pkcs11PoolWait,
 		}
@@ -171,6 +249,10 @@ func acquireToken(id tokenID, pin []byte, opts *Options) (*crypto11.Context, fun
 			}
 		}
 		c, err := crypto11.Configure(cfg)
+		// crypto11 keeps cfg for the context's life but reads the PIN only
+		// to log in, in Configure: drop its view of the caller's buffer,
+		// which is wiped (a sealed PIN's unmapped) once this returns.
+		cfg.Pin = ""
 		if err != nil {
 			return nil, nil, err
 		}
@@ -215,12 +297,12 @@ func moduleInUse(module string) bool {
 func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
 	p := pkcs11.New(id.module)
 	if p == nil {
-		return "", errors.New("could not load the PKCS#11 module")
+		return "", fmt.Errorf("%w: dlopen failed (not a PKCS#11 module, or a library it needs is missing)", ErrModule)
 	}
 	defer p.Destroy()
 	if initialize {
 		if err := p.Initialize(); err != nil {
-			return "", fmt.Errorf("initializing the PKCS#11 module: %w", err)
+			return "", fmt.Errorf("%w: initializing it: %w", ErrModule, err)
 		}
 		defer p.Finalize()
 	}
@@ -245,7 +327,7 @@ func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
 		}
 	}
 	if !found {
-		return "", errors.New("could not find PKCS#11 token")
+		return "", fmt.Errorf("%w: no slot of the module holds a token with that token/serial/slot-id", ErrTokenNotFound)
 	}
 	if len(pin) == 0 {
 		return info.SerialNumber, nil
@@ -255,7 +337,7 @@ func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
 		return "", fmt.Errorf("opening a session: %w", err)
 	}
 	defer p.CloseSession(session)
-	err = p.Login(session, pkcs11.CKU_USER, string(pin))
+	err = p.Login(session, pkcs11.CKU_USER, borrowString(pin))
 	if perr, ok := err.(pkcs11.Error); ok && perr == pkcs11.CKR_USER_ALREADY_LOGGED_IN {
 		err = nil
 	}
@@ -271,6 +353,44 @@ func precheckToken(id tokenID, pin []byte, initialize bool) (string, error) {
 	return info.SerialNumber, nil
 }
 
+// proveKey has the token sign a random digest and checks the signature
+// with the certificate's public key. The public half a token shows (a
+// public-key object under the same CKA_ID) is only a claim about its
+// private key: an object written there can be any key's, and TLS
+// handshakes would then fail one by one instead of start-up once.
+func proveKey(k *tokenKey, cert *x509.Certificate) error {
+	digest := make([]byte, sha256.Size)
+	if _, err := rand.Read(digest); err != nil {
+		return err
+	}
+	sig, err := k.Sign(rand.Reader, digest, crypto.SHA256)
+	if err != nil {
+		return fmt.Errorf("signing a test digest: %w", err)
+	}
+	ok := true
+	switch pub := cert.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		ok = ecdsa.VerifyASN1(pub, digest, sig)
+	case *rsa.PublicKey:
+		ok = rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest, sig) == nil
+	}
+	if !ok {
+		return fmt.Errorf("%w: the token's private key does not sign for the public key it shows (certificate %q): its public-key object belongs to another key", ErrKeyMismatch, cert.Subject.String())
+	}
+	return nil
+}
+
+// borrowString views b as a string without copying it: crypto11 and the
+// PKCS#11 binding take the PIN as a string and copy it into C memory at
+// once, so a view keeps a Go heap copy (which nothing could wipe) from
+// existing. Valid only while b is; nothing may keep it.
+func borrowString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(unsafe.SliceData(b), len(b))
+}
+
 // tokenKey is a private key that stays on a PKCS#11 token.
 type tokenKey struct {
 	name    string
@@ -282,7 +402,8 @@ type tokenKey struct {
 func (k *tokenKey) String() string           { return k.name }
 func (k *tokenKey) Public() crypto.PublicKey { return k.signer.Public() }
 
-// Certificate is the key's certificate, read from the token.
+// Certificate is the key's certificate: the configuration's, or else the
+// token's; nil when neither has one.
 func (k *tokenKey) Certificate() *x509.Certificate { return k.cert }
 
 func (k *tokenKey) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {

@@ -10,8 +10,12 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +23,8 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/unlock/tang"
 	"github.com/sealproxy/sealproxy/vault/keyref"
 )
 
@@ -131,10 +137,11 @@ func TestPKCS11BadInputs(t *testing.T) {
 		is        error
 	}{
 		{"wrong PIN", h.URIWithPIN("ec256", wrongPIN), "CKR_PIN_INCORRECT", ErrPINRefused},
-		{"missing token", strings.Replace(h.URI("ec256"), "token="+h.Token, "token=no-such-token", 1), "no-such-token", nil},
-		{"missing object", h.URI("no-such-key"), "no private key", nil},
-		{"bad module path", strings.Replace(h.URI("ec256"), h.Module, "/nonexistent/libpkcs11.so", 1), "/nonexistent/libpkcs11.so", nil},
-		{"key without certificate", h.URI("nocert"), "no certificate", nil},
+		{"missing token", strings.Replace(h.URI("ec256"), "token="+h.Token, "token=no-such-token", 1), "no-such-token", ErrTokenNotFound},
+		{"missing object", h.URI("no-such-key"), "no private key", ErrObjectNotFound},
+		{"private key without a public half", h.URI("nopub"), "a public half", ErrObjectNotFound},
+		{"bad module path", strings.Replace(h.URI("ec256"), h.Module, "/nonexistent/libpkcs11.so", 1), "/nonexistent/libpkcs11.so", ErrModule},
+		{"not a module", strings.Replace(h.URI("ec256"), h.Module, h.PINFile, 1), "dlopen", ErrModule},
 		{"missing pin file", strings.Replace(h.URI("ec256"), h.PINFile, h.PINFile+".missing", 1), "pin-source", nil},
 		{"no module path", "pkcs11:token=" + h.Token + ";object=ec256?pin-value=" + h.PIN, "module-path", ErrBadRef},
 		{"malformed with PIN", "pkcs11:token=x;object=y;bogus=1?pin-value=" + h.PIN, "bogus", ErrBadRef},
@@ -179,6 +186,66 @@ func TestPKCS11BadInputs(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "pin-value=REDACTED") {
 		t.Errorf("the logs do not show the redacted reference:\n%s", logs.String())
+	}
+}
+
+// A key whose certificate is a file (imported with softhsm2-util
+// --import, no certificate object on the token) opens against that file
+// and serves TLS; the configuration's certificate wins over the token's,
+// and a certificate of another key is refused.
+func TestPKCS11FileCertificate(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	fileCert := h.Certs["filecert"]
+	k, err := Open(context.Background(), h.URI("filecert"), &Options{Cert: fileCert})
+	if err != nil {
+		t.Fatalf("a token key with a file certificate: %v", err)
+	}
+	defer k.Close()
+	if got := k.(interface{ Certificate() *x509.Certificate }).Certificate(); got != fileCert {
+		t.Errorf("Certificate() = %v, want the configuration's", got)
+	}
+	srv := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{fileCert.Raw}, PrivateKey: k, Leaf: fileCert}}}
+	if err := handshake(srv, &tls.Config{RootCAs: h.CA, ServerName: "localhost"}); err != nil {
+		t.Fatalf("TLS with the token key and its file certificate: %v", err)
+	}
+
+	// No certificate anywhere: the key still opens (the daemon always has
+	// its [[key]]'s cert).
+	bare, err := Open(context.Background(), h.URI("nocert"), nil)
+	if err != nil {
+		t.Fatalf("a token key without any certificate: %v", err)
+	}
+	bare.Close()
+
+	// The configuration names another key's certificate: refused, even
+	// though the token holds the right one for ec256.
+	for _, c := range []struct{ label, cert string }{{"filecert", "ec256"}, {"ec256", "filecert"}} {
+		k, err := Open(context.Background(), h.URI(c.label), &Options{Cert: h.Certs[c.cert]})
+		if err == nil {
+			k.Close()
+			t.Fatalf("%s opened against the certificate of %s", c.label, c.cert)
+		}
+		if !errors.Is(err, ErrKeyMismatch) || !strings.Contains(err.Error(), "CN="+c.cert) {
+			t.Errorf("%s against %s: %v, want ErrKeyMismatch naming the certificate", c.label, c.cert, err)
+		}
+	}
+	// The token shows another key's public half under the private key's
+	// id, and the certificate file matches that public half: the test
+	// signature at open refuses it.
+	if k, err := Open(context.Background(), h.URI("badpub"), &Options{Cert: h.Certs["badpub"]}); err == nil {
+		k.Close()
+		t.Error("a key whose public-key object is another key's opened")
+	} else if !errors.Is(err, ErrKeyMismatch) || !strings.Contains(err.Error(), "does not sign for the public key") {
+		t.Errorf("badpub: %v, want ErrKeyMismatch from the test signature", err)
+	}
+	// The token's certificate is used when the configuration names none.
+	tk, err := Open(context.Background(), h.URI("ec256"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tk.Close()
+	if got := tk.(interface{ Certificate() *x509.Certificate }).Certificate(); got == nil || !got.Equal(h.Certs["ec256"]) {
+		t.Errorf("without a configured certificate, Certificate() = %v, want the token's", got)
 	}
 }
 
@@ -259,4 +326,113 @@ func TestPKCS11WrongPINWhileLoggedIn(t *testing.T) {
 		t.Errorf("error shows the PIN: %v", err)
 	}
 	t.Log(err)
+}
+
+// sealPIN writes pin (with a newline, as `echo PIN | seal encrypt` makes
+// it) sealed to tangSrv into dir/name and returns the file's path.
+func sealPIN(t *testing.T, tangSrv *testenv.Tang, dir, name, pin string) string {
+	t.Helper()
+	jwe, err := unlock.Encrypt(context.Background(), "tang", []byte(tangSrv.Config()), []byte(pin+"\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, jwe, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// A PIN sealed to Tang opens the token; a wrong sealed PIN is the token's
+// refusal (ErrPINRefused), an unreachable Tang is ErrUnreachable; neither
+// errors nor logs ever show a PIN.
+func TestPKCS11SealedPIN(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	dir := t.TempDir()
+	const wrongPIN = "wrong-sealed-pin-5e1c"
+	sealPIN(t, tangSrv, dir, "pin.jwe", h.PIN)
+	sealPIN(t, tangSrv, dir, "wrong.jwe", wrongPIN)
+	ref := func(label, pinFile string) string {
+		return "pkcs11:token=" + h.Token + ";object=" + label + "?module-path=" + h.Module + "&pin-source=sealed:" + pinFile
+	}
+	var logs bytes.Buffer
+	opts := &Options{BaseDir: dir, Cert: h.Certs["filecert"], Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+
+	// ReadSealed hands the PIN's JWE to the key ring (for its approval
+	// request group), and Open recovers from those bytes.
+	jwe, ok, err := ReadSealed(ref("filecert", "pin.jwe"), opts)
+	if err != nil || !ok {
+		t.Fatalf("ReadSealed of a sealed PIN: %v, %v", ok, err)
+	}
+	withJWE := *opts
+	withJWE.Sealed = jwe
+	k, err := Open(context.Background(), ref("filecert", "pin.jwe"), &withJWE)
+	if err != nil {
+		t.Fatalf("a key whose PIN is sealed: %v", err)
+	}
+	fileCert := h.Certs["filecert"]
+	srv := &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{fileCert.Raw}, PrivateKey: k, Leaf: fileCert}}}
+	if err := handshake(srv, &tls.Config{RootCAs: h.CA, ServerName: "localhost"}); err != nil {
+		t.Fatalf("TLS with the key opened by a sealed PIN: %v", err)
+	}
+	k.Close()
+
+	var all []string
+	_, err = Open(context.Background(), ref("filecert", "wrong.jwe"), opts)
+	if !errors.Is(err, ErrPINRefused) {
+		t.Errorf("a wrong sealed PIN: %v, want ErrPINRefused", err)
+	}
+	all = append(all, fmt.Sprint(err))
+	tangSrv.Stop()
+	_, err = Open(context.Background(), ref("filecert", "pin.jwe"), opts)
+	if !errors.Is(err, tang.ErrUnreachable) || errors.Is(err, ErrPINRefused) || !strings.Contains(err.Error(), "sealed PIN") {
+		t.Errorf("a sealed PIN with Tang down: %v, want ErrUnreachable naming the sealed PIN", err)
+	}
+	all = append(all, fmt.Sprint(err))
+	opts.log().Error("open failed", "err", err)
+	text := strings.Join(all, "\n") + logs.String()
+	for _, pin := range []string{h.PIN, wrongPIN} {
+		if strings.Contains(text, pin) {
+			t.Errorf("a PIN appears in errors or logs:\n%s", text)
+		}
+	}
+}
+
+// A recovered PIN's locked buffer is destroyed once the login is done,
+// whether the token accepted the PIN or not.
+func TestPKCS11SealedPINWiped(t *testing.T) {
+	h := testenv.NewSoftHSM(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	dir := t.TempDir()
+	sealPIN(t, tangSrv, dir, "pin.jwe", h.PIN)
+	sealPIN(t, tangSrv, dir, "wrong.jwe", "wrong-pin-0b7a")
+	for _, c := range []struct {
+		file string
+		ok   bool
+	}{{"pin.jwe", true}, {"wrong.jwe", false}} {
+		r, err := keyref.Parse("pkcs11:token=" + h.Token + ";object=ec256?module-path=" + h.Module + "&pin-source=sealed:" + c.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := &Options{BaseDir: dir}
+		pin, err := recoverPIN(context.Background(), r.PKCS11(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := pin.(trimmedPIN).LockedBuffer
+		if !buf.IsAlive() || len(pin.Bytes()) == 0 {
+			t.Fatal("the recovered PIN is not in a live locked buffer")
+		}
+		k, err := loginAndFind(context.Background(), r.PKCS11(), h.Module, pin, opts)
+		if (err == nil) != c.ok {
+			t.Fatalf("%s: login error %v", c.file, err)
+		}
+		if k != nil {
+			k.Close()
+		}
+		if buf.IsAlive() {
+			t.Errorf("%s: the PIN's locked buffer is still alive after the login", c.file)
+		}
+	}
 }

@@ -61,14 +61,22 @@ func openSealed(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
 	return k.asKey(), nil
 }
 
-// ReadSealed returns the JWE that a sealed: reference names, read as Open
-// reads it (relative to opts.BaseDir, at most 1 MiB), so a caller can
-// prepare its recovery (an approval session) or show its Tang servers.
-// ok is false for references of other kinds.
+// ReadSealed returns the JWE that a reference recovers through unlock,
+// read as Open reads it (relative to opts.BaseDir, at most 1 MiB), so a
+// caller can prepare its recovery (an approval session) or show its Tang
+// servers: a sealed: key's file, or a pkcs11: key's pin-source=sealed:
+// file. ok is false for references that recover nothing.
 func ReadSealed(ref string, opts *Options) (data []byte, ok bool, err error) {
 	r, err := keyref.Parse(ref)
-	if err != nil || !r.IsSealed() {
+	if err != nil || !r.UsesUnlock() {
 		return nil, false, err
+	}
+	if u := r.PKCS11(); u != nil {
+		path, _ := u.SealedPIN()
+		if data, err = readFile(opts.path(path), maxJWE); err != nil {
+			return nil, true, fmt.Errorf("reading sealed PIN %s: %w", path, err)
+		}
+		return data, true, nil
 	}
 	data, err = readSealed(r, opts)
 	return data, true, err

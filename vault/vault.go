@@ -14,6 +14,7 @@ package vault
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,6 +47,15 @@ var (
 	// ErrPINRefused reports a PKCS#11 token that refused the PIN: wrong,
 	// malformed, expired or locked.
 	ErrPINRefused = errors.New("the token refused the PIN")
+	// ErrTokenNotFound reports a pkcs11: reference whose token (token=,
+	// serial=, slot-id=) no slot of the module holds.
+	ErrTokenNotFound = errors.New("no such PKCS#11 token")
+	// ErrObjectNotFound reports a token that has no private key with the
+	// reference's object/id, or none whose public half it can show.
+	ErrObjectNotFound = errors.New("no such key on the PKCS#11 token")
+	// ErrModule reports a PKCS#11 module that cannot be loaded or
+	// initialized (a wrong module-path, a missing library it needs).
+	ErrModule = errors.New("the PKCS#11 module cannot be loaded")
 	// ErrUnprotectedMemory reports a sealed: key refused because this
 	// binary does not erase the copies the standard library makes of it
 	// (see CheckMemoryProtection).
@@ -69,6 +79,11 @@ type Options struct {
 	// Tang servers: Open recovers from these bytes and does not read the
 	// file again, so what it recovers is what the caller prepared.
 	Sealed []byte
+	// Cert is the key's certificate from the configuration (the leaf of
+	// its cert file), if the caller has one. A backend that can find a
+	// certificate elsewhere (on a PKCS#11 token) checks the key against
+	// this one instead and looks for its own only when Cert is nil.
+	Cert *x509.Certificate
 	// Log receives warnings (a nil logger discards them).
 	Log *slog.Logger
 }
@@ -94,6 +109,13 @@ func (o *Options) log() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return o.Log
+}
+
+func (o *Options) cert() *x509.Certificate {
+	if o == nil {
+		return nil
+	}
+	return o.Cert
 }
 
 func (o *Options) path(p string) string {

@@ -76,7 +76,10 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		if err := vault.CheckMemoryProtection(cfg.AllowUnprotectedMemory); err != nil {
 			return startError(err)
 		}
-		if err := vault.Harden(vault.HardenOptions{Keys: sealed}); err != nil {
+	}
+	// Sealed PINs are held in locked memory like sealed keys.
+	if n := countUnlocks(cfg); n > 0 {
+		if err := vault.Harden(vault.HardenOptions{Keys: n}); err != nil {
 			return cli.WithHint(err, cli.ExitFailure, "")
 		}
 	}
@@ -395,10 +398,8 @@ func startError(err error) error {
 		return cli.WithHint(err, exitUnlock, "something between this host and the gate changed a recovery: tell the gate's operator not to approve it; reach the gate over a path you trust (https), then start again")
 	case errors.As(err, &ue) && errors.Is(err, keyring.ErrGateFull) && !errors.Is(err, keyring.ErrUnreachable):
 		return cli.WithHint(err, exitUnlock, "the gate is refusing new requests because too many are pending (flooded, or many hosts at once); ask its operator to clear them (seal pending), then start again")
-	case errors.As(err, &ue) && errors.Is(err, vault.ErrPINRefused):
-		return cli.WithHint(err, exitUnlock, "check the PIN of the pkcs11: key named above (its pin-source file); a locked PIN must be reset with the token's SO PIN")
 	case errors.As(err, &ue):
-		return cli.WithHint(err, exitUnlock, "check that this host reaches the Tang servers named above (curl URL/adv); [unlock] timeout sets how long start-up waits")
+		return cli.WithHint(err, exitUnlock, unlockHint(ue))
 	case errors.Is(err, vault.ErrPlaintextRefused):
 		hint = "file: keys are for development only: set allow_plaintext_keys = true, or seal the key with 'seal encrypt'"
 	case errors.Is(err, vault.ErrUnprotectedMemory):
@@ -411,6 +412,41 @@ func startError(err error) error {
 		hint = "another process may hold that address, or binding it needs privileges; change the listener's listen (or use systemd:NAME socket activation)"
 	}
 	return cli.WithHint(err, cli.ExitFailure, hint)
+}
+
+// Hints for a key that could not be opened, by cause: the first entry
+// whose error the failure wraps wins. The gate's causes (denied, code
+// mismatch, full) are startError's, since any key's counts.
+var unlockHints = []struct {
+	cause error
+	hint  string
+}{
+	{vault.ErrPINRefused, "check the PIN of the pkcs11: key named above (its pin-source file, or the PIN sealed in its pin-source=sealed: file); a locked PIN must be reset with the token's SO PIN"},
+	{vault.ErrModule, "check the module-path of the pkcs11: key named above: the vendor's PKCS#11 library (.so), readable by the service, with the libraries it loads installed"},
+	{vault.ErrTokenNotFound, "no token matches the pkcs11: key named above: compare its token=/serial=/slot-id= with 'pkcs11-tool --module MODULE --list-token-slots', check that the token is present and (SoftHSM) that the service reads the right SOFTHSM2_CONF"},
+	{vault.ErrObjectNotFound, "the token has no such key: compare the object=/id= of the pkcs11: key named above with 'pkcs11-tool --module MODULE --login --list-objects'; the private key needs a CKA_ID shared with a public-key object (or a certificate) on the token"},
+	{vault.ErrKeyMismatch, "each [[key]]'s cert must be the certificate of its source's key"},
+	{keyring.ErrUnreachable, "check that this host reaches the Tang servers named above (curl URL/adv); [unlock] timeout sets how long start-up waits"},
+	{keyring.ErrSessionLost, "the gate lost the approval request (restarted?); start again and approve the new code"},
+}
+
+// unlockHint names the cause of the key that ended start-up (the first
+// of ue: a key that failed for good comes before the keys abandoned
+// because of it), so that a PIN failure never gets a Tang hint.
+func unlockHint(ue *keyring.UnlockError) string {
+	if len(ue.Locked) == 0 {
+		return ""
+	}
+	first := ue.Locked[0].Err
+	for _, h := range unlockHints {
+		if errors.Is(first, h.cause) {
+			return h.hint
+		}
+	}
+	if ue.After > 0 {
+		return "[unlock] timeout ran out: if a gate holds the recoveries, approve the code logged above in time (seal approve CODE); else raise [unlock] timeout"
+	}
+	return ""
 }
 
 // unprotectedHint says how to get a binary that erases a key's copies.

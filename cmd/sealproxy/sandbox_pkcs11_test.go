@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -73,4 +74,67 @@ func TestSandboxedPKCS11(t *testing.T) {
 	}
 	p.signal(syscall.SIGTERM)
 	p.waitExit(time.Minute, "SIGTERM")
+}
+
+// TestSandboxedSealedPIN: a SoftHSM key whose PIN is sealed to Tang, in a
+// directory of its own, opens under the sandbox; a reload to another key
+// of the token with the same sealed PIN reads and recovers that file
+// again after the sandbox was applied (the reference's Needs allow it),
+// while a reload naming a sealed PIN in a directory the start-up did not
+// name fails and the old key keeps serving. The log never shows the PIN.
+func TestSandboxedSealedPIN(t *testing.T) {
+	testenv.NeedLandlock(t)
+	h := testenv.NewSoftHSM(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	bin := testenv.BuildCommand(t, "sealproxy")
+	f := newFixture(t)
+	pins, outside := t.TempDir(), t.TempDir()
+	sealPINFile(t, tangSrv.Config(), pins, "pin.jwe", h.PIN)
+	sealPINFile(t, tangSrv.Config(), outside, "pin.jwe", h.PIN)
+	addr := testenv.FreeAddr(t)
+	conf := func(label, pinDir string) string {
+		return "[sandbox]\nlandlock = \"required\"\n\n" +
+			hsmKey(h, "hsm", label, "pin-source=sealed:"+filepath.Join(pinDir, "pin.jwe")) +
+			fmt.Sprintf("[[listener]]\nname = \"web\"\nlisten = %q\nmode = \"offload\"\nkeys = [\"hsm\"]\nbackend = %q\n", addr, f.backend)
+	}
+	path := f.write(conf("filecert", pins))
+	cmd, logs, exited := startConfined(t, bin, path)
+	if got := servedByToken(t, h, addr, "sealed PIN"); !bytes.Equal(got, h.Certs["filecert"].Raw) {
+		t.Fatal("not serving the filecert certificate")
+	}
+
+	f.write(conf("ec256", pins))
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.WaitFor(t, time.Minute, "msg=reloaded")
+	if got := servedByToken(t, h, addr, "same sealed PIN, another key"); !bytes.Equal(got, h.Certs["ec256"].Raw) {
+		t.Fatalf("after the reload: not serving the ec256 certificate\n%s", logs.String())
+	}
+
+	f.write(conf("filecert", outside))
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	logs.WaitFor(t, time.Minute, "reload failed; the previous configuration stays")
+	if want := filepath.Join(outside, "pin.jwe") + " is outside the paths allowed at start-up"; !strings.Contains(logs.String(), want) {
+		t.Errorf("the refused reload does not say %q:\n%s", want, logs.String())
+	}
+	if got := servedByToken(t, h, addr, "still the old key"); !bytes.Equal(got, h.Certs["ec256"].Raw) {
+		t.Fatalf("after the refused reload: not serving the ec256 certificate\n%s", logs.String())
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, logs.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("no exit after SIGTERM:\n%s", logs.String())
+	}
+	if h.Contains([]byte(logs.String())) {
+		t.Errorf("the PIN appears in the log:\n%s", logs.String())
+	}
 }

@@ -210,3 +210,15 @@ func countSealed(cfg *config.Config) int {
 	}
 	return n
 }
+
+// countUnlocks counts the keys that recover a secret through unlock into
+// locked memory: sealed keys and keys with a sealed PIN.
+func countUnlocks(cfg *config.Config) int {
+	n := 0
+	for _, k := range cfg.Keys {
+		if r, err := keyref.Parse(k.Source); err == nil && r.UsesUnlock() {
+			n++
+		}
+	}
+	return n
+}

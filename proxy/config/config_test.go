@@ -69,6 +69,8 @@ func TestErrors(t *testing.T) {
 		{"bad mode", strings.Replace(base, `"offload"`, `"offlaod"`, 1), []string{`c.toml:9: listener[0].mode: unknown mode "offlaod"`}},
 		{"missing backend", strings.Replace(base, "backend = \"127.0.0.1:9000\"\n", "", 1), []string{"listener[0].backend: missing"}},
 		{"plaintext refused", strings.Replace(base, "sealed:", "file:", 1), []string{"key[0].source", "allow_plaintext_keys"}},
+		{"bad pin-source", strings.Replace(base, "sealed:web.key.jwe", "pkcs11:token=t;object=k?module-path=/m.so&pin-source=/run/pin", 1),
+			[]string{"c.toml:", "key[0].source: bad key reference: pkcs11 pin-source must be file:PATH or sealed:PATH"}},
 		{"no listener", "[admin]\nlisten = \"127.0.0.1:9\"\n", []string{"no [[listener]]"}},
 		{"duplicate listener", base + "\n[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:8443\"\nmode = \"offload\"\nkeys = [\"web\"]\nbackend = \"x:1\"\n",
 			[]string{"2 problems", `c.toml:14: listener[1].name: duplicate listener name "web"`, `c.toml:15: listener[1].listen: 127.0.0.1:8443 is also`}},

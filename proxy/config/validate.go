@@ -106,6 +106,9 @@ func (v *validator) validate(c *Config) {
 			v.errorf(p+".source", "want %s", keyref.Forms(", ", " or "))
 		} else if scheme.Plaintext && !c.AllowPlaintextKeys {
 			v.errorf(p+".source", "file: keys are plaintext and need allow_plaintext_keys = true (development only); seal the key with 'seal encrypt'")
+		} else if _, err := keyref.Parse(k.Source); err != nil {
+			// keyref's errors name attributes, never their values (a PIN).
+			v.errorf(p+".source", "%v", err)
 		}
 	}
 	if len(c.Listeners) == 0 {

@@ -31,6 +31,7 @@ func FuzzParseRef(f *testing.F) {
 		"http://example.com/key",
 		"pkcs11:token=x?pin-value=",
 		"pkcs11:token=x;token=y",
+		"pkcs11:token=x;object=y?module-path=/m.so&pin-source=sealed:/etc/sealproxy/pin.jwe",
 	} {
 		f.Add(s)
 	}

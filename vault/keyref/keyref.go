@@ -52,6 +52,9 @@ type Scheme struct {
 	Parse func(value string) (any, error)
 	// Show prints a parsed value without secrets; nil prints the value.
 	Show func(parsed any) string
+	// Unlocks reports a reference that is not Sealed but still recovers
+	// a secret through unlock (a pkcs11: key's sealed PIN). Nil: none.
+	Unlocks func(parsed any) bool
 	// Needs lists what opening the key reads besides its path: files
 	// (their directories are allowed, so a replaced file is read) and
 	// trees (allowed whole). Nil: nothing more.
@@ -193,6 +196,13 @@ func (r Ref) Winstore() *WinstoreQuery { q, _ := r.parsed.(*WinstoreQuery); retu
 
 // IsSealed reports a key recovered through unlock (see Scheme.Sealed).
 func (r Ref) IsSealed() bool { return r.sch != nil && r.sch.Sealed }
+
+// UsesUnlock reports a reference whose opening recovers a secret
+// through unlock into locked memory: a sealed key, or a key whose PIN is
+// sealed. Its JWE joins the start-up's approval request group.
+func (r Ref) UsesUnlock() bool {
+	return r.IsSealed() || (r.sch != nil && r.sch.Unlocks != nil && r.parsed != nil && r.sch.Unlocks(r.parsed))
+}
 
 // IsPlaintext reports a key in the clear on disk.
 func (r Ref) IsPlaintext() bool { return r.sch != nil && r.sch.Plaintext }

@@ -17,6 +17,10 @@ var pkcs11Scheme = Scheme{
 	Parse: func(v string) (any, error) { return ParsePKCS11URI(v) },
 	Show:  func(p any) string { return p.(*PKCS11URI).String() },
 	Needs: func(p any, resolve func(string) string) (files, trees []string) { return p.(*PKCS11URI).needs(resolve) },
+	Unlocks: func(p any) bool {
+		_, ok := p.(*PKCS11URI).SealedPIN()
+		return ok
+	},
 }
 
 // PKCS11URI is a parsed RFC 7512 PKCS#11 URI naming one private key:
@@ -26,7 +30,9 @@ var pkcs11Scheme = Scheme{
 // Path attributes select the token (token, serial, slot-id) and the key
 // (object, id; type=private is the only type accepted). Query attributes
 // say how to reach it: module-path (required here), and the PIN from
-// pin-source=file:PATH or, discouraged, pin-value. String, GoString and
+// pin-source=file:PATH, pin-source=sealed:PATH (a JWE made by seal
+// encrypt, recovered like a sealed key) or, discouraged, pin-value.
+// String, GoString and
 // LogValue never show a pin-value.
 type PKCS11URI struct {
 	Token  string // token label
@@ -36,7 +42,7 @@ type PKCS11URI struct {
 	ID     []byte // key id (CKA_ID)
 
 	ModulePath string
-	PinSource  string // pin-source, e.g. file:/run/pin
+	PinSource  string // pin-source: file:PATH, or sealed:PATH (a PIN sealed with seal encrypt)
 
 	pinValue []byte // pin-value; never printed
 	hasPin   bool
@@ -129,6 +135,13 @@ func ParsePKCS11URI(s string) (*PKCS11URI, error) {
 	}
 	if u.PinSource != "" && u.hasPin {
 		return nil, fmt.Errorf("%w: pkcs11 reference has both pin-source and pin-value", ErrBadRef)
+	}
+	if u.PinSource != "" {
+		_, file := u.pinFile()
+		_, sealed := u.SealedPIN()
+		if !file && !sealed {
+			return nil, fmt.Errorf("%w: pkcs11 pin-source must be file:PATH or sealed:PATH", ErrBadRef)
+		}
 	}
 	return u, nil
 }
@@ -248,7 +261,8 @@ func (u *PKCS11URI) LogValue() slog.Value { return slog.StringValue(u.String()) 
 
 // PIN returns the PIN from pin-value or the pin-source file (its first
 // line, the path resolved by resolve), or nil when the reference gives
-// none. The caller wipes it.
+// none. The caller wipes it. A sealed PIN (SealedPIN) is recovered by
+// the vault, not here.
 func (u *PKCS11URI) PIN(resolve func(string) string) ([]byte, error) {
 	if u.hasPin {
 		return bytes.Clone(u.pinValue), nil
@@ -258,7 +272,7 @@ func (u *PKCS11URI) PIN(resolve func(string) string) ([]byte, error) {
 	}
 	path, ok := u.pinFile()
 	if !ok {
-		return nil, fmt.Errorf("pin-source must be file:PATH")
+		return nil, fmt.Errorf("pin-source must be file:PATH here (a sealed PIN is recovered through unlock)")
 	}
 	data, err := readLimited(resolve(path), 4096)
 	if err != nil {
@@ -274,7 +288,16 @@ func (u *PKCS11URI) PIN(resolve func(string) string) ([]byte, error) {
 // file:/x).
 func (u *PKCS11URI) pinFile() (string, bool) {
 	path, ok := strings.CutPrefix(u.PinSource, SchemeFile+":")
-	return strings.TrimPrefix(path, "//"), ok
+	path = strings.TrimPrefix(path, "//")
+	return path, ok && path != ""
+}
+
+// SealedPIN is the path of a pin-source=sealed:PATH: a PIN sealed with
+// `seal encrypt`, recovered through Tang (and any gate) in the same
+// approval request group as the sealed keys.
+func (u *PKCS11URI) SealedPIN() (string, bool) {
+	path, ok := strings.CutPrefix(u.PinSource, SchemeSealed+":")
+	return path, ok && path != ""
 }
 
 // libDirs hold the shared libraries a PKCS#11 module loads: a reload
@@ -292,6 +315,9 @@ func (u *PKCS11URI) needs(resolve func(string) string) (files, trees []string) {
 	files = append(files, resolve(u.ModulePath))
 	trees = append(trees, libDirs...)
 	if pin, ok := u.pinFile(); ok {
+		files = append(files, resolve(pin))
+	}
+	if pin, ok := u.SealedPIN(); ok {
 		files = append(files, resolve(pin))
 	}
 	if strings.Contains(strings.ToLower(filepath.Base(u.ModulePath)), "softhsm") {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -45,6 +46,10 @@ func TestParsePKCS11URIErrors(t *testing.T) {
 		"pkcs11:token=t;object=k?pin-value=sec%zzret",       // bad escape in PIN
 		"pkcs11:token=t;object",                             // no value
 		"pkcs11:token=t;object=k?pin-value=x&pin-value=pin", // duplicate PIN
+		"pkcs11:token=t;object=k?pin-source=/run/pin",       // neither file: nor sealed:
+		"pkcs11:token=t;object=k?pin-source=sealed:",        // sealed: without a path
+		"pkcs11:token=t;object=k?pin-source=file:",          // file: without a path
+		"pkcs11:token=t;object=k?pin-source=http://x/pin",   // not a PIN source
 	} {
 		_, err := ParsePKCS11URI(s)
 		if !errors.Is(err, ErrBadRef) {
@@ -54,6 +59,40 @@ func TestParsePKCS11URIErrors(t *testing.T) {
 		if strings.Contains(err.Error(), "sec") && strings.Contains(s, "sec%zz") {
 			t.Errorf("error %q echoes the PIN", err)
 		}
+	}
+}
+
+// pin-source=sealed:PATH is a sealed PIN: PIN refuses to read it (the
+// vault recovers it through unlock), and its file is among what opening
+// the key needs (the sandbox allows its directory).
+func TestSealedPINSource(t *testing.T) {
+	r, err := Parse("pkcs11:token=t;object=k?module-path=/m.so&pin-source=sealed:pins/web.jwe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := r.PKCS11()
+	path, ok := u.SealedPIN()
+	if !ok || path != "pins/web.jwe" {
+		t.Fatalf("SealedPIN() = %q, %v", path, ok)
+	}
+	if _, ok := u.pinFile(); ok {
+		t.Error("a sealed PIN is taken for a PIN file")
+	}
+	if !r.UsesUnlock() || r.IsSealed() {
+		t.Errorf("UsesUnlock() = %v, IsSealed() = %v: want a key that recovers its PIN, not a sealed key", r.UsesUnlock(), r.IsSealed())
+	}
+	if plain, _ := Parse("pkcs11:token=t;object=k?module-path=/m.so&pin-source=file:pin"); plain.UsesUnlock() {
+		t.Error("a PIN file counts as recovered through unlock")
+	}
+	if pin, err := u.PIN(nil); err == nil || pin != nil {
+		t.Errorf("PIN() read a sealed PIN as plain text: %q, %v", pin, err)
+	}
+	files, _ := r.Needs(func(p string) string { return "/etc/sealproxy/" + p })
+	if !slices.Contains(files, "/etc/sealproxy/pins/web.jwe") {
+		t.Errorf("Needs() = %q, want the sealed PIN file", files)
+	}
+	if got := r.String(); got != "pkcs11:token=t;object=k?module-path=/m.so&pin-source=sealed:pins/web.jwe" {
+		t.Errorf("String() = %s", got)
 	}
 }
 
@@ -93,10 +132,18 @@ func FuzzParsePKCS11URI(f *testing.F) {
 	f.Add("pkcs11:token=t;object=k;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/p")
 	f.Add("pkcs11:serial=1;slot-id=0;id=%00%ff?pin-value=abc%20def")
 	f.Add("pkcs11:token=a%3Bb;object=c%3Fd?module-path=/x%26y")
+	f.Add("pkcs11:token=t;object=k?module-path=/m.so&pin-source=sealed:pins/web.jwe")
 	f.Fuzz(func(t *testing.T, s string) {
 		u, err := ParsePKCS11URI(s)
 		if err != nil {
 			return
+		}
+		if u.PinSource != "" {
+			_, file := u.pinFile()
+			_, sealed := u.SealedPIN()
+			if file == sealed {
+				t.Fatalf("pin-source %q of %q is not exactly one of file:PATH and sealed:PATH", u.PinSource, s)
+			}
 		}
 		out := u.String()
 		v, err := ParsePKCS11URI(out)

@@ -115,7 +115,9 @@ func (g *Generation) Signer(ctx context.Context, cfg *config.Config, k *config.K
 	r.mu.Unlock()
 	if !ok {
 		var err error
-		key, err = r.open(ctx, k.Source, vaultOptions(cfg, r.log))
+		opts := vaultOptions(cfg, r.log)
+		opts.Cert = certOf(cfg, k)
+		key, err = r.open(ctx, k.Source, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -237,6 +239,18 @@ func (r *Ring) Close() {
 		}
 		delete(r.keys, id)
 	}
+}
+
+// certOf is the leaf of k's cert file, handed to backends that check the
+// key against it as they open it (a PKCS#11 key uses it rather than a
+// certificate on the token); nil when it cannot be read, which Signer
+// reports.
+func certOf(cfg *config.Config, k *config.Key) *x509.Certificate {
+	leaf, err := readLeaf(cfg.Resolve(k.Cert))
+	if err != nil {
+		return nil
+	}
+	return leaf
 }
 
 func readLeaf(path string) (*x509.Certificate, error) {

@@ -401,7 +401,7 @@ func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.
 			uo.OnPending = func(p tang.Pending) { grp.pending(k.Name, p) }
 		}
 		opts := vaultOptions(cfg, r.log)
-		opts.Unlock, opts.Sealed = uo, jwe
+		opts.Unlock, opts.Sealed, opts.Cert = uo, jwe, certOf(cfg, k)
 		key, err := r.open(ctx, k.Source, opts)
 		if err == nil {
 			took := time.Since(start).Round(time.Millisecond)
