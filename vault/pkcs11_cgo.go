@@ -452,3 +452,11 @@ func (k tokenRSAKey) Decrypt(random io.Reader, ciphertext []byte, opts crypto.De
 	}
 	return pt, nil
 }
+
+// cert is the [[key]]'s certificate file, if the caller gave one.
+func (o *Options) cert() *x509.Certificate {
+	if o == nil {
+		return nil
+	}
+	return o.Cert
+}

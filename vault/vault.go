@@ -111,13 +111,6 @@ func (o *Options) log() *slog.Logger {
 	return o.Log
 }
 
-func (o *Options) cert() *x509.Certificate {
-	if o == nil {
-		return nil
-	}
-	return o.Cert
-}
-
 func (o *Options) path(p string) string {
 	if o == nil || o.BaseDir == "" || filepath.IsAbs(p) {
 		return p

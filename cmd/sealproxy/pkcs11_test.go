@@ -125,7 +125,8 @@ func sealPINFile(t *testing.T, pinConfig, dir, name, pin string) {
 // the PIN.
 func TestStartSealedPINOneApproval(t *testing.T) {
 	h := testenv.NewSoftHSM(t)
-	g, url, pinCfg, ready := startGate(t)
+	g := testenv.StartGate(t, heldGate)
+	url, pinCfg, ready := g.URL, g.PinConfig(), g.Ready
 	f := newFixture(t)
 	f.sealedTo("web", pinCfg)
 	sealPINFile(t, pinCfg, f.dir, "pin.jwe", h.PIN)

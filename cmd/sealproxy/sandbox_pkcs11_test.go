@@ -98,24 +98,21 @@ func TestSandboxedSealedPIN(t *testing.T) {
 			fmt.Sprintf("[[listener]]\nname = \"web\"\nlisten = %q\nmode = \"offload\"\nkeys = [\"hsm\"]\nbackend = %q\n", addr, f.backend)
 	}
 	path := f.write(conf("filecert", pins))
-	cmd, logs, exited := startConfined(t, bin, path)
+	p := startConfined(t, bin, path)
+	logs := p.logs
 	if got := servedByToken(t, h, addr, "sealed PIN"); !bytes.Equal(got, h.Certs["filecert"].Raw) {
 		t.Fatal("not serving the filecert certificate")
 	}
 
 	f.write(conf("ec256", pins))
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGHUP)
 	logs.WaitFor(t, time.Minute, "msg=reloaded")
 	if got := servedByToken(t, h, addr, "same sealed PIN, another key"); !bytes.Equal(got, h.Certs["ec256"].Raw) {
 		t.Fatalf("after the reload: not serving the ec256 certificate\n%s", logs.String())
 	}
 
 	f.write(conf("filecert", outside))
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
+	p.signal(syscall.SIGHUP)
 	logs.WaitFor(t, time.Minute, "reload failed; the previous configuration stays")
 	if want := filepath.Join(outside, "pin.jwe") + " is outside the paths allowed at start-up"; !strings.Contains(logs.String(), want) {
 		t.Errorf("the refused reload does not say %q:\n%s", want, logs.String())
@@ -123,17 +120,8 @@ func TestSandboxedSealedPIN(t *testing.T) {
 	if got := servedByToken(t, h, addr, "still the old key"); !bytes.Equal(got, h.Certs["ec256"].Raw) {
 		t.Fatalf("after the refused reload: not serving the ec256 certificate\n%s", logs.String())
 	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-exited:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, logs.String())
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("no exit after SIGTERM:\n%s", logs.String())
-	}
+	p.signal(syscall.SIGTERM)
+	p.waitExit(time.Minute, "SIGTERM")
 	if h.Contains([]byte(logs.String())) {
 		t.Errorf("the PIN appears in the log:\n%s", logs.String())
 	}
