@@ -92,6 +92,9 @@ type plainPIN []byte
 func (p plainPIN) Bytes() []byte { return p }
 func (p plainPIN) Destroy()      { secmem.Bytes(p) }
 
+// maxPINFile bounds a pin-source file: a PIN is a line.
+const maxPINFile = 4096
+
 // recoverPIN returns the PIN of u: recovered through unlock for
 // pin-source=sealed:PATH (from opts.Sealed when the caller read the file
 // already, so that it is part of the caller's approval request group),
@@ -99,7 +102,7 @@ func (p plainPIN) Destroy()      { secmem.Bytes(p) }
 func recoverPIN(ctx context.Context, u *keyref.PKCS11URI, opts *Options) (tokenPIN, error) {
 	path, sealed := u.SealedPIN()
 	if !sealed {
-		pin, err := u.PIN(opts.path)
+		pin, err := u.PIN(func(p string) ([]byte, error) { return readLimited(opts.path(p), maxPINFile) })
 		if err != nil {
 			return nil, err
 		}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -260,10 +259,10 @@ func (u *PKCS11URI) GoString() string { return u.String() }
 func (u *PKCS11URI) LogValue() slog.Value { return slog.StringValue(u.String()) }
 
 // PIN returns the PIN from pin-value or the pin-source file (its first
-// line, the path resolved by resolve), or nil when the reference gives
-// none. The caller wipes it. A sealed PIN (SealedPIN) is recovered by
-// the vault, not here.
-func (u *PKCS11URI) PIN(resolve func(string) string) ([]byte, error) {
+// line, the file read by read: this package only parses), or nil when
+// the reference gives none. The caller wipes it. A sealed PIN
+// (SealedPIN) is recovered by the vault, not here.
+func (u *PKCS11URI) PIN(read func(path string) ([]byte, error)) ([]byte, error) {
 	if u.hasPin {
 		return bytes.Clone(u.pinValue), nil
 	}
@@ -274,7 +273,7 @@ func (u *PKCS11URI) PIN(resolve func(string) string) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("pin-source must be file:PATH here (a sealed PIN is recovered through unlock)")
 	}
-	data, err := readLimited(resolve(path), 4096)
+	data, err := read(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading pin-source: %w", err)
 	}
@@ -349,20 +348,4 @@ func softhsmTokenDir(conf string) string {
 		}
 	}
 	return ""
-}
-
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("file is larger than %d bytes", limit)
-	}
-	return data, nil
 }
