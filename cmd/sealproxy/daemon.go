@@ -21,6 +21,7 @@ import (
 	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/proxy/control"
 	"github.com/sealproxy/sealproxy/vault"
 	"github.com/sealproxy/sealproxy/vault/keyring"
 )
@@ -102,11 +103,23 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	r.reg = prometheus.NewRegistry()
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(r.reg)
-	keys := keyring.New(keyring.Options{Log: log, Status: r.status})
+	var ctl *control.Server
+	keys := keyring.New(keyring.Options{Log: log, Status: func(s string) {
+		r.status(s)
+		ctl.Status(s) // a set-key waiting for a gate shows the code
+	}})
 	defer keys.Close()
+	if ctl, err = newControl(cfg, log, keys, r.reload); err != nil {
+		return cli.WithHint(err, cli.ExitUsage, "")
+	}
+	r.ctl = ctl
 	load := func(ctx context.Context, c *config.Config) (*proxy.Plan, error) {
 		for _, w := range c.Warnings {
 			log.Warn("configuration weaker than the defaults", "err", w)
+		}
+		c, err := ctl.Apply(c)
+		if err != nil {
+			return nil, err
 		}
 		g := keys.Begin()
 		if err := g.Open(ctx, c); err != nil {
@@ -119,7 +132,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 			return nil, err
 		}
 		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
-			Applied: g.Commit, Discarded: g.Discard}, nil
+			Applied: func() { g.Commit(); ctl.Applied(c) }, Discarded: g.Discard}, nil
 	}
 	var initial atomic.Pointer[config.Config]
 	initial.Store(cfg)
@@ -182,6 +195,7 @@ type runner struct {
 	stopGroup context.CancelFunc
 	reloads   chan chan error // to the reload worker
 	admin     *http.Server
+	ctl       *control.Server
 
 	state runState
 }
@@ -257,7 +271,10 @@ func (r *runner) started(startErr error) (end bool, err error) {
 		if r.cfg.Admin.Reload {
 			reloadFn = r.reload
 		}
-		r.admin = &http.Server{Handler: proxy.AdminHandler(r.reg, r.group.Ready, reloadFn), ReadHeaderTimeout: 10 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("/ctl/", r.ctl.Handler()) // refuses any but a unix socket's allowed callers
+		mux.Handle("/", proxy.AdminHandler(r.reg, r.group.Ready, reloadFn))
+		r.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnContext: control.ConnContext}
 		go func() { _ = r.admin.Serve(ln) }()
 		r.log.Info("admin listening", "addr", ln.Addr().String(), "reload", r.cfg.Admin.Reload)
 	}

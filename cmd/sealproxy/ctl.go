@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+
+	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/proxy/control"
+	"github.com/sealproxy/sealproxy/vault/keyring"
+)
+
+// newControl wires the control API to the key ring (a staged key opens
+// as at start-up) and to the reload worker (a change applies as a reload).
+func newControl(cfg *config.Config, log *slog.Logger, keys *keyring.Ring, reload func(context.Context) error) (*control.Server, error) {
+	return control.New(control.Options{
+		StateFile: cfg.Resolve(cfg.Admin.StateFile),
+		Users:     cfg.Admin.CtlUsers,
+		Log:       log.With("component", "ctl"),
+		Reload:    reload,
+		Stage: func(ctx context.Context, c *config.Config, k *config.Key) (func(), error) {
+			g := keys.Stage()
+			if err := g.OpenKeys(ctx, c, k); err != nil {
+				g.Discard()
+				return nil, err
+			}
+			if _, err := g.Signer(ctx, c, k); err != nil {
+				g.Discard()
+				return nil, err
+			}
+			return g.Discard, nil
+		},
+	})
+}
+
+const ctlUsage = `usage: sealproxy ctl --admin unix:PATH [--json] VERB [ARGS]
+
+verbs:
+  keys                                   list keys: source, certificate, listeners, origin
+  set-key NAME --cert FILE --source REF  stage a certificate and key (opened through Tang and the gate)
+  commit NAME                            swap the staged pair in for new handshakes
+  abort NAME                             drop the staged pair
+  attach LISTENER KEY                    let LISTENER choose KEY by SNI
+  detach LISTENER KEY                    stop LISTENER choosing KEY
+  remove-key NAME                        remove a key no listener uses
+`
+
+// cmdCtl is `sealproxy ctl`: one call to the control API of a running
+// sealproxy, over its unix admin socket.
+func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
+	addr := fs.String("admin", "", "the daemon's [admin] listen, `unix:PATH`")
+	asJSON := fs.Bool("json", false, "print the result as JSON")
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) == 0 {
+		fmt.Fprint(stderr, ctlUsage)
+		return cli.Usage("ctl: no verb given")
+	}
+	if *addr == "" {
+		return cli.WithHint(errors.New("ctl: no admin socket given"), cli.ExitUsage,
+			"pass --admin unix:/run/sealproxy/admin.sock, the [admin] listen of the configuration")
+	}
+	verb, rest := rest[0], rest[1:]
+	req := &control.Request{}
+	want := 0
+	switch verb {
+	case "keys":
+	case "set-key":
+		vfs := flag.NewFlagSet("ctl set-key", flag.ContinueOnError)
+		cert := vfs.String("cert", "", "certificate chain `FILE` (PEM, leaf first)")
+		source := vfs.String("source", "", "key reference `REF` (sealed:, pkcs11:, winstore:, file:)")
+		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
+			return cli.WithHint(errors.New("ctl set-key: no key name given"), cli.ExitUsage, "sealproxy ctl --admin unix:PATH set-key NAME --cert FILE --source REF")
+		}
+		req.Key = rest[0]
+		more, err := cli.Parse(vfs, rest[1:])
+		if err != nil {
+			return err
+		}
+		if len(more) > 0 {
+			return cli.Usage("ctl set-key: unexpected argument %q", more[0])
+		}
+		if *cert == "" || *source == "" {
+			return cli.WithHint(errors.New("ctl set-key: --cert and --source are both needed"), cli.ExitUsage,
+				"sealproxy ctl --admin unix:PATH set-key NAME --cert FILE --source sealed:/etc/sealproxy/NAME.jwe")
+		}
+		// The certificate is this command's argument: relative to its
+		// working directory. The source is the daemon's, as in [[key]].
+		if req.Cert, err = filepath.Abs(*cert); err != nil {
+			return err
+		}
+		req.Source = *source
+		rest = nil
+	case "commit", "abort", "remove-key":
+		want = 1
+	case "attach", "detach":
+		want = 2
+	default:
+		return cli.WithHint(fmt.Errorf("ctl: unknown verb %q", verb), cli.ExitUsage,
+			"verbs are "+strings.Join(control.Verbs, ", ")+"; run 'sealproxy ctl' for their arguments")
+	}
+	if len(rest) != want {
+		return cli.WithHint(fmt.Errorf("ctl %s: want %d argument(s), got %d", verb, want, len(rest)), cli.ExitUsage, ctlArgs[verb])
+	}
+	switch verb {
+	case "commit", "abort", "remove-key":
+		req.Key = rest[0]
+	case "attach", "detach":
+		req.Listener, req.Key = rest[0], rest[1]
+	}
+	result, err := control.Call(ctx, *addr, verb, req, func(line string) {
+		fmt.Fprintf(stderr, "sealproxy: %s\n", line)
+	})
+	if err != nil {
+		var ce *control.Error
+		if errors.As(err, &ce) {
+			return cli.WithHint(err, cli.ExitFailure, ce.Hint)
+		}
+		return cli.WithHint(err, cli.ExitFailure, "is sealproxy running with [admin] listen = \""+*addr+"\"?")
+	}
+	if *asJSON {
+		fmt.Fprintf(stdout, "%s\n", result)
+		return nil
+	}
+	return control.PrintResult(stdout, verb, result)
+}
+
+var ctlArgs = map[string]string{
+	"commit":     "sealproxy ctl --admin unix:PATH commit NAME",
+	"abort":      "sealproxy ctl --admin unix:PATH abort NAME",
+	"remove-key": "sealproxy ctl --admin unix:PATH remove-key NAME",
+	"attach":     "sealproxy ctl --admin unix:PATH attach LISTENER KEY",
+	"detach":     "sealproxy ctl --admin unix:PATH detach LISTENER KEY",
+	"keys":       "sealproxy ctl --admin unix:PATH keys",
+}
