@@ -57,6 +57,8 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
 	addr := fs.String("admin", "", "the daemon's [admin] listen, `unix:PATH`")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
+	cert := fs.String("cert", "", "set-key: certificate chain `FILE` (PEM, leaf first)")
+	source := fs.String("source", "", "set-key: key reference `REF` (sealed:, pkcs11:, winstore:, file:)")
 	rest, err := cli.Parse(fs, args)
 	if err != nil {
 		return err
@@ -70,52 +72,33 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			"pass --admin unix:/run/sealproxy/admin.sock, the [admin] listen of the configuration")
 	}
 	verb, rest := rest[0], rest[1:]
-	req := &control.Request{}
-	want := 0
-	switch verb {
-	case "keys":
-	case "set-key":
-		vfs := flag.NewFlagSet("ctl set-key", flag.ContinueOnError)
-		cert := vfs.String("cert", "", "certificate chain `FILE` (PEM, leaf first)")
-		source := vfs.String("source", "", "key reference `REF` (sealed:, pkcs11:, winstore:, file:)")
-		if len(rest) == 0 || strings.HasPrefix(rest[0], "-") {
-			return cli.WithHint(errors.New("ctl set-key: no key name given"), cli.ExitUsage, "sealproxy ctl --admin unix:PATH set-key NAME --cert FILE --source REF")
-		}
-		req.Key = rest[0]
-		more, err := cli.Parse(vfs, rest[1:])
-		if err != nil {
-			return err
-		}
-		if len(more) > 0 {
-			return cli.Usage("ctl set-key: unexpected argument %q", more[0])
-		}
-		if *cert == "" || *source == "" {
-			return cli.WithHint(errors.New("ctl set-key: --cert and --source are both needed"), cli.ExitUsage,
-				"sealproxy ctl --admin unix:PATH set-key NAME --cert FILE --source sealed:/etc/sealproxy/NAME.jwe")
-		}
-		// The certificate is this command's argument: relative to its
-		// working directory. The source is the daemon's, as in [[key]].
-		if req.Cert, err = filepath.Abs(*cert); err != nil {
-			return err
-		}
-		req.Source = *source
-		rest = nil
-	case "commit", "abort", "remove-key":
-		want = 1
-	case "attach", "detach":
-		want = 2
-	default:
+	want, ok := ctlArity[verb]
+	if !ok {
 		return cli.WithHint(fmt.Errorf("ctl: unknown verb %q", verb), cli.ExitUsage,
 			"verbs are "+strings.Join(control.Verbs, ", ")+"; run 'sealproxy ctl' for their arguments")
 	}
 	if len(rest) != want {
 		return cli.WithHint(fmt.Errorf("ctl %s: want %d argument(s), got %d", verb, want, len(rest)), cli.ExitUsage, ctlArgs[verb])
 	}
+	req := &control.Request{}
 	switch verb {
+	case "set-key":
+		if *cert == "" || *source == "" {
+			return cli.WithHint(errors.New("ctl set-key: --cert and --source are both needed"), cli.ExitUsage, ctlArgs[verb])
+		}
+		// The certificate is this command's argument: relative to its
+		// working directory. The source is the daemon's, as in [[key]].
+		if req.Cert, err = filepath.Abs(*cert); err != nil {
+			return err
+		}
+		req.Key, req.Source = rest[0], *source
 	case "commit", "abort", "remove-key":
 		req.Key = rest[0]
 	case "attach", "detach":
 		req.Listener, req.Key = rest[0], rest[1]
+	}
+	if verb != "set-key" && (*cert != "" || *source != "") {
+		return cli.WithHint(fmt.Errorf("ctl %s: --cert and --source are set-key's", verb), cli.ExitUsage, ctlArgs[verb])
 	}
 	result, err := control.Call(ctx, *addr, verb, req, func(line string) {
 		fmt.Fprintf(stderr, "sealproxy: %s\n", line)
@@ -134,6 +117,8 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return control.PrintResult(stdout, verb, result)
 }
 
+var ctlArity = map[string]int{"keys": 0, "set-key": 1, "commit": 1, "abort": 1, "remove-key": 1, "attach": 2, "detach": 2}
+
 var ctlArgs = map[string]string{
 	"commit":     "sealproxy ctl --admin unix:PATH commit NAME",
 	"abort":      "sealproxy ctl --admin unix:PATH abort NAME",
@@ -141,4 +126,5 @@ var ctlArgs = map[string]string{
 	"attach":     "sealproxy ctl --admin unix:PATH attach LISTENER KEY",
 	"detach":     "sealproxy ctl --admin unix:PATH detach LISTENER KEY",
 	"keys":       "sealproxy ctl --admin unix:PATH keys",
+	"set-key":    "sealproxy ctl --admin unix:PATH set-key NAME --cert FILE --source sealed:/etc/sealproxy/NAME.jwe",
 }
