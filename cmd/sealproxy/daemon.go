@@ -281,7 +281,13 @@ func (r *runner) started(startErr error) (end bool, err error) {
 
 	// Confine before READY: every key is open, every listener bound.
 	if r.confine {
-		p, err := confine(r.log, r.cfg)
+		// The configuration with the state file's changes: its keys'
+		// directories too.
+		running := r.ctl.Running()
+		if running == nil {
+			running = r.cfg
+		}
+		p, err := confine(r.log, running)
 		if err != nil {
 			r.stop("sandbox not applied")
 			_ = r.group.Wait()

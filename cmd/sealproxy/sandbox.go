@@ -69,6 +69,10 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 	for _, path := range cfg.Sandbox.Write {
 		p.Write = append(p.Write, cfg.Resolve(path))
 	}
+	if cfg.Admin.StateFile != "" {
+		// sealproxy ctl replaces it: a temporary file renamed over it.
+		p.Write = append(p.Write, filepath.Dir(cfg.Resolve(cfg.Admin.StateFile)))
+	}
 	p.Clean()
 	return p
 }

@@ -159,6 +159,10 @@ func (s *Server) current() *State {
 	return s.state
 }
 
+// Running returns the configuration (with the state) that runs, nil
+// before start-up applied one.
+func (s *Server) Running() *config.Config { return s.runningConfig() }
+
 func (s *Server) runningConfig() *config.Config {
 	s.mu.Lock()
 	defer s.mu.Unlock()
