@@ -61,7 +61,7 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	source := fs.String("source", "", "set-key: key reference `REF` (sealed:, pkcs11:, winstore:, file:)")
 	rest, err := cli.Parse(fs, args)
 	if err != nil {
-		return err
+		return cli.WithHint(err, cli.ExitUsage, "run 'sealproxy ctl' for its verbs and flags")
 	}
 	if len(rest) == 0 {
 		fmt.Fprint(stderr, ctlUsage)
@@ -120,11 +120,11 @@ func cmdCtl(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 var ctlArity = map[string]int{"keys": 0, "set-key": 1, "commit": 1, "abort": 1, "remove-key": 1, "attach": 2, "detach": 2}
 
 var ctlArgs = map[string]string{
-	"commit":     "sealproxy ctl --admin unix:PATH commit NAME",
-	"abort":      "sealproxy ctl --admin unix:PATH abort NAME",
-	"remove-key": "sealproxy ctl --admin unix:PATH remove-key NAME",
-	"attach":     "sealproxy ctl --admin unix:PATH attach LISTENER KEY",
-	"detach":     "sealproxy ctl --admin unix:PATH detach LISTENER KEY",
-	"keys":       "sealproxy ctl --admin unix:PATH keys",
-	"set-key":    "sealproxy ctl --admin unix:PATH set-key NAME --cert FILE --source sealed:/etc/sealproxy/NAME.jwe",
+	"commit":     "usage: sealproxy ctl --admin unix:PATH commit NAME",
+	"abort":      "usage: sealproxy ctl --admin unix:PATH abort NAME",
+	"remove-key": "usage: sealproxy ctl --admin unix:PATH remove-key NAME",
+	"attach":     "usage: sealproxy ctl --admin unix:PATH attach LISTENER KEY",
+	"detach":     "usage: sealproxy ctl --admin unix:PATH detach LISTENER KEY",
+	"keys":       "usage: sealproxy ctl --admin unix:PATH keys",
+	"set-key":    "usage: sealproxy ctl --admin unix:PATH set-key NAME --cert FILE --source sealed:/etc/sealproxy/NAME.jwe",
 }

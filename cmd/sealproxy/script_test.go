@@ -1,0 +1,29 @@
+package main
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/sealproxy/sealproxy/cmd/internal/cli"
+	"github.com/sealproxy/sealproxy/testenv"
+)
+
+// TestMain lets the test binary stand in for `sealproxy` in the golden
+// CLI scripts (testdata/*.txtar).
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"sealproxy": func() {
+			err := run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+			os.Exit(cli.Report("sealproxy", err, os.Stderr))
+		},
+	})
+}
+
+// TestScripts runs the golden CLI tests: exact stderr for usage errors
+// and their hints, and exit codes.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testenv.ScriptParams("testdata"))
+}
