@@ -294,3 +294,5 @@ func TestUnitsAllowLandlock(t *testing.T) {
 		}
 	}
 }
+
+func init() { confinedChildEnvs = append(confinedChildEnvs, sandboxChildEnv) }
