@@ -207,6 +207,17 @@ func TestCtl(t *testing.T) {
 		t.Fatalf("the refusal names not both files:\n%s", logs)
 	}
 	check("after a refused reload")
+
+	// Started on the conflicting configuration: refused, naming both.
+	r.cancel()
+	if err := r.wait(); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := runCLI(t, "run", "--config", path)
+	if code != cli.ExitUsage || !strings.Contains(stderr, fmt.Sprintf("%s:%d", path, apiLine)) || !strings.Contains(stderr, "state.json") ||
+		!strings.Contains(stderr, "sealproxy: hint: make the configuration and [admin] state_file agree") {
+		t.Fatalf("start on a conflicting configuration: exit %d\n%s", code, stderr)
+	}
 }
 
 // TestCtlGate: a staged key held by a gate; `ctl set-key` prints the

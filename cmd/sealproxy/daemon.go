@@ -412,6 +412,8 @@ func startError(err error) error {
 	switch {
 	case errors.Is(err, config.ErrInvalid):
 		return cli.WithHint(err, cli.ExitUsage, "")
+	case errors.Is(err, control.ErrConflict):
+		return cli.WithHint(err, cli.ExitUsage, "make the configuration and [admin] state_file agree: write the change into the configuration, or edit the state file (docs/control.md)")
 	case errors.Is(err, keyring.ErrDenied):
 		return cli.WithHint(err, cli.ExitDenied, "an operator denied this start-up at the gate; ask why before starting again (the gate's audit log has who and when)")
 	case errors.Is(err, keyring.ErrCodeMismatch):
