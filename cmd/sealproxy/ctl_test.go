@@ -58,10 +58,16 @@ func (f *fixture) sealedAs(file, dnsName, pinConfig string) *big.Int {
 // ctl runs `sealproxy ctl --admin unix:SOCK ARGS` in-process.
 func ctl(t *testing.T, sock string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	var out, errb bytes.Buffer
-	err := run(context.Background(), append([]string{"ctl", "--admin", "unix:" + sock}, args...), strings.NewReader(""), &out, &errb)
-	code = cli.Report("sealproxy", err, &errb)
-	return out.String(), errb.String(), code
+	var errb testenv.SyncBuffer
+	stdout, code = ctlTo(sock, &errb, args...)
+	return stdout, errb.String(), code
+}
+
+// ctlTo is ctl writing stderr to errb as it comes.
+func ctlTo(sock string, errb io.Writer, args ...string) (stdout string, code int) {
+	var out bytes.Buffer
+	err := run(context.Background(), append([]string{"ctl", "--admin", "unix:" + sock}, args...), strings.NewReader(""), &out, errb)
+	return out.String(), cli.Report("sealproxy", err, errb)
 }
 
 func mustCtl(t *testing.T, sock string, args ...string) string {
@@ -229,36 +235,66 @@ func TestCtlGate(t *testing.T) {
 	tangSrv := testenv.EmbeddedTang(t)
 	f.sealed("web", tangSrv)
 	f.sealedAs("api", "api.test", pin)
-	path := f.write(key("web") + f.listener("web", "127.0.0.1:0") + "[admin]\nlisten = \"unix:" + sock + "\"\n")
+	path := f.write(key("web") + f.listener("web", "127.0.0.1:0") + "[admin]\nlisten = \"unix:" + sock + "\"\n" +
+		"[unlock]\ntimeout = \"10s\"\n") // bounds a recovery nobody approves
 	r := startDaemon(t, &daemon{}, path)
 	testenv.Eventually(t, time.Minute, "ready", func() bool { return strings.Contains(r.logs.String(), "msg=ready") })
 
+	// setKey runs set-key in the background and returns the request it
+	// makes at the gate once the command printed its code.
 	var (
 		wg   sync.WaitGroup
-		errs string
+		errb *testenv.SyncBuffer
 		code int
 	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		_, errs, code = ctl(t, sock, "set-key", "api", "--cert", filepath.Join(f.dir, "api.crt"), "--source", "sealed:api.key.jwe")
-	}()
-	var req gate.Request
-	select {
-	case req = <-ready:
-	case <-time.After(time.Minute):
-		t.Fatalf("no request at the gate:\n%s", r.logs.String())
+	setKey := func() gate.Request {
+		t.Helper()
+		errb = &testenv.SyncBuffer{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, code = ctlTo(sock, errb, "set-key", "api", "--cert", filepath.Join(f.dir, "api.crt"), "--source", "sealed:api.key.jwe")
+		}()
+		var req gate.Request
+		select {
+		case req = <-ready:
+		case <-time.After(time.Minute):
+			t.Fatalf("no request at the gate:\n%s", r.logs.String())
+		}
+		testenv.Eventually(t, time.Minute, "the code printed by ctl set-key", func() bool {
+			return strings.Contains(errb.String(), "waiting for approval (code "+req.Code+")")
+		})
+		return req
 	}
+	req := setKey()
 	g.Deny(req.Code, "alice", "test")
 	wg.Wait()
-	if code != cli.ExitFailure || !strings.Contains(errs, "waiting for approval (code "+req.Code+")") || !strings.Contains(errs, "denied by operator alice") {
+	if errs := errb.String(); code != cli.ExitFailure || !strings.Contains(errs, "denied by operator alice") {
 		t.Fatalf("denied set-key: exit %d\n%s", code, errs)
 	}
 	if out := mustCtl(t, sock, "keys"); strings.Contains(out, "api") {
 		t.Fatalf("a denied key is listed:\n%s", out)
 	}
-	_, errs, code = ctl(t, sock, "commit", "api")
-	if code != cli.ExitFailure || !strings.Contains(errs, `nothing staged for key "api"`) {
+	if _, errs, code := ctl(t, sock, "commit", "api"); code != cli.ExitFailure || !strings.Contains(errs, `nothing staged for key "api"`) {
 		t.Fatalf("commit after a denial: exit %d\n%s", code, errs)
 	}
+
+	// Approved this time: one approval covers set-key, commit and a
+	// later attach (the committed key stays open until attached).
+	req = setKey()
+	if _, err := g.Approve(req.Code, "alice", "test"); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	if code != 0 {
+		t.Fatalf("approved set-key: exit %d\n%s", code, errb.String())
+	}
+	mustCtl(t, sock, "commit", "api")
+	mustCtl(t, sock, "attach", "web", "api")
+	select {
+	case req := <-ready:
+		t.Fatalf("the gate was asked again (code %s) after commit or attach", req.Code)
+	default:
+	}
+	f.roundTrip(r.addr("web"), "api", "served after one approval")
 }

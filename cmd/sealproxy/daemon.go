@@ -122,7 +122,9 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 			return nil, err
 		}
 		g := keys.Begin()
-		if err := g.Open(ctx, c); err != nil {
+		// Keys the control API committed stay open before a listener
+		// uses them: attaching one needs no second approval.
+		if err := g.OpenKeys(ctx, c, append(keyring.Used(c), ctl.Held(c)...)...); err != nil {
 			g.Discard()
 			return nil, err
 		}

@@ -132,6 +132,21 @@ func (s *Server) Apply(base *config.Config) (*config.Config, error) {
 	return cfg, nil
 }
 
+// Held returns the keys of cfg (Apply's result) that the state added
+// or replaced and no listener uses: the daemon keeps them open, so that
+// attaching one later needs no new recovery (or approval).
+func (s *Server) Held(cfg *config.Config) []*config.Key {
+	st := s.current()
+	var out []*config.Key
+	for i := range cfg.Keys {
+		k := &cfg.Keys[i]
+		if st.key(k.Name) != nil && len(listenersUsing(cfg, k.Name)) == 0 {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // Applied records the configuration that now runs (Apply's result).
 func (s *Server) Applied(cfg *config.Config) {
 	s.mu.Lock()
@@ -403,12 +418,20 @@ func describe(cfg *config.Config, k *config.Key, origin string) KeyInfo {
 	} else {
 		info.Subject = "(unreadable: " + err.Error() + ")"
 	}
+	info.Listeners = listenersUsing(cfg, k.Name)
+	return info
+}
+
+// listenersUsing names the listeners that serve key name or present it
+// to their backends.
+func listenersUsing(cfg *config.Config, name string) []string {
+	out := []string{}
 	for _, l := range cfg.Listeners {
-		if (l.Mode != config.ModeEncrypt && slices.Contains(l.Keys, k.Name)) || l.Upstream.ClientKey == k.Name {
-			info.Listeners = append(info.Listeners, l.Name)
+		if (l.Mode != config.ModeEncrypt && slices.Contains(l.Keys, name)) || l.Upstream.ClientKey == name {
+			out = append(out, l.Name)
 		}
 	}
-	return info
+	return out
 }
 
 func fill(info *KeyInfo, leaf *x509.Certificate) {
@@ -492,7 +515,7 @@ func (s *Server) setKey(ctx context.Context, req *Request, progress func(string)
 	fill(&info, leaf)
 	info.Listeners = []string{}
 	if cur := cfg.Key(k.Name); cur != nil {
-		info.Listeners = describe(cfg, cur, "").Listeners
+		info.Listeners = listenersUsing(cfg, cur.Name)
 	}
 	s.mu.Lock()
 	s.staged[k.Name] = &staged{key: k, discard: discard, info: info}
@@ -582,7 +605,7 @@ func (s *Server) commit(ctx context.Context, name string) (any, error) {
 	}
 	if now := s.runningConfig(); now != nil {
 		if k := now.Key(name); k != nil {
-			info.Listeners = describe(now, k, "").Listeners
+			info.Listeners = listenersUsing(now, k.Name)
 		}
 	}
 	return info, nil
@@ -641,7 +664,7 @@ func (s *Server) removeKey(ctx context.Context, name string) (any, error) {
 	if k == nil {
 		return nil, fmt.Errorf("%w: no key %q", ErrNotFound, name)
 	}
-	if users := describe(cfg, k, "").Listeners; len(users) > 0 {
+	if users := listenersUsing(cfg, name); len(users) > 0 {
 		return nil, fmt.Errorf("%w: key %q is used by listener(s) %s", ErrInUse, name, strings.Join(users, ", "))
 	}
 	next := s.current().clone()
