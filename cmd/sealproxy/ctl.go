@@ -17,14 +17,16 @@ import (
 )
 
 // newControl wires the control API to the key ring (a staged key opens
-// as at start-up) and to the reload worker (a change applies as a reload).
-func newControl(cfg *config.Config, log *slog.Logger, keys *keyring.Ring, reload func(context.Context) error) (*control.Server, error) {
+// as at start-up) and to the reload worker (a change applies as a reload);
+// staged runs after each staging: the status line goes back to serving.
+func newControl(cfg *config.Config, log *slog.Logger, keys *keyring.Ring, reload func(context.Context) error, staged func()) (*control.Server, error) {
 	return control.New(control.Options{
 		StateFile: cfg.Resolve(cfg.Admin.StateFile),
 		Users:     cfg.Admin.CtlUsers,
 		Log:       log.With("component", "ctl"),
 		Reload:    reload,
 		Stage: func(ctx context.Context, c *config.Config, k *config.Key) (func(), error) {
+			defer staged()
 			g := keys.Stage()
 			if err := g.OpenKeys(ctx, c, k); err != nil {
 				g.Discard()

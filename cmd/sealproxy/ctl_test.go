@@ -237,8 +237,9 @@ func TestCtlGate(t *testing.T) {
 	f.sealedAs("api", "api.test", pin)
 	path := f.write(key("web") + f.listener("web", "127.0.0.1:0") + "[admin]\nlisten = \"unix:" + sock + "\"\n" +
 		"[unlock]\ntimeout = \"10s\"\n") // bounds a recovery nobody approves
+	n := listenNotify(t)
 	r := startDaemon(t, &daemon{}, path)
-	testenv.Eventually(t, time.Minute, "ready", func() bool { return strings.Contains(r.logs.String(), "msg=ready") })
+	n.expect(t, "READY=1")
 
 	// setKey runs set-key in the background and returns the request it
 	// makes at the gate once the command printed its code.
@@ -272,6 +273,7 @@ func TestCtlGate(t *testing.T) {
 	if errs := errb.String(); code != cli.ExitFailure || !strings.Contains(errs, "denied by operator alice") {
 		t.Fatalf("denied set-key: exit %d\n%s", code, errs)
 	}
+	n.expect(t, "STATUS=serving 1 listener(s)") // not left at the staging's "failed"
 	if out := mustCtl(t, sock, "keys"); strings.Contains(out, "api") {
 		t.Fatalf("a denied key is listed:\n%s", out)
 	}

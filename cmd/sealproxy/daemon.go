@@ -109,7 +109,9 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		ctl.Status(s) // a set-key waiting for a gate shows the code
 	}})
 	defer keys.Close()
-	if ctl, err = newControl(cfg, log, keys, r.reload); err != nil {
+	if ctl, err = newControl(cfg, log, keys, r.reload, func() {
+		r.status(fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners())))
+	}); err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "")
 	}
 	r.ctl = ctl

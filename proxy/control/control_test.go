@@ -423,3 +423,20 @@ func FuzzParseState(f *testing.F) {
 		}
 	})
 }
+
+// TestKeysRedactsPIN: a configuration's pkcs11: key with a pin-value is
+// listed with the PIN redacted.
+func TestKeysRedactsPIN(t *testing.T) {
+	h := newHarness(t, false)
+	h.writeConfig("\n[[key]]\nname = \"hsm\"\ncert = \"web2.crt\"\nsource = \"pkcs11:token=t;object=k?module-path=/m.so&pin-value=s3cretPIN\"\n")
+	if err := h.load(); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.call("keys", &Request{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(res), "s3cretPIN") || !strings.Contains(string(res), "pin-value=REDACTED") {
+		t.Fatalf("keys: %s", res)
+	}
+}
