@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"io"
 	"math/big"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -150,4 +151,37 @@ func TestCtlBinary(t *testing.T) {
 	if out := ctlBin("keys"); !strings.Contains(out, "api ") || strings.Count(out, " state ") != 2 {
 		t.Fatalf("ctl keys after a restart:\n%s", out)
 	}
+
+	// Another uid, identified by the kernel (SO_PEERCRED, no test hook):
+	// refused, although the socket's file mode lets it connect.
+	if os.Getuid() != 0 {
+		t.Log("not root: the call from another uid is left to proxy/control's TestRefusals")
+		return
+	}
+	os.Chmod(filepath.Dir(sock), 0o755)
+	os.Chmod(sock, 0o777)
+	// A copy of the binary that uid can run (the cached one is private).
+	pub, err := os.MkdirTemp("", "ctlbin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(pub)
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(pub, 0o755)
+	if err := os.WriteFile(filepath.Join(pub, "sealproxy"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(pub, "sealproxy"), "ctl", "--admin", "unix:"+sock, "remove-key", "api")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "uid 65534 may not use the control API") {
+		t.Fatalf("ctl as uid 65534: %v\n%s", err, out)
+	}
+	if !strings.Contains(p.stderr.String(), "uid=65534") {
+		t.Fatalf("the refusal is not in the log with the caller's uid:\n%s", p.stderr.String())
+	}
+	expect("after a refused call", "api.test", apiSerial)
 }
