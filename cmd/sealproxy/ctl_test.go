@@ -181,6 +181,24 @@ func TestCtl(t *testing.T) {
 		}
 	}
 	check("after the changes")
+
+	// A change whose reload fails (the file on disk is broken meanwhile):
+	// refused with the reason, nothing swapped, the state file unchanged.
+	good, _ := os.ReadFile(path)
+	stateBefore, _ := os.ReadFile(filepath.Join(f.dir, "state.json"))
+	f.sealedAs("web3", "web.test", tangSrv.Config())
+	mustCtl(t, sock, "set-key", "web", "--cert", filepath.Join(f.dir, "web3.crt"), "--source", "sealed:web3.key.jwe")
+	os.WriteFile(path, append(append([]byte{}, good...), "bogus = 1\n"...), 0o644)
+	_, errs, code = ctl(t, sock, "commit", "web")
+	if code != cli.ExitFailure || !strings.Contains(errs, "reload failed, the previous configuration stays") || !strings.Contains(errs, "bogus: unknown setting") {
+		t.Fatalf("commit over a broken file: exit %d\n%s", code, errs)
+	}
+	os.WriteFile(path, good, 0o644)
+	if stateAfter, _ := os.ReadFile(filepath.Join(f.dir, "state.json")); string(stateAfter) != string(stateBefore) {
+		t.Fatalf("a refused commit changed the state file:\n%s", stateAfter)
+	}
+	check("after a refused commit")
+	echo("after a refused commit")
 	reloads := strings.Count(r.logs.String(), "msg=reloaded")
 	r.sigs <- syscall.SIGHUP
 	testenv.Eventually(t, time.Minute, "reloaded", func() bool { return strings.Count(r.logs.String(), "msg=reloaded") > reloads })
