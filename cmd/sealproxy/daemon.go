@@ -21,6 +21,7 @@ import (
 	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/proxy/control"
 	"github.com/sealproxy/sealproxy/vault"
 	"github.com/sealproxy/sealproxy/vault/keyring"
 )
@@ -105,14 +106,30 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	r.reg = prometheus.NewRegistry()
 	r.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := proxy.NewMetrics(r.reg)
-	keys := keyring.New(keyring.Options{Log: log, Status: r.status})
+	var ctl *control.Server
+	keys := keyring.New(keyring.Options{Log: log, Status: func(s string) {
+		r.status(s)
+		ctl.Status(s) // a set-key waiting for a gate shows the code
+	}})
 	defer keys.Close()
+	if ctl, err = newControl(cfg, log, keys, r.reload, func() {
+		r.status(fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners())))
+	}); err != nil {
+		return cli.WithHint(err, cli.ExitUsage, "")
+	}
+	r.ctl = ctl
 	load := func(ctx context.Context, c *config.Config) (*proxy.Plan, error) {
 		for _, w := range c.Warnings {
 			log.Warn("configuration weaker than the defaults", "err", w)
 		}
+		c, err := ctl.Apply(c)
+		if err != nil {
+			return nil, err
+		}
 		g := keys.Begin()
-		if err := g.Open(ctx, c); err != nil {
+		// Keys the control API committed stay open before a listener
+		// uses them: attaching one needs no second approval.
+		if err := g.OpenKeys(ctx, c, append(keyring.Used(c), ctl.Held(c)...)...); err != nil {
 			g.Discard()
 			return nil, err
 		}
@@ -122,7 +139,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 			return nil, err
 		}
 		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
-			Applied: g.Commit, Discarded: g.Discard}, nil
+			Applied: func() { g.Commit(); ctl.Applied(c) }, Discarded: g.Discard}, nil
 	}
 	var initial atomic.Pointer[config.Config]
 	initial.Store(cfg)
@@ -185,6 +202,7 @@ type runner struct {
 	stopGroup context.CancelFunc
 	reloads   chan chan error // to the reload worker
 	admin     *http.Server
+	ctl       *control.Server
 
 	state runState
 }
@@ -260,14 +278,23 @@ func (r *runner) started(startErr error) (end bool, err error) {
 		if r.cfg.Admin.Reload {
 			reloadFn = r.reload
 		}
-		r.admin = &http.Server{Handler: proxy.AdminHandler(r.reg, r.group.Ready, reloadFn), ReadHeaderTimeout: 10 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("/ctl/", r.ctl.Handler()) // refuses any but a unix socket's allowed callers
+		mux.Handle("/", proxy.AdminHandler(r.reg, r.group.Ready, reloadFn))
+		r.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnContext: control.ConnContext}
 		go func() { _ = r.admin.Serve(ln) }()
 		r.log.Info("admin listening", "addr", ln.Addr().String(), "reload", r.cfg.Admin.Reload)
 	}
 
 	// Confine before READY: every key is open, every listener bound.
 	if r.confine {
-		p, err := confine(r.log, r.cfg)
+		// The configuration with the state file's changes: its keys'
+		// directories too.
+		running := r.ctl.Running()
+		if running == nil {
+			running = r.cfg
+		}
+		p, err := confine(r.log, running)
 		if err != nil {
 			r.stop("sandbox not applied")
 			_ = r.group.Wait()
@@ -392,6 +419,8 @@ func startError(err error) error {
 	switch {
 	case errors.Is(err, config.ErrInvalid):
 		return cli.WithHint(err, cli.ExitUsage, "")
+	case errors.Is(err, control.ErrConflict):
+		return cli.WithHint(err, cli.ExitUsage, "make the configuration and [admin] state_file agree: write the change into the configuration, or edit the state file (docs/control.md)")
 	case errors.Is(err, keyring.ErrDenied):
 		return cli.WithHint(err, cli.ExitDenied, "an operator denied this start-up at the gate; ask why before starting again (the gate's audit log has who and when)")
 	case errors.Is(err, keyring.ErrCodeMismatch):

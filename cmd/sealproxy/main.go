@@ -1,6 +1,7 @@
 // Command sealproxy is the TLS termination proxy whose private keys stay
 // sealed: `sealproxy run`, `sealproxy check`, `sealproxy reload`,
-// `sealproxy version`, and `sealproxy service` on Windows.
+// `sealproxy ctl` (run-time changes), `sealproxy version`, and
+// `sealproxy service` on Windows.
 package main
 
 import (

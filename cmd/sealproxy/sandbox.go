@@ -74,6 +74,10 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 	if cfg.Revocation.CacheDir != "" { // CRLs fetched from URLs are kept there
 		p.Write = append(p.Write, cfg.Resolve(cfg.Revocation.CacheDir))
 	}
+	if cfg.Admin.StateFile != "" {
+		// sealproxy ctl replaces it: a temporary file renamed over it.
+		p.Write = append(p.Write, filepath.Dir(cfg.Resolve(cfg.Admin.StateFile)))
+	}
 	p.Clean()
 	return p
 }

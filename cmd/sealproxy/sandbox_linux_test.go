@@ -303,3 +303,5 @@ crl = ["http://crl.example.com/ca.crl"]
 		}
 	}
 }
+
+func init() { confinedChildEnvs = append(confinedChildEnvs, sandboxChildEnv) }

@@ -99,3 +99,5 @@ func TestSandboxBlockedBySeccomp(t *testing.T) {
 		t.Errorf("logs lack %q:\n%s", want, logs.String())
 	}
 }
+
+func init() { confinedChildEnvs = append(confinedChildEnvs, seccompChildEnv) }

@@ -23,6 +23,9 @@ commands:
   check --config FILE    validate FILE, its certificates and CA bundles (no key is opened)
   reload --admin ADDR    ask the running sealproxy to reload and wait for the outcome
                          (ADDR is its [admin] listen, with reload = true)
+  ctl --admin unix:PATH VERB
+                         change keys and certificates of the running sealproxy
+                         (keys, set-key, commit, abort, attach, detach, remove-key)
   service COMMAND        install, uninstall, start or stop the Windows service
   version                print the version
 
@@ -63,6 +66,8 @@ func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout
 		return cmdCheck(d.untilSignal(ctx), rest, stdout, stderr)
 	case "reload":
 		return cmdReload(d.untilSignal(ctx), rest, stdout)
+	case "ctl":
+		return cmdCtl(d.untilSignal(ctx), rest, stdout, stderr)
 	case "service":
 		return cmdService(ctx, rest, stdout, stderr)
 	case "version":
@@ -73,7 +78,7 @@ func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout
 		return nil
 	default:
 		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage,
-			"commands are run, check, reload, service and version; run 'sealproxy help'")
+			"commands are run, check, reload, ctl, service and version; run 'sealproxy help'")
 	}
 }
 

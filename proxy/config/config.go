@@ -95,7 +95,7 @@ type Config struct {
 	// check` prints them.
 	Warnings Errors `toml:"-"`
 
-	loc *locator // positions, for warnings added after Parse
+	loc *locator // positions: for warnings and errors made after parsing (Where)
 }
 
 // Sandbox confines `sealproxy run` once it has started (docs/sandboxing.md).
@@ -224,6 +224,13 @@ type Admin struct {
 	// admin listener could use it, so it needs a loopback address or a
 	// unix socket.
 	Reload bool `toml:"reload"`
+	// StateFile keeps the changes made with `sealproxy ctl` (key
+	// references and certificate paths, never key bytes); run and every
+	// reload apply it after the configuration. Needs a unix: listen.
+	StateFile string `toml:"state_file"`
+	// CtlUsers may call the control API besides root and the service's
+	// own user: user names or numeric uids. Needs a unix: listen.
+	CtlUsers []string `toml:"ctl_users"`
 }
 
 // Load reads, decodes and validates a configuration file.
@@ -283,6 +290,18 @@ func Parse(path string, data []byte) (*Config, error) {
 	cfg.Warnings = v.warns
 	cfg.loc = loc
 	return cfg, nil
+}
+
+// Where places an indexed setting path ("key[1]", "listener[0].keys")
+// as FILE:LINE (FILE alone when the line is unknown), for errors found
+// after parsing.
+func (c *Config) Where(path string) string {
+	if c.loc != nil {
+		if line := c.loc.line(path); line > 0 {
+			return fmt.Sprintf("%s:%d", c.Path, line)
+		}
+	}
+	return c.Path
 }
 
 // Resolve makes p absolute relative to the configuration file's directory.

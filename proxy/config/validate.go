@@ -127,6 +127,12 @@ func (v *validator) validate(c *Config) {
 	} else if c.Admin.Reload {
 		v.errorf("admin.reload", "needs admin.listen")
 	}
+	if c.Admin.StateFile != "" && !strings.HasPrefix(c.Admin.Listen, "unix:") {
+		v.errorf("admin.state_file", "the control API (sealproxy ctl) is served only on a unix: admin.listen, whose callers' uid is checked; set listen = \"unix:/run/sealproxy/admin.sock\"")
+	}
+	if len(c.Admin.CtlUsers) > 0 && !strings.HasPrefix(c.Admin.Listen, "unix:") {
+		v.errorf("admin.ctl_users", "the control API (sealproxy ctl) is served only on a unix: admin.listen, whose callers' uid is checked; set listen = \"unix:/run/sealproxy/admin.sock\"")
+	}
 	for i := range c.Listeners {
 		l := &c.Listeners[i]
 		p := fmt.Sprintf("listener[%d]", i)
