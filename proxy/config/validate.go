@@ -107,7 +107,7 @@ func (v *validator) validate(c *Config) {
 			v.errorf(p+".source", "file: keys are plaintext and need allow_plaintext_keys = true (development only); seal the key with 'seal encrypt'")
 		}
 	}
-	if len(c.Listeners) == 0 {
+	if len(c.Listeners) == 0 && isZeroPool(&c.Pool) {
 		v.errs = append(v.errs, &Error{File: v.file, Msg: "no [[listener]]: nothing to do"})
 	}
 	names := map[string]bool{}
@@ -146,6 +146,7 @@ func (v *validator) validate(c *Config) {
 		}
 		v.listener(c, p, l, keys)
 	}
+	v.pool(c, keys)
 }
 
 func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]bool) {
