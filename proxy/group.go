@@ -15,6 +15,8 @@ type Plan struct {
 	Listeners []*ListenerConfig
 	// MaxConns bounds connections over all listeners (0: unbounded).
 	MaxConns int
+	// Pool is the TLS pool (nil: none).
+	Pool *PoolConfig
 	// Applied, if set, is called once the plan runs; Discarded when it
 	// was loaded but refused (the previous plan keeps running). Key
 	// custody uses them to close keys no plan needs any more.
@@ -38,6 +40,13 @@ type Group struct {
 	wg       sync.WaitGroup
 	fatal    chan error
 	ctx      context.Context
+	pool     *poolMember
+}
+
+type poolMember struct {
+	p      *Pool
+	listen string
+	cancel context.CancelFunc
 }
 
 type member struct {
@@ -105,6 +114,9 @@ func (g *Group) Wait() error {
 	g.mu.Lock()
 	for _, m := range g.members {
 		m.cancel()
+	}
+	if g.pool != nil {
+		g.pool.cancel()
 	}
 	g.mu.Unlock()
 	g.wg.Wait()
@@ -199,8 +211,17 @@ func (g *Group) apply(plan *Plan) error {
 		}
 		opened[lc.Name] = ln
 	}
-	servers := map[string]*Server{}
 	opts := g.opts
+	var newPool *Pool
+	if plan.Pool != nil && (g.pool == nil || g.pool.listen != plan.Pool.Listen) {
+		po := opts
+		var err error
+		if newPool, err = NewPool(plan.Pool, &po, g.opts.Listen); err != nil {
+			return fail(err)
+		}
+		newPool.setGlobal(g.opts.Global)
+	}
+	servers := map[string]*Server{}
 	for name, ln := range opened {
 		var lc *ListenerConfig
 		for _, c := range plan.Listeners {
@@ -210,6 +231,9 @@ func (g *Group) apply(plan *Plan) error {
 		}
 		s, err := NewServer(ln, lc, &opts)
 		if err != nil {
+			if newPool != nil {
+				newPool.closeListener()
+			}
 			return fail(err)
 		}
 		s.opts.Global = g.opts.Global
@@ -234,7 +258,47 @@ func (g *Group) apply(plan *Plan) error {
 			delete(g.members, name)
 		}
 	}
+	g.applyPool(plan.Pool, newPool)
 	return nil
+}
+
+// applyPool starts a new pool socket (stopping the one it replaces),
+// updates the running one, or stops it when the plan has none.
+func (g *Group) applyPool(pc *PoolConfig, p *Pool) {
+	switch {
+	case p != nil:
+		if g.pool != nil {
+			g.pool.cancel()
+		}
+		ctx, cancel := context.WithCancel(g.ctx)
+		g.pool = &poolMember{p: p, listen: pc.Listen, cancel: cancel}
+		g.opts.Log.Info("listening", "listener", "pool", "addr", pc.Listen, "services", len(pc.Services))
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if err := p.Serve(ctx); err != nil {
+				select {
+				case g.fatal <- fmt.Errorf("pool: %w", err):
+				default:
+				}
+			}
+		}()
+	case pc != nil:
+		g.pool.p.Update(pc)
+	case g.pool != nil:
+		g.pool.cancel()
+		g.pool = nil
+	}
+}
+
+// PoolAddr returns the pool socket's address, or nil without a pool.
+func (g *Group) PoolAddr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pool == nil {
+		return nil
+	}
+	return g.pool.p.Addr()
 }
 
 func (g *Group) start(lc *ListenerConfig, s *Server) {

@@ -21,6 +21,10 @@ type Metrics struct {
 	Closed           *prometheus.CounterVec   // listener, reason
 	Reloads          *prometheus.CounterVec   // result
 	SignSeconds      *prometheus.HistogramVec // key
+	// PoolRequests counts TLS pool requests by service and result ("ok"
+	// or a failure reason); requests naming no known service count under
+	// service "".
+	PoolRequests *prometheus.CounterVec // service, result
 }
 
 // NewMetrics makes the collectors and registers them with reg (nil: not
@@ -63,9 +67,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}, []string{"key"}),
 	}
+	m.PoolRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sealproxy_pool_requests_total", Help: "TLS pool requests, by service and result (ok or the failure reason).",
+	}, []string{"service", "result"})
 	if reg != nil {
 		reg.MustRegister(m.Accepted, m.Active, m.Rejected, m.HandshakeErrors, m.HandshakeSeconds,
 			m.BytesIn, m.BytesOut, m.BackendErrors, m.Closed, m.Reloads, m.SignSeconds)
+		reg.MustRegister(m.PoolRequests)
 	}
 	return m
 }
