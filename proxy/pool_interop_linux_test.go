@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -132,5 +133,32 @@ func TestPoolClientRoleOpenSSLServer(t *testing.T) {
 	}
 	if !strings.Contains(string(page), "200 ok") || !strings.Contains(string(page), "pool-client") {
 		t.Fatalf("s_server page does not show the pool's client certificate:\n%s", page)
+	}
+}
+
+// TestPoolIndependentPythonCheck runs the independent check: a
+// Python client written from docs/pool.md alone (send_fds/recv_fds)
+// passes an accepted connection, openssl s_client's bytes cross both
+// ways, and the answer's peer is {} without a client certificate and
+// names alice's CN with client_auth = "require".
+func TestPoolIndependentPythonCheck(t *testing.T) {
+	testenv.SkipIfShort(t, "drives python3 and openssl")
+	python := testenv.LookTool(t, "python3", "python3")
+	testenv.LookTool(t, "openssl", "openssl")
+	e := newPoolEnv(t, webService)
+	cert, key := e.alice.WriteFiles(t, e.dir, "alice")
+	run := func(args ...string) *pool.Answer {
+		out := runTool(t, "", python, append([]string{"testdata/pool_check.py", e.path}, args...)...)
+		var a pool.Answer
+		if err := json.Unmarshal([]byte(strings.TrimSpace(out)), &a); err != nil {
+			t.Fatalf("python check printed %q: %v", out, err)
+		}
+		return &a
+	}
+	if a := run("open", e.dir+"/ca.crt"); !a.OK || a.Peer == nil || a.Peer.CN != "" || a.Peer.SPKISHA256 != "" || len(a.Peer.DNS)+len(a.Peer.URI) != 0 {
+		t.Errorf("without a client certificate: %+v peer %+v, want peer {}", a, a.Peer)
+	}
+	if a := run("web", e.dir+"/ca.crt", cert, key); !a.OK || a.Peer == nil || a.Peer.CN != "alice" {
+		t.Errorf("with client_auth = require: %+v peer %+v, want cn alice", a, a.Peer)
 	}
 }
