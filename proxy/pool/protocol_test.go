@@ -13,14 +13,14 @@ func TestParseRequest(t *testing.T) {
 		t.Fatalf("%+v, %v", r, err)
 	}
 	for _, bad := range []string{
-		`{"v":1,"service":"web"}`,             // no newline
-		`{"v":1,"service":"web"}` + "\n\n",    // two lines
-		`{"v":1,"service":"web"} {}` + "\n",   // two values
-		`{"v":1,"service":"web"}x` + "\n",     // trailing garbage
-		`[1]` + "\n",                          // not an object
-		`{"v":1}` + "\n",                      // no service
-		`{"v":"1","service":"web"}` + "\n",    // wrong type
-		`{"v":1,"Service":"web"}` + "\n",      // field names are exact
+		`{"v":1,"service":"web"}`,           // no newline
+		`{"v":1,"service":"web"}` + "\n\n",  // two lines
+		`{"v":1,"service":"web"} {}` + "\n", // two values
+		`{"v":1,"service":"web"}x` + "\n",   // trailing garbage
+		`[1]` + "\n",                        // not an object
+		`{"v":1}` + "\n",                    // no service
+		`{"v":"1","service":"web"}` + "\n",  // wrong type
+		`{"v":1,"Service":"web"}` + "\n",    // field names are exact
 		`{"v":1,"service":"a","service":"b"}` + "\n",
 		`{"v":1,"service":"web\u0000x"}` + "\n", // not printable
 		`{"v":1,"service":"w\u00e9b"}` + "\n",
