@@ -10,6 +10,10 @@ import (
 	"time"
 )
 
+// poolUnavailable refuses [pool] (a variable so that tests on Linux
+// check the Windows refusal).
+var poolUnavailable = runtime.GOOS == "windows"
+
 // pool validates [pool] and its services, resolving user and group
 // names to ids (so a typo fails `sealproxy check`, not a request).
 func (v *validator) pool(c *Config, keys map[string]bool) {
@@ -18,7 +22,7 @@ func (v *validator) pool(c *Config, keys map[string]bool) {
 	if isZeroPool(pl) {
 		return
 	}
-	if runtime.GOOS == "windows" {
+	if poolUnavailable {
 		v.errorf("pool", "the TLS pool is not available on Windows yet (it passes sockets with SCM_RIGHTS, which Windows lacks; see docs/pool.md): remove [pool]")
 		return
 	}

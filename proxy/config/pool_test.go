@@ -99,3 +99,15 @@ func TestPoolNobody(t *testing.T) {
 		t.Errorf("ids %+v", cfg.Pool.Services[0])
 	}
 }
+
+// TestPoolRefusedOnWindows: the Windows build refuses [pool] with a
+// clear error instead of starting without it.
+func TestPoolRefusedOnWindows(t *testing.T) {
+	old := poolUnavailable
+	poolUnavailable = true
+	defer func() { poolUnavailable = old }()
+	_, err := Parse("c.toml", []byte(poolOnly))
+	if err == nil || !strings.Contains(err.Error(), "c.toml:6: pool: the TLS pool is not available on Windows yet") {
+		t.Fatalf("got %v", err)
+	}
+}
