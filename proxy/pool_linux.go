@@ -164,10 +164,21 @@ func (p *Pool) Serve(ctx context.Context) error {
 	return serr
 }
 
+// busyWait bounds how long a busy refusal waits for the request: an
+// application that sends at once is answered at once.
+const busyWait = time.Second
+
 func (p *Pool) refuseBusy(uc *net.UnixConn, msg string) {
 	p.srv.opts.Metrics.Rejected.WithLabelValues("pool", "busy").Inc()
 	p.srv.opts.Metrics.PoolRequests.WithLabelValues("", pool.ReasonBusy).Inc()
-	_ = uc.SetWriteDeadline(time.Now().Add(time.Second))
+	// Take the request (and close its descriptors) before answering:
+	// closing with it unread would make the application's send fail
+	// (EPIPE) before it could read why.
+	_ = uc.SetDeadline(time.Now().Add(busyWait))
+	_, fds, _ := readRequest(uc)
+	for _, fd := range fds {
+		_ = syscall.Close(fd)
+	}
 	_, _ = uc.Write((&pool.Answer{Reason: pool.ReasonBusy, Error: msg}).Marshal())
 	_ = uc.Close()
 }

@@ -68,11 +68,13 @@ func Do(ctx context.Context, poolPath string, conn net.Conn, req *Request) (net.
 	}); err != nil {
 		return nil, nil, fmt.Errorf("pool: %w", err)
 	}
-	if werr != nil {
+	ans, fds, err := readAnswer(uc)
+	if werr != nil && (err != nil || ans.OK) {
+		// A refusal may come before the request is taken; else the send's
+		// error is the story.
+		closeFDs(fds)
 		return nil, nil, ctxErr(ctx, fmt.Errorf("pool: sending the request: %w", werr))
 	}
-
-	ans, fds, err := readAnswer(uc)
 	if err != nil {
 		closeFDs(fds)
 		return nil, nil, ctxErr(ctx, err)

@@ -225,7 +225,8 @@ static int starttls(int fd, struct sealpool_params *p, int *plainfd) {
 	memcpy(CMSG_DATA(c), &fd, sizeof(int));
 	ssize_t w;
 	do w = sendmsg(s, &m, MSG_NOSIGNAL); while (w < 0 && errno == EINTR);
-	if (w != (ssize_t)len) { int e = errno; close(s); errno = e; return fail(p, "", "sending the request"); }
+	int send_errno = w == (ssize_t)len ? 0 : (w < 0 ? errno : EIO);
+	/* On a failed send, still read: a refusal may have come first. */
 
 	char *ans = malloc(MAX_ANSWER);
 	if (!ans) { close(s); return fail(p, "", "out of memory"); }
@@ -237,7 +238,12 @@ static int starttls(int fd, struct sealpool_params *p, int *plainfd) {
 		struct msghdr r = {.msg_iov = &iv, .msg_iovlen = 1, .msg_control = in.buf, .msg_controllen = sizeof in.buf};
 		ssize_t n;
 		do n = recvmsg(s, &r, MSG_CMSG_CLOEXEC); while (n < 0 && errno == EINTR);
-		if (n < 0) { int e = errno; free(ans); close(s); if (passed >= 0) close(passed); errno = e; return fail(p, "", "reading the answer"); }
+		if (n < 0) {
+			int e = send_errno ? send_errno : errno;
+			free(ans); close(s); if (passed >= 0) close(passed);
+			errno = e;
+			return fail(p, "", send_errno ? "sending the request" : "reading the answer");
+		}
 		for (struct cmsghdr *h = CMSG_FIRSTHDR(&r); h; h = CMSG_NXTHDR(&r, h)) {
 			if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS) continue;
 			size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
@@ -251,8 +257,8 @@ static int starttls(int fd, struct sealpool_params *p, int *plainfd) {
 		got += (size_t)n;
 		if (got > 0 && memchr(ans, '\n', got)) break;
 		if (n == 0 || got >= MAX_ANSWER - 1) {
-			free(ans); close(s); if (passed >= 0) close(passed); errno = 0;
-			return fail(p, "", "the pool closed without a complete answer");
+			free(ans); close(s); if (passed >= 0) close(passed); errno = send_errno;
+			return fail(p, "", send_errno ? "sending the request" : "the pool closed without a complete answer");
 		}
 	}
 	close(s);
@@ -273,6 +279,7 @@ static int starttls(int fd, struct sealpool_params *p, int *plainfd) {
 		if (!p->reason[0]) set(p->reason, sizeof p->reason, "unknown");
 		return -1;
 	}
+	if (send_errno) { if (passed >= 0) close(passed); errno = send_errno; return fail(p, "", "sending the request"); }
 	if (passed < 0) return fail(p, "", "a success answer without a file descriptor");
 	*plainfd = passed;
 	return 0;
