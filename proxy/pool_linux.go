@@ -486,3 +486,44 @@ func (p *Pool) setGlobal(l *Limiter) { p.srv.opts.Global = l }
 
 // closeListener closes a pool that never served.
 func (p *Pool) closeListener() { _ = p.ln.Close() }
+
+// requestTLS is the service's TLS configuration for one request: the
+// request's server_name (client role) and ALPN applied, and a hook that
+// records which key was presented.
+func (ps *PoolService) requestTLS(serverName string, alpn []string, presented *string) (*tls.Config, error) {
+	tc := ps.TLS.Clone()
+	if len(alpn) > 0 {
+		for _, p := range alpn {
+			if len(ps.TLS.NextProtos) > 0 && !slices.Contains(ps.TLS.NextProtos, p) {
+				return nil, fmt.Errorf("alpn %q is not among the service's protocols", p)
+			}
+		}
+		tc.NextProtos = alpn
+	}
+	if ps.Client {
+		if serverName != "" {
+			tc.ServerName = serverName
+		}
+		if tc.ServerName == "" {
+			return nil, fmt.Errorf("service %q has no server_name: the request must name the server to verify", ps.Name)
+		}
+		if len(tc.Certificates) > 0 {
+			leaf := tc.Certificates[0].Leaf
+			tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+				*presented = ps.keyNames[leaf]
+				return &tc.Certificates[0], nil
+			}
+		}
+		return tc, nil
+	}
+	if get := tc.GetCertificate; get != nil {
+		tc.GetCertificate = func(h *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, err := get(h)
+			if c != nil {
+				*presented = ps.keyNames[c.Leaf]
+			}
+			return c, err
+		}
+	}
+	return tc, nil
+}
