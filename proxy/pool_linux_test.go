@@ -65,7 +65,7 @@ keys = ["web"]
 backend = "127.0.0.1:1"
 `
 
-func newPoolEnv(t *testing.T, services string, before ...func(*Pool)) *poolEnv {
+func newPoolEnv(t testing.TB, services string, before ...func(*Pool)) *poolEnv {
 	t.Helper()
 	e := &poolEnv{dir: t.TempDir(), log: &testenv.SyncBuffer{}}
 	e.ca = testenv.NewCA(t, "pool CA")
@@ -100,7 +100,7 @@ func newPoolEnv(t *testing.T, services string, before ...func(*Pool)) *poolEnv {
 }
 
 // build parses a configuration of the keys and services and builds it.
-func (e *poolEnv) build(t *testing.T, services string) *PoolConfig {
+func (e *poolEnv) build(t testing.TB, services string) *PoolConfig {
 	t.Helper()
 	data := fmt.Sprintf(poolKeysTOML+"[pool]\nlisten = \"unix:%s\"\n", e.path) + fmt.Sprintf(services, os.Getuid())
 	cfg, err := config.Parse(filepath.Join(e.dir, "sealproxy.toml"), []byte(data))
@@ -148,7 +148,7 @@ type accepted struct {
 
 // serveOne accepts one TCP connection on 127.0.0.1 and hands it to the
 // pool's service, as an application would.
-func (e *poolEnv) serveOne(t *testing.T, service string) (string, <-chan accepted) {
+func (e *poolEnv) serveOne(t testing.TB, service string) (string, <-chan accepted) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -170,7 +170,7 @@ func (e *poolEnv) serveOne(t *testing.T, service string) (string, <-chan accepte
 	return ln.Addr().String(), out
 }
 
-func (e *poolEnv) dialTLS(t *testing.T, addr string, client *testenv.Leaf) (*tls.Conn, error) {
+func (e *poolEnv) dialTLS(t testing.TB, addr string, client *testenv.Leaf) (*tls.Conn, error) {
 	cfg := &tls.Config{RootCAs: e.ca.Pool(), ServerName: "web.test"}
 	if client != nil {
 		// Sent even when the server's CA list does not name its issuer.
