@@ -46,6 +46,7 @@ func echoPlain(c net.Conn) { _, _ = io.Copy(c, c) }
 // BenchmarkPoolHandshake is BenchmarkHandshake through the pool: TCP
 // accept, fd passing, the handshake in the pool, the plaintext fd back.
 func BenchmarkPoolHandshake(b *testing.B) {
+	defer reportCPU(b)()
 	e := newPoolEnv(b, webService)
 	addr := poolBenchApp(b, e, echoPlain)
 	cfg := &tls.Config{RootCAs: e.ca.Pool(), ServerName: "web.test"}
@@ -61,6 +62,7 @@ func BenchmarkPoolHandshake(b *testing.B) {
 // BenchmarkPoolCopy is BenchmarkCopy/offload through the pool: the
 // remote writes 256 KiB chunks, the application reads and discards them.
 func BenchmarkPoolCopy(b *testing.B) {
+	defer reportCPU(b)()
 	e := newPoolEnv(b, webService)
 	addr := poolBenchApp(b, e, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	c, err := e.dialTLS(b, addr, nil)
@@ -81,6 +83,7 @@ func BenchmarkPoolCopy(b *testing.B) {
 // BenchmarkPoolPingPong64 is BenchmarkPingPong64 through the pool: the
 // application echoes on the plaintext fd.
 func BenchmarkPoolPingPong64(b *testing.B) {
+	defer reportCPU(b)()
 	e := newPoolEnv(b, webService)
 	addr := poolBenchApp(b, e, echoPlain)
 	c, err := e.dialTLS(b, addr, nil)
