@@ -340,6 +340,12 @@ func (p *Pool) request(uc *net.UnixConn, st *poolState) (*pool.Request, net.Conn
 		c.Close()
 		return req, nil, cr, bad("the file descriptor is not a stream socket")
 	}
+	if c.RemoteAddr() == nil {
+		// A listening or unconnected socket: nothing to run TLS with (and
+		// the connection's log line needs the peer's address).
+		c.Close()
+		return req, nil, cr, bad("the socket is not connected")
+	}
 	return req, c, cr, nil
 }
 

@@ -410,6 +410,18 @@ func TestPoolRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A listening socket is a stream socket with no peer: refused, and
+	// the pool does not trip over its missing remote address.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	lf, _ := l.(*net.TCPListener).File()
+	defer lf.Close()
+	if a, _ := rawRequest(t, e.path, []byte(`{"v":1,"service":"web"}`+"\n"), int(lf.Fd())); a.Reason != pool.ReasonBadRequest {
+		t.Errorf("listening socket: %+v", a)
+	}
 	// A datagram socket is not a stream to run TLS on.
 	u, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
