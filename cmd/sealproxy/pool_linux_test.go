@@ -96,3 +96,34 @@ func TestRunPoolOnly(t *testing.T) {
 	}
 	echo("after the reload")
 }
+
+// TestCheckPool: `sealproxy check` accepts a pool-only configuration
+// (reading its certificates and CAs, opening no key), and names the file
+// and line of a pool mistake and of a missing CA bundle.
+func TestCheckPool(t *testing.T) {
+	dir := t.TempDir()
+	testenv.NewCA(t, "test CA").Server(t, "web.test").WriteFiles(t, dir, "web")
+	cfg := key("web") + "[pool]\nlisten = \"unix:" + filepath.Join(dir, "pool.sock") + "\"\n\n[[pool.service]]\nname = \"web\"\nrole = \"server\"\nkeys = [\"web\"]\nusers = [\"root\"]\n"
+	path := filepath.Join(dir, "sealproxy.toml")
+	for _, tt := range []struct {
+		name, cfg string
+		code      int
+		out       string
+	}{
+		{"valid", cfg, 0, "configuration is valid"},
+		{"bad role", strings.Replace(cfg, `role = "server"`, `role = "proxy"`, 1), 2,
+			"sealproxy: error: " + path + ":11: pool.service[0].role: unknown role \"proxy\" (want server or client)"},
+		{"missing client CA", strings.Replace(cfg, `users = ["root"]`, "users = [\"root\"]\ntls = { client_auth = \"require\", client_ca = \"nope.pem\" }", 1), 2,
+			`sealproxy: error: pool service "web": client_ca: reading certificate chain`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(tt.cfg), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, code := runCLI(t, "check", "--config", path)
+			if code != tt.code || !strings.Contains(stdout+stderr, tt.out) {
+				t.Errorf("code %d\nstdout: %s\nstderr: %s\nwant code %d and %q", code, stdout, stderr, tt.code, tt.out)
+			}
+		})
+	}
+}
