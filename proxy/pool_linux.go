@@ -51,8 +51,7 @@ func NewPool(cfg *PoolConfig, opts *Options, listen func(string) (net.Listener, 
 	if listen == nil {
 		listen = Listen
 	}
-	path, ok := strings.CutPrefix(cfg.Listen, "unix:")
-	if !ok {
+	if !strings.HasPrefix(cfg.Listen, "unix:") {
 		return nil, fmt.Errorf("pool: listen %q: want unix:PATH", cfg.Listen)
 	}
 	ln, err := listen(cfg.Listen)
@@ -64,20 +63,28 @@ func NewPool(cfg *PoolConfig, opts *Options, listen func(string) (net.Listener, 
 		ln.Close()
 		return nil, fmt.Errorf("pool: %s is not a unix socket", cfg.Listen)
 	}
-	if err := os.Chmod(path, cfg.FileMode); err != nil {
+	if err := setSocketMode(cfg); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("pool: %w", err)
-	}
-	if cfg.GID >= 0 {
-		if err := os.Chown(path, -1, cfg.GID); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("pool: %w", err)
-		}
+		return nil, err
 	}
 	p := &Pool{ln: ul, peerCred: peerCred}
 	p.srv = &Server{ln: ln, opts: opts.withDefaults(), local: NewLimiter(0), conns: map[*conn]struct{}{}, tickets: newTicketKeys()}
 	p.Update(cfg)
 	return p, nil
+}
+
+// setSocketMode applies the socket file's mode and group.
+func setSocketMode(cfg *PoolConfig) error {
+	path := strings.TrimPrefix(cfg.Listen, "unix:")
+	if err := os.Chmod(path, cfg.FileMode); err != nil {
+		return fmt.Errorf("pool: %w", err)
+	}
+	if cfg.GID >= 0 {
+		if err := os.Chown(path, -1, cfg.GID); err != nil {
+			return fmt.Errorf("pool: %w", err)
+		}
+	}
+	return nil
 }
 
 // Addr is the socket's address.
@@ -97,6 +104,12 @@ func (p *Pool) Update(cfg *PoolConfig) {
 		}
 	}
 	p.srv.local.SetMax(cfg.MaxConns)
+	if old := p.state.Load(); old != nil && (old.cfg.FileMode != cfg.FileMode || old.cfg.GID != cfg.GID) {
+		// A reload's mode or group: the socket stays, its file changes.
+		if err := setSocketMode(cfg); err != nil {
+			p.srv.opts.Log.Warn("pool socket mode or group unchanged", "err", err)
+		}
+	}
 	p.state.Store(st)
 }
 

@@ -464,7 +464,7 @@ func TestPoolNotAllowed(t *testing.T) {
 // service and lowers max_connections to 1: the connection relayed
 // before goes on, a new request for "open" is unknown_service, and any
 // other request is answered busy at once while that connection holds
-// the only slot.
+// the only slot. The reload's mode applies to the socket file.
 func TestPoolReload(t *testing.T) {
 	e := newPoolEnv(t, webService)
 	addr, app := e.serveOne(t, "open")
@@ -480,7 +480,10 @@ func TestPoolReload(t *testing.T) {
 	defer a.plain.Close()
 
 	only := strings.Replace(webService, `name = "open"`, `name = "renamed"`, 1)
-	e.p.Update(e.build(t, "max_connections = 1\n"+only))
+	e.p.Update(e.build(t, "max_connections = 1\nmode = \"0600\"\n"+only))
+	if fi, err := os.Stat(e.path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("socket after the reload: %v, %v; want mode 0600", fi, err)
+	}
 
 	poolRoundTrip(t, remote, a.plain) // the old connection keeps its service
 
