@@ -90,6 +90,7 @@ func TestPingPong(t *testing.T) {
 }
 
 func BenchmarkHandshake(b *testing.B) {
+	defer reportCPU(b)()
 	p := newPKI(b)
 	echo := testenv.StartEcho(b, nil)
 	cfg := listenerConfig(config.ModeOffload, echo.Addr)
@@ -109,6 +110,7 @@ func BenchmarkHandshake(b *testing.B) {
 func BenchmarkCopy(b *testing.B) {
 	for _, mode := range []config.Mode{config.ModeOffload, config.ModeBridge} {
 		b.Run(mode.String(), func(b *testing.B) {
+			defer reportCPU(b)()
 			p := newPKI(b)
 			// A sink backend: reads and discards, answers nothing.
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -282,6 +284,7 @@ func TestHelperIdleClients(t *testing.T) {
 // BenchmarkPingPong64 measures the round trip of 64-byte messages through
 // offload (client and echo backend in this process).
 func BenchmarkPingPong64(b *testing.B) {
+	defer reportCPU(b)()
 	p := newPKI(b)
 	echo := testenv.StartEcho(b, nil)
 	cfg := listenerConfig(config.ModeOffload, echo.Addr)

@@ -32,64 +32,7 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	chains := map[string][][]byte{}
-	certs := map[string]*tls.Certificate{}
-	staplers := map[*tls.Certificate]*stapler{}
-	key := func(name string) (*tls.Certificate, error) {
-		if c, ok := certs[name]; ok {
-			return c, nil
-		}
-		k := cfg.Key(name)
-		chain, ok := chains[name]
-		if !ok {
-			var err error
-			if chain, err = loadChain(cfg.Resolve(k.Cert)); err != nil {
-				return nil, fmt.Errorf("key %q: %w", name, err)
-			}
-			chains[name] = chain
-			warnExpiry(cfg, name, chain)
-		}
-		if open == nil {
-			return nil, nil
-		}
-		signer, err := open(ctx, k)
-		if err != nil {
-			return nil, fmt.Errorf("opening key %q: %w", name, err)
-		}
-		c, err := NewCertificate(name, chain, signer)
-		if err != nil {
-			return nil, err
-		}
-		if k.OCSPStaple != "" {
-			if c.OCSPStaple, err = loadStaple(cfg.Resolve(k.OCSPStaple), c); err != nil {
-				return nil, fmt.Errorf("key %q: ocsp_staple: %w", name, err)
-			}
-		}
-		if k.OCSPFetch || k.OCSPResponder != "" {
-			var issuer *x509.Certificate
-			if len(chain) > 1 {
-				issuer, _ = x509.ParseCertificate(chain[1])
-			}
-			st, err := newStapler(c.Leaf, issuer, k.OCSPResponder, log)
-			if err != nil {
-				return nil, fmt.Errorf("key %q: OCSP: %w", name, err)
-			}
-			fctx, cancel := context.WithTimeout(ctx, ocspTimeout)
-			err = st.fetch(fctx)
-			cancel()
-			switch {
-			case errors.Is(err, errOwnRevoked):
-				st.backoff()
-				log.Error("this server's certificate is revoked; handshakes go without a staple", "key", name, "err", err)
-			case err != nil:
-				st.backoff()
-				log.Warn("no OCSP staple yet; handshakes go without until the responder answers", "key", name, "err", err)
-			}
-			staplers[c] = st
-		}
-		certs[name] = c
-		return c, nil
-	}
+	key, staplers := keyLoader(ctx, cfg, open, log)
 
 	var out []*ListenerConfig
 	for i := range cfg.Listeners {
@@ -165,6 +108,72 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 		out = append(out, lc)
 	}
 	return out, nil
+}
+
+// keyLoader returns the function that loads a [[key]] by name (its
+// chain read once, its key opened once, its staple loaded) for Build and
+// BuildPool, and the staplers it starts. With a nil open it only reads
+// and checks the chain and returns a nil certificate.
+func keyLoader(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Logger) (func(string) (*tls.Certificate, error), map[*tls.Certificate]*stapler) {
+	chains := map[string][][]byte{}
+	certs := map[string]*tls.Certificate{}
+	staplers := map[*tls.Certificate]*stapler{}
+	key := func(name string) (*tls.Certificate, error) {
+		if c, ok := certs[name]; ok {
+			return c, nil
+		}
+		k := cfg.Key(name)
+		chain, ok := chains[name]
+		if !ok {
+			var err error
+			if chain, err = loadChain(cfg.Resolve(k.Cert)); err != nil {
+				return nil, fmt.Errorf("key %q: %w", name, err)
+			}
+			chains[name] = chain
+			warnExpiry(cfg, name, chain)
+		}
+		if open == nil {
+			return nil, nil
+		}
+		signer, err := open(ctx, k)
+		if err != nil {
+			return nil, fmt.Errorf("opening key %q: %w", name, err)
+		}
+		c, err := NewCertificate(name, chain, signer)
+		if err != nil {
+			return nil, err
+		}
+		if k.OCSPStaple != "" {
+			if c.OCSPStaple, err = loadStaple(cfg.Resolve(k.OCSPStaple), c); err != nil {
+				return nil, fmt.Errorf("key %q: ocsp_staple: %w", name, err)
+			}
+		}
+		if k.OCSPFetch || k.OCSPResponder != "" {
+			var issuer *x509.Certificate
+			if len(chain) > 1 {
+				issuer, _ = x509.ParseCertificate(chain[1])
+			}
+			st, err := newStapler(c.Leaf, issuer, k.OCSPResponder, log)
+			if err != nil {
+				return nil, fmt.Errorf("key %q: OCSP: %w", name, err)
+			}
+			fctx, cancel := context.WithTimeout(ctx, ocspTimeout)
+			err = st.fetch(fctx)
+			cancel()
+			switch {
+			case errors.Is(err, errOwnRevoked):
+				st.backoff()
+				log.Error("this server's certificate is revoked; handshakes go without a staple", "key", name, "err", err)
+			case err != nil:
+				st.backoff()
+				log.Warn("no OCSP staple yet; handshakes go without until the responder answers", "key", name, "err", err)
+			}
+			staplers[c] = st
+		}
+		certs[name] = c
+		return c, nil
+	}
+	return key, staplers
 }
 
 func serverTLS(ctx context.Context, cfg *config.Config, t *config.TLS, served []*tls.Certificate, staplers map[*tls.Certificate]*stapler, withKeys bool, log *slog.Logger) (*tls.Config, *clientCheck, error) {

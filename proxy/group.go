@@ -16,6 +16,8 @@ type Plan struct {
 	Listeners []*ListenerConfig
 	// MaxConns bounds connections over all listeners (0: unbounded).
 	MaxConns int
+	// Pool is the TLS pool (nil: none).
+	Pool *PoolConfig
 	// Applied, if set, is called once the plan runs; Discarded when it
 	// was loaded but refused (the previous plan keeps running). Key
 	// custody uses them to close keys no plan needs any more.
@@ -42,6 +44,14 @@ type Group struct {
 
 	expiry     expiryWatch
 	stopExpiry context.CancelFunc
+	pool       *poolMember
+}
+
+type poolMember struct {
+	p      *Pool
+	listen string
+	cancel context.CancelFunc
+	cfg    *PoolConfig // what it serves now: its CRLs are polled with the listeners'
 }
 
 type member struct {
@@ -116,11 +126,22 @@ func (g *Group) watchExpiry(ctx context.Context) {
 		for _, m := range g.members {
 			lcs = append(lcs, m.srv.Config())
 		}
+		var checks []*clientCheck
+		if g.pool != nil && g.pool.cfg != nil {
+			for _, s := range g.pool.cfg.Services {
+				checks = append(checks, s.check)
+			}
+		}
 		g.mu.Unlock()
 		now := time.Now()
 		for _, lc := range lcs {
-			if lc.revocation != nil && lc.revocation.check != nil {
-				lc.revocation.check.rev.poll(now)
+			if lc.revocation != nil {
+				checks = append(checks, lc.revocation.check)
+			}
+		}
+		for _, c := range checks {
+			if c != nil && c.rev != nil {
+				c.rev.poll(now)
 			}
 		}
 		g.expiry.note(g.opts.Metrics, g.opts.Log, lcs, now)
@@ -146,6 +167,9 @@ func (g *Group) Wait() error {
 	}
 	for _, m := range g.members {
 		m.cancel()
+	}
+	if g.pool != nil {
+		g.pool.cancel()
 	}
 	g.mu.Unlock()
 	g.wg.Wait()
@@ -240,8 +264,17 @@ func (g *Group) apply(plan *Plan) error {
 		}
 		opened[lc.Name] = ln
 	}
-	servers := map[string]*Server{}
 	opts := g.opts
+	var newPool *Pool
+	if plan.Pool != nil && (g.pool == nil || g.pool.listen != plan.Pool.Listen) {
+		po := opts
+		var err error
+		if newPool, err = NewPool(plan.Pool, &po, g.opts.Listen); err != nil {
+			return fail(err)
+		}
+		newPool.setGlobal(g.opts.Global)
+	}
+	servers := map[string]*Server{}
 	for name, ln := range opened {
 		var lc *ListenerConfig
 		for _, c := range plan.Listeners {
@@ -251,6 +284,9 @@ func (g *Group) apply(plan *Plan) error {
 		}
 		s, err := NewServer(ln, lc, &opts)
 		if err != nil {
+			if newPool != nil {
+				newPool.closeListener()
+			}
 			return fail(err)
 		}
 		s.opts.Global = g.opts.Global
@@ -276,7 +312,48 @@ func (g *Group) apply(plan *Plan) error {
 		}
 	}
 	g.expiry.note(g.opts.Metrics, g.opts.Log, plan.Listeners, time.Now())
+	g.applyPool(plan.Pool, newPool)
 	return nil
+}
+
+// applyPool starts a new pool socket (stopping the one it replaces),
+// updates the running one, or stops it when the plan has none.
+func (g *Group) applyPool(pc *PoolConfig, p *Pool) {
+	switch {
+	case p != nil:
+		if g.pool != nil {
+			g.pool.cancel()
+		}
+		ctx, cancel := context.WithCancel(g.ctx)
+		g.pool = &poolMember{p: p, listen: pc.Listen, cancel: cancel, cfg: pc}
+		g.opts.Log.Info("listening", "listener", "pool", "addr", pc.Listen, "services", len(pc.Services))
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if err := p.Serve(ctx); err != nil {
+				select {
+				case g.fatal <- fmt.Errorf("pool: %w", err):
+				default:
+				}
+			}
+		}()
+	case pc != nil:
+		g.pool.p.Update(pc)
+		g.pool.cfg = pc
+	case g.pool != nil:
+		g.pool.cancel()
+		g.pool = nil
+	}
+}
+
+// PoolAddr returns the pool socket's address, or nil without a pool.
+func (g *Group) PoolAddr() net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pool == nil {
+		return nil
+	}
+	return g.pool.p.Addr()
 }
 
 func (g *Group) start(lc *ListenerConfig, s *Server) {

@@ -26,6 +26,10 @@ type Metrics struct {
 	RevocationEvents *prometheus.CounterVec // listener, event
 	CertExpiry       *prometheus.GaugeVec   // key
 	CRLNextUpdate    *prometheus.GaugeVec   // ca
+	// PoolRequests counts TLS pool requests by service and result ("ok"
+	// or a failure reason); requests naming no known service count under
+	// service "".
+	PoolRequests *prometheus.CounterVec // service, result
 }
 
 // NewMetrics makes the collectors and registers them with reg (nil: not
@@ -68,6 +72,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 		}, []string{"key"}),
 	}
+	m.PoolRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sealproxy_pool_requests_total", Help: "TLS pool requests, by service and result (ok or the failure reason).",
+	}, []string{"service", "result"})
 	m.RevocationEvents = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sealproxy_revocation_events_total",
 		Help: "Client certificate revocation checks that could not be completed or refused, and CRL refreshes that failed, by event.",
@@ -82,6 +89,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		reg.MustRegister(m.Accepted, m.Active, m.Rejected, m.HandshakeErrors, m.HandshakeSeconds,
 			m.BytesIn, m.BytesOut, m.BackendErrors, m.Closed, m.Reloads, m.SignSeconds,
 			m.RevocationEvents, m.CertExpiry, m.CRLNextUpdate)
+		reg.MustRegister(m.PoolRequests)
 	}
 	return m
 }

@@ -161,6 +161,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		go s.handle(c)
 	}
 
+	s.drain()
+	return serr
+}
+
+// drain waits for open connections for up to ShutdownTimeout, then
+// closes the rest and waits for them.
+func (s *Server) drain() {
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	t := time.NewTimer(s.opts.ShutdownTimeout)
@@ -175,7 +182,6 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.mu.Unlock()
 		<-done
 	}
-	return serr
 }
 
 func (s *Server) release() {

@@ -138,7 +138,12 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 			g.Discard()
 			return nil, err
 		}
-		return &proxy.Plan{Listeners: listeners, MaxConns: c.MaxConnections,
+		pool, err := proxy.BuildPool(ctx, c, signers(g, c, metrics), log)
+		if err != nil {
+			g.Discard()
+			return nil, err
+		}
+		return &proxy.Plan{Listeners: listeners, Pool: pool, MaxConns: c.MaxConnections,
 			Applied: func() { g.Commit(); ctl.Applied(c) }, Discarded: g.Discard}, nil
 	}
 	var initial atomic.Pointer[config.Config]

@@ -65,6 +65,18 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 		}
 		dirOf(l.Upstream.CA)
 	}
+	socket(cfg.Pool.Listen)
+	for _, s := range cfg.Pool.Services {
+		dirOf(s.TLS.ClientCA)
+		for _, crl := range s.TLS.CRL {
+			dirOf(crl)
+		}
+		dirOf(s.CA)
+	}
+	if cfg.Pool.Listen != "" {
+		// A reload resolves the services' user and group names again.
+		p.Read = append(p.Read, "/etc/passwd", "/etc/group")
+	}
 	for _, path := range cfg.Sandbox.Read {
 		p.Read = append(p.Read, cfg.Resolve(path))
 	}

@@ -166,6 +166,9 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, err := proxy.Build(ctx, cfg, nil, nil); err != nil {
 		return cli.WithHint(err, cli.ExitUsage, "certificate and CA paths are relative to the configuration file's directory")
 	}
+	if _, err := proxy.BuildPool(ctx, cfg, nil, nil); err != nil {
+		return cli.WithHint(err, cli.ExitUsage, "certificate and CA paths are relative to the configuration file's directory")
+	}
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(stderr, "sealproxy: warning: %s\n", w)
 	}

@@ -89,6 +89,9 @@ type Config struct {
 	Sandbox   Sandbox    `toml:"sandbox"`
 	// Revocation holds what every listener's revocation checks share.
 	Revocation Revocation `toml:"revocation"`
+	// Pool is the TLS pool (docs/pool.md): applications pass sockets
+	// over a unix socket and get plaintext back.
+	Pool Pool `toml:"pool"`
 
 	// Warnings are settings that are valid but weaker than the defaults
 	// (CBC suites, TLS below 1.2), with their positions; `sealproxy
@@ -382,3 +385,55 @@ func (es Errors) Unwrap() []error {
 	}
 	return out
 }
+
+// Pool is the TLS pool's unix socket and its services (docs/pool.md).
+type Pool struct {
+	Listen string `toml:"listen"` // unix:PATH
+	// Mode is the socket file's permissions, octal ("0660"; default
+	// "0666": the services' users and groups decide who may use them).
+	Mode string `toml:"mode"`
+	// Group owns the socket file (a name or a numeric id).
+	Group string `toml:"group"`
+	// MaxConnections bounds the pool's requests and relayed connections
+	// together; beyond it requests are refused with "busy". Default 1024.
+	MaxConnections   int           `toml:"max_connections"`
+	HandshakeTimeout time.Duration `toml:"handshake_timeout"`
+	IdleTimeout      time.Duration `toml:"idle_timeout"`
+	CloseTimeout     time.Duration `toml:"close_timeout"`
+	MaxLifetime      time.Duration `toml:"max_lifetime"`
+
+	Services []PoolService `toml:"service"`
+
+	// FileMode and GID are Mode and Group resolved by validation (GID -1:
+	// unchanged).
+	FileMode os.FileMode `toml:"-"`
+	GID      int         `toml:"-"`
+}
+
+// PoolService is one named TLS policy applications may ask the pool for.
+type PoolService struct {
+	Name string `toml:"name"`
+	Role string `toml:"role"` // server | client
+	// Users and Groups may use the service: names or numeric ids, matched
+	// against the peer credentials of the pool connection (the primary
+	// group). Nobody is allowed by default.
+	Users  []string `toml:"users"`
+	Groups []string `toml:"groups"`
+
+	Keys []string `toml:"keys"` // server role: as a listener's keys
+	TLS  TLS      `toml:"tls"`  // as a listener's tls (server role: the client side's policy)
+
+	// Client role: the CA bundle that verifies servers (empty: system
+	// roots), the default name to verify, and an optional [[key]] to
+	// present as a client certificate.
+	CA         string `toml:"ca"`
+	ServerName string `toml:"server_name"`
+	Key        string `toml:"key"`
+
+	// UIDs and GIDs are Users and Groups resolved by validation.
+	UIDs []uint32 `toml:"-"`
+	GIDs []uint32 `toml:"-"`
+}
+
+// DefaultPoolMaxConnections bounds a pool without max_connections.
+const DefaultPoolMaxConnections = 1024

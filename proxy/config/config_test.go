@@ -141,6 +141,9 @@ func TestFullConfig(t *testing.T) {
 	if !cfg.Admin.Reload {
 		t.Error("admin.reload not read")
 	}
+	if p := cfg.Pool; p.MaxConnections != 256 || p.FileMode != 0o660 || p.MaxLifetime != time.Hour || len(p.Services) != 2 || p.Services[1].ServerName != "api.example.com" {
+		t.Errorf("pool = %+v", p)
+	}
 	if s := cfg.Sandbox; s.Landlock != "best-effort" || len(s.Read) != 1 || len(s.Write) != 1 {
 		t.Errorf("sandbox = %+v", s)
 	}
@@ -239,8 +242,8 @@ func FuzzConfig(f *testing.F) {
 			}
 			return
 		}
-		if len(cfg.Listeners) == 0 {
-			t.Fatal("valid config without listeners")
+		if len(cfg.Listeners) == 0 && cfg.Pool.Listen == "" {
+			t.Fatal("valid config without listeners or a pool")
 		}
 	})
 }

@@ -111,7 +111,7 @@ func (v *validator) validate(c *Config) {
 			v.errorf(p+".source", "%v", err)
 		}
 	}
-	if len(c.Listeners) == 0 {
+	if len(c.Listeners) == 0 && isZeroPool(&c.Pool) {
 		v.errs = append(v.errs, &Error{File: v.file, Msg: "no [[listener]]: nothing to do"})
 	}
 	names := map[string]bool{}
@@ -156,6 +156,7 @@ func (v *validator) validate(c *Config) {
 		}
 		v.listener(c, p, l, keys)
 	}
+	v.pool(c, keys)
 }
 
 func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]bool) {

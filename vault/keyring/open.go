@@ -104,7 +104,7 @@ func retryable(err error) bool {
 		!errors.Is(err, context.Canceled)
 }
 
-// Used returns the keys cfg's listeners use, in file order: only those
+// Used returns the keys cfg's listeners and pool services use, in file order: only those
 // are opened.
 func Used(cfg *config.Config) []*config.Key {
 	used := map[string]bool{}
@@ -116,6 +116,14 @@ func Used(cfg *config.Config) []*config.Key {
 		}
 		if l.Upstream.ClientKey != "" {
 			used[l.Upstream.ClientKey] = true
+		}
+	}
+	for _, s := range cfg.Pool.Services {
+		for _, n := range s.Keys {
+			used[n] = true
+		}
+		if s.Key != "" {
+			used[s.Key] = true
 		}
 	}
 	var out []*config.Key
