@@ -20,6 +20,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sealproxy/sealproxy/internal/atomicfile"
 	"github.com/sealproxy/sealproxy/proxy/config"
 )
 
@@ -331,35 +332,10 @@ func (s *crlSource) fetch(ctx context.Context) error {
 	for _, l := range lists {
 		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: l.der})...)
 	}
-	if err := writeAtomic(s.cache, out); err != nil {
+	if err := atomicfile.Write(s.cache, out, crlCacheMode); err != nil {
 		s.log.Warn("could not keep the CRL on disk; a restart needs the network", "crl", s.where, "err", err)
 	}
 	return nil
-}
-
-// writeAtomic replaces path with data, never leaving a partial file.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".crl-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(crlCacheMode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // crlResult is what the CRLs say about a chain.

@@ -13,7 +13,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -413,7 +412,7 @@ func (s *Server) keys() []KeyInfo {
 // cannot be read is shown as such, not as an error of the whole list.
 func describe(cfg *config.Config, k *config.Key, origin string) KeyInfo {
 	info := KeyInfo{Name: k.Name, Source: redacted(k.Source), Cert: cfg.Resolve(k.Cert), Origin: origin, SANs: []string{}, Listeners: []string{}}
-	if leaf, err := readLeaf(cfg.Resolve(k.Cert)); err == nil {
+	if leaf, err := config.ReadLeaf(cfg.Resolve(k.Cert)); err == nil {
 		fill(&info, leaf)
 	} else {
 		info.Subject = "(unreadable: " + err.Error() + ")"
@@ -455,23 +454,6 @@ func redacted(source string) string {
 	return r.String()
 }
 
-func readLeaf(path string) (*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
-		}
-		if block.Type == "CERTIFICATE" {
-			return x509.ParseCertificate(block.Bytes)
-		}
-	}
-}
-
 func (s *Server) setKey(ctx context.Context, req *Request, progress func(string)) (any, error) {
 	if err := checkName(req.Key); err != nil {
 		return nil, err
@@ -492,7 +474,7 @@ func (s *Server) setKey(ctx context.Context, req *Request, progress func(string)
 	if !filepath.IsAbs(k.Cert) {
 		k.Cert = cfg.Resolve(k.Cert)
 	}
-	leaf, err := readLeaf(k.Cert)
+	leaf, err := config.ReadLeaf(k.Cert)
 	if err != nil {
 		return nil, fmt.Errorf("%w: --cert: %w", ErrBadRequest, err)
 	}

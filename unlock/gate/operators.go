@@ -11,10 +11,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"time"
+
+	"github.com/sealproxy/sealproxy/internal/atomicfile"
 )
 
 // OperatorsFile is the name of the operator list in a key directory.
@@ -109,27 +110,7 @@ func (o *Operators) write(f *operatorFile) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(o.path), ".operators-*.tmp")
-	if err != nil {
-		return fmt.Errorf("writing operators: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil && !errors.Is(err, errors.ErrUnsupported) {
-		tmp.Close()
-		return fmt.Errorf("writing operators: %w", err)
-	}
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing operators: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing operators: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing operators: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), o.path); err != nil {
+	if err := atomicfile.Write(o.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("writing operators: %w", err)
 	}
 	return nil

@@ -20,10 +20,10 @@ package keyring
 import (
 	"context"
 	"crypto/x509"
-	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -253,19 +253,12 @@ func certOf(cfg *config.Config, k *config.Key) *x509.Certificate {
 	return leaf
 }
 
+// readLeaf is the leaf of a [[key]]'s cert file, for errors that say
+// what was being read.
 func readLeaf(path string) (*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
+	leaf, err := config.ReadLeaf(path)
+	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
 		return nil, fmt.Errorf("reading certificate: %w", err)
 	}
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, fmt.Errorf("%s: no PEM CERTIFICATE block", path)
-		}
-		if block.Type == "CERTIFICATE" {
-			return x509.ParseCertificate(block.Bytes)
-		}
-	}
+	return leaf, err
 }
