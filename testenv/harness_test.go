@@ -352,14 +352,14 @@ func TestListenAgain(t *testing.T) {
 	}
 }
 
-// TestIssueValidityAndRevocationURLs: a leaf is valid for a day unless
-// LeafOptions.Validity says longer, and carries the revocation URLs it
-// is given.
+// TestIssueValidityAndRevocationURLs: a leaf is valid for 90 days (past
+// sealproxy's 30-day expiry warning) unless LeafOptions.Validity says
+// otherwise, and carries the revocation URLs it is given.
 func TestIssueValidityAndRevocationURLs(t *testing.T) {
 	ca := testenv.NewCA(t, "test CA")
-	day := ca.Server(t, "localhost").Cert
-	if left := time.Until(day.NotAfter); left > 24*time.Hour || left < 23*time.Hour {
-		t.Fatalf("a default leaf ends in %v, want a day", left)
+	def := ca.Server(t, "localhost").Cert
+	if left := time.Until(def.NotAfter); left > 90*24*time.Hour || left < 89*24*time.Hour {
+		t.Fatalf("a default leaf ends in %v, want 90 days", left)
 	}
 	year := ca.Issue(t, testenv.LeafOptions{CN: "localhost", Validity: 365 * 24 * time.Hour,
 		OCSPServer: []string{"http://127.0.0.1:9/ocsp"}, CRLDistributionPoints: []string{"http://127.0.0.1:9/ca.crl"}}).Cert

@@ -1,9 +1,11 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +130,12 @@ func TestFullConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Windows refuses [pool] (TestPoolRefusedOnWindows); the rest of the
+	// file must still parse there.
+	pool := runtime.GOOS != "windows"
+	if !pool {
+		data = data[:bytes.Index(data, []byte("\n[pool]"))+1]
+	}
 	cfg, err := Parse("testdata/full.toml", data)
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +149,7 @@ func TestFullConfig(t *testing.T) {
 	if !cfg.Admin.Reload {
 		t.Error("admin.reload not read")
 	}
-	if p := cfg.Pool; p.MaxConnections != 256 || p.FileMode != 0o660 || p.MaxLifetime != time.Hour || len(p.Services) != 2 || p.Services[1].ServerName != "api.example.com" {
+	if p := cfg.Pool; pool && (p.MaxConnections != 256 || p.FileMode != 0o660 || p.MaxLifetime != time.Hour || len(p.Services) != 2 || p.Services[1].ServerName != "api.example.com") {
 		t.Errorf("pool = %+v", p)
 	}
 	if s := cfg.Sandbox; s.Landlock != "best-effort" || len(s.Read) != 1 || len(s.Write) != 1 {
