@@ -51,6 +51,9 @@ func openSealed(ctx context.Context, r keyref.Ref, opts *Options) (Key, error) {
 		return nil, fmt.Errorf("recovering sealed key %s: %w", r, err)
 	}
 	defer buf.Destroy()
+	if opts != nil && opts.TicketSecret {
+		return NewTicketSecret(r.String(), buf.Bytes())
+	}
 	if !secmem.Erasing() {
 		opts.log().Warn("allow_unprotected_memory: copies of the key the standard library makes while signing stay in freed memory until it is reused", "key", r)
 	}

@@ -86,6 +86,10 @@ type Options struct {
 	Cert *x509.Certificate
 	// Log receives warnings (a nil logger discards them).
 	Log *slog.Logger
+	// TicketSecret: the reference holds a shared session-ticket secret
+	// ([tickets]), not a private key; Open returns a *TicketSecret. Only
+	// sealed: references hold one.
+	TicketSecret bool
 }
 
 // CheckMemoryProtection refuses sealed: keys in a binary that cannot
@@ -139,6 +143,9 @@ func Open(ctx context.Context, ref string, opts *Options) (Key, error) {
 	r, err := keyref.Parse(ref)
 	if err != nil {
 		return nil, err
+	}
+	if opts != nil && opts.TicketSecret && !r.IsSealed() {
+		return nil, fmt.Errorf("%w: a session ticket secret is a sealed: file, not %s", ErrBadRef, r)
 	}
 	open, ok := openers[r.Scheme]
 	if !ok {
