@@ -92,6 +92,9 @@ type Config struct {
 	// Pool is the TLS pool (docs/pool.md): applications pass sockets
 	// over a unix socket and get plaintext back.
 	Pool Pool `toml:"pool"`
+	// Tickets shares session ticket keys across instances
+	// (docs/tickets.md); empty: per-listener random keys.
+	Tickets Tickets `toml:"tickets"`
 
 	// Warnings are settings that are valid but weaker than the defaults
 	// (CBC suites, TLS below 1.2), with their positions; `sealproxy

@@ -157,6 +157,7 @@ func (v *validator) validate(c *Config) {
 		v.listener(c, p, l, keys)
 	}
 	v.pool(c, keys)
+	v.tickets(c)
 }
 
 func (v *validator) listener(c *Config, p string, l *Listener, keys map[string]bool) {
