@@ -75,6 +75,9 @@ func (v *validator) tickets(c *Config) {
 		v.errorf("tickets.accept_past", "tickets would resume for up to %v, longer than TLS 1.3's 7 days: lower accept_past or rotation", time.Duration(past+1)*t.Rotation)
 	}
 	for i := range c.Keys {
+		if c.Keys[i].Source == t.Source {
+			v.errorf("tickets.source", "key[%d] (%q) has the same source: the ticket secret is a file of its own, made by 'seal ticket-secret'", i, c.Keys[i].Name)
+		}
 		if c.Keys[i].Name == TicketsName {
 			v.errorf(fmt.Sprintf("key[%d].name", i), "%q is the ticket secret's name in logs: choose another", TicketsName)
 		}

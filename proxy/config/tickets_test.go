@@ -41,6 +41,7 @@ func TestTicketsErrors(t *testing.T) {
 		{"window past 7 days", base + "[tickets]\nsource = \"sealed:t.jwe\"\nrotation = \"24h\"\naccept_past = 7\n", "c.toml:15: tickets.accept_past: tickets would resume for up to 192h0m0s"},
 		{"unknown setting", base + "[tickets]\nsource = \"sealed:t.jwe\"\nepoch = \"1h\"\n", "c.toml:14: tickets.epoch: unknown setting"},
 		{"reserved key name", strings.Replace(base, `name = "web"`, `name = "[tickets]"`, 1) + "[tickets]\nsource = \"sealed:t.jwe\"\n", `key[0].name: "[tickets]" is the ticket secret's name`},
+		{"a key's file", base + "[tickets]\nsource = \"sealed:web.key.jwe\"\n", `c.toml:13: tickets.source: key[0] ("web") has the same source`},
 		{"listener rotation", withTLS + "[tickets]\nsource = \"sealed:t.jwe\"\n", "c.toml:13: listener[0].tls.ticket_rotation: the shared ticket keys rotate every [tickets] rotation"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {

@@ -104,8 +104,8 @@ func retryable(err error) bool {
 		!errors.Is(err, context.Canceled)
 }
 
-// Used returns the keys cfg's listeners and pool services use, in file order: only those
-// are opened.
+// Used returns the keys cfg's listeners and pool services use, in file
+// order, and the [tickets] secret: only those are opened.
 func Used(cfg *config.Config) []*config.Key {
 	used := map[string]bool{}
 	for _, l := range cfg.Listeners {
@@ -132,7 +132,52 @@ func Used(cfg *config.Config) []*config.Key {
 			out = append(out, &cfg.Keys[i])
 		}
 	}
+	if k := ticketsKey(cfg); k != nil {
+		out = append(out, k)
+	}
 	return out
+}
+
+// ticketsKey is the [tickets] secret as a key to open (last, named
+// config.TicketsName, which no [[key]] may take), or nil: it is
+// recovered with the keys, in the same approval request group, and kept
+// and closed as they are.
+func ticketsKey(cfg *config.Config) *config.Key {
+	if !cfg.Tickets.Shared() {
+		return nil
+	}
+	return &config.Key{Name: config.TicketsName, Source: cfg.Tickets.Source}
+}
+
+func isTickets(k *config.Key) bool { return k.Name == config.TicketsName && k.Cert == "" }
+
+// idOf is keyID, kept apart for the ticket secret: the same file named
+// as a [[key]] is another thing opened (and fails as one or the other).
+func idOf(cfg *config.Config, k *config.Key) string {
+	if isTickets(k) {
+		return "tickets\x00" + keyID(cfg, k.Source)
+	}
+	return keyID(cfg, k.Source)
+}
+
+// Tickets returns the wrapper of session tickets under the [tickets]
+// secret Open recovered, with the configuration's epochs (now: the
+// clock, nil for time.Now), or nil without [tickets].
+func (g *Generation) Tickets(cfg *config.Config, now func() time.Time) (*vault.Tickets, error) {
+	k := ticketsKey(cfg)
+	if k == nil {
+		return nil, nil
+	}
+	id := idOf(cfg, k)
+	g.r.mu.Lock()
+	key, ok := g.r.keys[id]
+	g.r.mu.Unlock()
+	s, isSecret := key.(*vault.TicketSecret)
+	if !ok || !isSecret {
+		return nil, fmt.Errorf("the [tickets] secret %s is not open", cfg.Tickets.Source)
+	}
+	g.use(id, k.Name)
+	return s.Tickets(vault.TicketPolicy{Period: cfg.Tickets.Rotation, Past: cfg.Tickets.Past(), Now: now}), nil
 }
 
 // sealedJWE reads a sealed key's JWE, or nil for other keys and a file
@@ -186,7 +231,7 @@ func (g *Generation) OpenKeys(ctx context.Context, cfg *config.Config, keys ...*
 	var todo []*config.Key
 	ids := map[string]string{} // by name: each key's identity before its file is read
 	for _, k := range keys {
-		id := keyID(cfg, k.Source)
+		id := idOf(cfg, k)
 		ids[k.Name] = id
 		r.mu.Lock()
 		_, open := r.keys[id]
@@ -410,6 +455,7 @@ func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.
 		}
 		opts := vaultOptions(cfg, r.log)
 		opts.Unlock, opts.Sealed, opts.Cert = uo, jwe, certOf(cfg, k)
+		opts.TicketSecret = isTickets(k)
 		key, err := r.open(ctx, k.Source, opts)
 		if err == nil {
 			took := time.Since(start).Round(time.Millisecond)

@@ -1,0 +1,108 @@
+package keyring
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/unlock"
+	"github.com/sealproxy/sealproxy/vault"
+	"github.com/sealproxy/sealproxy/vault/keyref"
+)
+
+// sealTickets writes a sealed ticket secret and names it in [tickets].
+func (e *ringEnv) sealTickets(pin string, secret []byte) {
+	e.t.Helper()
+	jwe, err := unlock.Encrypt(context.Background(), "tang", []byte(pin), secret, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "tickets.jwe"), jwe, 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	e.cfg.Tickets = config.Tickets{Source: keyref.Sealed("tickets.jwe"), Rotation: time.Hour}
+}
+
+// TestTicketSecretInTheRequestGroup: the [tickets] secret is recovered
+// with the keys, under the one approval a gate shows for the start-up,
+// and two rings that recovered it make tickets for each other.
+func TestTicketSecretInTheRequestGroup(t *testing.T) {
+	g := startGate(t)
+	secret := make([]byte, vault.TicketSecretSize)
+	rand.Read(secret)
+	open := func() *vault.Tickets {
+		e := newRingEnv(t)
+		e.seal("web", g.PinConfig())
+		e.sealTickets(g.PinConfig(), secret)
+		gen := e.ring.Begin()
+		done := make(chan error, 1)
+		go func() { done <- gen.Open(context.Background(), e.cfg) }()
+		req := g.Next(t, time.Minute)
+		if !req.Session || req.Keys != 2 || !req.Complete {
+			t.Fatalf("request %+v, want one group of the key and the ticket secret", req)
+		}
+		if _, err := g.Approve(req.Code, "alice", "test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		tk, err := gen.Tickets(e.cfg, nil)
+		if err != nil || tk == nil {
+			t.Fatalf("tickets: %v, %v", tk, err)
+		}
+		gen.Commit()
+		if !strings.Contains(e.logs.String(), `msg="key unlocked" key=[tickets]`) {
+			t.Errorf("no unlock line for the ticket secret:\n%s", e.logs.String())
+		}
+		return tk
+	}
+	a, b := open(), open()
+	ticket, err := a.Wrap([]byte("state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Unwrap(ticket); err != nil || !bytes.Equal(got, []byte("state")) {
+		t.Fatalf("b: %q, %v", got, err)
+	}
+	select {
+	case extra := <-g.Ready:
+		t.Errorf("a further request at the gate: %+v", extra)
+	default:
+	}
+}
+
+// TestTicketSecretWrongFile: a sealed private key named as the ticket
+// secret fails with a message that says what a ticket secret is; without
+// [tickets] there is nothing to open.
+func TestTicketSecretWrongFile(t *testing.T) {
+	g := startGate(t)
+	e := newRingEnv(t)
+	keyPEM := e.seal("web", g.PinConfig())
+	e.sealTickets(g.PinConfig(), keyPEM) // a private key sealed as the ticket secret
+	gen := e.ring.Begin()
+	done := make(chan error, 1)
+	go func() { done <- gen.Open(context.Background(), e.cfg) }()
+	req := g.Next(t, time.Minute)
+	if _, err := g.Approve(req.Code, "alice", "test"); err != nil {
+		t.Fatal(err)
+	}
+	err := <-done
+	var ue *UnlockError
+	if !errors.As(err, &ue) || len(ue.Locked) != 1 || ue.Locked[0].Key != config.TicketsName ||
+		!strings.Contains(err.Error(), "want 32 (make it with 'seal ticket-secret')") {
+		t.Fatalf("err = %v", err)
+	}
+	gen.Discard()
+	e.cfg.Tickets = config.Tickets{}
+	if tk, err := e.ring.Begin().Tickets(e.cfg, nil); tk != nil || err != nil {
+		t.Fatalf("without [tickets]: %v, %v", tk, err)
+	}
+}
