@@ -143,6 +143,10 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 			g.Discard()
 			return nil, err
 		}
+		if err := shareTickets(g, c, listeners, pool); err != nil {
+			g.Discard()
+			return nil, err
+		}
 		return &proxy.Plan{Listeners: listeners, Pool: pool, MaxConns: c.MaxConnections,
 			Applied: func() { g.Commit(); ctl.Applied(c) }, Discarded: g.Discard}, nil
 	}

@@ -49,6 +49,9 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 		}
 		p.Read = append(p.Read, trees...)
 	}
+	for _, f := range ticketFiles(cfg) {
+		readDir(f)
+	}
 	socket := func(addr string) {
 		if path, ok := strings.CutPrefix(addr, "unix:"); ok {
 			p.Sockets = append(p.Sockets, filepath.Dir(cfg.Resolve(path)))

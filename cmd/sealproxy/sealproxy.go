@@ -216,6 +216,9 @@ func countSealed(cfg *config.Config) int {
 			n++
 		}
 	}
+	if cfg.Tickets.Shared() { // sealed: only
+		n++
+	}
 	return n
 }
 
@@ -227,6 +230,9 @@ func countUnlocks(cfg *config.Config) int {
 		if r, err := keyref.Parse(k.Source); err == nil && r.UsesUnlock() {
 			n++
 		}
+	}
+	if cfg.Tickets.Shared() { // sealed: only
+		n++
 	}
 	return n
 }
