@@ -27,6 +27,7 @@ Seal secrets into Clevis-compatible JWEs and open them again.
   seal encrypt sss CONFIG [-y] [-i IN] [-o OUT]    seal to t of n pins
   seal decrypt [-i IN] [-o OUT]                    recover the secret
   seal inspect [-i IN] [--json]                    show a JWE's pins, offline
+  seal ticket-secret PIN CONFIG [-y] [-o OUT]      a new [tickets] secret, sealed
 
 Operators of a gate (sealgate serve --approval required):
 
@@ -69,6 +70,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return decrypt(ctx, rest, stdin, stdout, stderr)
 	case "inspect":
 		return inspect(rest, stdin, stdout)
+	case "ticket-secret":
+		return ticketSecret(ctx, rest, stdout)
 	case "pending", "approve", "deny":
 		return operate(ctx, cmd, rest, stdout)
 	case "help", "-h", "--help":
@@ -76,7 +79,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return nil
 	default:
 		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage,
-			"commands are encrypt, decrypt, inspect, pending, approve and deny; run 'seal help'")
+			"commands are encrypt, decrypt, inspect, ticket-secret, pending, approve and deny; run 'seal help'")
 	}
 }
 

@@ -316,3 +316,35 @@ func TestPendingMarksUnverified(t *testing.T) {
 		t.Fatalf("seal approve --id printed %q, want %q", stdout.String(), want)
 	}
 }
+
+// TestTicketSecret: seal ticket-secret seals 32 random bytes, new ones
+// each time, and writes nothing else.
+func TestTicketSecret(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	tg := testenv.EmbeddedTang(t)
+	var secrets [][]byte
+	for range 2 {
+		var stdout, stderr bytes.Buffer
+		if err := run(ctx, []string{"ticket-secret", "tang", tg.Config()}, nil, &stdout, &stderr); err != nil {
+			t.Fatal(err)
+		}
+		if stderr.Len() != 0 {
+			t.Fatalf("stderr %q", stderr.String())
+		}
+		buf, err := unlock.Decrypt(ctx, stdout.Bytes(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets = append(secrets, bytes.Clone(buf.Bytes()))
+		buf.Destroy()
+	}
+	for _, s := range secrets {
+		if len(s) != 32 || bytes.Equal(s, make([]byte, 32)) {
+			t.Fatalf("secret of %d bytes: %x", len(s), s)
+		}
+	}
+	if bytes.Equal(secrets[0], secrets[1]) {
+		t.Fatal("two ticket secrets are equal")
+	}
+}
