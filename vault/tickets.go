@@ -2,7 +2,6 @@ package vault
 
 import (
 	"crypto"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -109,20 +108,55 @@ func (s *TicketSecret) withEpochKey(epoch uint64, f func(aead aeadCipher) error)
 		return ErrClosed
 	}
 	return s.box.Open(func(secret []byte) error {
-		var info [len(ticketLabel) + 8]byte
-		copy(info[:], ticketLabel)
-		binary.BigEndian.PutUint64(info[len(ticketLabel):], epoch)
-		key, err := hkdf.Key(sha256.New, secret, nil, string(info[:]), chacha20poly1305.KeySize)
-		if err != nil {
-			return err
-		}
-		defer secmem.Bytes(key)
-		aead, err := chacha20poly1305.NewX(key)
+		var key [chacha20poly1305.KeySize]byte
+		defer secmem.Bytes(key[:])
+		epochKey(&key, secret, epoch)
+		aead, err := chacha20poly1305.NewX(key[:])
 		if err != nil {
 			return err
 		}
 		return f(aead)
 	})
+}
+
+// epochKey sets key to HKDF-SHA256(secret, no salt, ticketLabel ‖ epoch)
+// (RFC 5869; crypto/hkdf gives the same bytes, TestEpochKeyIsHKDF). It is
+// written over sha256.Sum256 with the state on the stack because inside
+// secmem.Do every heap allocation is registered for erasure, and
+// crypto/hkdf's dozen (HMAC and digest objects) made a ticket's key cost
+// about as much as the rest of the ticket (docs/benchmarks.md).
+func epochKey(key *[32]byte, secret []byte, epoch uint64) {
+	// Extract: PRK = HMAC(salt = 32 zero bytes, secret).
+	var prk [sha256.Size]byte
+	var salt [sha256.Size]byte
+	hmacSHA256(&prk, salt[:], secret)
+	// Expand, one block: OKM = HMAC(PRK, info ‖ 0x01).
+	var msg [len(ticketLabel) + 8 + 1]byte
+	copy(msg[:], ticketLabel)
+	binary.BigEndian.PutUint64(msg[len(ticketLabel):], epoch)
+	msg[len(msg)-1] = 1
+	hmacSHA256(key, prk[:], msg[:])
+	secmem.Bytes(prk[:])
+}
+
+// hmacSHA256 is HMAC-SHA256 for a key of at most one block and a message
+// of at most one block, on the stack.
+func hmacSHA256(out *[sha256.Size]byte, key, msg []byte) {
+	var inner [sha256.BlockSize + sha256.BlockSize]byte
+	var outer [sha256.BlockSize + sha256.Size]byte
+	for i := range sha256.BlockSize {
+		var k byte
+		if i < len(key) {
+			k = key[i]
+		}
+		inner[i] = k ^ 0x36
+		outer[i] = k ^ 0x5c
+	}
+	n := copy(inner[sha256.BlockSize:], msg)
+	h := sha256.Sum256(inner[:sha256.BlockSize+n])
+	copy(outer[sha256.BlockSize:], h[:])
+	*out = sha256.Sum256(outer[:])
+	secmem.All(inner[:], outer[:], h[:])
 }
 
 type aeadCipher interface {

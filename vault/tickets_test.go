@@ -2,7 +2,10 @@ package vault
 
 import (
 	"bytes"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
@@ -155,4 +158,32 @@ func FuzzTicket(f *testing.F) {
 			t.Fatalf("round trip: %q, %v", got, err)
 		}
 	})
+}
+
+// TestEpochKeyIsHKDF: the stack-only derivation is RFC 5869 HKDF-SHA256,
+// byte for byte as crypto/hkdf computes it.
+func TestEpochKeyIsHKDF(t *testing.T) {
+	for i := range 200 {
+		secret := make([]byte, TicketSecretSize)
+		rand.Read(secret)
+		epoch := uint64(i) * 0x0123456789abcd
+		info := binary.BigEndian.AppendUint64([]byte(ticketLabel), epoch)
+		want, err := hkdf.Key(sha256.New, secret, nil, string(info), 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got [32]byte
+		epochKey(&got, secret, epoch)
+		if !bytes.Equal(got[:], want) {
+			t.Fatalf("epoch %d: derivation differs from crypto/hkdf", epoch)
+		}
+	}
+}
+
+func BenchmarkEpochKey(b *testing.B) {
+	secret := make([]byte, TicketSecretSize)
+	var key [32]byte
+	for b.Loop() {
+		epochKey(&key, secret, 42)
+	}
 }
