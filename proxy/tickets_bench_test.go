@@ -82,6 +82,7 @@ func BenchmarkTicket(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.Run("wrap/"+c.name, func(b *testing.B) {
+			defer reportCPU(b)()
 			b.ReportAllocs()
 			for b.Loop() {
 				if _, err := c.wrap(); err != nil {
@@ -90,6 +91,7 @@ func BenchmarkTicket(b *testing.B) {
 			}
 		})
 		b.Run("unwrap/"+c.name, func(b *testing.B) {
+			defer reportCPU(b)()
 			b.ReportAllocs()
 			for b.Loop() {
 				if got, err := c.unwrap(ticket); err != nil || got == nil {
