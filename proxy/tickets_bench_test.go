@@ -3,6 +3,7 @@ package proxy
 import (
 	"crypto/rand"
 	"crypto/tls"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -12,7 +13,7 @@ import (
 
 // sessionState returns a real TLS 1.3 session state (and the server's
 // connection state) from one in-memory handshake.
-func sessionState(b *testing.B) (tls.ConnectionState, *tls.SessionState) {
+func sessionState(b testing.TB) (tls.ConnectionState, *tls.SessionState) {
 	p := newPKI(b)
 	srvCfg := serverTLSConfig(b, p.web)
 	var (
@@ -39,7 +40,8 @@ func sessionState(b *testing.B) (tls.ConnectionState, *tls.SessionState) {
 	if err := c.Handshake(); err != nil {
 		b.Fatal(err)
 	}
-	c.Read(make([]byte, 1))
+	// Read to the server's close_notify: net.Pipe writes block until read.
+	io.Copy(io.Discard, c)
 	c.Close()
 	if err := <-done; err != nil || gotSS == nil {
 		b.Fatalf("no session state: %v", err)

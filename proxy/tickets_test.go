@@ -276,3 +276,44 @@ func TestSharedTicketsTamperedFallBack(t *testing.T) {
 		})
 	}
 }
+
+// TestShareTicketsWhere: ShareTickets reaches the listeners and the
+// pool's server services, not its client services nor a configuration
+// with tickets off; the server's own keys never go where it did.
+func TestShareTicketsWhere(t *testing.T) {
+	a, _ := vault.NewTicketSecret("t", make([]byte, vault.TicketSecretSize))
+	defer a.Close()
+	tk := a.Tickets(vault.TicketPolicy{Period: time.Hour})
+	lc := &ListenerConfig{TLS: &tls.Config{}}
+	off := &ListenerConfig{TLS: &tls.Config{SessionTicketsDisabled: true}}
+	srv, cli := &tls.Config{}, &tls.Config{}
+	pool := &PoolConfig{Services: map[string]*PoolService{"s": {TLS: srv}, "c": {Client: true, TLS: cli}}}
+	ShareTickets(tk, []*ListenerConfig{lc, off}, pool)
+	for name, c := range map[string]*tls.Config{"listener": lc.TLS, "pool server": srv} {
+		if c.WrapSession == nil || c.UnwrapSession == nil {
+			t.Errorf("%s: not shared", name)
+		}
+	}
+	for name, c := range map[string]*tls.Config{"tickets off": off.TLS, "pool client": cli} {
+		if c.WrapSession != nil || c.UnwrapSession != nil {
+			t.Errorf("%s: shared", name)
+		}
+	}
+	// apply leaves a shared configuration alone: a ticket under the
+	// server's own keys does not open there.
+	keys := newTicketKeys()
+	keys.apply(lc.TLS)
+	other := &tls.Config{}
+	keys.apply(other)
+	cs, state := sessionState(t)
+	ticket, err := other.EncryptTicket(cs, state)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := other.DecryptTicket(ticket, cs); got == nil {
+		t.Fatal("the control configuration does not open its own ticket")
+	}
+	if got, _ := lc.TLS.DecryptTicket(ticket, cs); got != nil {
+		t.Error("the server's own keys were installed in a shared configuration")
+	}
+}
