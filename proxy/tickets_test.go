@@ -66,14 +66,10 @@ func TestSessionTicketsSurviveReloadAndRotate(t *testing.T) {
 // fleet is two servers (instances A and B) sharing one ticket secret,
 // each with its own epoch clock.
 type fleet struct {
-	a, b       *running
-	clockA     *stepClock
-	clockB     *stepClock
-	ticketsA   *vault.Tickets
-	p          *pki
-	echo       string
-	secretA    *vault.TicketSecret
-	maxVersion uint16
+	a, b           *running
+	clockA, clockB *stepClock
+	p              *pki
+	echo           string
 }
 
 type stepClock struct {
@@ -82,6 +78,7 @@ type stepClock struct {
 }
 
 func (c *stepClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *stepClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 func (c *stepClock) step(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
@@ -97,7 +94,7 @@ func startFleet(t *testing.T, past int) *fleet {
 	f := &fleet{p: newPKI(t), echo: testenv.StartEcho(t, nil).Addr}
 	// Real time: crypto/tls refuses tickets from the future.
 	f.clockA, f.clockB = &stepClock{t: time.Now()}, &stepClock{t: time.Now()}
-	inst := func(name string, c *stepClock) (*running, *vault.Tickets, *vault.TicketSecret) {
+	inst := func(name string, c *stepClock) *running {
 		s, err := vault.NewTicketSecret("sealed:"+name, secret)
 		if err != nil {
 			t.Fatal(err)
@@ -107,10 +104,9 @@ func startFleet(t *testing.T, past int) *fleet {
 		cfg := listenerConfig(config.ModeOffload, f.echo)
 		cfg.TLS = serverTLSConfig(t, f.p.web)
 		ShareTickets(tk, []*ListenerConfig{cfg}, nil)
-		return start(t, cfg, nil), tk, s
+		return start(t, cfg, nil)
 	}
-	f.a, f.ticketsA, f.secretA = inst("a", f.clockA)
-	f.b, _, _ = inst("b", f.clockB)
+	f.a, f.b = inst("a", f.clockA), inst("b", f.clockB)
 	return f
 }
 
@@ -179,7 +175,8 @@ func TestSharedTicketsRotateByEpoch(t *testing.T) {
 			for _, srv := range []*running{f.a, f.b} {
 				// One ticket, from A, in epoch N; one session per try, so
 				// that a resumption does not refresh the ticket.
-				f.clockA.t, f.clockB.t = time.Now(), time.Now()
+				f.clockA.set(time.Now())
+				f.clockB.set(time.Now())
 				issued := tls.NewLRUClientSessionCache(4)
 				f.connect(t, f.a, f.client(ver.v, issued))
 				try := func() bool { return f.connect(t, srv, f.client(ver.v, &onceCache{issued})) }
@@ -198,14 +195,15 @@ func TestSharedTicketsRotateByEpoch(t *testing.T) {
 				}
 			}
 			// Skew: A one epoch ahead of B issues tickets B accepts.
-			f.clockA.t, f.clockB.t = time.Now().Add(testEpoch), time.Now()
+			f.clockA.set(time.Now().Add(testEpoch))
+			f.clockB.set(time.Now())
 			cc := f.client(ver.v, tls.NewLRUClientSessionCache(4))
 			f.connect(t, f.a, cc)
 			if !f.connect(t, f.b, cc) {
 				t.Fatal("a ticket from an instance one epoch ahead did not resume")
 			}
 			// Two epochs ahead: refused.
-			f.clockA.t = time.Now().Add(2 * testEpoch)
+			f.clockA.set(time.Now().Add(2 * testEpoch))
 			cc = f.client(ver.v, tls.NewLRUClientSessionCache(4))
 			f.connect(t, f.a, cc)
 			if f.connect(t, f.b, cc) {
