@@ -77,7 +77,7 @@ type stepClock struct {
 	t  time.Time
 }
 
-func (c *stepClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *stepClock) now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *stepClock) set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 func (c *stepClock) step(d time.Duration) {
 	c.mu.Lock()
