@@ -49,6 +49,10 @@ const (
 // answers it with a full handshake, never an alert.
 var ErrTicket = errors.New("session ticket refused")
 
+// ErrNotTicketSecret reports a [tickets] source whose sealed content is
+// not a ticket secret (a sealed private key, say).
+var ErrNotTicketSecret = errors.New("not a session ticket secret")
+
 // ErrNotSigner reports a ticket secret used as a signing key.
 var ErrNotSigner = errors.New("a session ticket secret is not a signing key")
 
@@ -68,7 +72,7 @@ type TicketSecret struct {
 // wipes secret.
 func NewTicketSecret(name string, secret []byte) (*TicketSecret, error) {
 	if len(secret) != TicketSecretSize {
-		return nil, fmt.Errorf("ticket secret %s: %d bytes, want %d (make it with 'seal ticket-secret')", name, len(secret), TicketSecretSize)
+		return nil, fmt.Errorf("ticket secret %s: %w: %d bytes, want %d (make it with 'seal ticket-secret')", name, ErrNotTicketSecret, len(secret), TicketSecretSize)
 	}
 	b, err := secmem.Seal(secret)
 	if err != nil {

@@ -129,7 +129,7 @@ func TestTicketSecretIsNotAKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, n := range []int{0, 16, 31, 33, 64} {
-		if _, err := NewTicketSecret("x", make([]byte, n)); err == nil {
+		if _, err := NewTicketSecret("x", make([]byte, n)); !errors.Is(err, ErrNotTicketSecret) {
 			t.Errorf("%d bytes accepted", n)
 		}
 	}

@@ -464,6 +464,7 @@ var unlockHints = []struct {
 	{vault.ErrTokenNotFound, "no token matches the pkcs11: key named above: compare its token=/serial=/slot-id= with 'pkcs11-tool --module MODULE --list-token-slots', check that the token is present and (SoftHSM) that the service reads the right SOFTHSM2_CONF"},
 	{vault.ErrObjectNotFound, "the token has no such key: compare the object=/id= of the pkcs11: key named above with 'pkcs11-tool --module MODULE --login --list-objects'; the private key needs a CKA_ID shared with a public-key object (or a certificate) on the token"},
 	{vault.ErrKeyMismatch, "each [[key]]'s cert must be the certificate of its source's key"},
+	{vault.ErrNotTicketSecret, ticketSecretHint},
 	{keyring.ErrUnreachable, "check that this host reaches the Tang servers named above (curl URL/adv); [unlock] timeout sets how long start-up waits"},
 	{keyring.ErrSessionLost, "the gate lost the approval request (restarted?); start again and approve the new code"},
 }

@@ -27,8 +27,9 @@ func TestStartErrorHintByCause(t *testing.T) {
 		gate   = "approve the code"
 		cert   = "cert must be the certificate of its source's key"
 		denied = "an operator denied this start-up"
+		ticket = "[tickets] source must be a secret made by 'seal ticket-secret"
 	)
-	all := []string{pin, module, token, object, tang, gate, cert, denied}
+	all := []string{pin, module, token, object, tang, gate, cert, denied, ticket}
 	ref := "pkcs11:token=t;object=web?module-path=/m.so&pin-source=sealed:pin.jwe"
 	opening := func(err error) error { return fmt.Errorf("opening key %s: %w", ref, err) }
 	abandoned := fmt.Errorf("not waited for: another key failed (last: %w)", keyring.ErrUnreachable)
@@ -55,6 +56,7 @@ func TestStartErrorHintByCause(t *testing.T) {
 		{"sealed PIN's Tang unreachable", locked(opening(fmt.Errorf("recovering sealed PIN pin.jwe: %w", keyring.ErrUnreachable))), tang},
 		{"timeout waiting at a gate", &keyring.UnlockError{After: time.Second, Locked: []keyring.KeyFailure{{Key: "web", Err: context.DeadlineExceeded}}}, gate},
 		{"sealed PIN denied", locked(opening(fmt.Errorf("recovering sealed PIN pin.jwe: %w", keyring.ErrDenied))), denied},
+		{"a sealed key as the ticket secret", locked(fmt.Errorf("ticket secret sealed:t.jwe: %w: 227 bytes, want 32", vault.ErrNotTicketSecret)), ticket},
 		{"damaged JWE", locked(errors.New("recovering sealed key sealed:web.jwe: not a JWE")), ""},
 	}
 	for _, c := range cases {

@@ -32,3 +32,6 @@ func ticketFiles(c *config.Config) []string {
 	files, _ := r.Needs(c.Resolve)
 	return files
 }
+
+// ticketSecretHint answers a [tickets] source that holds something else.
+const ticketSecretHint = "[tickets] source must be a secret made by 'seal ticket-secret PIN CONFIG -o tickets.jwe' (the same file on every instance), not a sealed key"
