@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sealproxy/sealproxy/proxy/config"
+	"github.com/sealproxy/sealproxy/testenv"
 	"github.com/sealproxy/sealproxy/unlock"
 	"github.com/sealproxy/sealproxy/vault"
 	"github.com/sealproxy/sealproxy/vault/keyref"
@@ -105,4 +106,62 @@ func TestTicketSecretWrongFile(t *testing.T) {
 	if tk, err := e.ring.Begin().Tickets(e.cfg, nil); tk != nil || err != nil {
 		t.Fatalf("without [tickets]: %v, %v", tk, err)
 	}
+}
+
+// TestTicketSecretAcrossReloads: a reload keeps the open secret (no
+// recovery, tickets still open); a replaced file is recovered again, its
+// tickets are new, and the old secret is closed after the grace period.
+func TestTicketSecretAcrossReloads(t *testing.T) {
+	tg := testenv.EmbeddedTang(t)
+	e := newRingEnv(t)
+	e.ring.grace = 10 * time.Millisecond
+	e.seal("web", tg.Config())
+	first := make([]byte, vault.TicketSecretSize)
+	rand.Read(first)
+	e.sealTickets(tg.Config(), first)
+	var opens int
+	open := e.ring.open
+	e.ring.open = func(ctx context.Context, source string, opts *vault.Options) (vault.Key, error) {
+		if opts.TicketSecret {
+			opens++
+		}
+		return open(ctx, source, opts)
+	}
+	load := func() *vault.Tickets {
+		gen := e.ring.Begin()
+		if err := gen.Open(context.Background(), e.cfg); err != nil {
+			t.Fatal(err)
+		}
+		tk, err := gen.Tickets(e.cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gen.Commit()
+		return tk
+	}
+	tk1 := load()
+	ticket, err := tk1.Wrap([]byte("state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := load().Unwrap(ticket); err != nil || opens != 1 {
+		t.Fatalf("after a reload: %v, %d recoveries of the secret (want 1)", err, opens)
+	}
+	// A new secret in the same file.
+	second := make([]byte, vault.TicketSecretSize)
+	rand.Read(second)
+	e.sealTickets(tg.Config(), second)
+	later := time.Now().Add(time.Second)
+	os.Chtimes(filepath.Join(e.dir, "tickets.jwe"), later, later)
+	tk3 := load()
+	if opens != 2 {
+		t.Fatalf("%d recoveries of the secret, want 2", opens)
+	}
+	if _, err := tk3.Unwrap(ticket); !errors.Is(err, vault.ErrTicket) {
+		t.Fatalf("the old secret's ticket under the new one: %v", err)
+	}
+	testenv.Eventually(t, 5*time.Second, "the old secret closed", func() bool {
+		_, err := tk1.Wrap([]byte("state"))
+		return errors.Is(err, vault.ErrClosed)
+	})
 }
