@@ -2,6 +2,7 @@ package vault
 
 import (
 	"crypto"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -105,7 +106,7 @@ func (s *TicketSecret) Close() error {
 // withEpochKey opens the secret, derives epoch's key and runs f with its
 // AEAD, all inside secmem.Do; the derived key is wiped when f returns
 // (the cipher's own copy is heap that runtime/secret erases when freed).
-func (s *TicketSecret) withEpochKey(epoch uint64, f func(aead aeadCipher) error) error {
+func (s *TicketSecret) withEpochKey(epoch uint64, f func(aead cipher.AEAD) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.box == nil {
@@ -127,8 +128,8 @@ func (s *TicketSecret) withEpochKey(epoch uint64, f func(aead aeadCipher) error)
 // (RFC 5869; crypto/hkdf gives the same bytes, TestEpochKeyIsHKDF). It is
 // written over sha256.Sum256 with the state on the stack because inside
 // secmem.Do every heap allocation is registered for erasure, and
-// crypto/hkdf's dozen (HMAC and digest objects) made a ticket's key cost
-// about as much as the rest of the ticket (docs/benchmarks.md).
+// crypto/hkdf's dozen (HMAC and digest objects) made a key 17–20× dearer
+// (BenchmarkEpochKey, docs/benchmarks.md).
 func epochKey(key *[32]byte, secret []byte, epoch uint64) {
 	// Extract: PRK = HMAC(salt = 32 zero bytes, secret).
 	var prk [sha256.Size]byte
@@ -146,6 +147,9 @@ func epochKey(key *[32]byte, secret []byte, epoch uint64) {
 // hmacSHA256 is HMAC-SHA256 for a key of at most one block and a message
 // of at most one block, on the stack.
 func hmacSHA256(out *[sha256.Size]byte, key, msg []byte) {
+	if len(key) > sha256.BlockSize || len(msg) > sha256.BlockSize {
+		panic("vault: hmacSHA256 takes at most one block of key and of message")
+	}
 	var inner [sha256.BlockSize + sha256.BlockSize]byte
 	var outer [sha256.BlockSize + sha256.Size]byte
 	for i := range sha256.BlockSize {
@@ -161,11 +165,6 @@ func hmacSHA256(out *[sha256.Size]byte, key, msg []byte) {
 	copy(outer[sha256.BlockSize:], h[:])
 	*out = sha256.Sum256(outer[:])
 	secmem.All(inner[:], outer[:], h[:])
-}
-
-type aeadCipher interface {
-	Seal(dst, nonce, plaintext, additionalData []byte) []byte
-	Open(dst, nonce, ciphertext, additionalData []byte) ([]byte, error)
 }
 
 // TicketPolicy is how a fleet's ticket keys rotate. Every instance must
@@ -221,7 +220,7 @@ func (t *Tickets) Wrap(state []byte) ([]byte, error) {
 	if _, err := rand.Read(out[9:ticketHeader]); err != nil {
 		return nil, err
 	}
-	err := t.secret.withEpochKey(epoch, func(aead aeadCipher) error {
+	err := t.secret.withEpochKey(epoch, func(aead cipher.AEAD) error {
 		out = aead.Seal(out, out[9:ticketHeader], state, out[:ticketHeader])
 		return nil
 	})
@@ -247,7 +246,7 @@ func (t *Tickets) Unwrap(ticket []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: epoch %d has expired (now %d, %d past accepted)", ErrTicket, p.Epoch, cur, t.past)
 	}
 	var state []byte
-	err = t.secret.withEpochKey(p.Epoch, func(aead aeadCipher) error {
+	err = t.secret.withEpochKey(p.Epoch, func(aead cipher.AEAD) error {
 		var err error
 		state, err = aead.Open(nil, p.Nonce, p.Sealed, ticket[:ticketHeader])
 		return err
