@@ -354,4 +354,3 @@ func cpuTime(pid int) (time.Duration, error) {
 	}
 	return time.Duration(ticks) * time.Second / 100, nil // USER_HZ is 100 on Linux
 }
-
