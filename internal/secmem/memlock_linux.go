@@ -7,8 +7,9 @@ import (
 )
 
 // CheckMemlock fails with ErrMemlock when RLIMIT_MEMLOCK is below need
-// bytes; the error says who needs them ("the vault", the subject of
-// "needs") and how to raise the limit.
+// bytes and the process cannot lock them anyway (CAP_IPC_LOCK); the
+// error says who needs them ("the vault", the subject of "needs") and how
+// to raise the limit.
 func CheckMemlock(need int, who string) error {
 	var lim unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
@@ -17,7 +18,29 @@ func CheckMemlock(need int, who string) error {
 	if lim.Cur == unix.RLIM_INFINITY || lim.Cur >= uint64(need) {
 		return nil
 	}
+	// CAP_IPC_LOCK (root, or a container given it, where Kubernetes has
+	// no way to set the limit) lets mlock pass the limit. Locking need
+	// bytes once tells for sure; the capability sets would not (in a
+	// user namespace they name capabilities mlock does not honour).
+	if canLock(need) {
+		return nil
+	}
 	return memlockError(lim.Cur, need, who)
+}
+
+// canLock reports whether need bytes of fresh memory can be locked now,
+// and unlocks and frees them again.
+func canLock(need int) bool {
+	b, err := unix.Mmap(-1, 0, need, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return false
+	}
+	defer unix.Munmap(b)
+	if err := unix.Mlock(b); err != nil {
+		return false
+	}
+	_ = unix.Munlock(b)
+	return true
 }
 
 // memlockError names the limit, the need and the fix.
