@@ -29,7 +29,7 @@ const (
 )
 
 // kustomizations are the directories `kustomize build` must render.
-var kustomizations = []string{"base", "overlays/example", "keygen"}
+var kustomizations = []string{"base", "overlays/example", "overlays/ipc-lock", "keygen"}
 
 // tool installs pkg (pinned) once per machine into the system temporary
 // directory and returns the binary. A failed build skips outside CI (it
@@ -154,7 +154,39 @@ func TestManifests(t *testing.T) {
 				t.Errorf("kubeconform did not validate all %d resources of %s:\n%s", n, k, report)
 			}
 			t.Logf("%s: %s", k, lastLine(report))
+			hardened(t, string(rendered), k == "overlays/ipc-lock")
 		})
+	}
+}
+
+// hardened checks docs/fleet.md's security context on every container
+// and pod of rendered manifests: non-root, read-only root, no privilege
+// escalation, every capability dropped, RuntimeDefault seccomp, and
+// IPC_LOCK added only by the ipc-lock overlay (to both Deployments).
+func hardened(t *testing.T, rendered string, ipcLock bool) {
+	t.Helper()
+	containers := strings.Count(rendered, "\n        image: ")
+	pods := strings.Count(rendered, "\n    spec:\n") // a template's spec
+	if containers == 0 || pods == 0 {
+		t.Fatalf("found %d containers in %d pod templates: the counts below would prove nothing", containers, pods)
+	}
+	for _, tt := range []struct {
+		text string
+		want int
+	}{
+		{"readOnlyRootFilesystem: true", containers},
+		{"allowPrivilegeEscalation: false", containers},
+		{"- ALL", containers},
+		{"runAsNonRoot: true", pods},
+		{"type: RuntimeDefault", pods},
+		{"automountServiceAccountToken: false", pods},
+		{"- IPC_LOCK", map[bool]int{true: 2}[ipcLock]},
+		{"privileged: true", 0},
+		{"hostNetwork", 0},
+	} {
+		if got := strings.Count(rendered, tt.text); got != tt.want {
+			t.Errorf("%q appears %d times, want %d (%d containers, %d pods)", tt.text, got, tt.want, containers, pods)
+		}
 	}
 }
 
