@@ -46,6 +46,6 @@ func canLock(need int) bool {
 // memlockError names the limit, the need and the fix.
 func memlockError(limit uint64, need int, who string) error {
 	kib := (need + 1023) / 1024
-	return fmt.Errorf("%w: RLIMIT_MEMLOCK is %d bytes and %s needs about %d: raise it (systemd unit: LimitMEMLOCK=%d or more; shell: ulimit -l %d)",
+	return fmt.Errorf("%w: RLIMIT_MEMLOCK is %d bytes and %s needs about %d: raise it (systemd unit: LimitMEMLOCK=%d or more; shell: ulimit -l %d; container: add the IPC_LOCK capability)",
 		ErrMemlock, limit, who, need, kib*1024, kib)
 }

@@ -35,6 +35,7 @@ func TestCheckMemlock(t *testing.T) {
 		"the test needs about 100000",
 		"LimitMEMLOCK=100352 or more", // rounded up to KiB
 		"ulimit -l 98",
+		"container: add the IPC_LOCK capability",
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q does not say %q", err, want)
