@@ -101,7 +101,10 @@ func TestFaultMemlockTooSmall(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), faultTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, prlimit, fmt.Sprintf("--memlock=%d:%d", limit, limit), "--", bin, "run", "--config", path)
+	// Without CAP_IPC_LOCK, which would let it lock past the limit
+	// (TestMemlockLimitWithIPCLock).
+	args := append(testenv.WithoutIPCLock(t), prlimit, fmt.Sprintf("--memlock=%d:%d", limit, limit), "--", bin, "run", "--config", path)
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
 	cmd.WaitDelay = 5 * time.Second
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
