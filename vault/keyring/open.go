@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
@@ -472,7 +473,7 @@ func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.
 			return nil, attempt, err
 		}
 		last = err
-		wait := backoff
+		wait := jitter(backoff)
 		if dl, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(dl))
 		}
@@ -496,6 +497,17 @@ func (r *Ring) openWithRetry(ctx context.Context, cfg *config.Config, k *config.
 		}
 		backoff = min(2*backoff, cfg.Unlock.RetryBackoffMax)
 	}
+}
+
+// jitter spreads a retry over the second half of its backoff. A fleet
+// that starts at once (or whose gate restarts) would otherwise retry in
+// step, every host in the same instant, and multiply the gate's work:
+// docs/fleet.md, "Capacity of one gate".
+func jitter(d time.Duration) time.Duration {
+	if d <= 1 {
+		return d
+	}
+	return d/2 + rand.N(d-d/2+1)
 }
 
 // stopped is the failure of a key whose recovery ctx ended: the last

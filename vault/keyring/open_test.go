@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -271,4 +272,26 @@ func TestSealedFileReadOnce(t *testing.T) {
 		}
 	}
 	gen.Commit()
+}
+
+// TestJitterSpreadsRetries: a fleet's hosts that failed together must
+// not retry together. Every wait lies in [d/2, d], and 200 draws are
+// not all alike (they would be without the jitter).
+func TestJitterSpreadsRetries(t *testing.T) {
+	for _, d := range []time.Duration{time.Second, 30 * time.Second, 3 * time.Nanosecond} {
+		seen := map[time.Duration]bool{}
+		for range 200 {
+			w := jitter(d)
+			if w < d/2 || w > d {
+				t.Fatalf("jitter(%v) = %v, outside [%v, %v]", d, w, d/2, d)
+			}
+			seen[w] = true
+		}
+		if len(seen) < 2 {
+			t.Errorf("jitter(%v): 200 waits all %v: hosts would retry in step", d, slices.Collect(maps.Keys(seen)))
+		}
+	}
+	if got := jitter(0); got != 0 {
+		t.Errorf("jitter(0) = %v", got)
+	}
 }
