@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -249,7 +250,8 @@ func seal(ctx context.Context, url string) ([]byte, error) {
 // host is one host's start-up: its own client bound to source, a
 // session per attempt and one recovery, as sealproxy's keyring does it,
 // with its retries: a server that does not answer (or a full gate, or a
-// lost session) is asked again after 1 s, doubling to 30 s, until the
+// lost session) is asked again after 1 s, doubling to 30 s, each wait
+// drawn between half and all of it, until the
 // context ends ([unlock] timeout, 5 minutes by default). It returns the
 // attempts made.
 func host(ctx context.Context, jwe []byte, source net.IP, name string) (int, error) {
@@ -276,7 +278,7 @@ func host(ctx context.Context, jwe []byte, source net.IP, name string) (int, err
 		select {
 		case <-ctx.Done():
 			return attempt, err
-		case <-time.After(backoff):
+		case <-time.After(backoff/2 + rand.N(backoff/2+1)):
 		}
 		backoff = min(2*backoff, 30*time.Second)
 	}
