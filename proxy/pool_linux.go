@@ -412,7 +412,7 @@ func readRequest(uc *net.UnixConn) ([]byte, []int, error) {
 // handshake runs the service's handshake on the passed socket under the
 // handshake timeout.
 func (p *Pool) handshake(c *conn, svc *PoolService, tc *tls.Config) (*tls.Conn, error) {
-	rc := &recordConn{Conn: c.raw}
+	rc := newRecordConn(c.raw)
 	var t *tls.Conn
 	if svc.Client {
 		t = tls.Client(rc, tc)

@@ -21,26 +21,48 @@ const bufSize = 32 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
-// smallBufSize is the buffer of a TLS upstream's first read: the first
-// record from a TLS 1.3 server is often a session ticket, after which
-// crypto/tls waits inside Read for data that may be long in coming; a
-// small buffer is what the connection holds meanwhile.
-const smallBufSize = 1 << 10
-
-var smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
-
 // endpoint is one side of a relayed connection.
 type endpoint struct {
 	rw  net.Conn  // bytes are read and written here: a *tls.Conn or the socket
 	raw net.Conn  // the socket: deadlines, readiness, half-close
 	tls *tls.Conn // nil for plain sides
+	// rec is what tls reads from, when it is a recordConn: the relay puts
+	// it in non-blocking mode.
+	rec *recordConn
 	// pending is data read from this side before the relay started.
 	pending []byte
+	sock sock // raw's descriptor, for reads without waiting
 }
 
-func plainEndpoint(c net.Conn) *endpoint { return &endpoint{rw: c, raw: c} }
+func plainEndpoint(c net.Conn) *endpoint { return &endpoint{rw: c, raw: c, sock: sockOf(c)} }
 
-func tlsEndpoint(t *tls.Conn, raw net.Conn) *endpoint { return &endpoint{rw: t, raw: raw, tls: t} }
+func tlsEndpoint(t *tls.Conn, raw net.Conn) *endpoint {
+	e := &endpoint{rw: t, raw: raw, tls: t}
+	if rc, ok := t.NetConn().(*recordConn); ok {
+		e.rec, e.sock = rc, rc.sock
+	} else {
+		e.sock = sockOf(raw)
+	}
+	return e
+}
+
+// readNow reads what the endpoint has now without waiting for more: TLS
+// plaintext crypto/tls already holds, or what the socket has. It fails
+// with errWouldBlock when there is nothing (where canPeek is false, it
+// waits like Read). One system call when data is there, and none to ask
+// first: a stream costs what io.Copy's reads cost.
+func (e *endpoint) readNow(p []byte) (int, error) {
+	switch {
+	case e.rec != nil:
+		return e.tls.Read(p) // the recordConn is non-blocking while relaying
+	case e.tls != nil: // not over a recordConn: ask the socket first
+		if !e.sock.readable() {
+			return 0, errWouldBlock
+		}
+		return e.tls.Read(p)
+	}
+	return e.sock.read(e.raw, p)
+}
 
 // closeWrite half-closes: close_notify on TLS, then FIN where the socket
 // supports it.
@@ -84,11 +106,22 @@ func (e *endpoint) close() {
 // next header with a body keeps it at one read per record in a stream.
 type recordConn struct {
 	net.Conn
+	sock sock // Conn's descriptor, for non-blocking reads
 	hdr  [5]byte
 	nhdr int
 	left int // bytes of the current record's body still to read
 	// nonblock makes Read fail with errWouldBlock instead of waiting.
 	nonblock bool
+}
+
+func newRecordConn(c net.Conn) *recordConn { return &recordConn{Conn: c, sock: sockOf(c)} }
+
+// read is one read of the socket, without waiting when nonblock is set.
+func (r *recordConn) read(p []byte) (int, error) {
+	if r.nonblock {
+		return r.sock.read(r.Conn, p)
+	}
+	return r.Conn.Read(p)
 }
 
 // errWouldBlock is a temporary net.Error: crypto/tls keeps the connection
@@ -102,14 +135,11 @@ func (wouldBlock) Timeout() bool   { return true }
 func (wouldBlock) Temporary() bool { return true }
 
 func (r *recordConn) Read(p []byte) (int, error) {
-	if r.nonblock && !readableNow(r.Conn) {
-		return 0, errWouldBlock
-	}
 	if r.left == 0 {
 		if need := len(r.hdr) - r.nhdr; len(p) > need {
 			p = p[:need]
 		}
-		n, err := r.Conn.Read(p)
+		n, err := r.read(p)
 		copy(r.hdr[r.nhdr:], p[:n])
 		r.nhdr += n
 		if r.nhdr == len(r.hdr) {
@@ -121,7 +151,7 @@ func (r *recordConn) Read(p []byte) (int, error) {
 	if len(p) > r.left+len(r.hdr) {
 		p = p[:r.left+len(r.hdr)]
 	}
-	n, err := r.Conn.Read(p)
+	n, err := r.read(p)
 	if n <= r.left {
 		r.left -= n
 		return n, err
@@ -185,8 +215,7 @@ type relay struct {
 
 type direction struct {
 	fresh          bool // running in a goroutine started to wait
-	more           bool // the last read filled its buffer: TLS may hold more
-	small          bool // the next read uses a small buffer
+	wait           bool // the last read found nothing: wait before the next
 	src, dst       *endpoint
 	n              *atomic.Int64
 	c              prometheus.Counter
@@ -194,6 +223,9 @@ type direction struct {
 	eof            bool
 	timeout        bool
 	readErr, wrErr error
+	// wdl is the write deadline last set on dst: it is moved only when it
+	// falls behind by wdlSlack, since each move resets a runtime timer.
+	wdl time.Time
 }
 
 // start relays both ways in two goroutines; when both directions have
@@ -202,7 +234,12 @@ type direction struct {
 func (r *relay) start(done func(reason closeReason)) {
 	r.touch()
 	up := &direction{src: r.client, dst: r.backend, n: &r.in, c: r.inC, srcIsClient: true}
-	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC, small: r.backend.tls != nil}
+	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC}
+	for _, e := range []*endpoint{r.client, r.backend} {
+		if e.rec != nil && canPeek {
+			e.rec.nonblock = true // only the relay reads it from now on
+		}
+	}
 	var ended atomic.Int32
 	end := func(d *direction) {
 		if ended.Add(1) < 2 {
@@ -265,44 +302,36 @@ func (r *relay) deadline() time.Time {
 }
 
 // copy moves bytes from d.src to d.dst until the direction ends, then
-// calls end. It borrows a buffer only once the source is readable, so
-// idle connections hold none. When the source has nothing to read, it
-// hands the wait to a fresh goroutine and returns: the stack a direction
-// keeps while idle is a new goroutine's smallest one, not the one TLS
-// record processing grew.
+// calls end. Its reads take what the source has without waiting, and it
+// borrows a buffer only for such a read, so idle connections hold none.
+// When the source has nothing to read, it hands the wait to a fresh
+// goroutine and returns: the stack a direction keeps while idle is a new
+// goroutine's smallest one, not the one TLS record processing grew.
 func (r *relay) copy(d *direction, end func(*direction)) {
 	for {
 		var err error
-		if !d.more && (d.fresh || !readableNow(d.src.raw)) {
+		if d.wait {
 			if !d.fresh {
 				d.fresh = true
 				go r.copy(d, end)
 				return
 			}
-			d.fresh = false
+			d.fresh, d.wait = false, false
 			_ = d.src.raw.SetReadDeadline(r.deadline())
-			err = waitReadable(d.src.raw)
+			err = d.src.sock.wait()
 		}
 		if err == nil {
-			pool := &bufPool
-			if d.small {
-				pool, d.small = &smallBufPool, false
-			}
 			if !canPeek {
-				// No readiness check here (wait_other.go): the Read itself
-				// waits for the client, so it carries the idle deadline.
+				// No waiting for readiness here (wait_other.go): the read
+				// itself waits for the peer, so it carries the idle deadline.
 				_ = d.src.raw.SetReadDeadline(r.deadline())
 			}
-			bp := pool.Get().(*[]byte)
-			n, rerr := d.src.rw.Read(*bp)
-			// A read that fills its buffer may leave the rest of a TLS
-			// record inside crypto/tls, where the socket cannot show it:
-			// read again before waiting.
-			d.more = d.src.tls != nil && n == len(*bp)
+			bp := bufPool.Get().(*[]byte)
+			n, rerr := d.src.readNow(*bp)
 			if n > 0 {
-				_ = d.dst.raw.SetWriteDeadline(time.Now().Add(r.limit()))
+				d.setWriteDeadline(r.limit())
 				_, werr := d.dst.rw.Write((*bp)[:n])
-				pool.Put(bp)
+				bufPool.Put(bp)
 				r.touch()
 				d.n.Add(int64(n))
 				d.c.Add(float64(n))
@@ -314,7 +343,10 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 					return
 				}
 			} else {
-				pool.Put(bp)
+				bufPool.Put(bp)
+			}
+			if errors.Is(rerr, errWouldBlock) {
+				d.wait, rerr = true, nil
 			}
 			err = rerr
 		}
@@ -322,7 +354,8 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 		case err == nil:
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if time.Now().Before(r.deadline()) {
-				d.fresh = true // the other direction moved bytes: not idle, wait on
+				// The other direction moved bytes: not idle, wait on.
+				d.fresh, d.wait = true, true
 				continue
 			}
 			d.timeout = true
@@ -348,5 +381,23 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			end(d)
 			return
 		}
+	}
+}
+
+// wdlSlack is how far a write deadline may lag behind now+limit before
+// it is moved: at most this much earlier than the limit says.
+const wdlSlack = time.Second
+
+// setWriteDeadline keeps dst's write deadline within min(wdlSlack,
+// limit/8) of now+limit, moving it at most about once a second in a
+// stream instead of on every write. A shorter limit (half-closed) takes
+// effect at once.
+func (d *direction) setWriteDeadline(limit time.Duration) {
+	now := time.Now()
+	want := now.Add(limit)
+	slack := min(wdlSlack, limit/8)
+	if want.Before(d.wdl) || want.Sub(d.wdl) > slack {
+		d.wdl = want
+		_ = d.dst.raw.SetWriteDeadline(want)
 	}
 }

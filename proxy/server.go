@@ -423,7 +423,7 @@ func trusted(prefixes []netip.Prefix, addr netip.AddrPort) bool {
 // handshake runs the server handshake under the handshake deadline, so
 // silent or slow clients cannot hold a slot.
 func (s *Server) handshake(c *conn) (*tls.Conn, error) {
-	tc := tls.Server(&recordConn{Conn: c.raw}, c.cfg.TLS)
+	tc := tls.Server(newRecordConn(c.raw), c.cfg.TLS)
 	_ = c.raw.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 	start := time.Now()
 	err := tc.HandshakeContext(c.ctx)
