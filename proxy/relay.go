@@ -31,7 +31,7 @@ type endpoint struct {
 	rec *recordConn
 	// pending is data read from this side before the relay started.
 	pending []byte
-	sock sock // raw's descriptor, for reads without waiting
+	sock    sock // raw's descriptor, for reads without waiting
 }
 
 func plainEndpoint(c net.Conn) *endpoint { return &endpoint{rw: c, raw: c, sock: sockOf(c)} }
