@@ -285,7 +285,7 @@ func (p *Pool) handle(hard context.Context, uc *net.UnixConn) {
 		client: tlsEndpoint(tlsConn, app), backend: plainEndpoint(mine),
 	}
 	c.cancel()
-	r.start(func(reason closeReason) { s.finish(c, r, reason, nil) })
+	c.startRelay(r, func(reason closeReason) { s.finish(c, r, reason, nil) })
 }
 
 // refuse answers a failure (no fd), counts it and logs why.

@@ -211,6 +211,8 @@ type relay struct {
 	// first is the direction that ended first, set before that end has
 	// any effect on the other direction.
 	first atomic.Pointer[direction]
+	// up and down are set by start.
+	up, down *direction
 }
 
 type direction struct {
@@ -226,6 +228,8 @@ type direction struct {
 	// wdl is the write deadline last set on dst: it is moved only when it
 	// falls behind by wdlSlack, since each move resets a runtime timer.
 	wdl time.Time
+	// park is set while the direction is parked (park_linux.go).
+	park atomic.Pointer[parking]
 }
 
 // start relays both ways in two goroutines; when both directions have
@@ -235,6 +239,7 @@ func (r *relay) start(done func(reason closeReason)) {
 	r.touch()
 	up := &direction{src: r.client, dst: r.backend, n: &r.in, c: r.inC, srcIsClient: true}
 	down := &direction{src: r.backend, dst: r.client, n: &r.out, c: r.outC}
+	r.up, r.down = up, down
 	for _, e := range []*endpoint{r.client, r.backend} {
 		if e.rec != nil && canPeek {
 			e.rec.nonblock = true // only the relay reads it from now on
@@ -277,6 +282,7 @@ func (r *relay) closeAll() {
 	r.once.Do(func() {
 		r.client.close()
 		r.backend.close()
+		r.wake()
 	})
 }
 
@@ -285,7 +291,18 @@ func (r *relay) abortAll() {
 	r.once.Do(func() {
 		r.client.abort()
 		r.backend.abort()
+		r.wake()
 	})
+}
+
+// wake resumes parked directions: their sockets were closed, or their
+// deadline moved. Safe before start and from any goroutine.
+func (r *relay) wake() {
+	for _, d := range []*direction{r.up, r.down} {
+		if d != nil {
+			d.wake()
+		}
+	}
 }
 
 func (r *relay) touch() { r.last.Store(time.Now().UnixNano()) }
@@ -310,6 +327,17 @@ func (r *relay) deadline() time.Time {
 func (r *relay) copy(d *direction, end func(*direction)) {
 	for {
 		var err error
+		if d.wait && canPark && canPeek {
+			d.wait = false
+			dl := r.deadline()
+			if !time.Now().Before(dl) {
+				err = os.ErrDeadlineExceeded
+			} else if r.park(d, end, dl) {
+				return // a new goroutine goes on when there is something to read
+			} else {
+				d.wait, d.fresh = true, true // wait below, in this goroutine
+			}
+		}
 		if d.wait {
 			if !d.fresh {
 				d.fresh = true
@@ -320,7 +348,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			_ = d.src.raw.SetReadDeadline(r.deadline())
 			err = d.src.sock.wait()
 		}
-		if err == nil {
+		if err == nil && !d.wait {
 			if !canPeek {
 				// No waiting for readiness here (wait_other.go): the read
 				// itself waits for the peer, so it carries the idle deadline.
@@ -371,6 +399,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			if !r.halfClosed.Swap(true) {
 				// The other direction now has close_timeout of silence left.
 				_ = d.dst.raw.SetReadDeadline(r.deadline())
+				r.wake() // a parked one looks at its deadline again
 			}
 			end(d)
 			return
