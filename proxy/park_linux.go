@@ -45,6 +45,11 @@ type parker struct {
 
 var idle parker
 
+// startParker creates the epoll instance and its goroutine now, before
+// connections: they live as long as the process. If it fails,
+// connections wait in goroutines as elsewhere.
+func startParker() { _ = idle.init() }
+
 func (p *parker) init() error {
 	p.once.Do(func() {
 		p.epfd, p.err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)

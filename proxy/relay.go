@@ -112,9 +112,35 @@ type recordConn struct {
 	left int // bytes of the current record's body still to read
 	// nonblock makes Read fail with errWouldBlock instead of waiting.
 	nonblock bool
+	// splitFirst asks for the first record, when it is a handshake
+	// record longer than fragSize, to be handed over as records of at
+	// most fragSize (see split).
+	splitFirst bool
+	frag       int     // body bytes left in the current fragment of a split record
+	synth      [5]byte // the header of the next fragment
+	nsynth     int     // bytes of synth still to hand over
 }
 
+// fragSize bounds the records crypto/tls sees of a split ClientHello.
+// crypto/tls keeps its raw input buffer at the size of the largest
+// record it has read (plus 512 bytes) for the life of the connection; a
+// ClientHello with a post-quantum key share is a 1.8 KB record, so every
+// connection would keep 2.3 KB for a record it reads once. TLS allows
+// handshake messages to be fragmented across records (RFC 8446, 5.1),
+// and a plaintext record's boundaries are not part of the transcript, so
+// the split changes nothing crypto/tls checks. It costs one read(2) per
+// fragment, for large ClientHellos only.
+const fragSize = 512
+
 func newRecordConn(c net.Conn) *recordConn { return &recordConn{Conn: c, sock: sockOf(c)} }
+
+// serverRecordConn is newRecordConn for the server side of a handshake:
+// the ClientHello is split (fragSize).
+func serverRecordConn(c net.Conn) *recordConn {
+	r := newRecordConn(c)
+	r.splitFirst = true
+	return r
+}
 
 // read is one read of the socket, without waiting when nonblock is set.
 func (r *recordConn) read(p []byte) (int, error) {
@@ -135,16 +161,29 @@ func (wouldBlock) Timeout() bool   { return true }
 func (wouldBlock) Temporary() bool { return true }
 
 func (r *recordConn) Read(p []byte) (int, error) {
+	if r.nsynth > 0 { // a split record's next header
+		n := copy(p, r.synth[len(r.synth)-r.nsynth:])
+		r.nsynth -= n
+		return n, nil
+	}
+	if r.frag > 0 {
+		return r.readFragment(p)
+	}
 	if r.left == 0 {
 		if need := len(r.hdr) - r.nhdr; len(p) > need {
 			p = p[:need]
 		}
+		whole := r.nhdr == 0
 		n, err := r.read(p)
 		copy(r.hdr[r.nhdr:], p[:n])
 		r.nhdr += n
 		if r.nhdr == len(r.hdr) {
 			r.left = int(binary.BigEndian.Uint16(r.hdr[3:]))
 			r.nhdr = 0
+			if r.splitFirst && whole {
+				r.split(p[:n])
+			}
+			r.splitFirst = false
 		}
 		return n, err
 	}
@@ -162,6 +201,38 @@ func (r *recordConn) Read(p []byte) (int, error) {
 	if r.nhdr == len(r.hdr) {
 		r.left = int(binary.BigEndian.Uint16(r.hdr[3:]))
 		r.nhdr = 0
+	}
+	return n, err
+}
+
+// split starts handing over the record whose header is hdr (just read,
+// and not yet seen by crypto/tls) as fragments of fragSize, when it is a
+// handshake record longer than that and no longer than a plaintext
+// record may be. Anything else (an oversized length, another type) is
+// left for crypto/tls to judge.
+func (r *recordConn) split(hdr []byte) {
+	const typeHandshake, maxPlaintext = 22, 16384
+	if hdr[0] != typeHandshake || r.left <= fragSize || r.left > maxPlaintext {
+		return
+	}
+	binary.BigEndian.PutUint16(hdr[3:], fragSize)
+	r.frag = fragSize
+}
+
+// readFragment reads the rest of the current fragment, never beyond; at
+// its end it prepares the next fragment's header.
+func (r *recordConn) readFragment(p []byte) (int, error) {
+	if len(p) > r.frag {
+		p = p[:r.frag]
+	}
+	n, err := r.read(p)
+	r.frag -= n
+	r.left -= n
+	if r.frag == 0 && r.left > 0 {
+		r.frag = min(r.left, fragSize)
+		r.synth = r.hdr
+		binary.BigEndian.PutUint16(r.synth[3:], uint16(r.frag))
+		r.nsynth = len(r.synth)
 	}
 	return n, err
 }

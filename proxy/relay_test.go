@@ -92,3 +92,86 @@ func TestRecordConnBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// TestRecordConnSplitsClientHello: a server's first record, a handshake
+// record longer than fragSize, reaches crypto/tls as records of at most
+// fragSize with the same bytes in them; what follows passes unchanged,
+// and first records it must not touch (another type, a length no
+// plaintext record may have, a header read in pieces) pass unchanged.
+func TestRecordConnSplitsClientHello(t *testing.T) {
+	record := func(typ byte, body []byte) []byte {
+		r := []byte{typ, 3, 1, 0, 0}
+		binary.BigEndian.PutUint16(r[3:], uint16(len(body)))
+		return append(r, body...)
+	}
+	body := func(n int, seed byte) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = seed + byte(i*7)
+		}
+		return b
+	}
+	hello := body(1800, 1)
+	rest := append(record(20, []byte{1}), record(23, body(3000, 2))...)
+	readAll := func(rc *recordConn, bufSize int) []byte {
+		var got []byte
+		buf := make([]byte, bufSize)
+		for {
+			n, err := rc.Read(buf)
+			got = append(got, buf[:n]...)
+			if err == io.EOF {
+				return got
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, bufSize := range []int{5, 517, 4096, 32 << 10} {
+		in := append(record(22, hello), rest...)
+		cc := &chunkConn{r: bytes.NewReader(in), chunk: 1 << 20}
+		got := readAll(serverRecordConn(cc), bufSize)
+		// Reassemble: handshake fragments first, then the rest unchanged.
+		var hs []byte
+		frags := 0
+		for len(got) >= 5 && got[0] == 22 {
+			n := int(binary.BigEndian.Uint16(got[3:5]))
+			if n > fragSize || n == 0 {
+				t.Fatalf("buffer %d: a fragment of %d bytes", bufSize, n)
+			}
+			if !bytes.Equal(got[:3], []byte{22, 3, 1}) {
+				t.Fatalf("buffer %d: fragment header % x", bufSize, got[:3])
+			}
+			hs = append(hs, got[5:5+n]...)
+			got = got[5+n:]
+			frags++
+		}
+		if !bytes.Equal(hs, hello) || frags != (len(hello)+fragSize-1)/fragSize {
+			t.Fatalf("buffer %d: %d fragments carrying %d bytes, want the %d-byte ClientHello in %d", bufSize, frags, len(hs), len(hello), (len(hello)+fragSize-1)/fragSize)
+		}
+		if !bytes.Equal(got, rest) {
+			t.Fatalf("buffer %d: the records after the ClientHello changed", bufSize)
+		}
+	}
+	for name, in := range map[string][]byte{
+		"application data first": record(23, body(1800, 3)),
+		"short hello":            record(22, body(fragSize, 4)),
+		"oversized length":       append([]byte{22, 3, 1, 0xff, 0xff}, body(2000, 5)...),
+	} {
+		cc := &chunkConn{r: bytes.NewReader(in), chunk: 1 << 20}
+		if got := readAll(serverRecordConn(cc), 32<<10); !bytes.Equal(got, in) {
+			t.Errorf("%s: changed", name)
+		}
+	}
+	// A header that arrives in pieces is not split (and not changed).
+	in := append(record(22, hello), rest...)
+	cc := &chunkConn{r: bytes.NewReader(in), chunk: 3}
+	if got := readAll(serverRecordConn(cc), 32<<10); !bytes.Equal(got, in) {
+		t.Error("a ClientHello whose header came in pieces changed")
+	}
+	// The client side never splits.
+	cc = &chunkConn{r: bytes.NewReader(in), chunk: 1 << 20}
+	if got := readAll(newRecordConn(cc), 32<<10); !bytes.Equal(got, in) {
+		t.Error("newRecordConn split a record")
+	}
+}

@@ -44,6 +44,7 @@ func NewServer(ln net.Listener, cfg *ListenerConfig, opts *Options) (*Server, er
 	if err := s.Update(cfg); err != nil {
 		return nil, err
 	}
+	startParker() // its descriptor and goroutine belong to the baseline
 	return s, nil
 }
 
@@ -439,7 +440,7 @@ func trusted(prefixes []netip.Prefix, addr netip.AddrPort) bool {
 // handshake runs the server handshake under the handshake deadline, so
 // silent or slow clients cannot hold a slot.
 func (s *Server) handshake(c *conn) (*tls.Conn, error) {
-	tc := tls.Server(newRecordConn(c.raw), c.cfg.TLS)
+	tc := tls.Server(serverRecordConn(c.raw), c.cfg.TLS)
 	_ = c.raw.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 	start := time.Now()
 	err := tc.HandshakeContext(c.ctx)
