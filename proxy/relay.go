@@ -51,6 +51,15 @@ func tlsEndpoint(t *tls.Conn, raw net.Conn) *endpoint {
 // with errWouldBlock when there is nothing (where canPeek is false, it
 // waits like Read). One system call when data is there, and none to ask
 // first: a stream costs what io.Copy's reads cost.
+// readWait is a read that waits for data, under the read deadline.
+func (e *endpoint) readWait(p []byte) (int, error) {
+	if e.rec != nil {
+		e.rec.nonblock = false
+		defer func() { e.rec.nonblock = true }()
+	}
+	return e.rw.Read(p)
+}
+
 func (e *endpoint) readNow(p []byte) (int, error) {
 	switch {
 	case e.rec != nil:
@@ -301,6 +310,35 @@ type direction struct {
 	wdl time.Time
 	// park is set while the direction is parked (park_linux.go).
 	park atomic.Pointer[parking]
+	// hot: the last read was a stream's (hotMin), so the next waits in
+	// the runtime's poller, under rdl, holding its buffer.
+	hot bool
+	rdl time.Time // the read deadline set on src for hot reads; zero: none
+}
+
+// A read of at least hotMin bytes says a stream is flowing: the next read
+// waits for data in the runtime's poller (as io.Copy does) for up to
+// hotWait, rather than parking at every gap between TCP segments. Below
+// it, and after hotWait without data, the direction parks without its
+// buffer.
+const (
+	hotMin  = 4 << 10
+	hotWait = 100 * time.Millisecond
+)
+
+// setHotDeadline keeps src's read deadline within [hotWait/2, hotWait]
+// ahead, and never past the relay's deadline, moving it only when it
+// falls out of that range: one timer reset per hotWait/2 of a stream.
+func (d *direction) setHotDeadline(limit time.Time) {
+	now := time.Now()
+	if !d.rdl.IsZero() && d.rdl.Sub(now) >= hotWait/2 && !d.rdl.After(limit) {
+		return
+	}
+	d.rdl = now.Add(hotWait)
+	if d.rdl.After(limit) {
+		d.rdl = limit
+	}
+	_ = d.src.raw.SetReadDeadline(d.rdl)
 }
 
 // start relays both ways in two goroutines; when both directions have
@@ -417,6 +455,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			}
 			d.fresh, d.wait = false, false
 			_ = d.src.raw.SetReadDeadline(r.deadline())
+			d.rdl = time.Time{}
 			err = d.src.sock.wait()
 		}
 		if err == nil && !d.wait {
@@ -426,7 +465,16 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 				_ = d.src.raw.SetReadDeadline(r.deadline())
 			}
 			bp := bufPool.Get().(*[]byte)
-			n, rerr := d.src.readNow(*bp)
+			var n int
+			var rerr error
+			hot := d.hot && canPeek
+			if hot {
+				d.setHotDeadline(r.deadline())
+				n, rerr = d.src.readWait(*bp)
+			} else {
+				n, rerr = d.src.readNow(*bp)
+			}
+			d.hot = n >= hotMin
 			if n > 0 {
 				d.setWriteDeadline(r.limit())
 				_, werr := d.dst.rw.Write((*bp)[:n])
@@ -444,8 +492,11 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			} else {
 				bufPool.Put(bp)
 			}
-			if errors.Is(rerr, errWouldBlock) {
+			switch {
+			case errors.Is(rerr, errWouldBlock):
 				d.wait, rerr = true, nil
+			case hot && errors.Is(rerr, os.ErrDeadlineExceeded) && time.Now().Before(r.deadline()):
+				d.wait, rerr = true, nil // the stream paused: park without the buffer
 			}
 			err = rerr
 		}
