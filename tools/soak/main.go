@@ -250,18 +250,21 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 		return nil, nil, err
 	}
 	var stops []func()
-	e = &env{p: p, logf: logf}
-	cleanup = func() {
+	en := &env{p: p, logf: logf}
+	e = en
+	// stopAll and en, not the results: an error return sets those to nil.
+	stopAll := func() {
 		for _, f := range slices.Backward(stops) {
 			f()
 		}
-		if !e.keep {
+		if !en.keep {
 			os.RemoveAll(dir)
 		}
 	}
+	cleanup = stopAll
 	defer func() {
 		if err != nil {
-			cleanup()
+			stopAll()
 		}
 	}()
 	tangURL, thp, stopTang, err := testenv.ServeTang(filepath.Join(dir, "tang"))
