@@ -313,7 +313,9 @@ type direction struct {
 	// hot: the last read was a stream's (hotMin), so the next waits in
 	// the runtime's poller, under rdl, holding its buffer.
 	hot bool
-	rdl time.Time // the read deadline set on src for hot reads; zero: none
+	// cold: a wait in the runtime's poller ran out (hotWait): park.
+	cold bool
+	rdl  time.Time // the read deadline set on src for hot reads and waits; zero: none
 }
 
 // A read of at least hotMin bytes says a stream is flowing: the next read
@@ -436,8 +438,20 @@ func (r *relay) deadline() time.Time {
 func (r *relay) copy(d *direction, end func(*direction)) {
 	for {
 		var err error
+		if d.wait && canPark && canPeek && !d.cold {
+			// Wait in the runtime's poller first, without a buffer, for
+			// up to hotWait: a conversation's next message comes with no
+			// more latency than in io.Copy. Only a longer silence parks.
+			d.setHotDeadline(r.deadline())
+			if err = d.src.sock.wait(); errors.Is(err, os.ErrDeadlineExceeded) && time.Now().Before(r.deadline()) {
+				d.cold, err = true, nil
+			} else {
+				d.wait = false
+			}
+		}
 		if d.wait && canPark && canPeek {
-			d.wait = false
+			d.wait, d.cold = false, false
+			d.rdl = time.Time{}
 			dl := r.deadline()
 			if !time.Now().Before(dl) {
 				err = os.ErrDeadlineExceeded
@@ -496,7 +510,7 @@ func (r *relay) copy(d *direction, end func(*direction)) {
 			case errors.Is(rerr, errWouldBlock):
 				d.wait, rerr = true, nil
 			case hot && errors.Is(rerr, os.ErrDeadlineExceeded) && time.Now().Before(r.deadline()):
-				d.wait, rerr = true, nil // the stream paused: park without the buffer
+				d.wait, d.cold, rerr = true, true, nil // the stream paused: park without the buffer
 			}
 			err = rerr
 		}
