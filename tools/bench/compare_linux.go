@@ -63,6 +63,7 @@ func compare(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer
 	haproxy := fs.String("haproxy", "haproxy", "haproxy binary (Debian package haproxy)")
 	stunnel := fs.String("stunnel", "stunnel4", "stunnel binary (Debian package stunnel4)")
 	only := fs.String("only", "", "comma-separated terminators to run (default: all)")
+	baseline := fs.String("baseline", "", `another sealproxy binary, run as "baseline sealed" and "baseline plain" beside the others (A/B)`)
 	keep := fs.Bool("keep", false, "keep the work directory (configurations and logs)")
 	timeout := fs.Duration("timeout", 40*time.Minute, "bound on the whole run")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions (terminators interleaved in each)")
@@ -120,6 +121,11 @@ func compare(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer
 			return []string{*minterm, "-listen", addr(port), "-backend", addr(bport),
 				"-cert", p.certFile, "-key", p.keyFile}, nil
 		}},
+	}
+	if *baseline != "" {
+		all = append(all,
+			terminator{"baseline sealed", sealproxyArgv(*baseline, dir, "baseline-sealed", keyref.Sealed(jwe), p)},
+			terminator{"baseline plain", sealproxyArgv(*baseline, dir, "baseline-plain", keyref.File(p.keyFile), p)})
 	}
 	var terms []terminator
 	for _, t := range all {
