@@ -175,3 +175,57 @@ func TestRecordConnSplitsClientHello(t *testing.T) {
 		t.Error("newRecordConn split a record")
 	}
 }
+
+// FuzzRecordConnSplit: whatever a client sends, what crypto/tls reads
+// through a server's recordConn is the same bytes, except that a first
+// handshake record may come as fragments of at most fragSize carrying
+// its body in order, under its own type and version.
+func FuzzRecordConnSplit(f *testing.F) {
+	hello := append([]byte{22, 3, 1, 7, 8}, bytes.Repeat([]byte{1}, 1800)...)
+	f.Add(hello, uint16(1<<15), uint16(1<<15))
+	f.Add(hello[:900], uint16(7), uint16(600))
+	f.Add([]byte{22, 3, 1, 0xff, 0xff, 1, 2}, uint16(5), uint16(5))
+	f.Fuzz(func(t *testing.T, in []byte, chunk, bufSize uint16) {
+		cc := &chunkConn{r: bytes.NewReader(in), chunk: max(int(chunk), 1)}
+		rc := serverRecordConn(cc)
+		var out []byte
+		buf := make([]byte, max(int(bufSize), 1))
+		for reads := 0; ; reads++ {
+			n, err := rc.Read(buf)
+			out = append(out, buf[:n]...)
+			if err != nil {
+				break
+			}
+			if reads > 2*len(in)+20 {
+				t.Fatalf("%d reads for %d bytes: no progress (%d out)", reads, len(in), len(out))
+			}
+		}
+		if bytes.Equal(out, in) {
+			return
+		}
+		if len(in) < 5 || in[0] != 22 {
+			t.Fatalf("changed a stream that starts % x", in[:min(len(in), 5)])
+		}
+		want := int(binary.BigEndian.Uint16(in[3:5]))
+		var body []byte
+		rest := out
+		for len(body) < want && len(rest) > 0 {
+			if len(rest) < 5 || !bytes.Equal(rest[:3], in[:3]) {
+				t.Fatalf("fragment header % x, want % x", rest[:min(len(rest), 5)], in[:3])
+			}
+			n := int(binary.BigEndian.Uint16(rest[3:5]))
+			if n == 0 || n > fragSize {
+				t.Fatalf("fragment of %d bytes", n)
+			}
+			n = min(n, len(rest)-5) // the stream may end inside it
+			body, rest = append(body, rest[5:5+n]...), rest[5+n:]
+		}
+		orig := in[5:]
+		if len(orig) > want {
+			orig = orig[:want]
+		}
+		if !bytes.HasPrefix(orig, body) || (len(body) == want && !bytes.Equal(rest, in[5+want:])) || (len(body) < want && len(rest) > 0) {
+			t.Fatalf("the split changed the bytes: %d of %d body bytes, %d after", len(body), want, len(rest))
+		}
+	})
+}
