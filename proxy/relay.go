@@ -431,10 +431,14 @@ func (r *relay) deadline() time.Time {
 
 // copy moves bytes from d.src to d.dst until the direction ends, then
 // calls end. Its reads take what the source has without waiting, and it
-// borrows a buffer only for such a read, so idle connections hold none.
-// When the source has nothing to read, it hands the wait to a fresh
-// goroutine and returns: the stack a direction keeps while idle is a new
-// goroutine's smallest one, not the one TLS record processing grew.
+// borrows a buffer only for such a read, so idle connections hold none;
+// only a stream (hot) waits inside a read, under a short deadline. When
+// the source has nothing to read, the direction waits up to hotWait in
+// the runtime's poller, then parks without a goroutine (Linux,
+// park_linux.go) and a new goroutine resumes it. Elsewhere it hands the
+// wait to a fresh goroutine and returns: the stack a direction keeps
+// while idle is a new goroutine's smallest one, not the one TLS record
+// processing grew.
 func (r *relay) copy(d *direction, end func(*direction)) {
 	for {
 		var err error
