@@ -84,7 +84,7 @@ func (s *Server) dialOne(c *conn, b Backend) (*endpoint, error) {
 		cfg = cfg.Clone()
 		cfg.ServerName = b.host()
 	}
-	rc := &recordConn{Conn: raw}
+	rc := newRecordConn(raw)
 	tc := tls.Client(rc, cfg)
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)

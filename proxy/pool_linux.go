@@ -285,7 +285,7 @@ func (p *Pool) handle(hard context.Context, uc *net.UnixConn) {
 		client: tlsEndpoint(tlsConn, app), backend: plainEndpoint(mine),
 	}
 	c.cancel()
-	r.start(func(reason closeReason) { s.finish(c, r, reason, nil) })
+	c.startRelay(r, func(reason closeReason) { s.finish(c, r, reason, nil) })
 }
 
 // refuse answers a failure (no fd), counts it and logs why.
@@ -412,12 +412,11 @@ func readRequest(uc *net.UnixConn) ([]byte, []int, error) {
 // handshake runs the service's handshake on the passed socket under the
 // handshake timeout.
 func (p *Pool) handshake(c *conn, svc *PoolService, tc *tls.Config) (*tls.Conn, error) {
-	rc := &recordConn{Conn: c.raw}
 	var t *tls.Conn
 	if svc.Client {
-		t = tls.Client(rc, tc)
+		t = tls.Client(newRecordConn(c.raw), tc)
 	} else {
-		t = tls.Server(rc, tc)
+		t = tls.Server(serverRecordConn(c.raw), tc)
 	}
 	_ = c.raw.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 	start := time.Now()

@@ -44,6 +44,7 @@ func NewServer(ln net.Listener, cfg *ListenerConfig, opts *Options) (*Server, er
 	if err := s.Update(cfg); err != nil {
 		return nil, err
 	}
+	startParker() // its descriptor and goroutine belong to the baseline
 	return s, nil
 }
 
@@ -219,6 +220,9 @@ type conn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	forced atomic.Pointer[closeReason]
+	// relay, once started, is woken by force: a parked direction learns
+	// of a closed socket only that way (park_linux.go).
+	relay atomic.Pointer[relay]
 
 	mu      sync.Mutex
 	backend net.Conn
@@ -253,6 +257,19 @@ func (c *conn) force(reason closeReason) {
 		_ = c.backend.Close()
 	}
 	c.mu.Unlock()
+	if r := c.relay.Load(); r != nil {
+		r.wake()
+	}
+}
+
+// startRelay starts r for c, where force can wake it; a force that came
+// first has closed the sockets, which the relay's first reads see.
+func (c *conn) startRelay(r *relay, done func(closeReason)) {
+	r.start(done)
+	c.relay.Store(r) // after start: wake reads what start set
+	if c.forced.Load() != nil {
+		r.wake()
+	}
 }
 
 func (c *conn) setBackend(b net.Conn) {
@@ -283,7 +300,7 @@ func (s *Server) handle(c *conn) {
 	// The context served the handshake and the dial; from here force
 	// closes the sockets. Cancelling now unlinks it from the server's.
 	c.cancel()
-	r.start(func(reason closeReason) { s.finish(c, r, reason, nil) })
+	c.startRelay(r, func(reason closeReason) { s.finish(c, r, reason, nil) })
 }
 
 // finish logs the connection's one line and releases everything it held.
@@ -423,7 +440,7 @@ func trusted(prefixes []netip.Prefix, addr netip.AddrPort) bool {
 // handshake runs the server handshake under the handshake deadline, so
 // silent or slow clients cannot hold a slot.
 func (s *Server) handshake(c *conn) (*tls.Conn, error) {
-	tc := tls.Server(&recordConn{Conn: c.raw}, c.cfg.TLS)
+	tc := tls.Server(serverRecordConn(c.raw), c.cfg.TLS)
 	_ = c.raw.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
 	start := time.Now()
 	err := tc.HandshakeContext(c.ctx)

@@ -4,13 +4,18 @@ package proxy
 
 import "net"
 
-// canPeek reports that readableNow cannot look at the socket here.
+// canPeek reports that a sock cannot look at the socket here.
 const canPeek = false
 
-// waitReadable returns at once where peeking at a socket is not wired up
-// (Windows): the copy then parks its buffer in Read like io.Copy does.
-func waitReadable(net.Conn) error { return nil }
+// sock does nothing here (Windows): the copy then parks its buffer in
+// Read like io.Copy does, under the idle deadline it sets when canPeek is
+// false.
+type sock struct{}
 
-// readableNow always says yes here: the copy then waits in Read, under
-// the idle deadline it sets when canPeek is false.
-func readableNow(net.Conn) bool { return true }
+func sockOf(net.Conn) sock { return sock{} }
+
+func (sock) wait() error { return nil }
+
+func (sock) readable() bool { return true }
+
+func (sock) read(c net.Conn, p []byte) (int, error) { return c.Read(p) }

@@ -51,6 +51,9 @@ type options struct {
 	handshakes, conc, pingpongs, idle int
 	gb                                float64
 	reps                              int
+	streams                           int    // concurrent connections sharing the bulk bytes
+	cpus                              string // the terminators' CPUs (taskset list)
+	ncpu                              int    // how many that is: haproxy's nbthread
 }
 
 func compare(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer) error {
@@ -60,6 +63,7 @@ func compare(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer
 	haproxy := fs.String("haproxy", "haproxy", "haproxy binary (Debian package haproxy)")
 	stunnel := fs.String("stunnel", "stunnel4", "stunnel binary (Debian package stunnel4)")
 	only := fs.String("only", "", "comma-separated terminators to run (default: all)")
+	baseline := fs.String("baseline", "", `another sealproxy binary, run as "baseline sealed" and "baseline plain" beside the others (A/B)`)
 	keep := fs.Bool("keep", false, "keep the work directory (configurations and logs)")
 	timeout := fs.Duration("timeout", 40*time.Minute, "bound on the whole run")
 	fs.IntVar(&o.reps, "reps", 3, "repetitions (terminators interleaved in each)")
@@ -68,9 +72,15 @@ func compare(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer
 	fs.Float64Var(&o.gb, "gb", 1, "GB streamed each way per run")
 	fs.IntVar(&o.pingpongs, "pingpongs", 20000, "64-byte round trips per run")
 	fs.IntVar(&o.idle, "idle", 2000, "idle established connections held")
+	fs.IntVar(&o.streams, "streams", 1, "bulk: connections at once, sharing the -gb")
+	fs.StringVar(&o.cpus, "cpus", "0", `the terminators' CPUs: "0", or "0,1" for the two-CPU handshake scaling (haproxy then runs nbthread 2)`)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if o.streams < 1 {
+		return errors.New("-streams must be at least 1")
+	}
+	o.ncpu = len(strings.Split(o.cpus, ","))
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 
@@ -102,7 +112,7 @@ func compare(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer
 	all := []terminator{
 		{"sealproxy sealed", sealproxyArgv(*sealproxy, dir, "sealed", keyref.Sealed(jwe), p)},
 		{"sealproxy plain", sealproxyArgv(*sealproxy, dir, "plain", keyref.File(p.keyFile), p)},
-		{"haproxy", haproxyArgv(*haproxy, dir, p)},
+		{"haproxy", haproxyArgv(*haproxy, dir, p, o.ncpu)},
 		{"stunnel", stunnelArgv(*stunnel, dir, p)},
 		{"minimal Go", func(port, bport int) ([]string, error) {
 			if *minterm == "" {
@@ -111,6 +121,11 @@ func compare(ctx context.Context, fs *flag.FlagSet, args []string, out io.Writer
 			return []string{*minterm, "-listen", addr(port), "-backend", addr(bport),
 				"-cert", p.certFile, "-key", p.keyFile}, nil
 		}},
+	}
+	if *baseline != "" {
+		all = append(all,
+			terminator{"baseline sealed", sealproxyArgv(*baseline, dir, "baseline-sealed", keyref.Sealed(jwe), p)},
+			terminator{"baseline plain", sealproxyArgv(*baseline, dir, "baseline-plain", keyref.File(p.keyFile), p)})
 	}
 	var terms []terminator
 	for _, t := range all {
@@ -172,11 +187,11 @@ backend = %q
 	}
 }
 
-func haproxyArgv(bin, dir string, p *pki) func(int, int) ([]string, error) {
+func haproxyArgv(bin, dir string, p *pki, nbthread int) func(int, int) ([]string, error) {
 	return func(port, bport int) ([]string, error) {
 		cfg := fmt.Sprintf(`global
     maxconn 9000
-    nbthread 1
+    nbthread %d
     ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256
     ssl-default-bind-options ssl-min-ver TLSv1.3
 
@@ -192,7 +207,7 @@ frontend fe
 
 backend be
     server s1 %s
-`, addr(port), p.comboFile, addr(bport))
+`, nbthread, addr(port), p.comboFile, addr(bport))
 		path := filepath.Join(dir, "haproxy.cfg")
 		if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 			return nil, err
@@ -232,7 +247,7 @@ func freePort() (int, error) {
 	return strconv.Atoi(port)
 }
 
-// runOne starts t pinned to CPU 0, measures it and stops it.
+// runOne starts t pinned to o.cpus, measures it and stops it.
 func runOne(ctx context.Context, dir string, t terminator, backendPort int, p *pki, o options) (m measurement, err error) {
 	port, err := freePort()
 	if err != nil {
@@ -247,7 +262,7 @@ func runOne(ctx context.Context, dir string, t terminator, backendPort int, p *p
 		return m, err
 	}
 	defer logf.Close()
-	cmd := exec.Command("taskset", append([]string{"-c", "0"}, argv...)...)
+	cmd := exec.Command("taskset", append([]string{"-c", o.cpus}, argv...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
@@ -270,8 +285,8 @@ func runOne(ctx context.Context, dir string, t terminator, backendPort int, p *p
 	if err := waitReady(ctx, c, exited); err != nil {
 		return m, fmt.Errorf("%w (log: %s)", err, logf.Name())
 	}
-	if cpus, _ := procStatus(pid, "Cpus_allowed_list"); cpus != "0" {
-		return m, fmt.Errorf("terminator runs on CPUs %q, not 0", cpus)
+	if cpus, _ := procStatus(pid, "Cpus_allowed_list"); cpus != o.cpus && cpus != strings.ReplaceAll(o.cpus, ",", "-") {
+		return m, fmt.Errorf("terminator runs on CPUs %q, not %s", cpus, o.cpus)
 	}
 	m.load = loadavg()
 
@@ -326,7 +341,7 @@ func runOne(ctx context.Context, dir string, t terminator, backendPort int, p *p
 		if err != nil {
 			return m, err
 		}
-		if err := c.bulk(ctx, n, up); err != nil {
+		if err := c.bulkStreams(ctx, n, up, o.streams); err != nil {
 			return m, fmt.Errorf("bulk: %w", err)
 		}
 		cpu1, err := cpuTime(pid)
@@ -438,22 +453,22 @@ func firstLine(argv ...string) string {
 
 func printEnvironment(out io.Writer, sealproxy, haproxy, stunnel string, o options) {
 	self, _ := procStatus(os.Getpid(), "Cpus_allowed_list")
-	fmt.Fprintf(out, "bench (client and backend) on CPUs %s, %s; terminators on CPU 0\n", self, runtime.Version())
-	if self != "1" {
+	fmt.Fprintf(out, "bench (client and backend) on CPUs %s, %s; terminators on CPUs %s\n", self, runtime.Version(), o.cpus)
+	if self != "1" && o.cpus == "0" {
 		fmt.Fprintln(out, "warning: run the harness with taskset -c 1 (tools/bench/run.sh does)")
 	}
 	fmt.Fprintf(out, "sealproxy: %s\nhaproxy:   %s\nstunnel:   %s\n",
 		firstLine(sealproxy, "version"), firstLine(haproxy, "-v"), firstLine(stunnel, "-version"))
-	fmt.Fprintf(out, "per run: %d handshakes (%d at once), %.1f GB each way, %d round trips, %d idle connections; load %s\n",
-		o.handshakes, o.conc, o.gb, o.pingpongs, o.idle, loadavg())
+	fmt.Fprintf(out, "per run: %d handshakes (%d at once), %.1f GB each way over %d connections at once, %d round trips, %d idle connections; load %s\n",
+		o.handshakes, o.conc, o.gb, o.streams, o.pingpongs, o.idle, loadavg())
 }
 
 // printTable prints the medians of every figure, with the range over the
 // repetitions.
 func printTable(out io.Writer, terms []terminator, results map[string][]measurement) {
 	fmt.Fprintln(out)
-	fmt.Fprintln(out, "| terminator | handshake CPU µs | CPU ms/GB up | CPU ms/GB down | p50 µs | p99 µs | KiB/idle conn | runs |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| terminator | handshake CPU µs | handshakes/s | CPU ms/GB up | CPU ms/GB down | p50 µs | p99 µs | KiB/idle conn | runs |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|")
 	for _, t := range terms {
 		runs := results[t.name]
 		if len(runs) == 0 {
@@ -467,8 +482,9 @@ func printTable(out io.Writer, terms []terminator, results map[string][]measurem
 			slices.Sort(v)
 			return fmt.Sprintf("%.*f (%.*f–%.*f)", prec, v[len(v)/2], prec, v[0], prec, v[len(v)-1])
 		}
-		fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %s | %s | %d |\n", t.name,
+		fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n", t.name,
 			col(func(m measurement) float64 { return us(m.handshakeCPU) }, 0),
+			col(func(m measurement) float64 { return m.handshakeRate }, 0),
 			col(func(m measurement) float64 { return ms(m.upCPU) }, 0),
 			col(func(m measurement) float64 { return ms(m.downCPU) }, 0),
 			col(func(m measurement) float64 { return us(m.p50) }, 0),

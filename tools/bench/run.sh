@@ -17,4 +17,6 @@ trap 'rm -rf "$tmp"' EXIT
 SEALPROXY=${SEALPROXY:-$(pwd)/bin/sealproxy}
 [ -x "$SEALPROXY" ] || { echo "run.sh: $SEALPROXY missing: run make build" >&2; exit 1; }
 "$GO" build -o "$tmp/" ./tools/bench ./tools/minterm
-taskset -c 1 "$tmp/bench" compare -sealproxy "$SEALPROXY" -minterm "$tmp/minterm" "$@"
+# HARNESS_CPUS: where the load client and backend run (1; with -cpus 0,1,
+# where the terminators then run too, 0,1).
+taskset -c "${HARNESS_CPUS:-1}" "$tmp/bench" compare -sealproxy "$SEALPROXY" -minterm "$tmp/minterm" "$@"

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -46,24 +47,25 @@ func raiseFDLimit() (uint64, error) {
 // writePKI writes ca.crt and soak.crt and seals the server's private key
 // to the Tang server into soak.key.jwe; the key is never written in the
 // clear. It returns the CA pool clients trust.
-func writePKI(ctx context.Context, dir, tangURL, thp string) (*x509.CertPool, error) {
+func writePKI(ctx context.Context, dir, tangURL, thp string) (*x509.CertPool, tls.Certificate, error) {
+	var none tls.Certificate
 	pki, err := testenv.WritePKI(dir, testenv.PKIOptions{CAName: "sealproxy soak CA", ServerName: serverName, File: "soak"})
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 	keyPEM, err := pki.Server.MarshalKey()
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 	jwe, err := unlock.Encrypt(ctx, "tang", fmt.Appendf(nil, `{"url":%q,"thp":%q}`, tangURL, thp), keyPEM, nil)
 	clear(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("sealing the server key to %s: %w", tangURL, err)
+		return nil, none, fmt.Errorf("sealing the server key to %s: %w", tangURL, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "soak.key.jwe"), jwe, 0o600); err != nil {
-		return nil, err
+		return nil, none, err
 	}
-	return pki.CA.Pool(), nil
+	return pki.CA.Pool(), pki.Server.TLSCertificate(), nil
 }
 
 // listenerSpec is one [[listener]] of the proxy's configuration.
@@ -71,6 +73,7 @@ type listenerSpec struct {
 	name, backend    string
 	maxConns         int
 	handshakeTimeout time.Duration
+	bridge           bool // TLS to the backend, verified with ca.crt as serverName
 }
 
 func writeConfig(path string, globalMax int, ls []listenerSpec) error {
@@ -78,12 +81,19 @@ func writeConfig(path string, globalMax int, ls []listenerSpec) error {
 	fmt.Fprintf(&b, "# written by tools/soak\nshutdown_timeout = \"10s\"\nmax_connections = %d\n\n", globalMax)
 	fmt.Fprintf(&b, "[[key]]\nname = \"soak\"\ncert = \"soak.crt\"\nsource = %q\n\n", keyref.Sealed("soak.key.jwe"))
 	for _, l := range ls {
-		fmt.Fprintf(&b, "[[listener]]\nname = %q\nlisten = \"127.0.0.1:0\"\nmode = \"offload\"\nkeys = [\"soak\"]\nbackend = %q\n", l.name, l.backend)
+		mode := "offload"
+		if l.bridge {
+			mode = "bridge"
+		}
+		fmt.Fprintf(&b, "[[listener]]\nname = %q\nlisten = \"127.0.0.1:0\"\nmode = %q\nkeys = [\"soak\"]\nbackend = %q\n", l.name, mode, l.backend)
 		if l.maxConns > 0 {
 			fmt.Fprintf(&b, "max_connections = %d\n", l.maxConns)
 		}
 		if l.handshakeTimeout > 0 {
 			fmt.Fprintf(&b, "handshake_timeout = %q\n", l.handshakeTimeout.String())
+		}
+		if l.bridge {
+			fmt.Fprintf(&b, "\n[listener.upstream]\nca = \"ca.crt\"\nserver_name = %q\n", serverName)
 		}
 		b.WriteString("\n")
 	}
@@ -361,6 +371,8 @@ type snapshot struct {
 	FDs        int   `json:"open_fds"`
 	RSS        int64 `json:"rss_bytes"`
 	HeapInuse  int64 `json:"heap_inuse_bytes"`
+	StackInuse int64 `json:"stack_inuse_bytes"`
+	NextGC     int64 `json:"next_gc_bytes"`
 	Active     int   `json:"connections_active"`
 	gcCycles   float64
 }
@@ -379,6 +391,8 @@ func (p *proxyProcess) snapshot(ctx context.Context) (snapshot, error) {
 		FDs:        int(m.get("process_open_fds")),
 		RSS:        rss,
 		HeapInuse:  int64(m.get("go_memstats_heap_inuse_bytes")),
+		StackInuse: int64(m.get("go_memstats_stack_inuse_bytes")),
+		NextGC:     int64(m.get("go_memstats_next_gc_bytes")),
 		Active:     int(m.get("sealproxy_connections_active")),
 		gcCycles:   m.get("go_gc_duration_seconds_count"),
 	}, nil

@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -43,9 +45,10 @@ type params struct {
 	silentS      int // silent connections (and a tenth more with a partial ClientHello)
 	slowK        int // clients that do not read
 	slowFor      time.Duration
-	hostileReps  int // connections per hostile input
-	dialers      int // concurrent dialers while opening connections
-	realClients  int // concurrent real clients during silent
+	hostileReps  int    // connections per hostile input
+	dialers      int    // concurrent dialers while opening connections
+	realClients  int    // concurrent real clients during silent
+	holdMode     string // the hold listener's mode: offload, or bridge to a TLS echo backend
 }
 
 func defaults(short bool) params {
@@ -107,10 +110,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (*report,
 	slowFor := fs.Duration("slow-for", 0, "how long slowread holds its clients (default 10s; -short 4s)")
 	jsonOut := fs.String("json", "", "also write every number to `FILE` as JSON")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
+	holdMode := fs.String("hold-mode", "offload", "the hold listener's mode: offload, or bridge (TLS to a TLS echo backend)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
 	p := defaults(*short)
+	if *holdMode != "offload" && *holdMode != "bridge" {
+		return nil, fmt.Errorf("-hold-mode %q: want offload or bridge", *holdMode)
+	}
+	p.holdMode = *holdMode
 	for _, o := range []struct{ flag, dst *int }{{n, &p.holdN}, {floodM, &p.floodM}, {silentS, &p.silentS}, {slowK, &p.slowK}} {
 		if *o.flag < 0 {
 			return nil, errors.New("counts must not be negative")
@@ -139,7 +147,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (*report,
 
 	r := &report{Command: strings.TrimSpace("go run ./tools/soak " + strings.Join(args, " ")), Started: time.Now().UTC(),
 		GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Params: map[string]any{
-			"hold_connections": p.holdN, "hold_seconds": p.holdFor.Seconds(), "flood_limit": p.floodL,
+			"hold_connections": p.holdN, "hold_seconds": p.holdFor.Seconds(), "hold_mode": p.holdMode, "flood_limit": p.floodL,
 			"flood_handshakes": p.floodM, "flood_seconds": p.floodFor.Seconds(), "flood_dialers": p.floodDialers,
 			"silent_connections": p.silentS, "silent_handshake_timeout_seconds": silentTimeout.Seconds(),
 			"slow_readers": p.slowK, "slow_seconds": p.slowFor.Seconds(), "hostile_per_input": p.hostileReps,
@@ -242,18 +250,21 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 		return nil, nil, err
 	}
 	var stops []func()
-	e = &env{p: p, logf: logf}
-	cleanup = func() {
+	en := &env{p: p, logf: logf}
+	e = en
+	// stopAll and en, not the results: an error return sets those to nil.
+	stopAll := func() {
 		for _, f := range slices.Backward(stops) {
 			f()
 		}
-		if !e.keep {
+		if !en.keep {
 			os.RemoveAll(dir)
 		}
 	}
+	cleanup = stopAll
 	defer func() {
 		if err != nil {
-			cleanup()
+			stopAll()
 		}
 	}()
 	tangURL, thp, stopTang, err := testenv.ServeTang(filepath.Join(dir, "tang"))
@@ -261,7 +272,7 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 		return nil, nil, err
 	}
 	stops = append(stops, stopTang)
-	pool, err := writePKI(ctx, dir, tangURL, thp)
+	pool, leaf, err := writePKI(ctx, dir, tangURL, thp)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -276,6 +287,17 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 		return nil, nil, err
 	}
 	stops = append(stops, e.echo.close)
+	hold := listenerSpec{name: "hold", backend: e.echo.addr(), maxConns: p.holdN + 100}
+	if p.holdMode == "bridge" {
+		// The same leaf serves the backend: the proxy verifies it with ca.crt.
+		cfg := &tls.Config{Certificates: []tls.Certificate{leaf}}
+		tb, err := newBackend(func(c net.Conn) { serveEcho(tls.Server(c, cfg)) })
+		if err != nil {
+			return nil, nil, err
+		}
+		stops = append(stops, tb.close)
+		hold.backend, hold.bridge = tb.addr(), true
+	}
 	e.stream = &streamer{limit: 1 << 30}
 	sb, err := newBackend(e.stream.serve)
 	if err != nil {
@@ -289,7 +311,7 @@ func setup(ctx context.Context, p params, logf func(string, ...any)) (e *env, cl
 		return nil, nil, err
 	}
 	ls := []listenerSpec{
-		{name: "hold", backend: e.echo.addr(), maxConns: p.holdN + 100},
+		hold,
 		{name: "flood", backend: e.echo.addr(), maxConns: p.floodL},
 		{name: "silent", backend: e.echo.addr(), handshakeTimeout: silentTimeout},
 		{name: "slow", backend: sb.addr()},

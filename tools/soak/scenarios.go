@@ -57,8 +57,10 @@ type holdResult struct {
 	ActiveWhileHeld int       `json:"connections_active_while_held"`
 	Before          snapshot  `json:"before"`
 	During          snapshot  `json:"during"`
-	After           snapshot  `json:"after"`
-	BytesPerConn    int64     `json:"rss_bytes_per_held_connection"`
+	// Later is taken at the end of the hold; During keeps the larger RSS.
+	Later        snapshot `json:"during_end_of_hold"`
+	After        snapshot `json:"after"`
+	BytesPerConn int64    `json:"rss_bytes_per_held_connection"`
 }
 
 func (e *env) hold(ctx context.Context) (r holdResult, err error) {
@@ -112,8 +114,11 @@ func (e *env) hold(ctx context.Context) (r holdResult, err error) {
 	case <-ctx.Done():
 		return r, ctx.Err()
 	}
-	if s, err := e.proxy.snapshot(ctx); err == nil && s.RSS > r.During.RSS {
-		r.During.RSS = s.RSS
+	if s, err := e.proxy.snapshot(ctx); err == nil {
+		r.Later = s
+		if s.RSS > r.During.RSS {
+			r.During.RSS = s.RSS
+		}
 	}
 	errs, count2 := parallel(n, e.p.dialers, func(i int) error {
 		if conns[i] == nil {
