@@ -1,0 +1,372 @@
+package main
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
+)
+
+// upgradeRun is a `sealproxy run` whose generations (the process the
+// test started and the successors of upgrades) write to one log file: a
+// pipe would be closed by the test's exec.Cmd once the first
+// generation exits, under its successors.
+type upgradeRun struct {
+	t       *testing.T
+	bin     string
+	logPath string
+	first   *exec.Cmd
+}
+
+func startUpgradeRun(t *testing.T, bin, config string) *upgradeRun {
+	t.Helper()
+	u := &upgradeRun{t: t, bin: bin, logPath: filepath.Join(t.TempDir(), "sealproxy.log")}
+	logf, err := os.Create(u.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	u.first = exec.Command(bin, "run", "--config", config)
+	u.first.Stdout, u.first.Stderr = logf, logf
+	if err := u.first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = u.first.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		for _, pid := range u.pids() {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		<-exited
+	})
+	u.waitLog(time.Minute, "the first process ready", func(l string) bool { return len(u.readyPids()) == 1 })
+	return u
+}
+
+func (u *upgradeRun) logs() string {
+	b, err := os.ReadFile(u.logPath)
+	if err != nil {
+		u.t.Fatal(err)
+	}
+	return string(b)
+}
+
+var (
+	readyPidRE   = regexp.MustCompile(`msg=ready .*pid=(\d+)`)
+	startedPidRE = regexp.MustCompile(`msg="upgrade: successor started[^"]*" pid=(\d+)`)
+)
+
+func pidsOf(re *regexp.Regexp, logs string) []int {
+	var pids []int
+	for _, m := range re.FindAllStringSubmatch(logs, -1) {
+		pid, _ := strconv.Atoi(m[1])
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+// readyPids are the pids that said ready, in order.
+func (u *upgradeRun) readyPids() []int { return pidsOf(readyPidRE, u.logs()) }
+
+// pids are every generation's, for the cleanup.
+func (u *upgradeRun) pids() []int {
+	return append(append([]int{u.first.Process.Pid}, pidsOf(startedPidRE, u.logs())...), u.readyPids()...)
+}
+
+func (u *upgradeRun) waitLog(timeout time.Duration, what string, cond func(string) bool) {
+	u.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond(u.logs()) {
+		if time.Now().After(deadline) {
+			u.t.Fatalf("waiting for %s:\n%s", what, u.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs (a zombie does not: the successors'
+// parents exit, and nothing may reap them in a container).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && len(s) > i+2 && s[i+2] != 'Z'
+}
+
+// upgradeLoad is continuous load through one listener: clients that
+// each make a new TLS connection (a full handshake) per request, and
+// long-lived streams.
+type upgradeLoad struct {
+	addr string
+	tls  *tls.Config
+
+	conns, reqs, failedConns, failedReqs atomic.Int64
+	streams, failedStreams               atomic.Int64
+
+	mu   sync.Mutex
+	errs []string
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func (l *upgradeLoad) fail(n *atomic.Int64, format string, args ...any) {
+	n.Add(1)
+	l.mu.Lock()
+	if len(l.errs) < 20 {
+		l.errs = append(l.errs, time.Now().Format("15:04:05.000 ")+fmt.Sprintf(format, args...))
+	}
+	l.mu.Unlock()
+}
+
+func (l *upgradeLoad) dial() (*tls.Conn, error) {
+	return tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", l.addr, l.tls)
+}
+
+// handshakes runs n clients until stop.
+func (l *upgradeLoad) handshakes(n int) {
+	for i := range n {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for j := 0; ; j++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				c, err := l.dial()
+				if err != nil {
+					l.fail(&l.failedConns, "client %d: dial: %v", i, err)
+					continue
+				}
+				l.conns.Add(1)
+				msg := fmt.Sprintf("client %d request %d\n", i, j)
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, err = io.WriteString(c, msg)
+				line := ""
+				if err == nil {
+					line, err = bufio.NewReader(c).ReadString('\n')
+				}
+				if err != nil || line != msg {
+					l.fail(&l.failedReqs, "client %d: echo %q: %v", i, line, err)
+				} else {
+					l.reqs.Add(1)
+				}
+				c.Close()
+			}
+		}()
+	}
+}
+
+// stream opens a connection that exchanges a line every 50ms for d; it
+// returns once the first line came back, and done is closed at its end.
+func (l *upgradeLoad) stream(t *testing.T, d time.Duration) (done chan struct{}) {
+	t.Helper()
+	c, err := l.dial()
+	if err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	r := bufio.NewReader(c)
+	exchange := func(msg string) error {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, msg); err != nil {
+			return err
+		}
+		line, err := r.ReadString('\n')
+		if err == nil && line != msg {
+			err = fmt.Errorf("echo %q, want %q", line, msg)
+		}
+		return err
+	}
+	if err := exchange("first\n"); err != nil {
+		t.Fatalf("stream: %v", err)
+	}
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		defer c.Close()
+		end := time.Now().Add(d)
+		for i := 0; time.Now().Before(end); i++ {
+			if err := exchange(fmt.Sprintf("line %d\n", i)); err != nil {
+				l.fail(&l.failedStreams, "stream: %v", err)
+				return
+			}
+			l.reqs.Add(1)
+			time.Sleep(50 * time.Millisecond)
+		}
+		l.streams.Add(1)
+	}()
+	return done
+}
+
+func (l *upgradeLoad) check(t *testing.T) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.failedConns.Load()+l.failedReqs.Load()+l.failedStreams.Load() != 0 {
+		t.Errorf("failed: %d connections, %d requests, %d streams:\n%s",
+			l.failedConns.Load(), l.failedReqs.Load(), l.failedStreams.Load(), strings.Join(l.errs, "\n"))
+	}
+}
+
+// TestUpgradeUnderLoad is issue 16's upgrade target against the real
+// binary, its key sealed to the real tangd: under continuous load (new
+// TLS connections, and streams that outlive each upgrade) five upgrades
+// in a row (SIGUSR2 and `sealproxy upgrade`) each start a new process
+// (a new pid that says ready), while the old one finishes its streams
+// and then exits; no connection, request or stream fails. Then failed
+// upgrades, under the same load: a bad configuration, and a successor
+// whose new key a gate's operator denies, during which a second upgrade
+// is refused; the running process keeps serving and logs the reason.
+func TestUpgradeUnderLoad(t *testing.T) {
+	bin := testenv.BuildCommand(t, "sealproxy")
+	tangSrv := testenv.RealTang(t)
+	f := newFixture(t)
+	f.sealed("web", tangSrv)
+	sock := adminSocket(t)
+	addr := testenv.FreeAddr(t)
+	base := "shutdown_timeout = \"30s\"\n" + key("web") + f.listener("web", addr) +
+		"[admin]\nlisten = \"unix:" + sock + "\"\nupgrade = true\n\n"
+	path := f.write(base)
+	u := startUpgradeRun(t, bin, path)
+
+	load := &upgradeLoad{addr: addr, tls: &tls.Config{RootCAs: f.ca.Pool(), ServerName: "web.test"}, stop: make(chan struct{})}
+	load.handshakes(4)
+	defer func() {
+		select {
+		case <-load.stop:
+		default:
+			close(load.stop)
+		}
+		load.wg.Wait()
+	}()
+
+	upgradeCLI := func() (string, string, error) {
+		cmd := exec.Command(bin, "upgrade", "--admin", "unix:"+sock)
+		var stdout, stderr strings.Builder
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		return stdout.String(), stderr.String(), err
+	}
+
+	var took []time.Duration
+	for i := 1; i <= 5; i++ {
+		old := u.readyPids()[len(u.readyPids())-1]
+		var streams []chan struct{}
+		for range 3 {
+			streams = append(streams, load.stream(t, 3*time.Second))
+		}
+		start := time.Now()
+		if i%2 == 1 {
+			if err := syscall.Kill(old, syscall.SIGUSR2); err != nil {
+				t.Fatal(err)
+			}
+			u.waitLog(time.Minute, fmt.Sprintf("upgrade %d", i), func(string) bool { return len(u.readyPids()) == i+1 })
+		} else {
+			stdout, stderr, err := upgradeCLI()
+			if err != nil || !strings.HasPrefix(stdout, "upgraded: pid ") {
+				t.Fatalf("upgrade %d: sealproxy upgrade: %v\n%s%s\n%s", i, err, stdout, stderr, u.logs())
+			}
+		}
+		took = append(took, time.Since(start))
+		pids := u.readyPids()
+		now := pids[len(pids)-1]
+		if len(pids) != i+1 || now == old {
+			t.Fatalf("upgrade %d: ready pids %v, want a new one after %d", i, pids, old)
+		}
+		if !alive(old) {
+			t.Fatalf("upgrade %d: the old process %d exited while its streams were open:\n%s", i, old, u.logs())
+		}
+		for _, s := range streams {
+			<-s
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for alive(old) {
+			if time.Now().After(deadline) {
+				t.Fatalf("upgrade %d: the old process %d still runs after its streams ended:\n%s", i, old, u.logs())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if !alive(now) {
+			t.Fatalf("upgrade %d: the successor %d does not run", i, now)
+		}
+	}
+	load.check(t)
+	t.Logf("5 upgrades: %d connections, %d requests, %d streams; failed: %d connections, %d requests, %d streams; signal to successor ready: %v",
+		load.conns.Load(), load.reqs.Load(), load.streams.Load(), load.failedConns.Load(), load.failedReqs.Load(), load.failedStreams.Load(), took)
+
+	// A bad configuration: the successor exits, the reason is logged
+	// and answered, the running process serves on.
+	serving := u.readyPids()[len(u.readyPids())-1]
+	f.write(base + "bogus = 1\n")
+	streams := []chan struct{}{load.stream(t, 2*time.Second)}
+	_, stderr, err := upgradeCLI()
+	if err == nil || !strings.Contains(stderr, "upgrade failed; the running process keeps serving") ||
+		!strings.Contains(stderr, "bogus: unknown setting") || !strings.Contains(stderr, "sealproxy: hint: the running process still serves") {
+		t.Fatalf("bad configuration: %v\n%s", err, stderr)
+	}
+	if !regexp.MustCompile(`level=ERROR msg="upgrade failed; this process keeps serving" pid=\d+ err=".*bogus: unknown setting`).MatchString(u.logs()) {
+		t.Fatalf("the failed upgrade's reason is not logged:\n%s", u.logs())
+	}
+	if err := syscall.Kill(serving, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	u.waitLog(time.Minute, "the second failed upgrade", func(l string) bool {
+		return strings.Count(l, "upgrade failed; this process keeps serving") == 2
+	})
+
+	// A key whose gate denies the successor; a second upgrade meanwhile
+	// is refused.
+	g := testenv.StartGate(t, heldGate)
+	f.sealedTo("api", g.PinConfig())
+	f.write(base + key("api") + f.listener("api", testenv.FreeAddr(t)))
+	if err := syscall.Kill(serving, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	req := g.Next(t, time.Minute)
+	_, stderr, err = upgradeCLI()
+	if err == nil || !strings.Contains(stderr, "upgrade refused: an upgrade is already in progress") {
+		t.Fatalf("second upgrade while one waits: %v\n%s", err, stderr)
+	}
+	if _, err := g.Deny(req.Code, "alice", "not today"); err != nil {
+		t.Fatal(err)
+	}
+	u.waitLog(time.Minute, "the denied upgrade", func(l string) bool {
+		return strings.Count(l, "upgrade failed; this process keeps serving") == 3
+	})
+	if !regexp.MustCompile(`msg="upgrade failed; this process keeps serving" pid=\d+ err=".*recovery denied by operator alice`).MatchString(u.logs()) {
+		t.Fatalf("the denial is not the logged reason:\n%s", u.logs())
+	}
+	for _, s := range streams {
+		<-s
+	}
+	if pids := u.readyPids(); pids[len(pids)-1] != serving || !alive(serving) {
+		t.Fatalf("after the failed upgrades: ready pids %v, want %d still serving", pids, serving)
+	}
+	time.Sleep(500 * time.Millisecond) // load on the survivor
+	close(load.stop)
+	load.wg.Wait()
+	load.check(t)
+	if os.Getenv("UPGRADE_DUMP") != "" {
+		t.Log(u.logs())
+	}
+	t.Logf("in all: %d connections, %d requests, %d streams; failed: %d connections, %d requests, %d streams",
+		load.conns.Load(), load.reqs.Load(), load.streams.Load(), load.failedConns.Load(), load.failedReqs.Load(), load.failedStreams.Load())
+}

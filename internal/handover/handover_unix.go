@@ -1,0 +1,366 @@
+//go:build unix
+
+package handover
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Handover is one process's side of upgrades: the sockets it listens on
+// (to pass on), and, in a successor, the sockets it inherited and the
+// status socket to its predecessor.
+type Handover struct {
+	mu        sync.Mutex
+	inherited map[string]*os.File     // successor: inherited, not taken yet
+	open      map[string]net.Listener // what Listen returned, by name
+	pass      map[string]*os.File     // passed on as they are (the service manager's sockets)
+	status    *os.File                // successor: to the predecessor, until Ready or Fail
+	busy      atomic.Bool
+}
+
+// New returns the handover of a process that inherited nothing.
+func New() *Handover {
+	return &Handover{inherited: map[string]*os.File{}, open: map[string]net.Listener{}, pass: map[string]*os.File{}}
+}
+
+// FromEnv returns the process's handover: a successor's (Env set: the
+// inherited sockets and the status socket) or a first process's. It
+// clears Env, so that nothing this process starts mistakes itself for a
+// successor.
+func FromEnv() (*Handover, error) {
+	h := New()
+	v, ok := os.LookupEnv(Env)
+	if !ok {
+		return h, nil
+	}
+	os.Unsetenv(Env)
+	names, err := parseNames(v)
+	if err != nil {
+		return h, err
+	}
+	// Inherited descriptors are not close-on-exec: mark them, so that
+	// only what the next upgrade passes on reaches its successor.
+	syscall.CloseOnExec(statusFD)
+	_ = syscall.SetNonblock(statusFD, true) // pollable: Ready's deadline works
+	h.status = os.NewFile(statusFD, "handover status")
+	for i, name := range names {
+		syscall.CloseOnExec(firstFD + i)
+		h.inherited[name] = os.NewFile(uintptr(firstFD+i), name)
+	}
+	return h, nil
+}
+
+// Successor reports whether this process was started by an upgrade and
+// has not said yet whether it is ready.
+func (h *Handover) Successor() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.status != nil
+}
+
+// Listen returns the socket inherited under name, or opens one; either
+// way the socket is passed on by the next upgrade while it is open.
+func (h *Handover) Listen(name string, open func(string) (net.Listener, error)) (net.Listener, error) {
+	h.mu.Lock()
+	f := h.inherited[name]
+	delete(h.inherited, name)
+	h.mu.Unlock()
+	var (
+		ln  net.Listener
+		err error
+	)
+	if f != nil {
+		ln, err = net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: the socket the previous process passed: %w", name, err)
+		}
+		if ul, ok := ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(true) // ours now: removed when this process stops for good
+		}
+	} else if ln, err = open(name); err != nil {
+		return nil, err
+	}
+	h.mu.Lock()
+	h.open[name] = ln
+	h.mu.Unlock()
+	return ln, nil
+}
+
+// Pass registers a socket to pass on as it is under name (the caller
+// keeps it open); Inherited returns them in a successor.
+func (h *Handover) Pass(name string, f *os.File) {
+	h.mu.Lock()
+	h.pass[name] = f
+	h.mu.Unlock()
+}
+
+// Inherited takes the inherited sockets whose names start with prefix,
+// by name without it.
+func (h *Handover) Inherited(prefix string) map[string]*os.File {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[string]*os.File{}
+	for name, f := range h.inherited {
+		if rest, ok := strings.CutPrefix(name, prefix); ok {
+			out[rest] = f
+			delete(h.inherited, name)
+		}
+	}
+	return out
+}
+
+// Ready tells the predecessor that this successor serves, and waits up
+// to wait for its answer that it made this process the service
+// manager's main process (so that this process's notifications count).
+// The inherited sockets not taken are closed.
+func (h *Handover) Ready(wait time.Duration) error {
+	h.mu.Lock()
+	status := h.status
+	h.status = nil
+	for name, f := range h.inherited {
+		f.Close()
+		delete(h.inherited, name)
+	}
+	h.mu.Unlock()
+	if status == nil {
+		return nil
+	}
+	defer status.Close()
+	if _, err := io.WriteString(status, msgReady); err != nil {
+		return fmt.Errorf("telling the previous process this one is ready: %w", err)
+	}
+	_ = status.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, len(msgMain))
+	if _, err := io.ReadFull(status, buf); err != nil || string(buf) != msgMain {
+		return fmt.Errorf("the previous process did not answer this one's ready (%v)", err)
+	}
+	return nil
+}
+
+// Fail tells the predecessor why this successor gives up, if it is one
+// that has not said ready.
+func (h *Handover) Fail(err error) {
+	h.mu.Lock()
+	status := h.status
+	h.status = nil
+	h.mu.Unlock()
+	if status == nil || err == nil {
+		return
+	}
+	msg := msgError + err.Error()
+	if len(msg) > maxStatus {
+		msg = msg[:maxStatus]
+	}
+	_, _ = io.WriteString(status, msg)
+	status.Close()
+}
+
+// Handed is called once a successor serves: the unix sockets it took
+// over must stay in place when this process closes them.
+func (h *Handover) Handed() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ln := range h.open {
+		if ul, ok := ln.(*net.UnixListener); ok {
+			ul.SetUnlinkOnClose(false)
+		}
+	}
+}
+
+// Options of one upgrade.
+type Options struct {
+	// Timeout bounds the wait for the successor's ready; then it is
+	// killed.
+	Timeout time.Duration
+	// Started, if set, is called with the successor's pid once started.
+	Started func(pid int)
+	// Main, if set, is called once the successor is ready, before it is
+	// told so: the daemon tells the service manager the new main pid.
+	Main func(pid int)
+}
+
+// Upgrade starts the executable at this process's path now (a binary
+// replaced there is the new one) with this process's arguments,
+// environment and open sockets, and waits until it says it is ready; it
+// returns its pid. A successor that fails, exits or times out is a
+// *FailedError (ErrFailed), and this process keeps its sockets; a
+// second Upgrade while one waits is ErrInProgress.
+func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
+	if !h.busy.CompareAndSwap(false, true) {
+		return 0, ErrInProgress
+	}
+	defer h.busy.Store(false)
+	exe, err := os.Executable()
+	if err != nil {
+		return 0, fmt.Errorf("finding this program's path: %w", err)
+	}
+	names, files, err := h.collect()
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
+	if err != nil {
+		return 0, err
+	}
+	enc, err := json.Marshal(names)
+	if err != nil {
+		return 0, err
+	}
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, fmt.Errorf("status socket: %w", err)
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "handover status"), os.NewFile(uintptr(fds[1]), "handover status")
+	defer mine.Close()
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, Env+"=") {
+			env = append(env, kv)
+		}
+	}
+	cmd := &exec.Cmd{
+		Path: exe, Args: os.Args, Env: append(env, Env+"="+string(enc)),
+		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
+		ExtraFiles: append([]*os.File{theirs}, files...),
+	}
+	err = cmd.Start()
+	theirs.Close()
+	if err != nil {
+		return 0, fmt.Errorf("starting %s: %w", exe, err)
+	}
+	pid := cmd.Process.Pid
+	if o.Started != nil {
+		o.Started(pid)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }() // reaps it whenever it ends
+	said := make(chan []byte, 1)
+	go func() { said <- readStatus(mine) }()
+
+	timeout := time.NewTimer(o.Timeout)
+	defer timeout.Stop()
+	fail := func(reason string) (int, error) {
+		return pid, &FailedError{Pid: pid, Reason: reason}
+	}
+	select {
+	case b := <-said:
+		if ready, reason := parseStatus(b); ready {
+			if o.Main != nil {
+				o.Main(pid)
+			}
+			_, _ = io.WriteString(mine, msgMain)
+			return pid, nil
+		} else if reason != "" {
+			<-exited
+			return fail(reason)
+		}
+		return fail(exitReason(<-exited))
+	case err := <-exited:
+		return fail(exitReason(err))
+	case <-timeout.C:
+		_ = cmd.Process.Kill()
+		<-exited
+		return fail(fmt.Sprintf("not ready within %s: killed", o.Timeout))
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-exited
+		return fail("upgrade abandoned: " + ctx.Err().Error())
+	}
+}
+
+// readStatus reads until the successor says ready or closes its end,
+// at most maxStatus bytes.
+func readStatus(r io.Reader) []byte {
+	var buf bytes.Buffer
+	b := make([]byte, 512)
+	for buf.Len() < maxStatus {
+		n, err := r.Read(b)
+		buf.Write(b[:n])
+		if buf.String() == msgReady || err != nil {
+			break
+		}
+	}
+	return buf.Bytes()
+}
+
+func exitReason(err error) string {
+	if err == nil {
+		return "exited (status 0) before it was ready"
+	}
+	return "exited before it was ready: " + err.Error()
+}
+
+// collect duplicates the sockets to pass on, by name; listeners closed
+// since (a reload removed them) are forgotten.
+func (h *Handover) collect() ([]string, []*os.File, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var (
+		names []string
+		files []*os.File
+	)
+	for name, ln := range h.open {
+		fl, ok := ln.(interface{ File() (*os.File, error) })
+		if !ok {
+			return names, files, fmt.Errorf("listener %s: %T cannot be passed on", name, ln)
+		}
+		f, err := fl.File()
+		if errors.Is(err, net.ErrClosed) {
+			delete(h.open, name)
+			continue
+		}
+		if err != nil {
+			return names, files, fmt.Errorf("listener %s: %w", name, err)
+		}
+		names, files = append(names, name), append(files, f)
+	}
+	for name, f := range h.pass {
+		if _, ok := h.open[name]; ok {
+			continue
+		}
+		d, err := dup(f)
+		if err != nil {
+			return names, files, fmt.Errorf("socket %s: %w", name, err)
+		}
+		names, files = append(names, name), append(files, d)
+	}
+	return names, files, nil
+}
+
+func dup(f *os.File) (*os.File, error) {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		nfd  int
+		derr error
+	)
+	if err := sc.Control(func(fd uintptr) {
+		nfd, derr = syscall.Dup(int(fd))
+		if derr == nil {
+			syscall.CloseOnExec(nfd)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, derr
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
+}
