@@ -341,9 +341,9 @@ func (r *runner) started(startErr error) (end bool, err error) {
 	}
 
 	r.state = serving
-	r.tookOver()
+	mainPid := r.tookOver()
 	r.log.Info("ready", "listeners", len(r.group.Listeners()), "pid", os.Getpid())
-	r.sd.ready(fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners())))
+	r.sd.ready(fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners())), mainPid...)
 	if r.hooks.ready != nil {
 		r.hooks.ready()
 	}

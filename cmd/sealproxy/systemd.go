@@ -49,8 +49,8 @@ func (n notifier) notify(lines ...string) {
 // STATUS= text can hold what a gate or a JWE said (a denial's operator,
 // a URL): escaped, so that it stays one printable line and cannot add
 // notify assignments of its own.
-func (n notifier) ready(status string) {
-	n.notify(sddaemon.SdNotifyReady, "STATUS="+keyring.Printable(status))
+func (n notifier) ready(status string, extra ...string) {
+	n.notify(append([]string{sddaemon.SdNotifyReady, "STATUS=" + keyring.Printable(status)}, extra...)...)
 }
 func (n notifier) status(s string) { n.notify("STATUS=" + keyring.Printable(s)) }
 func (n notifier) stopping() {

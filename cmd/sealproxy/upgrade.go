@@ -196,10 +196,11 @@ func (r *runner) upgradeDone(res upgradeResult) {
 }
 
 // tookOver finishes a successor's start: the predecessor is told, makes
-// this process systemd's main one, and stops accepting.
-func (r *runner) tookOver() {
+// this process systemd's main one, and stops accepting. It returns what
+// the READY=1 message adds: this process's MAINPID=.
+func (r *runner) tookOver() []string {
 	if !r.hand.Successor() {
-		return
+		return nil
 	}
 	if err := r.hand.Ready(readyAnswerWait); err != nil {
 		r.log.Warn("upgrade: the previous process did not confirm the handover", "err", err)
@@ -207,8 +208,8 @@ func (r *runner) tookOver() {
 	if r.sd.muted != nil {
 		r.sd.muted.Store(false)
 	}
-	r.sd.notify(fmt.Sprintf("MAINPID=%d", os.Getpid()))
 	r.log.Info("upgrade: this process took over the sockets", "pid", os.Getpid())
+	return []string{fmt.Sprintf("MAINPID=%d", os.Getpid())}
 }
 
 func reply(req upgradeRequest, pid int, err error) {

@@ -27,20 +27,28 @@ import (
 // generation exits, under its successors.
 type upgradeRun struct {
 	t       *testing.T
-	bin     string
 	logPath string
 	first   *exec.Cmd
 }
 
 func startUpgradeRun(t *testing.T, bin, config string) *upgradeRun {
 	t.Helper()
-	u := &upgradeRun{t: t, bin: bin, logPath: filepath.Join(t.TempDir(), "sealproxy.log")}
+	u := startUpgradeCommand(t, bin, "run", "--config", config)
+	u.waitLog(time.Minute, "the first process ready", func(l string) bool { return len(u.readyPids()) == 1 })
+	return u
+}
+
+// startUpgradeCommand starts argv (sealproxy run, or a program that
+// executes it in its own place) with its output in the log file.
+func startUpgradeCommand(t *testing.T, argv ...string) *upgradeRun {
+	t.Helper()
+	u := &upgradeRun{t: t, logPath: filepath.Join(t.TempDir(), "sealproxy.log")}
 	logf, err := os.Create(u.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	u.first = exec.Command(bin, "run", "--config", config)
+	u.first = exec.Command(argv[0], argv[1:]...)
 	u.first.Stdout, u.first.Stderr = logf, logf
 	if err := u.first.Start(); err != nil {
 		t.Fatal(err)
@@ -53,7 +61,6 @@ func startUpgradeRun(t *testing.T, bin, config string) *upgradeRun {
 		}
 		<-exited
 	})
-	u.waitLog(time.Minute, "the first process ready", func(l string) bool { return len(u.readyPids()) == 1 })
 	return u
 }
 
@@ -284,6 +291,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			if err != nil || !strings.HasPrefix(stdout, "upgraded: pid ") {
 				t.Fatalf("upgrade %d: sealproxy upgrade: %v\n%s%s\n%s", i, err, stdout, stderr, u.logs())
 			}
+			u.waitLog(time.Minute, fmt.Sprintf("upgrade %d's ready", i), func(string) bool { return len(u.readyPids()) == i+1 })
 		}
 		took = append(took, time.Since(start))
 		pids := u.readyPids()
@@ -369,4 +377,122 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	t.Logf("in all: %d connections, %d requests, %d streams; failed: %d connections, %d requests, %d streams",
 		load.conns.Load(), load.reqs.Load(), load.streams.Load(), load.failedConns.Load(), load.failedReqs.Load(), load.failedStreams.Load())
+}
+
+// TestUpgradeUnderSystemd: the successor is the binary now at the
+// running one's path (replaced by rename, as a package upgrade does),
+// it takes over a socket systemd passed (listen = "systemd:web", from
+// systemd-socket-activate) and, towards NOTIFY_SOCKET, the old process
+// announces MAINPID= of the successor, which then says MAINPID= and
+// READY=1 itself; neither says STOPPING=1, which would stop the unit.
+// A failed upgrade leaves MAINPID alone.
+func TestUpgradeUnderSystemd(t *testing.T) {
+	built := testenv.BuildCommand(t, "sealproxy")
+	activate := testenv.LookTool(t, "systemd-socket-activate", "systemd")
+	f := newFixture(t)
+	tangSrv := testenv.EmbeddedTang(t)
+	f.sealed("web", tangSrv)
+	bin := filepath.Join(f.dir, "sealproxy")
+	install := func() uint64 {
+		t.Helper()
+		b, err := os.ReadFile(built)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(bin+".new", b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(bin+".new", bin); err != nil {
+			t.Fatal(err)
+		}
+		var st syscall.Stat_t
+		if err := syscall.Stat(bin, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	exeInode := func(pid int) uint64 {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(fmt.Sprintf("/proc/%d/exe", pid), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Ino
+	}
+	first := install()
+	sock := adminSocket(t)
+	addr := testenv.FreeAddr(t)
+	base := key("web") + f.listener("web", "systemd:web") + "[admin]\nlisten = \"unix:" + sock + "\"\nupgrade = true\n\n"
+	path := f.write(base)
+	n := listenNotify(t)
+	u := startUpgradeCommand(t, activate, "-l", addr, "--fdname=web", "-E", "NOTIFY_SOCKET="+os.Getenv("NOTIFY_SOCKET"),
+		bin, "run", "--config", path)
+	// systemd-socket-activate starts sealproxy at the first connection.
+	testenv.Eventually(t, 30*time.Second, "systemd-socket-activate listening", func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	f.roundTrip(addr, "web", "socket activated")
+	n.expect(t, "READY=1")
+	old := u.readyPids()[0]
+	if exeInode(old) != first {
+		t.Fatalf("pid %d does not run %s", old, bin)
+	}
+
+	second := install()
+	out, err := exec.Command(bin, "upgrade", "--admin", "unix:"+sock).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sealproxy upgrade: %v\n%s\n%s", err, out, u.logs())
+	}
+	var now int
+	if _, err := fmt.Sscanf(string(out), "upgraded: pid %d serves", &now); err != nil || now == old {
+		t.Fatalf("sealproxy upgrade said %q (old pid %d)", out, old)
+	}
+	if ino := exeInode(now); ino != second || second == first {
+		t.Fatalf("successor %d runs inode %d, want the replaced binary's %d (the first was %d)", now, ino, second, first)
+	}
+	seen := n.expect(t, fmt.Sprintf("MAINPID=%d", now), "READY=1")
+	mainpid := -1
+	for i, m := range seen {
+		if strings.Contains(m, "STOPPING=1") {
+			t.Fatalf("STOPPING=1 during the upgrade: %q", seen)
+		}
+		if mainpid < 0 && strings.Contains(m, fmt.Sprintf("MAINPID=%d", now)) {
+			mainpid = i
+		}
+	}
+	if mainpid < 0 || strings.Contains(seen[mainpid], "READY=1") {
+		t.Fatalf("the old process did not announce the successor's MAINPID before it said READY=1: %q", seen)
+	}
+	f.roundTrip(addr, "web", "served by the successor")
+	deadline := time.Now().Add(30 * time.Second)
+	for alive(old) {
+		if time.Now().After(deadline) {
+			t.Fatalf("old process %d still runs:\n%s", old, u.logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The old process drained and exited without a word to systemd.
+	select {
+	case m := <-n.msgs:
+		t.Fatalf("message after the handover: %q", m)
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	// A failed upgrade: no MAINPID=, a STATUS= with the reason.
+	f.write(base + "bogus = 1\n")
+	if err := syscall.Kill(now, syscall.SIGUSR2); err != nil {
+		t.Fatal(err)
+	}
+	seen = n.expect(t, "STATUS=serving 1 listener(s); last upgrade failed: successor (pid ")
+	for _, m := range seen {
+		if strings.Contains(m, "MAINPID=") || strings.Contains(m, "STOPPING=1") {
+			t.Fatalf("a failed upgrade said %q", m)
+		}
+	}
+	f.write(base)
+	f.roundTrip(addr, "web", "still served after the failed upgrade")
 }
