@@ -1,0 +1,80 @@
+package handover
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// FuzzParseNames: the successor's socket list is either refused or a
+// list of distinct, non-empty names, at most maxNames, that encodes
+// back to the same list.
+func FuzzParseNames(f *testing.F) {
+	f.Add(`["127.0.0.1:8443","unix:/run/sealproxy/admin.sock","systemd:web"]`)
+	f.Add(`[]`)
+	f.Add(`["a","a"]`)
+	f.Add(`[""]`)
+	f.Add(`{"a":1}`)
+	f.Fuzz(func(t *testing.T, v string) {
+		names, err := parseNames(v)
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), Env+": ") {
+				t.Fatalf("error %q does not name %s", err, Env)
+			}
+			return
+		}
+		if len(names) > maxNames {
+			t.Fatalf("%d names", len(names))
+		}
+		seen := map[string]bool{}
+		for _, n := range names {
+			if n == "" || seen[n] {
+				t.Fatalf("empty or repeated name %q in %q", n, names)
+			}
+			seen[n] = true
+		}
+		b, err := json.Marshal(names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := parseNames(string(b))
+		if err != nil || len(again) != len(names) {
+			t.Fatalf("round trip of %q: %q, %v", names, again, err)
+		}
+	})
+}
+
+func TestParseNamesRefuses(t *testing.T) {
+	many, _ := json.Marshal(make([]string, maxNames+1))
+	for _, v := range []string{`["a","a"]`, `[""]`, `not json`, `{"a":"b"}`, string(many)} {
+		if _, err := parseNames(v); err == nil {
+			t.Errorf("parseNames(%.40q) accepted", v)
+		}
+	}
+}
+
+// FuzzParseStatus: only the exact ready message is ready; anything else
+// is a reason that parseStatus never lengthens.
+func FuzzParseStatus(f *testing.F) {
+	f.Add([]byte(msgReady))
+	f.Add([]byte("ready"))
+	f.Add([]byte("ready\nerror: x"))
+	f.Add([]byte(msgError + "bad configuration\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ready, reason := parseStatus(b)
+		if ready != (string(b) == msgReady) {
+			t.Fatalf("parseStatus(%q) ready = %v", b, ready)
+		}
+		if ready && reason != "" || len(reason) > len(b) {
+			t.Fatalf("parseStatus(%q) reason %q", b, reason)
+		}
+	})
+}
+
+func TestFailedError(t *testing.T) {
+	err := error(&FailedError{Pid: 42, Reason: "bad configuration"})
+	if !errors.Is(err, ErrFailed) || err.Error() != "successor (pid 42) failed: bad configuration" {
+		t.Fatalf("%v", err)
+	}
+}
