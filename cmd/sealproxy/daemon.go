@@ -237,9 +237,13 @@ type runner struct {
 	state runState
 }
 
-// status reports a progress line to systemd and the service hooks.
+// status reports a progress line to systemd and the service hooks, and
+// a successor's to its predecessor.
 func (r *runner) status(s string) {
 	r.sd.status(s)
+	if r.hand != nil {
+		r.hand.Status(keyring.Printable(s)) // a successor's, to its predecessor's STATUS=
+	}
 	if r.hooks.status != nil {
 		r.hooks.status(s)
 	}

@@ -155,6 +155,11 @@ func (r *runner) startUpgrade(req upgradeRequest) {
 			// This process is the main one: only its MAINPID= counts
 			// under NotifyAccess=main.
 			Main: func(pid int) { r.sd.notify(fmt.Sprintf("MAINPID=%d", pid)) },
+			// The successor's progress (the gate code it waits for) in
+			// this process's STATUS=, which systemd shows.
+			Progress: func(line string) {
+				r.sd.status(fmt.Sprintf("serving %d listener(s); upgrading: %s", len(r.group.Listeners()), line))
+			},
 		})
 		r.upgraded <- upgradeResult{req: req, pid: pid, err: err, took: time.Since(start)}
 	}()

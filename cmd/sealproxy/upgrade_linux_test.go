@@ -240,7 +240,8 @@ func (l *upgradeLoad) check(t *testing.T) {
 // (a new pid that says ready), while the old one finishes its streams
 // and then exits; no connection, request or stream fails. Then failed
 // upgrades, under the same load: a bad configuration, and a successor
-// whose new key a gate's operator denies, during which a second upgrade
+// whose new key a gate's operator denies (the running process's STATUS=
+// shows the code the successor waits for), during which a second upgrade
 // is refused; the running process keeps serving and logs the reason.
 func TestUpgradeUnderLoad(t *testing.T) {
 	bin := testenv.BuildCommand(t, "sealproxy")
@@ -252,6 +253,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	base := "shutdown_timeout = \"30s\"\n" + key("web") + f.listener("web", addr) +
 		"[admin]\nlisten = \"unix:" + sock + "\"\nupgrade = true\n\n"
 	path := f.write(base)
+	n := listenNotify(t)
 	u := startUpgradeRun(t, bin, path)
 
 	load := &upgradeLoad{addr: addr, tls: &tls.Config{RootCAs: f.ca.Pool(), ServerName: "web.test"}, stop: make(chan struct{})}
@@ -349,6 +351,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	req := g.Next(t, time.Minute)
+	// The successor may not speak to systemd yet: the running process
+	// shows the code it waits for.
+	n.expect(t, "STATUS=serving 1 listener(s); upgrading: ", "code "+req.Code)
 	_, stderr, err = upgradeCLI()
 	if err == nil || !strings.Contains(stderr, "upgrade refused: an upgrade is already in progress") {
 		t.Fatalf("second upgrade while one waits: %v\n%s", err, stderr)

@@ -13,9 +13,12 @@
 package handover
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 )
 
@@ -75,21 +78,41 @@ func parseNames(v string) ([]string, error) {
 	return names, nil
 }
 
-// Status messages, successor to predecessor, on the status socket.
+// Status messages, successor to predecessor, on the status socket: any
+// number of progress lines, then ready, or an error that runs to the end.
 const (
-	msgReady = "ready\n"
-	msgError = "error: "
+	msgStatus = "status: "
+	msgReady  = "ready\n"
+	msgError  = "error: "
 	// msgMain is the predecessor's answer to ready: it told the service
 	// manager that the successor is the main process now.
 	msgMain = "main\n"
 )
 
-// parseStatus reads what a successor said before it closed the status
-// socket: ready, or its error (empty when it said nothing).
-func parseStatus(b []byte) (ready bool, reason string) {
-	s := string(b)
-	if s == msgReady {
-		return true, ""
+// readStatus reads what a successor says until it is ready or closes
+// its end (at most maxStatus bytes a line, and for the error): each
+// progress line goes to progress, then ready, or the successor's error
+// (empty when it said none).
+func readStatus(r io.Reader, progress func(string)) (ready bool, reason string) {
+	br := bufio.NewReaderSize(r, maxStatus)
+	for {
+		line, err := br.ReadSlice('\n')
+		switch {
+		case err == nil && string(line) == msgReady:
+			return true, ""
+		case err == nil && bytes.HasPrefix(line, []byte(msgStatus)):
+			if progress != nil {
+				progress(string(bytes.TrimSpace(line[len(msgStatus):])))
+			}
+			continue
+		case err == bufio.ErrBufferFull:
+			return false, strings.TrimSpace(string(line)) // too long: cut
+		}
+		rest := line
+		if err == nil {
+			more, _ := io.ReadAll(io.LimitReader(br, int64(maxStatus-len(line))))
+			rest = append(append([]byte(nil), line...), more...)
+		}
+		return false, strings.TrimSpace(strings.TrimPrefix(string(rest), msgError))
 	}
-	return false, strings.TrimSpace(strings.TrimPrefix(s, msgError))
 }

@@ -46,10 +46,14 @@ func (h *Handover) Handed() {}
 
 // Options of one upgrade.
 type Options struct {
-	Timeout time.Duration
-	Started func(pid int)
-	Main    func(pid int)
+	Timeout  time.Duration
+	Started  func(pid int)
+	Main     func(pid int)
+	Progress func(line string)
 }
+
+// Status does nothing.
+func (h *Handover) Status(string) {}
 
 // Upgrade is refused: ErrUnsupported.
 func (h *Handover) Upgrade(context.Context, Options) (int, error) {

@@ -1,6 +1,7 @@
 package handover
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -54,22 +55,40 @@ func TestParseNamesRefuses(t *testing.T) {
 	}
 }
 
-// FuzzParseStatus: only the exact ready message is ready; anything else
-// is a reason that parseStatus never lengthens.
-func FuzzParseStatus(f *testing.F) {
+// FuzzReadStatus: ready only after a line that is exactly "ready";
+// progress lines hold no newline; the reason never exceeds maxStatus.
+func FuzzReadStatus(f *testing.F) {
 	f.Add([]byte(msgReady))
+	f.Add([]byte("status: waiting for approval (code ABCD-EFGH)\nready\n"))
 	f.Add([]byte("ready"))
 	f.Add([]byte("ready\nerror: x"))
-	f.Add([]byte(msgError + "bad configuration\n"))
+	f.Add([]byte("status: a\nerror: bad configuration\nsecond line"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		ready, reason := parseStatus(b)
-		if ready != (string(b) == msgReady) {
-			t.Fatalf("parseStatus(%q) ready = %v", b, ready)
+		var lines []string
+		ready, reason := readStatus(bytes.NewReader(b), func(l string) { lines = append(lines, l) })
+		if ready && (reason != "" || !bytes.Contains(b, []byte("\n"+msgReady)) && !bytes.HasPrefix(b, []byte(msgReady))) {
+			t.Fatalf("readStatus(%q) ready with %q", b, reason)
 		}
-		if ready && reason != "" || len(reason) > len(b) {
-			t.Fatalf("parseStatus(%q) reason %q", b, reason)
+		if len(reason) > maxStatus {
+			t.Fatalf("reason of %d bytes", len(reason))
+		}
+		for _, l := range lines {
+			if strings.Contains(l, "\n") {
+				t.Fatalf("progress line %q", l)
+			}
 		}
 	})
+}
+
+func TestReadStatus(t *testing.T) {
+	var lines []string
+	ready, reason := readStatus(strings.NewReader("status: one\nstatus: two\nerror: bad\nconfiguration\n"), func(l string) { lines = append(lines, l) })
+	if ready || reason != "bad\nconfiguration" || strings.Join(lines, "|") != "one|two" {
+		t.Fatalf("ready %v, reason %q, lines %q", ready, reason, lines)
+	}
+	if ready, _ := readStatus(strings.NewReader("status: x\nready\n"), nil); !ready {
+		t.Fatal("not ready")
+	}
 }
 
 func TestFailedError(t *testing.T) {

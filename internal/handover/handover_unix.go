@@ -3,7 +3,6 @@
 package handover
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -123,6 +122,22 @@ func (h *Handover) Inherited(prefix string) map[string]*os.File {
 	return out
 }
 
+// Status sends a progress line to the predecessor while this successor
+// starts; elsewhere it does nothing. The line must be printable (the
+// caller escapes it): a newline is replaced.
+func (h *Handover) Status(line string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.status == nil {
+		return
+	}
+	line = strings.ReplaceAll(line, "\n", " ")
+	if len(line) > maxStatus-len(msgStatus)-1 {
+		line = line[:maxStatus-len(msgStatus)-1]
+	}
+	_, _ = io.WriteString(h.status, msgStatus+line+"\n")
+}
+
 // Ready tells the predecessor that this successor serves, and waits up
 // to wait for its answer that it made this process the service
 // manager's main process (so that this process's notifications count).
@@ -191,6 +206,10 @@ type Options struct {
 	// Main, if set, is called once the successor is ready, before it is
 	// told so: the daemon tells the service manager the new main pid.
 	Main func(pid int)
+	// Progress, if set, gets the successor's status lines while it
+	// starts (which gate code it waits for): it may not speak to the
+	// service manager itself before it is the main process.
+	Progress func(line string)
 }
 
 // Upgrade starts the executable at this process's path now (a binary
@@ -249,8 +268,15 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }() // reaps it whenever it ends
-	said := make(chan []byte, 1)
-	go func() { said <- readStatus(mine) }()
+	type status struct {
+		ready  bool
+		reason string
+	}
+	said := make(chan status, 1)
+	go func() {
+		ready, reason := readStatus(mine, o.Progress)
+		said <- status{ready, reason}
+	}()
 
 	timeout := time.NewTimer(o.Timeout)
 	defer timeout.Stop()
@@ -258,8 +284,8 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 		return pid, &FailedError{Pid: pid, Reason: reason}
 	}
 	select {
-	case b := <-said:
-		if ready, reason := parseStatus(b); ready {
+	case st := <-said:
+		if ready, reason := st.ready, st.reason; ready {
 			if o.Main != nil {
 				o.Main(pid)
 			}
@@ -281,21 +307,6 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 		<-exited
 		return fail("upgrade abandoned: " + ctx.Err().Error())
 	}
-}
-
-// readStatus reads until the successor says ready or closes its end,
-// at most maxStatus bytes.
-func readStatus(r io.Reader) []byte {
-	var buf bytes.Buffer
-	b := make([]byte, 512)
-	for buf.Len() < maxStatus {
-		n, err := r.Read(b)
-		buf.Write(b[:n])
-		if buf.String() == msgReady || err != nil {
-			break
-		}
-	}
-	return buf.Bytes()
 }
 
 func exitReason(err error) string {
