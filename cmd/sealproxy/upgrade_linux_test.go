@@ -2,10 +2,12 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -358,6 +360,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	if err == nil || !strings.Contains(stderr, "upgrade refused: an upgrade is already in progress") {
 		t.Fatalf("second upgrade while one waits: %v\n%s", err, stderr)
 	}
+	if code, body := postUpgrade(t, sock); code != http.StatusConflict || !strings.Contains(body, "already in progress") {
+		t.Fatalf("POST /upgrade while one waits: %d %q, want 409", code, body)
+	}
 	if _, err := g.Deny(req.Code, "alice", "not today"); err != nil {
 		t.Fatal(err)
 	}
@@ -382,6 +387,23 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	t.Logf("in all: %d connections, %d requests, %d streams; failed: %d connections, %d requests, %d streams",
 		load.conns.Load(), load.reqs.Load(), load.streams.Load(), load.failedConns.Load(), load.failedReqs.Load(), load.failedStreams.Load())
+}
+
+// postUpgrade sends POST /upgrade to the unix admin socket.
+func postUpgrade(t *testing.T, sock string) (int, string) {
+	t.Helper()
+	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+	resp, err := client.Post("http://sealproxy/upgrade", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // TestUpgradeUnderSystemd: the successor is the binary now at the

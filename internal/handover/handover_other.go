@@ -57,5 +57,5 @@ func (h *Handover) Status(string) {}
 
 // Upgrade is refused: ErrUnsupported.
 func (h *Handover) Upgrade(context.Context, Options) (int, error) {
-	return 0, fmt.Errorf("%w: Windows cannot pass listening sockets to a new process", ErrUnsupported)
+	return 0, fmt.Errorf("%w: Windows cannot pass listening sockets to a new process; restart the service instead ('sealproxy service stop', then 'sealproxy service start')", ErrUnsupported)
 }
