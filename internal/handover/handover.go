@@ -28,8 +28,6 @@ import (
 const Env = "SEALPROXY_HANDOVER"
 
 const (
-	statusFD = 3
-	firstFD  = 4
 	// maxStatus bounds what a successor may say (its error).
 	maxStatus = 4096
 	// maxNames bounds the sockets a successor takes.
@@ -84,9 +82,6 @@ const (
 	msgStatus = "status: "
 	msgReady  = "ready\n"
 	msgError  = "error: "
-	// msgMain is the predecessor's answer to ready: it told the service
-	// manager that the successor is the main process now.
-	msgMain = "main\n"
 )
 
 // readStatus reads what a successor says until it is ready or closes

@@ -18,6 +18,14 @@ import (
 	"time"
 )
 
+const (
+	statusFD = 3 // the status socket, in a successor
+	firstFD  = 4 // the first inherited socket
+	// msgMain is the predecessor's answer to ready: it told the service
+	// manager that the successor is the main process now.
+	msgMain = "main\n"
+)
+
 // Handover is one process's side of upgrades: the sockets it listens on
 // (to pass on), and, in a successor, the sockets it inherited and the
 // status socket to its predecessor.
