@@ -103,6 +103,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	r := &runner{log: log, cfg: cfg, sd: notifier{log: log, muted: muted}, hooks: hooks, signals: d.signals, confine: d.confine,
 		reloads: make(chan chan error, 1), hand: hand, upgradable: d.upgrades,
 		upgrades: make(chan upgradeRequest, 1), upgraded: make(chan upgradeResult, 1)}
+	adoptWatchdog(hand)
 	var stopWatchdog func()
 	r.watchdog, stopWatchdog = r.sd.watchdog()
 	defer stopWatchdog()
@@ -256,6 +257,7 @@ func (r *runner) loop(ctx context.Context) error {
 	go func() { started <- r.group.Start(r.gctx) }()
 	var done chan error // once started: the group's end
 	ctxDone := ctx.Done()
+	predecessorGone := r.hand.PredecessorGone()
 	for {
 		select {
 		case err := <-started:
@@ -285,6 +287,9 @@ func (r *runner) loop(ctx context.Context) error {
 			r.startUpgrade(req)
 		case res := <-r.upgraded:
 			r.upgradeDone(res)
+		case <-predecessorGone:
+			predecessorGone = nil
+			r.adopted()
 		}
 	}
 }

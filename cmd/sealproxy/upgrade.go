@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -215,6 +216,28 @@ func (r *runner) tookOver() []string {
 	}
 	r.log.Info("upgrade: this process took over the sockets", "pid", os.Getpid())
 	return []string{fmt.Sprintf("MAINPID=%d", os.Getpid())}
+}
+
+// adopted runs once a successor's predecessor has exited: PID 1 (or a
+// subreaper) adopted this process, so a second MAINPID= makes systemd
+// take it for its own child: it then waits for it at stop and reads its
+// exit status (Restart=on-failure), which it cannot for a main process
+// that is another's child.
+func (r *runner) adopted() {
+	if r.handedTo != 0 || r.state != serving {
+		return
+	}
+	r.log.Info("upgrade: the previous process has exited", "ppid", os.Getppid())
+	r.sd.notify(fmt.Sprintf("MAINPID=%d", os.Getpid()))
+}
+
+// adoptWatchdog makes a successor the process the systemd watchdog
+// expects pings from: WATCHDOG_PID names its predecessor, and
+// sd_watchdog_enabled answers only the process it names.
+func adoptWatchdog(h *handover.Handover) {
+	if h.Successor() && os.Getenv("WATCHDOG_PID") == strconv.Itoa(os.Getppid()) {
+		os.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	}
 }
 
 func reply(req upgradeRequest, pid int, err error) {

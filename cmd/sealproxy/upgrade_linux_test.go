@@ -411,8 +411,9 @@ func postUpgrade(t *testing.T, sock string) (int, string) {
 // it takes over a socket systemd passed (listen = "systemd:web", from
 // systemd-socket-activate) and, towards NOTIFY_SOCKET, the old process
 // announces MAINPID= of the successor, which then says MAINPID= and
-// READY=1 itself; neither says STOPPING=1, which would stop the unit.
-// A failed upgrade leaves MAINPID alone.
+// READY=1 itself, and MAINPID= again once the old one has exited;
+// neither says STOPPING=1, which would stop the unit. A failed upgrade
+// leaves MAINPID alone.
 func TestUpgradeUnderSystemd(t *testing.T) {
 	built := testenv.BuildCommand(t, "sealproxy")
 	activate := testenv.LookTool(t, "systemd-socket-activate", "systemd")
@@ -502,7 +503,12 @@ func TestUpgradeUnderSystemd(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	// The old process drained and exited without a word to systemd.
+	// The old process drained and exited without a word to systemd; the
+	// successor, now adopted by PID 1, says MAINPID= again (systemd then
+	// takes it for its child: it waits for it at stop).
+	if m := <-n.msgs; m != fmt.Sprintf("MAINPID=%d", now) {
+		t.Fatalf("after the old process exited: %q, want the successor's MAINPID= alone", m)
+	}
 	select {
 	case m := <-n.msgs:
 		t.Fatalf("message after the handover: %q", m)

@@ -38,6 +38,9 @@ func (h *Handover) Inherited(string) map[string]*os.File { return nil }
 // Ready does nothing.
 func (h *Handover) Ready(time.Duration) error { return nil }
 
+// PredecessorGone is nil: there is no predecessor.
+func (h *Handover) PredecessorGone() <-chan struct{} { return nil }
+
 // Fail does nothing.
 func (h *Handover) Fail(error) {}
 

@@ -35,6 +35,8 @@ type Handover struct {
 	open      map[string]net.Listener // what Listen returned, by name
 	pass      map[string]*os.File     // passed on as they are (the service manager's sockets)
 	status    *os.File                // successor: to the predecessor, until Ready or Fail
+	gone      chan struct{}           // successor: closed when the predecessor has exited
+	handedTo  []*os.File              // the status sockets of successors: open until this process exits
 	busy      atomic.Bool
 }
 
@@ -63,6 +65,7 @@ func FromEnv() (*Handover, error) {
 	syscall.CloseOnExec(statusFD)
 	_ = syscall.SetNonblock(statusFD, true) // pollable: Ready's deadline works
 	h.status = os.NewFile(statusFD, "handover status")
+	h.gone = make(chan struct{})
 	for i, name := range names {
 		syscall.CloseOnExec(firstFD + i)
 		h.inherited[name] = os.NewFile(uintptr(firstFD+i), name)
@@ -162,7 +165,16 @@ func (h *Handover) Ready(wait time.Duration) error {
 	if status == nil {
 		return nil
 	}
-	defer status.Close()
+	// The predecessor keeps its end open until it exits: the end of the
+	// stream says it is gone.
+	defer func() {
+		go func() {
+			_ = status.SetReadDeadline(time.Time{})
+			_, _ = io.Copy(io.Discard, status)
+			status.Close()
+			close(h.gone)
+		}()
+	}()
 	if _, err := io.WriteString(status, msgReady); err != nil {
 		return fmt.Errorf("telling the previous process this one is ready: %w", err)
 	}
@@ -173,6 +185,12 @@ func (h *Handover) Ready(wait time.Duration) error {
 	}
 	return nil
 }
+
+// PredecessorGone is closed once the process this successor took over
+// from has exited (after Ready); nil in a first process. The successor
+// is then the service manager's own child (PID 1 adopts orphans), which
+// it could not be while its predecessor lived.
+func (h *Handover) PredecessorGone() <-chan struct{} { return h.gone }
 
 // Fail tells the predecessor why this successor gives up, if it is one
 // that has not said ready.
@@ -253,7 +271,18 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 		return 0, fmt.Errorf("status socket: %w", err)
 	}
 	mine, theirs := os.NewFile(uintptr(fds[0]), "handover status"), os.NewFile(uintptr(fds[1]), "handover status")
-	defer mine.Close()
+	handed := false
+	defer func() {
+		if handed {
+			// Open until this process exits: its end tells the
+			// successor that this one is gone.
+			h.mu.Lock()
+			h.handedTo = append(h.handedTo, mine)
+			h.mu.Unlock()
+			return
+		}
+		mine.Close()
+	}()
 	env := []string{}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, Env+"=") {
@@ -298,6 +327,7 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 				o.Main(pid)
 			}
 			_, _ = io.WriteString(mine, msgMain)
+			handed = true
 			return pid, nil
 		} else if reason != "" {
 			<-exited

@@ -299,9 +299,15 @@ old_gone() { ! inside kill -0 "$old_pid"; }
 until_true 30 old_gone || fail "upgrade: the old process $old_pid still runs"
 [ "$(show sealproxy.service ActiveState)" = active ] || fail "upgrade: $(show sealproxy.service ActiveState) after the handover"
 [ "$(tls 443)" = "hello through sealproxy" ] && [ "$(tls 8443)" = "hello through sealproxy" ] || fail "upgrade: not serving after the handover"
-ok "upgrade: successor held at the gate (code in STATUS, still serving), approved; active, MainPID $old_pid -> $(show sealproxy.service MainPID), old process gone"
+# The successor pings the watchdog (WatchdogSec=5s here): WATCHDOG_PID
+# named its predecessor.
+sleep 6
+[ "$(show sealproxy.service ActiveState)" = active ] && [ "$(show sealproxy.service NRestarts)" = 0 ] ||
+	fail "upgrade: the watchdog fired on the successor: $(show sealproxy.service ActiveState), $(show sealproxy.service Result)"
+ok "upgrade: successor held at the gate (code in STATUS, still serving), approved; active, MainPID $old_pid -> $(show sealproxy.service MainPID), old process gone, watchdog pinged by the successor"
 
-# --- stop: drains and exits 0
+# --- stop: drains and exits 0 (after the upgrade: systemd waits for the
+# successor it adopted, and reads its exit status)
 inside systemctl stop sealproxy.service
 [ "$(show sealproxy.service Result)" = success ] && [ "$(show sealproxy.service ExecMainStatus)" = 0 ] ||
 	fail "stop: Result=$(show sealproxy.service Result) ExecMainStatus=$(show sealproxy.service ExecMainStatus)"
