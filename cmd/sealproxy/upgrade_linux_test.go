@@ -387,6 +387,41 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	}
 	t.Logf("in all: %d connections, %d requests, %d streams; failed: %d connections, %d requests, %d streams",
 		load.conns.Load(), load.reqs.Load(), load.streams.Load(), load.failedConns.Load(), load.failedReqs.Load(), load.failedStreams.Load())
+
+	// The peer, for the figures only: a restart (SIGTERM, then a new
+	// process), as without upgrades. A prober dials every 10ms; the
+	// outage is from the signal to its first answer again.
+	probe := &upgradeLoad{addr: addr, tls: load.tls}
+	ok := func() bool {
+		c, err := probe.dial()
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		_, err = io.WriteString(c, "probe\n")
+		if err == nil {
+			_, err = bufio.NewReader(c).ReadString('\n')
+		}
+		return err == nil
+	}
+	f.write(base)
+	start := time.Now()
+	if err := syscall.Kill(serving, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for alive(serving) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	again := startUpgradeCommand(t, bin, "run", "--config", path)
+	failed := 0
+	for !ok() {
+		failed++
+		if time.Since(start) > time.Minute {
+			t.Fatalf("no answer a minute after the restart:\n%s", again.logs())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("peer: a restart (SIGTERM, then start) left %d probes every 10ms unanswered: unavailable for %v", failed, time.Since(start).Round(time.Millisecond))
 }
 
 // postUpgrade sends POST /upgrade to the unix admin socket.
