@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -255,8 +254,8 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 	}
 	names, files, err := h.collect()
 	defer func() {
-		for _, f := range files {
-			f.Close()
+		for _, fd := range files {
+			syscall.Close(int(fd))
 		}
 	}()
 	if err != nil {
@@ -270,7 +269,7 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("status socket: %w", err)
 	}
-	mine, theirs := os.NewFile(uintptr(fds[0]), "handover status"), os.NewFile(uintptr(fds[1]), "handover status")
+	mine, theirs := os.NewFile(uintptr(fds[0]), "handover status"), fds[1]
 	handed := false
 	defer func() {
 		if handed {
@@ -289,22 +288,34 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 			env = append(env, kv)
 		}
 	}
-	cmd := &exec.Cmd{
-		Path: exe, Args: os.Args, Env: append(env, Env+"="+string(enc)),
-		Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr,
-		ExtraFiles: append([]*os.File{theirs}, files...),
-	}
-	err = cmd.Start()
-	theirs.Close()
+	// syscall.ForkExec with the descriptors as numbers: os/exec and
+	// os.StartProcess take *os.File and call Fd(), which puts a socket in
+	// blocking mode, and that flag is shared by every duplicate: this
+	// process's own listeners would then block in accept(2) and could
+	// not be closed.
+	pid, err := syscall.ForkExec(exe, os.Args, &syscall.ProcAttr{
+		Env:   append(env, Env+"="+string(enc)),
+		Files: append([]uintptr{0, 1, 2, uintptr(theirs)}, files...),
+	})
+	syscall.Close(theirs)
 	if err != nil {
 		return 0, fmt.Errorf("starting %s: %w", exe, err)
 	}
-	pid := cmd.Process.Pid
+	proc, err := os.FindProcess(pid)
+	if err != nil {
+		return 0, err
+	}
 	if o.Started != nil {
 		o.Started(pid)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }() // reaps it whenever it ends
+	go func() { // reaps it whenever it ends
+		st, err := proc.Wait()
+		if err == nil && !st.Success() {
+			err = errors.New(st.String())
+		}
+		exited <- err
+	}()
 	type status struct {
 		ready  bool
 		reason string
@@ -337,11 +348,11 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 	case err := <-exited:
 		return fail(exitReason(err))
 	case <-timeout.C:
-		_ = cmd.Process.Kill()
+		_ = proc.Kill()
 		<-exited
 		return fail(fmt.Sprintf("not ready within %s: killed", o.Timeout))
 	case <-ctx.Done():
-		_ = cmd.Process.Kill()
+		_ = proc.Kill()
 		<-exited
 		return fail("upgrade abandoned: " + ctx.Err().Error())
 	}
@@ -354,47 +365,49 @@ func exitReason(err error) string {
 	return "exited before it was ready: " + err.Error()
 }
 
-// collect duplicates the sockets to pass on, by name; listeners closed
-// since (a reload removed them) are forgotten.
-func (h *Handover) collect() ([]string, []*os.File, error) {
+// collect duplicates the sockets to pass on (close-on-exec descriptor
+// numbers), by name; listeners closed since (a reload removed them) are
+// forgotten.
+func (h *Handover) collect() ([]string, []uintptr, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var (
 		names []string
-		files []*os.File
+		fds   []uintptr
 	)
 	for name, ln := range h.open {
-		fl, ok := ln.(interface{ File() (*os.File, error) })
+		sc, ok := ln.(syscall.Conn)
 		if !ok {
-			return names, files, fmt.Errorf("listener %s: %T cannot be passed on", name, ln)
+			return names, fds, fmt.Errorf("listener %s: %T cannot be passed on", name, ln)
 		}
-		f, err := fl.File()
+		fd, err := dup(sc)
 		if errors.Is(err, net.ErrClosed) {
 			delete(h.open, name)
 			continue
 		}
 		if err != nil {
-			return names, files, fmt.Errorf("listener %s: %w", name, err)
+			return names, fds, fmt.Errorf("listener %s: %w", name, err)
 		}
-		names, files = append(names, name), append(files, f)
+		names, fds = append(names, name), append(fds, fd)
 	}
 	for name, f := range h.pass {
 		if _, ok := h.open[name]; ok {
 			continue
 		}
-		d, err := dup(f)
+		fd, err := dup(f)
 		if err != nil {
-			return names, files, fmt.Errorf("socket %s: %w", name, err)
+			return names, fds, fmt.Errorf("socket %s: %w", name, err)
 		}
-		names, files = append(names, name), append(files, d)
+		names, fds = append(names, name), append(fds, fd)
 	}
-	return names, files, nil
+	return names, fds, nil
 }
 
-func dup(f *os.File) (*os.File, error) {
-	sc, err := f.SyscallConn()
+// dup duplicates c's descriptor without touching its flags.
+func dup(c syscall.Conn) (uintptr, error) {
+	sc, err := c.SyscallConn()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	var (
 		nfd  int
@@ -406,10 +419,10 @@ func dup(f *os.File) (*os.File, error) {
 			syscall.CloseOnExec(nfd)
 		}
 	}); err != nil {
-		return nil, err
+		return 0, err
 	}
 	if derr != nil {
-		return nil, derr
+		return 0, derr
 	}
-	return os.NewFile(uintptr(nfd), f.Name()), nil
+	return uintptr(nfd), nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -38,9 +39,9 @@ func TestCollectForgetsClosed(t *testing.T) {
 	defer r.Close()
 	defer w.Close()
 	h.Pass("systemd:web", r)
-	names, files, err := h.collect()
-	for _, f := range files {
-		f.Close()
+	names, fds, err := h.collect()
+	for _, fd := range fds {
+		syscall.Close(int(fd))
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -181,6 +182,17 @@ func TestUpgradeFails(t *testing.T) {
 				t.Fatalf("the old listener after a failed upgrade: %v", err)
 			}
 			c.Close()
+			// Passing the socket on must leave it non-blocking (the flag
+			// is shared by every duplicate): else this process's accept
+			// blocks in the kernel and Close cannot end it.
+			rc, _ := ln.(*net.TCPListener).SyscallConn()
+			var flags uintptr
+			rc.Control(func(fd uintptr) {
+				flags, _, _ = syscall.Syscall(syscall.SYS_FCNTL, fd, syscall.F_GETFL, 0)
+			})
+			if flags&syscall.O_NONBLOCK == 0 {
+				t.Fatal("the listener is in blocking mode after the upgrade")
+			}
 		})
 	}
 }
