@@ -410,6 +410,9 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	for alive(serving) {
+		if time.Since(start) > 45*time.Second { // shutdown_timeout is 30s
+			t.Fatalf("the process did not stop on SIGTERM:\n%s", u.logs())
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	again := startUpgradeCommand(t, bin, "run", "--config", path)
