@@ -121,6 +121,8 @@ func (r *runner) upgrade(ctx context.Context) (int, error) {
 func (r *runner) startUpgrade(req upgradeRequest) {
 	var refuse error
 	switch {
+	case handover.Unsupported() != nil:
+		refuse = handover.Unsupported()
 	case !r.upgradable:
 		refuse = errors.New("this sealproxy runs inside another program; only `sealproxy run` started as its own process can start a successor")
 	case r.upgrading:

@@ -58,7 +58,12 @@ type Options struct {
 // Status does nothing.
 func (h *Handover) Status(string) {}
 
+// Unsupported says why upgrades are refused here, with what to do.
+func Unsupported() error {
+	return fmt.Errorf("%w: Windows cannot pass listening sockets to a new process; restart the service instead ('sealproxy service stop', then 'sealproxy service start')", ErrUnsupported)
+}
+
 // Upgrade is refused: ErrUnsupported.
 func (h *Handover) Upgrade(context.Context, Options) (int, error) {
-	return 0, fmt.Errorf("%w: Windows cannot pass listening sockets to a new process; restart the service instead ('sealproxy service stop', then 'sealproxy service start')", ErrUnsupported)
+	return 0, Unsupported()
 }

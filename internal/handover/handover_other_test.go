@@ -18,3 +18,9 @@ func TestUpgradeUnsupported(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 }
+
+func TestUnsupportedSaysWhy(t *testing.T) {
+	if err := Unsupported(); !errors.Is(err, ErrUnsupported) || !strings.Contains(err.Error(), "sealproxy service stop") {
+		t.Fatalf("%v", err)
+	}
+}

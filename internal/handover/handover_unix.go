@@ -39,6 +39,9 @@ type Handover struct {
 	busy      atomic.Bool
 }
 
+// Unsupported is nil: upgrades work on Unix.
+func Unsupported() error { return nil }
+
 // New returns the handover of a process that inherited nothing.
 func New() *Handover {
 	return &Handover{inherited: map[string]*os.File{}, open: map[string]net.Listener{}, pass: map[string]*os.File{}}
