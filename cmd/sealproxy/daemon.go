@@ -453,9 +453,14 @@ func (r *runner) reloadWorker() {
 	}
 }
 
-// closeAdmin closes the admin listener, if one was opened.
+// closeAdmin closes the admin listener, if one was opened, after the
+// requests in flight are answered (for up to 5s): POST /upgrade's answer
+// is written as this process stops.
 func (r *runner) closeAdmin() {
 	if r.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.admin.Shutdown(ctx)
 		r.admin.Close()
 	}
 }

@@ -447,7 +447,7 @@ func postUpgrade(t *testing.T, sock string) (int, string) {
 // TestUpgradeUnderSystemd: the successor is the binary now at the
 // running one's path (replaced by rename, as a package upgrade does),
 // it takes over a socket systemd passed (listen = "systemd:web", from
-// systemd-socket-activate) and, towards NOTIFY_SOCKET, the old process
+// systemd-socket-activate), the TLS pool's and the admin unix sockets and, towards NOTIFY_SOCKET, the old process
 // announces MAINPID= of the successor, which then says MAINPID= and
 // READY=1 itself, and MAINPID= again once the old one has exited;
 // neither says STOPPING=1, which would stop the unit. A failed upgrade
@@ -488,7 +488,9 @@ func TestUpgradeUnderSystemd(t *testing.T) {
 	first := install()
 	sock := adminSocket(t)
 	addr := testenv.FreeAddr(t)
-	base := key("web") + f.listener("web", "systemd:web") + "[admin]\nlisten = \"unix:" + sock + "\"\nupgrade = true\n\n"
+	poolSock := filepath.Join(filepath.Dir(sock), "pool.sock")
+	base := key("web") + f.listener("web", "systemd:web") + "[admin]\nlisten = \"unix:" + sock + "\"\nupgrade = true\n\n" +
+		fmt.Sprintf("[pool]\nlisten = \"unix:%s\"\nmode = \"0600\"\n\n[[pool.service]]\nname = \"web\"\nrole = \"server\"\nkeys = [\"web\"]\nusers = [\"%d\"]\n\n", poolSock, os.Getuid())
 	path := f.write(base)
 	n := listenNotify(t)
 	u := startUpgradeCommand(t, activate, "-l", addr, "--fdname=web", "-E", "NOTIFY_SOCKET="+os.Getenv("NOTIFY_SOCKET"),
@@ -540,6 +542,16 @@ func TestUpgradeUnderSystemd(t *testing.T) {
 			t.Fatalf("old process %d still runs:\n%s", old, u.logs())
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	// The unix sockets the successor took over (the pool's, the admin
+	// one) are still in place after the old process closed them, and
+	// answer.
+	for _, p := range []string{poolSock, sock} {
+		c, err := net.Dial("unix", p)
+		if err != nil {
+			t.Fatalf("after the old process exited: %v", err)
+		}
+		c.Close()
 	}
 	// The old process drained and exited without a word to systemd; the
 	// successor, now adopted by PID 1, says MAINPID= again (systemd then
