@@ -78,6 +78,9 @@ func FromEnv() (*Handover, error) {
 // Successor reports whether this process was started by an upgrade and
 // has not said yet whether it is ready.
 func (h *Handover) Successor() bool {
+	if h == nil {
+		return false
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.status != nil
@@ -192,7 +195,12 @@ func (h *Handover) Ready(wait time.Duration) error {
 // from has exited (after Ready); nil in a first process. The successor
 // is then the service manager's own child (PID 1 adopts orphans), which
 // it could not be while its predecessor lived.
-func (h *Handover) PredecessorGone() <-chan struct{} { return h.gone }
+func (h *Handover) PredecessorGone() <-chan struct{} {
+	if h == nil {
+		return nil
+	}
+	return h.gone
+}
 
 // Fail tells the predecessor why this successor gives up, if it is one
 // that has not said ready.
