@@ -18,6 +18,7 @@ import (
 
 	"github.com/sealproxy/sealproxy/cmd/internal/cli"
 	"github.com/sealproxy/sealproxy/cmd/internal/sandbox"
+	"github.com/sealproxy/sealproxy/internal/handover"
 	"github.com/sealproxy/sealproxy/internal/secmem"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
@@ -55,7 +56,15 @@ func (d *daemon) cmdRun(ctx context.Context, args []string, stderr io.Writer) er
 // before every key is open. SIGHUP (or POST /reload) reloads; SIGTERM or
 // SIGINT, or ctx ending, stops accepting and drains up to
 // shutdown_timeout; a second signal cuts the drain short.
-func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hooks runHooks) error {
+func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hooks runHooks) (err error) {
+	// A successor started by an upgrade tells its predecessor why it
+	// gives up (a bad configuration, a denied key), whatever the step.
+	hand, handErr := d.processHandover()
+	defer func() {
+		if err != nil {
+			hand.Fail(failReason(err))
+		}
+	}()
 	var logFormat, logLevel string
 	path, err := configFlag("run", args, func(fs *flag.FlagSet) {
 		fs.StringVar(&logFormat, "log-format", "text", "log format: text or json")
@@ -67,6 +76,9 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	log, err := newLogger(stderr, logFormat, logLevel, hooks.log)
 	if err != nil {
 		return err
+	}
+	if handErr != nil {
+		return cli.WithHint(handErr, cli.ExitFailure, "")
 	}
 	cfg, err := loadConfig(path, false)
 	if err != nil {
@@ -85,8 +97,13 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		}
 	}
 
-	r := &runner{log: log, cfg: cfg, sd: notifier{log: log}, hooks: hooks, signals: d.signals, confine: d.confine,
-		reloads: make(chan chan error, 1)}
+	// A successor is silent towards systemd until it is the main process.
+	muted := new(atomic.Bool)
+	muted.Store(hand.Successor())
+	r := &runner{log: log, cfg: cfg, sd: notifier{log: log, muted: muted}, hooks: hooks, signals: d.signals, confine: d.confine,
+		reloads: make(chan chan error, 1), hand: hand, upgradable: d.upgrades,
+		upgrades: make(chan upgradeRequest, 1), upgraded: make(chan upgradeResult, 1)}
+	adoptWatchdog(hand)
 	var stopWatchdog func()
 	r.watchdog, stopWatchdog = r.sd.watchdog()
 	defer stopWatchdog()
@@ -95,8 +112,8 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	if sockets == nil {
 		sockets = systemdSockets
 	}
-	passed := sockets()
-	r.listen = listenFunc(passed)
+	passed := inheritSockets(hand, sockets())
+	r.listen = handoverListen(hand, listenFunc(passed))
 	for name := range passed {
 		if !usesSocket(cfg, name) {
 			log.Warn("systemd passed a socket no listener uses (listen = \"systemd:NAME\")", "name", name)
@@ -213,12 +230,25 @@ type runner struct {
 	admin     *http.Server
 	ctl       *control.Server
 
+	// Upgrades (upgrade.go): the sockets to pass on, requests and
+	// results, and the successor this process handed over to.
+	hand       *handover.Handover
+	upgradable bool // `sealproxy run` as its own process
+	upgrades   chan upgradeRequest
+	upgraded   chan upgradeResult
+	upgrading  bool
+	handedTo   int
+
 	state runState
 }
 
-// status reports a progress line to systemd and the service hooks.
+// status reports a progress line to systemd and the service hooks, and
+// a successor's to its predecessor.
 func (r *runner) status(s string) {
 	r.sd.status(s)
+	if r.hand != nil {
+		r.hand.Status(keyring.Printable(s)) // a successor's, to its predecessor's STATUS=
+	}
 	if r.hooks.status != nil {
 		r.hooks.status(s)
 	}
@@ -231,6 +261,7 @@ func (r *runner) loop(ctx context.Context) error {
 	go func() { started <- r.group.Start(r.gctx) }()
 	var done chan error // once started: the group's end
 	ctxDone := ctx.Done()
+	predecessorGone := r.hand.PredecessorGone()
 	for {
 		select {
 		case err := <-started:
@@ -256,6 +287,13 @@ func (r *runner) loop(ctx context.Context) error {
 			r.stop("context ended")
 		case <-r.watchdog:
 			r.sd.ping()
+		case req := <-r.upgrades:
+			r.startUpgrade(req)
+		case res := <-r.upgraded:
+			r.upgradeDone(res)
+		case <-predecessorGone:
+			predecessorGone = nil
+			r.adopted()
 		}
 	}
 }
@@ -289,6 +327,9 @@ func (r *runner) started(startErr error) (end bool, err error) {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/ctl/", r.ctl.Handler()) // refuses any but a unix socket's allowed callers
+		if r.cfg.Admin.Upgrade {
+			mux.Handle("/upgrade", proxy.UpgradeHandler(r.upgrade, errUpgradeRefused))
+		}
 		mux.Handle("/", proxy.AdminHandler(r.reg, r.group.Ready, reloadFn))
 		r.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ConnContext: control.ConnContext}
 		go func() { _ = r.admin.Serve(ln) }()
@@ -303,7 +344,7 @@ func (r *runner) started(startErr error) (end bool, err error) {
 		if running == nil {
 			running = r.cfg
 		}
-		p, err := confine(r.log, running)
+		p, err := confine(r.log, running, r.upgradable)
 		if err != nil {
 			r.stop("sandbox not applied")
 			_ = r.group.Wait()
@@ -313,8 +354,9 @@ func (r *runner) started(startErr error) (end bool, err error) {
 	}
 
 	r.state = serving
-	r.log.Info("ready", "listeners", len(r.group.Listeners()))
-	r.sd.ready(fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners())))
+	mainPid := r.tookOver()
+	r.log.Info("ready", "listeners", len(r.group.Listeners()), "pid", os.Getpid())
+	r.sd.ready(fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners())), mainPid...)
 	if r.hooks.ready != nil {
 		r.hooks.ready()
 	}
@@ -324,6 +366,10 @@ func (r *runner) started(startErr error) (end bool, err error) {
 // signal answers a signal: a reload (SIGHUP) applies only once serving;
 // a stop drains, and a second stop cuts the drain (errForced).
 func (r *runner) signal(sig os.Signal) error {
+	if isUpgrade(sig) {
+		r.startUpgrade(upgradeRequest{why: sig.String()})
+		return nil
+	}
 	if isReload(sig) {
 		switch r.state {
 		case starting, aborting:
@@ -411,9 +457,14 @@ func (r *runner) reloadWorker() {
 	}
 }
 
-// closeAdmin closes the admin listener, if one was opened.
+// closeAdmin closes the admin listener, if one was opened, after the
+// requests in flight are answered (for up to 5s): POST /upgrade's answer
+// is written as this process stops.
 func (r *runner) closeAdmin() {
 	if r.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.admin.Shutdown(ctx)
 		r.admin.Close()
 	}
 }

@@ -21,7 +21,7 @@ func main() {
 // runInteractive runs the command line in the foreground (not as a
 // Windows service) and returns its exit code.
 func runInteractive() int {
-	d := &daemon{signals: processSignals(), confine: true}
+	d := &daemon{signals: processSignals(), confine: true, upgrades: true}
 	err := d.run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	return cli.Report("sealproxy", err, os.Stderr)
 }

@@ -97,9 +97,11 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 	return p
 }
 
-// confine applies the [sandbox] of cfg and logs what it did. It returns
-// the policy applied, nil if none was.
-func confine(log *slog.Logger, cfg *config.Config) (*sandbox.Policy, error) {
+// confine applies the [sandbox] of cfg and logs what it did; reexec
+// keeps the executable and its libraries readable (and so executable),
+// for an upgrade's successor. It returns the policy applied, nil if none
+// was.
+func confine(log *slog.Logger, cfg *config.Config, reexec bool) (*sandbox.Policy, error) {
 	mode, err := sandbox.ParseMode(cfg.Sandbox.Landlock)
 	if err != nil {
 		return nil, err
@@ -109,6 +111,10 @@ func confine(log *slog.Logger, cfg *config.Config) (*sandbox.Policy, error) {
 		return nil, nil
 	}
 	p := sandboxPolicy(cfg)
+	if reexec {
+		p.Read = append(p.Read, sandbox.Reexec()...)
+		p.Clean()
+	}
 	res, err := sandbox.Apply(p, mode)
 	if errors.Is(err, sandbox.ErrUnsupported) {
 		return nil, cli.WithHint(fmt.Errorf("[sandbox] landlock = \"required\": %w", err), cli.ExitFailure,

@@ -23,6 +23,8 @@ commands:
   check --config FILE    validate FILE, its certificates and CA bundles (no key is opened)
   reload --admin ADDR    ask the running sealproxy to reload and wait for the outcome
                          (ADDR is its [admin] listen, with reload = true)
+  upgrade --admin ADDR   start the binary at the running one's path as its successor
+                         (it takes over the sockets; ADDR's [admin] has upgrade = true)
   ctl --admin unix:PATH VERB
                          change keys and certificates of the running sealproxy
                          (keys, set-key, commit, abort, attach, detach, remove-key)
@@ -52,6 +54,10 @@ type daemon struct {
 	// confine applies [sandbox] once started. A sandbox cannot be left,
 	// so only the process's own daemon sets it, never an in-process test.
 	confine bool
+	// upgrades lets SIGUSR2 and POST /upgrade start a successor (the
+	// executable, with the process's arguments and sockets): only the
+	// process's own daemon sets it.
+	upgrades bool
 }
 
 func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -66,6 +72,8 @@ func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout
 		return cmdCheck(d.untilSignal(ctx), rest, stdout, stderr)
 	case "reload":
 		return cmdReload(d.untilSignal(ctx), rest, stdout)
+	case "upgrade":
+		return cmdUpgrade(d.untilSignal(ctx), rest, stdout)
 	case "ctl":
 		return cmdCtl(d.untilSignal(ctx), rest, stdout, stderr)
 	case "service":
@@ -78,7 +86,7 @@ func (d *daemon) run(ctx context.Context, args []string, stdin io.Reader, stdout
 		return nil
 	default:
 		return cli.WithHint(fmt.Errorf("unknown command %q", cmd), cli.ExitUsage,
-			"commands are run, check, reload, ctl, service and version; run 'sealproxy help'")
+			"commands are run, check, reload, upgrade, ctl, service and version; run 'sealproxy help'")
 	}
 }
 

@@ -16,3 +16,7 @@ func processSignals() <-chan os.Signal {
 
 // isReload is false: no signal asks for a reload on Windows.
 func isReload(os.Signal) bool { return false }
+
+// isUpgrade is false: Windows has no SIGUSR2, and no upgrade (POST
+// /upgrade answers why).
+func isUpgrade(os.Signal) bool { return false }

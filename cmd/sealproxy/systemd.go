@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -24,10 +25,19 @@ import (
 // WatchdogSec. Outside systemd (no NOTIFY_SOCKET) all of it is a no-op.
 
 // notifier sends sd_notify messages to NOTIFY_SOCKET.
-type notifier struct{ log *slog.Logger }
+type notifier struct {
+	log *slog.Logger
+	// muted, when set and true, drops every message: a successor before
+	// it is the main process, and a predecessor after it handed over,
+	// must not speak for the unit (a STOPPING=1 would stop it).
+	muted *atomic.Bool
+}
 
 // notify sends the lines as one message.
 func (n notifier) notify(lines ...string) {
+	if n.muted != nil && n.muted.Load() {
+		return
+	}
 	msg := strings.Join(lines, "\n")
 	if ok, err := sddaemon.SdNotify(false, msg); err != nil {
 		n.log.Warn("telling systemd failed", "err", err, "message", strings.ReplaceAll(msg, "\n", " "))
@@ -39,8 +49,8 @@ func (n notifier) notify(lines ...string) {
 // STATUS= text can hold what a gate or a JWE said (a denial's operator,
 // a URL): escaped, so that it stays one printable line and cannot add
 // notify assignments of its own.
-func (n notifier) ready(status string) {
-	n.notify(sddaemon.SdNotifyReady, "STATUS="+keyring.Printable(status))
+func (n notifier) ready(status string, extra ...string) {
+	n.notify(append([]string{sddaemon.SdNotifyReady, "STATUS=" + keyring.Printable(status)}, extra...)...)
 }
 func (n notifier) status(s string) { n.notify("STATUS=" + keyring.Printable(s)) }
 func (n notifier) stopping() {

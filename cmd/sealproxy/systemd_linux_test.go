@@ -96,6 +96,9 @@ func checkReloadUnit(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the packaged example configuration: %v", err)
 	}
+	if !cfg.Admin.Upgrade || !strings.Contains(unit, "\nNotifyAccess=main\n") {
+		t.Errorf("the packaged example configuration: upgrade = %v; want true, with NotifyAccess=main in the unit (the old main process announces MAINPID=)", cfg.Admin.Upgrade)
+	}
 	if cfg.Admin.Listen != sock || !cfg.Admin.Reload {
 		t.Errorf("the packaged example configuration: [admin] listen = %q, reload = %v; the unit's ExecReload needs %q and true",
 			cfg.Admin.Listen, cfg.Admin.Reload, sock)

@@ -230,6 +230,10 @@ type Admin struct {
 	// admin listener could use it, so it needs a loopback address or a
 	// unix socket.
 	Reload bool `toml:"reload"`
+	// Upgrade serves POST /upgrade (as SIGUSR2): start the binary at the
+	// running one's path as a successor that takes over the sockets.
+	// Like Reload, it needs a loopback address or a unix socket.
+	Upgrade bool `toml:"upgrade"`
 	// StateFile keeps the changes made with `sealproxy ctl` (key
 	// references and certificate paths, never key bytes); run and every
 	// reload apply it after the configuration. Needs a unix: listen.

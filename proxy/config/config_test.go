@@ -85,6 +85,8 @@ func TestErrors(t *testing.T) {
 		{"reload on a public admin", base + "[admin]\nlisten = \"0.0.0.0:9090\"\nreload = true\n", []string{"c.toml:14: admin.reload: POST /reload needs a loopback"}},
 		{"reload on an activated admin", base + "[admin]\nlisten = \"systemd:admin\"\nreload = true\n", []string{"admin.reload: POST /reload needs a loopback"}},
 		{"reload without admin", base + "[admin]\nreload = true\n", []string{"admin.reload: needs admin.listen"}},
+		{"upgrade on a public admin", base + "[admin]\nlisten = \"0.0.0.0:9090\"\nupgrade = true\n", []string{"c.toml:14: admin.upgrade: POST /upgrade needs a loopback"}},
+		{"upgrade without admin", base + "[admin]\nupgrade = true\n", []string{"admin.upgrade: needs admin.listen"}},
 		{"state file on a TCP admin", base + "[admin]\nlisten = \"127.0.0.1:9090\"\nstate_file = \"s.json\"\n", []string{"c.toml:14: admin.state_file: the control API (sealproxy ctl) is served only on a unix: admin.listen"}},
 		{"ctl users on a TCP admin", base + "[admin]\nlisten = \"127.0.0.1:9090\"\nctl_users = [\"deploy\"]\n", []string{"c.toml:14: admin.ctl_users: the control API (sealproxy ctl) is served only on a unix: admin.listen"}},
 		{"bad systemd name", strings.Replace(base, `"127.0.0.1:8443"`, `"systemd:"`, 1), []string{"listener[0].listen", "want systemd:NAME"}},

@@ -124,8 +124,13 @@ func (v *validator) validate(c *Config) {
 		if c.Admin.Reload && !Loopback(c.Admin.Listen) {
 			v.errorf("admin.reload", "POST /reload needs a loopback admin.listen (127.0.0.1, [::1], localhost) or a unix: socket: anyone who reaches %s could trigger reloads", c.Admin.Listen)
 		}
+		if c.Admin.Upgrade && !Loopback(c.Admin.Listen) {
+			v.errorf("admin.upgrade", "POST /upgrade needs a loopback admin.listen (127.0.0.1, [::1], localhost) or a unix: socket: anyone who reaches %s could start upgrades", c.Admin.Listen)
+		}
 	} else if c.Admin.Reload {
 		v.errorf("admin.reload", "needs admin.listen")
+	} else if c.Admin.Upgrade {
+		v.errorf("admin.upgrade", "needs admin.listen")
 	}
 	if c.Admin.StateFile != "" && !strings.HasPrefix(c.Admin.Listen, "unix:") {
 		v.errorf("admin.state_file", "the control API (sealproxy ctl) is served only on a unix: admin.listen, whose callers' uid is checked; set listen = \"unix:/run/sealproxy/admin.sock\"")

@@ -5,7 +5,7 @@
 # units with systemctl: sealgate as a service, sealproxy held by the gate
 # (STATUS shows the approval code) then approved with seal approve, a TLS
 # round trip through the socket-activated :443, a good reload and a broken
-# one (systemctl reload must fail), a clean stop, a start by traffic on
+# one (systemctl reload must fail), an upgrade (SIGUSR2: new MAINPID), a clean stop, a start by traffic on
 # the socket, the watchdog, and the refusal under LimitMEMLOCK=32K.
 #
 # Needs root and systemd-nspawn (Debian systemd-container). Without them it
@@ -276,7 +276,38 @@ grep -qF "sealproxy: error: reload failed, the previous configuration stays: /et
 inside cp /root/good.toml /etc/sealproxy/sealproxy.toml
 ok "systemctl reload of a broken configuration: exit non-zero, still serving, STATUS says so"
 
-# --- stop: drains and exits 0
+# --- an upgrade: SIGUSR2 to the main process starts a successor, held at
+# the gate like a start (its code in the old process's STATUS while the
+# unit stays active and serving); once approved it takes the sockets, the
+# unit stays active with the new MAINPID and the old process exits
+old_pid=$(show sealproxy.service MainPID)
+inside systemctl kill -s USR2 --kill-whom=main sealproxy.service || fail "systemctl kill -s USR2"
+deadline=$((SECONDS + 30))
+until code=$(show sealproxy.service StatusText | grep -oE 'upgrading: .*code [0-9A-Z]{4}-[0-9A-Z]{4}'); do
+	[ $SECONDS -lt $deadline ] || fail "upgrade: no approval code in STATUS (StatusText: $(show sealproxy.service StatusText))"
+	sleep 0.2
+done
+code=$(grep -oE '[0-9A-Z]{4}-[0-9A-Z]{4}$' <<<"$code")
+[ "$(show sealproxy.service ActiveState)" = active ] && [ "$(show sealproxy.service MainPID)" = "$old_pid" ] ||
+	fail "upgrade: $(show sealproxy.service ActiveState), MainPID $(show sealproxy.service MainPID) while the successor waits"
+[ "$(tls 443)" = "hello through sealproxy" ] || fail "upgrade: not serving while the successor waits"
+inside env SEALGATE_TOKEN="$token" seal approve "$code" --gate http://127.0.0.1:7500 >/dev/null || fail "upgrade: seal approve $code"
+new_main() { local p; p=$(show sealproxy.service MainPID); [ "$p" != "$old_pid" ] && [ "$p" != 0 ]; }
+until_true 30 new_main || fail "upgrade: MainPID still $(show sealproxy.service MainPID)"
+until_true 30 has sealproxy.service StatusText "serving 2 listener(s)" || fail "upgrade: StatusText $(show sealproxy.service StatusText)"
+old_gone() { ! inside kill -0 "$old_pid"; }
+until_true 30 old_gone || fail "upgrade: the old process $old_pid still runs"
+[ "$(show sealproxy.service ActiveState)" = active ] || fail "upgrade: $(show sealproxy.service ActiveState) after the handover"
+[ "$(tls 443)" = "hello through sealproxy" ] && [ "$(tls 8443)" = "hello through sealproxy" ] || fail "upgrade: not serving after the handover"
+# The successor pings the watchdog (WatchdogSec=5s here): WATCHDOG_PID
+# named its predecessor.
+sleep 6
+[ "$(show sealproxy.service ActiveState)" = active ] && [ "$(show sealproxy.service NRestarts)" = 0 ] ||
+	fail "upgrade: the watchdog fired on the successor: $(show sealproxy.service ActiveState), $(show sealproxy.service Result)"
+ok "upgrade: successor held at the gate (code in STATUS, still serving), approved; active, MainPID $old_pid -> $(show sealproxy.service MainPID), old process gone, watchdog pinged by the successor"
+
+# --- stop: drains and exits 0 (after the upgrade: systemd waits for the
+# successor it adopted, and reads its exit status)
 inside systemctl stop sealproxy.service
 [ "$(show sealproxy.service Result)" = success ] && [ "$(show sealproxy.service ExecMainStatus)" = 0 ] ||
 	fail "stop: Result=$(show sealproxy.service Result) ExecMainStatus=$(show sealproxy.service ExecMainStatus)"
