@@ -44,6 +44,9 @@ func RequestReload(ctx context.Context, addr string) error {
 	if err != nil {
 		return err
 	}
+	if b.Network == "tcp" {
+		req.Host = b.Address // a TCP admin listener refuses a Host that is not its own
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		if ue, ok := errors.AsType[*url.Error](err); ok {

@@ -69,3 +69,22 @@ func TestRequestReload(t *testing.T) {
 		t.Fatalf("nobody listening: %v, want ENOENT naming the socket", err)
 	}
 }
+
+// TestRequestReloadTCP: `sealproxy reload --admin 127.0.0.1:PORT` is
+// answered. The admin listener refuses a Host that does not name it (a
+// browser's DNS rebinding), so the command must send the address it
+// dials, not a made-up name: with "sealproxy" as Host it got 403.
+func TestRequestReloadTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloaded := 0
+	srv := &http.Server{Handler: AdminHandler(prometheus.NewRegistry(), func() bool { return true },
+		func(context.Context) error { reloaded++; return nil })}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	if err := RequestReload(context.Background(), ln.Addr().String()); err != nil || reloaded != 1 {
+		t.Fatalf("reload over TCP: %v (reloads %d)", err, reloaded)
+	}
+}
