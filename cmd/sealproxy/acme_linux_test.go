@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sealproxy/sealproxy/testenv"
+	"github.com/sealproxy/sealproxy/unlock"
+)
+
+// acmeName is the name the tests certify; Pebble's DNS answers 127.0.0.1.
+const acmeName = "web.example"
+
+// acmeEnv is sealproxy with one [key.acme] key, Pebble (really validating
+// the challenge) and a real tangd the key is sealed to.
+type acmeEnv struct {
+	t      *testing.T
+	bin    string
+	dir    string // the configuration's and the keys' directory
+	cfg    string
+	tang   *testenv.Tang
+	pebble *testenv.Pebble
+	listen string // the TLS listener (tls-alpn-01 is validated here)
+	admin  string // metrics
+}
+
+func newACMEEnv(t *testing.T, challenge string, validity time.Duration) *acmeEnv {
+	t.Helper()
+	testenv.SkipIfShort(t, "builds sealproxy and Pebble, runs tangd")
+	e := &acmeEnv{t: t, dir: t.TempDir(), listen: testenv.FreeAddr(t), admin: testenv.FreeAddr(t)}
+	e.tang = testenv.RealTang(t)
+	httpAddr := testenv.FreeAddr(t)
+	e.pebble = testenv.StartPebble(t, testenv.PebbleOptions{
+		HTTPPort: testenv.PortOf(t, httpAddr), TLSPort: testenv.PortOf(t, e.listen), Validity: validity})
+	// As `make build` builds it: without runtime/secret sealproxy refuses sealed keys.
+	e.bin = testenv.BuildCommand(t, "sealproxy", "GOFLAGS=", "GOEXPERIMENT=runtimesecret")
+	echo := testenv.StartEcho(t, nil).Addr
+	httpLine := ""
+	if challenge == "http-01" {
+		httpLine = fmt.Sprintf("http_listen = %q\n", httpAddr)
+	}
+	e.cfg = filepath.Join(e.dir, "sealproxy.toml")
+	cfg := fmt.Sprintf(`shutdown_timeout = "2s"
+
+[[key]]
+name = "web"
+cert = "web.crt"
+source = "sealed:web.key.jwe"
+
+[key.acme]
+directory = %q
+ca = %q
+email = "ops@example.com"
+account = "sealed:acme-account.jwe"
+names = [%q]
+challenge = %q
+%sseal = '%s'
+
+[[listener]]
+name = "web"
+listen = %q
+mode = "offload"
+keys = ["web"]
+backend = %q
+
+[admin]
+listen = %q
+
+[unlock]
+timeout = "30s"
+`, e.pebble.Directory, e.pebble.CA, acmeName, challenge, httpLine, e.tang.Config(), e.listen, echo, e.admin)
+	if err := os.WriteFile(e.cfg, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func (e *acmeEnv) start() *process {
+	e.t.Helper()
+	return startProcess(e.t, exec.Command(e.bin, "run", "--config", e.cfg))
+}
+
+// stop stops p with SIGTERM and waits for its exit.
+func (e *acmeEnv) stop(p *process) {
+	e.t.Helper()
+	p.signal(syscall.SIGTERM)
+	p.waitExit(30*time.Second, "SIGTERM")
+}
+
+// handshake connects with SNI acmeName, trusting Pebble's root, and
+// returns the leaf served.
+func (e *acmeEnv) handshake(roots *x509.CertPool) (*x509.Certificate, error) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	c, err := tls.DialWithDialer(d, "tcp", e.listen, &tls.Config{ServerName: acmeName, RootCAs: roots})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	msg := []byte("ping\n")
+	if _, err := c.Write(msg); err != nil {
+		return nil, err
+	}
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, got); err != nil {
+		return nil, fmt.Errorf("echo through the proxy: %w", err)
+	}
+	return c.ConnectionState().PeerCertificates[0], nil
+}
+
+// waitServed waits until a handshake verifies against Pebble's root and
+// returns its leaf.
+func (e *acmeEnv) waitServed(p *process, timeout time.Duration, not *x509.Certificate) *x509.Certificate {
+	e.t.Helper()
+	roots := e.pebble.Roots(e.t)
+	var leaf *x509.Certificate
+	var last error
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		l, err := e.handshake(roots)
+		if err == nil && (not == nil || l.SerialNumber.Cmp(not.SerialNumber) != 0) {
+			leaf = l
+			break
+		}
+		last = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	if leaf == nil {
+		e.t.Fatalf("no certificate from Pebble served within %v (last: %v)\n%s", timeout, last, p.logs.String())
+	}
+	return leaf
+}
+
+// metric returns the value of a sample line of /metrics starting with prefix.
+func (e *acmeEnv) metric(prefix string) float64 {
+	e.t.Helper()
+	resp, err := http.Get("http://" + e.admin + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), prefix+" "); ok {
+			v, err := strconv.ParseFloat(rest, 64)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// recoverKey opens the sealed key file through Tang, as the test's
+// reference for the custody checks.
+func (e *acmeEnv) recoverKey() []byte {
+	e.t.Helper()
+	jwe, err := os.ReadFile(filepath.Join(e.dir, "web.key.jwe"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	buf, err := unlock.Decrypt(context.Background(), jwe, nil)
+	if err != nil {
+		e.t.Fatalf("recovering the new key through Tang: %v", err)
+	}
+	defer buf.Destroy()
+	return bytes.Clone(buf.Bytes())
+}
+
+// checkCustody checks, after an issue: no file of the key directory holds
+// the new key in the clear (PEM, DER, scalar), and the running process's
+// memory holds no copy of its scalar, DER or PEM. A control scan of this
+// test process, which holds the key, must find it.
+func (e *acmeEnv) checkCustody(p *process, keyPEM []byte) {
+	e.t.Helper()
+	t := e.t
+	needles := tlsKeyNeedles(t, keyPEM)
+	err := filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(data, []byte("PRIVATE KEY")) {
+			t.Errorf("%s holds a PEM private key", d.Name())
+		}
+		for _, n := range needles {
+			if bytes.Contains(data, n.b) {
+				t.Errorf("%s found in %s", n.name, d.Name())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns []testenv.Needle
+	for _, n := range needles {
+		ns = append(ns, testenv.Needle{Name: n.name, Bytes: n.b})
+	}
+	if control, _ := testenv.ScanMemory(t, os.Getpid(), ns, false); sum(control) == 0 {
+		t.Fatal("the scan found nothing in this test process, which holds the key: the scan is broken")
+	}
+	// The box's scratch is scrubbed shortly after the last signature:
+	// scan until clean or a few seconds have passed.
+	deadline := time.Now().Add(5 * time.Second)
+	var counts map[string]int
+	for {
+		var scanned int64
+		counts, scanned = testenv.ScanMemory(t, p.cmd.Process.Pid, ns, false)
+		if scanned == 0 {
+			t.Fatal("scanned nothing")
+		}
+		if sum(counts) == 0 || time.Now().After(deadline) {
+			t.Logf("scanned %d MiB of sealproxy: %d occurrences of the new key", scanned>>20, sum(counts))
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if sum(counts) != 0 {
+		testenv.ScanMemory(t, p.cmd.Process.Pid, ns, true)
+		t.Errorf("the running sealproxy holds %d copies of the new key: %v", sum(counts), counts)
+	}
+}
+
+// scalarOf is the ECDSA private scalar of a PEM key.
+func scalarOf(t *testing.T, keyPEM []byte) []byte {
+	t.Helper()
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		t.Fatal("no PEM key")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := k.(*ecdsa.PrivateKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// firstIssue starts sealproxy with no certificate and no key files, and
+// checks the first issue end to end: the challenge answered, the pair
+// served, written only sealed, the key in custody, and a fresh start-up
+// recovering the key through Tang and serving the same certificate
+// without a new issue.
+func firstIssue(t *testing.T, challenge string) {
+	e := newACMEEnv(t, challenge, 0)
+	if out, err := exec.Command(e.bin, "check", "--config", e.cfg).CombinedOutput(); err != nil {
+		t.Fatalf("sealproxy check before the first issue: %v\n%s", err, out)
+	}
+	p := e.start()
+	leaf := e.waitServed(p, 2*time.Minute, nil)
+	if err := leaf.VerifyHostname(acmeName); err != nil {
+		t.Fatal(err)
+	}
+	p.logs.WaitFor(t, 10*time.Second, "answering ACME challenge")
+	if !strings.Contains(p.logs.String(), challenge) {
+		t.Errorf("the log does not name the %s challenge:\n%s", challenge, p.logs.String())
+	}
+	for _, f := range []string{"web.key.jwe", "acme-account.jwe"} {
+		if fi, err := os.Stat(filepath.Join(e.dir, f)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: %v, mode %v; want a 0600 file", f, err, fi)
+		}
+	}
+	if got := e.metric(`sealproxy_acme_renewals_total{key="web",result="success"}`); got != 1 {
+		t.Errorf("renewals_total{success} = %v, want 1", got)
+	}
+	if got := e.metric(`sealproxy_certificate_expiry_timestamp_seconds{key="web"}`); got != float64(leaf.NotAfter.Unix()) {
+		t.Errorf("certificate_expiry = %v, want %d", got, leaf.NotAfter.Unix())
+	}
+	keyPEM := e.recoverKey()
+	if !leaf.PublicKey.(*ecdsa.PublicKey).Equal(mustParseKey(t, keyPEM).Public()) {
+		t.Fatal("the sealed key does not match the certificate served")
+	}
+	e.checkCustody(p, keyPEM)
+	e.stop(p)
+
+	// A fresh start-up recovers the new key through Tang.
+	p = e.start()
+	again := e.waitServed(p, time.Minute, nil)
+	if again.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+		t.Errorf("after a restart: serial %x served, want the issued %x", again.SerialNumber, leaf.SerialNumber)
+	}
+	if strings.Contains(p.logs.String(), "answering ACME challenge") {
+		t.Errorf("the restart issued again:\n%s", p.logs.String())
+	}
+	e.checkCustody(p, keyPEM)
+	e.stop(p)
+}
+
+func mustParseKey(t *testing.T, keyPEM []byte) *ecdsa.PrivateKey {
+	t.Helper()
+	block, _ := pem.Decode(keyPEM)
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k.(*ecdsa.PrivateKey)
+}
+
+func TestACMEFirstIssueTLSALPN(t *testing.T) { firstIssue(t, "tls-alpn-01") }
+
+func TestACMEFirstIssueHTTP(t *testing.T) { firstIssue(t, "http-01") }
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, c := range m {
+		n += c
+	}
+	return n
+}
