@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -331,4 +333,172 @@ func sum(m map[string]int) int {
 		n += c
 	}
 	return n
+}
+
+// load runs clients that connect, handshake (verifying against the roots
+// of the moment) and echo, one after another, until stop is closed; it
+// returns the number of successful and failed connections.
+func (e *acmeEnv) load(stop <-chan struct{}, clients int) (ok, failed *atomic.Int64, errs *testenv.SyncBuffer, done *sync.WaitGroup) {
+	ok, failed, errs, done = new(atomic.Int64), new(atomic.Int64), new(testenv.SyncBuffer), new(sync.WaitGroup)
+	roots := e.pebble.Roots(e.t)
+	for range clients {
+		done.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := e.handshake(roots); err != nil {
+					failed.Add(1)
+					fmt.Fprintf(errs, "%v\n", err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	return ok, failed, errs, done
+}
+
+// TestACMERenewalUnderLoad: a short-lived certificate is renewed (a new
+// key born sealed) while clients keep connecting: not one handshake
+// fails, new handshakes get the new pair, and the new key passes the
+// custody checks and is recovered through Tang by a fresh start-up.
+func TestACMERenewalUnderLoad(t *testing.T) {
+	e := newACMEEnv(t, "tls-alpn-01", 30*time.Second)
+	p := e.start()
+	first := e.waitServed(p, 2*time.Minute, nil)
+	firstKey := e.recoverKey()
+
+	stop := make(chan struct{})
+	ok, failed, errs, done := e.load(stop, 4)
+	second := e.waitServed(p, time.Minute, first)
+	time.Sleep(2 * time.Second) // handshakes after the swap too
+	close(stop)
+	done.Wait()
+	t.Logf("%d connections during the renewal, %d failed", ok.Load(), failed.Load())
+	if ok.Load() < 20 {
+		t.Errorf("only %d connections: the load did not run", ok.Load())
+	}
+	if failed.Load() != 0 {
+		t.Errorf("%d connections failed during the renewal:\n%s", failed.Load(), errs.String())
+	}
+	if !second.NotBefore.After(first.NotBefore.Add(-time.Second)) || second.NotAfter.Before(first.NotAfter) {
+		t.Errorf("renewed certificate %v..%v is not newer than %v..%v", second.NotBefore, second.NotAfter, first.NotBefore, first.NotAfter)
+	}
+	newKey := e.recoverKey()
+	if bytes.Equal(scalarOf(t, newKey), scalarOf(t, firstKey)) {
+		t.Fatal("the renewal kept the old key: want a new key for each certificate")
+	}
+	if got := e.metric(`sealproxy_acme_renewals_total{key="web",result="success"}`); got < 2 {
+		t.Errorf("renewals_total{success} = %v, want 2 or more", got)
+	}
+	if !strings.Contains(p.logs.String(), `by=ari`) && !strings.Contains(p.logs.String(), `by=two-thirds`) {
+		t.Errorf("no renewal was scheduled by ARI or two-thirds of the lifetime:\n%s", p.logs.String())
+	}
+	e.checkCustody(p, newKey)
+	e.stop(p)
+	p = e.start()
+	if got := e.waitServed(p, time.Minute, nil); got.PublicKey.(*ecdsa.PublicKey).Equal(mustParseKey(t, newKey).Public()) == false {
+		t.Error("after a restart the renewed key is not the one served")
+	}
+	e.stop(p)
+}
+
+// fileState is a file's bytes and modification time.
+type fileState struct {
+	data []byte
+	mod  time.Time
+}
+
+func (e *acmeEnv) files(names ...string) map[string]fileState {
+	e.t.Helper()
+	out := map[string]fileState{}
+	for _, n := range names {
+		fi, err := os.Stat(filepath.Join(e.dir, n))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		data, _ := os.ReadFile(filepath.Join(e.dir, n))
+		out[n] = fileState{data, fi.ModTime()}
+	}
+	return out
+}
+
+// waitMetric waits until a counter reaches at least want.
+func (e *acmeEnv) waitMetric(p *process, sample string, want float64, timeout time.Duration) {
+	e.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for e.metric(sample) < want {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("%s stayed below %v for %v\n%s", sample, want, timeout, p.logs.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestACMECADown: the CA is down when the renewal is due: the attempt
+// fails, is counted and retried with backoff, the old certificate keeps
+// serving; once the CA is back (with its state lost, as a restart does)
+// the renewal succeeds.
+func TestACMECADown(t *testing.T) {
+	e := newACMEEnv(t, "tls-alpn-01", 40*time.Second)
+	p := e.start()
+	first := e.waitServed(p, 2*time.Minute, nil)
+	roots := e.pebble.Roots(t)
+	before := e.files("web.key.jwe", "web.crt")
+	e.pebble.Stop()
+	e.waitMetric(p, `sealproxy_acme_renewals_total{key="web",result="ca_error"}`, 2, time.Minute)
+	if got, err := e.handshake(roots); err != nil || got.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatalf("with the CA down: %v, serial %v; want the old certificate %x serving", err, got, first.SerialNumber)
+	}
+	if after := e.files("web.key.jwe", "web.crt"); !bytes.Equal(after["web.key.jwe"].data, before["web.key.jwe"].data) || !bytes.Equal(after["web.crt"].data, before["web.crt"].data) {
+		t.Error("a failed renewal changed the key or certificate files")
+	}
+	p.logs.WaitFor(t, 10*time.Second, "by=backoff")
+	e.pebble.Start()
+	second := e.waitServed(p, time.Minute, first)
+	t.Logf("renewed after the CA came back: serial %x", second.SerialNumber)
+	e.checkCustody(p, e.recoverKey())
+	e.stop(p)
+}
+
+// TestACMETangDown: Tang is down when the renewal is due: the new key
+// cannot be sealed, so nothing is written and nothing ordered; the
+// attempt is counted and retried; the old certificate keeps serving;
+// once Tang is back the renewal succeeds.
+func TestACMETangDown(t *testing.T) {
+	e := newACMEEnv(t, "tls-alpn-01", 40*time.Second)
+	p := e.start()
+	first := e.waitServed(p, 2*time.Minute, nil)
+	roots := e.pebble.Roots(t)
+	before := e.files("web.key.jwe", "web.crt", "acme-account.jwe")
+	e.tang.Stop()
+	e.waitMetric(p, `sealproxy_acme_renewals_total{key="web",result="tang_unreachable"}`, 2, time.Minute)
+	if got, err := e.handshake(roots); err != nil || got.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatalf("with Tang down: %v; want the old certificate %x serving", err, first.SerialNumber)
+	}
+	after := e.files("web.key.jwe", "web.crt", "acme-account.jwe")
+	for n, b := range before {
+		if !bytes.Equal(after[n].data, b.data) || !after[n].mod.Equal(b.mod) {
+			t.Errorf("%s was written while Tang was down", n)
+		}
+	}
+	entries, _ := os.ReadDir(e.dir)
+	if len(entries) != 4 { // the configuration, the account, the key, the certificate
+		var names []string
+		for _, d := range entries {
+			names = append(names, d.Name())
+		}
+		t.Errorf("the key directory holds %v; want nothing new", names)
+	}
+	if n := strings.Count(p.logs.String(), "answering ACME challenge"); n != 1 {
+		t.Errorf("%d challenges answered: want only the first issue's (nothing is ordered before the key is sealed)", n)
+	}
+	e.tang.Start()
+	second := e.waitServed(p, time.Minute, first)
+	t.Logf("renewed after Tang came back: serial %x", second.SerialNumber)
+	e.checkCustody(p, e.recoverKey())
+	e.stop(p)
 }

@@ -117,12 +117,15 @@ func (m *Manager) keep(ctx context.Context, k *config.Key) {
 	log := m.log.With("key", k.Name)
 	var failures int
 	for {
-		due, backoff := m.schedule(ctx, k)
+		due, backoff, by := m.schedule(ctx, k)
 		if failures > 0 {
 			due = time.Now().Add(backoffAfter(backoff, failures))
 		}
 		if d := time.Until(due); d > 0 {
-			log.Info("next ACME renewal", "at", due.UTC().Format(time.RFC3339))
+			if failures > 0 {
+				by = "backoff"
+			}
+			log.Info("next ACME renewal", "at", due.UTC().Format(time.RFC3339), "by", by)
 			t := time.NewTimer(d)
 			select {
 			case <-ctx.Done():
@@ -191,18 +194,17 @@ func (e *writeError) Unwrap() error { return e.err }
 // The backoff scales with the lifetime (between a second and a minute),
 // so that a short-lived certificate is retried several times before it
 // expires.
-func (m *Manager) schedule(ctx context.Context, k *config.Key) (time.Time, time.Duration) {
+func (m *Manager) schedule(ctx context.Context, k *config.Key) (due time.Time, backoff time.Duration, by string) {
 	leaf, err := config.ReadLeaf(m.cfg.Resolve(k.Cert))
 	if err != nil || m.cfg.Pending(k) {
-		return time.Now(), 5 * time.Second
+		return time.Now(), 5 * time.Second, "first issue"
 	}
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
-	backoff := min(max(life/100, time.Second), time.Minute)
-	due := leaf.NotBefore.Add(life * 2 / 3)
+	backoff = min(max(life/100, time.Second), time.Minute)
 	if w, ok := m.renewalWindow(ctx, k, leaf); ok {
-		due = w
+		return w, backoff, "ari"
 	}
-	return due, backoff
+	return leaf.NotBefore.Add(life * 2 / 3), backoff, "two-thirds"
 }
 
 // Renew issues a new certificate for k now: a new key generated and
@@ -246,6 +248,11 @@ func (m *Manager) Renew(ctx context.Context, k *config.Key) error {
 	}
 	chain, err := m.order(ctx, client, k, key, log)
 	if err != nil {
+		// The next attempt registers again: a CA that lost its state
+		// (restarted, or the account deactivated) knows us again.
+		m.mu.Lock()
+		delete(m.accounts, accountID(a))
+		m.mu.Unlock()
 		return err
 	}
 	certPath := m.cfg.Resolve(k.Cert)
@@ -394,7 +401,7 @@ func (m *Manager) authorize(ctx context.Context, client *xacme.Client, a *config
 func (m *Manager) client(ctx context.Context, k *config.Key) (*xacme.Client, error) {
 	a := k.ACME
 	m.mu.Lock()
-	c := m.accounts[a.Account+"\x00"+a.Directory]
+	c := m.accounts[accountID(a)]
 	m.mu.Unlock()
 	if c != nil {
 		return c, nil
@@ -428,10 +435,12 @@ func (m *Manager) client(ctx context.Context, k *config.Key) (*xacme.Client, err
 		return nil, fmt.Errorf("%w: registering the account: %w", errCA, err)
 	}
 	m.mu.Lock()
-	m.accounts[a.Account+"\x00"+a.Directory] = c
+	m.accounts[accountID(a)] = c
 	m.mu.Unlock()
 	return c, nil
 }
+
+func accountID(a *config.ACME) string { return a.Account + "\x00" + a.Directory }
 
 // accountKey recovers the sealed account key like any sealed key
 // (through Tang and any gate), or creates it in custody and writes it
