@@ -249,3 +249,48 @@ func TestHTTPChallenges(t *testing.T) {
 		t.Errorf("cleared token: %d, want 404", code)
 	}
 }
+
+// TestChallengeConnLimit: the http-01 listener holds Accept while its
+// connection bound is reached, and accepts again once one closes.
+func TestChallengeConnLimit(t *testing.T) {
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inner.Close()
+	ln := &limitedListener{Listener: inner, slots: make(chan struct{}, 2)}
+	accepted := make(chan net.Conn, 3)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	for range 3 {
+		c, err := net.Dial("tcp", inner.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	first, second := <-accepted, <-accepted
+	select {
+	case <-accepted:
+		t.Fatal("a third connection was accepted beyond the bound of 2")
+	case <-time.After(200 * time.Millisecond):
+	}
+	first.Close()
+	first.Close() // a second Close releases nothing more
+	select {
+	case c := <-accepted:
+		c.Close()
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection accepted after one closed")
+	}
+	second.Close()
+	// The accept loop's next Accept holds one slot while it waits.
+	testenv.Eventually(t, 5*time.Second, "the slots released", func() bool { return len(ln.slots) <= 1 })
+}

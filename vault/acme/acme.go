@@ -99,7 +99,15 @@ func New(cfg *config.Config, o Options) *Manager {
 	if o.Result == nil {
 		o.Result = func(string, string) {}
 	}
-	return &Manager{cfg: cfg, o: o, log: log.With("component", "acme"), accounts: map[string]*xacme.Client{}}
+	log = log.With("component", "acme")
+	if o.Unlock == nil {
+		// A gate holding the account key's recovery: the operator
+		// compares this code (the gate validated its format).
+		o.Unlock = &unlock.Options{OnPending: func(p tang.Pending) {
+			log.Warn("waiting for approval of the ACME account key", "code", p.Code, "tang_url", p.URL)
+		}}
+	}
+	return &Manager{cfg: cfg, o: o, log: log, accounts: map[string]*xacme.Client{}}
 }
 
 // Run keeps every ACME key certified until ctx ends: each is renewed
