@@ -2,20 +2,26 @@ package acme
 
 import (
 	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	xacme "golang.org/x/crypto/acme"
 
+	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/unlock/tang"
 )
 
@@ -130,5 +136,55 @@ func TestCheckChain(t *testing.T) {
 	}
 	if err := checkChain(nil, key, []string{"a.example"}); err == nil {
 		t.Error("an empty chain passed")
+	}
+}
+
+// TestRenewalWindow: with ARI in the directory, the renewal time is in
+// the CA's suggested window, asked for by the certificate's identifier;
+// without it (or with a window that makes no sense) the caller falls back
+// to two-thirds of the lifetime.
+func TestRenewalWindow(t *testing.T) {
+	start := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	end := start.Add(time.Hour)
+	var asked string
+	ari, window := true, fmt.Sprintf(`{"suggestedWindow":{"start":%q,"end":%q}}`, start.Format(time.RFC3339), end.Format(time.RFC3339))
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == "/dir" && ari:
+			fmt.Fprintf(w, `{"newOrder":"x","renewalInfo":"https://%s/ari"}`, r.Host)
+		case r.URL.Path == "/dir":
+			fmt.Fprint(w, `{"newOrder":"x"}`)
+		case strings.HasPrefix(r.URL.Path, "/ari/"):
+			asked = strings.TrimPrefix(r.URL.Path, "/ari/")
+			fmt.Fprint(w, window)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Dir: dir}
+	k := &config.Key{Name: "web", ACME: &config.ACME{Directory: srv.URL + "/dir", CA: caFile}}
+	m := New(cfg, Options{})
+	leaf := &x509.Certificate{SerialNumber: big.NewInt(0x87), AuthorityKeyId: []byte{1, 2, 3},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(24 * time.Hour)}
+	got, ok := m.renewalWindow(context.Background(), k, leaf)
+	if !ok || got.Before(start) || !got.Before(end) {
+		t.Errorf("renewal at %v (ok %v), want in [%v, %v)", got, ok, start, end)
+	}
+	if asked != "AQID.AIc" {
+		t.Errorf("ARI asked for %q, want AQID.AIc (base64url AKI . serial)", asked)
+	}
+	window = `{"suggestedWindow":{"start":"2030-01-02T00:00:00Z","end":"2030-01-01T00:00:00Z"}}`
+	if _, ok := m.renewalWindow(context.Background(), k, leaf); ok {
+		t.Error("a window that ends before it starts was used")
+	}
+	ari = false
+	if _, ok := m.renewalWindow(context.Background(), k, leaf); ok {
+		t.Error("a directory without renewalInfo gave a window")
 	}
 }
