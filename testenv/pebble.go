@@ -68,10 +68,7 @@ func buildPebble(t testing.TB) (bin, src string) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the ACME tests run Pebble on Linux")
 	}
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
+	goTool := LookTool(t, "go", "golang-go")
 	b := &pebbleBuild
 	b.once.Do(func() {
 		cache, err := os.UserCacheDir()
