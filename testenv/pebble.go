@@ -48,6 +48,9 @@ type PebbleOptions struct {
 	HTTPPort, TLSPort int // where the CA validates http-01 and tls-alpn-01
 	// Validity of issued certificates (default 90 days).
 	Validity time.Duration
+	// EAB, when set, makes external account binding required, with these
+	// MAC keys (base64url) by key id.
+	EAB map[string]string
 }
 
 var pebbleBuild struct {
@@ -147,7 +150,8 @@ func StartPebble(t testing.TB, o PebbleOptions) *Pebble {
 		"httpPort":                       o.HTTPPort,
 		"tlsPort":                        o.TLSPort,
 		"ocspResponderURL":               "",
-		"externalAccountBindingRequired": false,
+		"externalAccountBindingRequired": len(o.EAB) > 0,
+		"externalAccountMACKeys":         o.EAB,
 		"retryAfter":                     map[string]int{"authz": 1, "order": 1},
 		"keyAlgorithm":                   "ecdsa",
 		"profiles": map[string]any{"default": map[string]any{

@@ -46,18 +46,28 @@ type acmeEnv struct {
 
 func newACMEEnv(t *testing.T, challenge string, validity time.Duration) *acmeEnv {
 	t.Helper()
+	return newACMEEnvWith(t, challenge, testenv.PebbleOptions{Validity: validity}, nil)
+}
+
+// newACMEEnvWith is newACMEEnv with Pebble's options and more [key.acme]
+// lines, made once Tang runs (extra gets the environment).
+func newACMEEnvWith(t *testing.T, challenge string, po testenv.PebbleOptions, extra func(e *acmeEnv) string) *acmeEnv {
+	t.Helper()
 	testenv.SkipIfShort(t, "builds sealproxy and Pebble, runs tangd")
 	e := &acmeEnv{t: t, dir: t.TempDir(), listen: testenv.FreeAddr(t), admin: testenv.FreeAddr(t)}
 	e.tang = testenv.RealTang(t)
 	httpAddr := testenv.FreeAddr(t)
-	e.pebble = testenv.StartPebble(t, testenv.PebbleOptions{
-		HTTPPort: testenv.PortOf(t, httpAddr), TLSPort: testenv.PortOf(t, e.listen), Validity: validity})
+	po.HTTPPort, po.TLSPort = testenv.PortOf(t, httpAddr), testenv.PortOf(t, e.listen)
+	e.pebble = testenv.StartPebble(t, po)
 	// As `make build` builds it: without runtime/secret sealproxy refuses sealed keys.
 	e.bin = testenv.BuildCommand(t, "sealproxy", "GOFLAGS=", "GOEXPERIMENT=runtimesecret")
 	echo := testenv.StartEcho(t, nil).Addr
 	httpLine := ""
 	if challenge == "http-01" {
 		httpLine = fmt.Sprintf("http_listen = %q\n", httpAddr)
+	}
+	if extra != nil {
+		httpLine += extra(e)
 	}
 	e.cfg = filepath.Join(e.dir, "sealproxy.toml")
 	cfg := fmt.Sprintf(`shutdown_timeout = "2s"
@@ -500,6 +510,26 @@ func TestACMETangDown(t *testing.T) {
 	e.tang.Start()
 	second := e.waitServed(p, time.Minute, first)
 	t.Logf("renewed after Tang came back: serial %x", second.SerialNumber)
+	e.checkCustody(p, e.recoverKey())
+	e.stop(p)
+}
+
+// TestACMEExternalAccountBinding: a CA that requires EAB registers the
+// account with the MAC key recovered from its sealed file.
+func TestACMEExternalAccountBinding(t *testing.T) {
+	const kid, mac = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	e := newACMEEnvWith(t, "tls-alpn-01", testenv.PebbleOptions{EAB: map[string]string{kid: mac}}, func(e *acmeEnv) string {
+		jwe, err := unlock.Encrypt(context.Background(), "tang", []byte(e.tang.Config()), []byte(mac+"\n"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(e.dir, "eab.jwe"), jwe, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("eab_kid = %q\neab_key = \"sealed:eab.jwe\"\n", kid)
+	})
+	p := e.start()
+	e.waitServed(p, 2*time.Minute, nil)
 	e.checkCustody(p, e.recoverKey())
 	e.stop(p)
 }
