@@ -228,5 +228,7 @@ func countUnlocks(cfg *config.Config) int {
 			n++
 		}
 	}
-	return n
+	// An ACME key holds its next key beside it during a swap, and its
+	// account key.
+	return n + 2*len(cfg.ACMEKeys())
 }
