@@ -139,8 +139,8 @@ func FuzzDNSName(f *testing.F) {
 				t.Fatalf("accepted %q with %q", s, r)
 			}
 		}
-		if printableName(s) != s {
-			t.Fatalf("an accepted name changes when printed: %q", s)
+		if strings.Contains(printableName(s), "?") {
+			t.Fatalf("an accepted name has bytes replaced when printed: %q", s)
 		}
 	})
 }
