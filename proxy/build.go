@@ -57,13 +57,20 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 			lc.Backends = append(lc.Backends, ParseBackend(b))
 		}
 		if l.Mode != config.ModeEncrypt {
-			var served []*tls.Certificate
+			var (
+				served      []*tls.Certificate
+				servedNames []string
+			)
 			for _, name := range l.Keys {
 				c, err := key(name)
+				if errors.Is(err, ErrPending) {
+					continue // served once issued (AnswerACME answers its validations)
+				}
 				if err != nil {
 					return nil, fmt.Errorf("listener %q: %w", l.Name, err)
 				}
 				served = append(served, c)
+				servedNames = append(servedNames, name)
 			}
 			tc, check, err := serverTLS(ctx, cfg, &l.TLS, served, staplers, open != nil, log)
 			if err != nil {
@@ -73,8 +80,8 @@ func Build(ctx context.Context, cfg *config.Config, open KeyOpener, log *slog.Lo
 				check.listener = l.Name
 			}
 			info := &revocationInfo{leaves: map[string]*x509.Certificate{}, check: check}
-			for i, name := range l.Keys {
-				if i < len(served) && served[i] != nil {
+			for i, name := range servedNames {
+				if served[i] != nil {
 					info.leaves[name] = served[i].Leaf
 				}
 			}
@@ -123,6 +130,9 @@ func keyLoader(ctx context.Context, cfg *config.Config, open KeyOpener, log *slo
 			return c, nil
 		}
 		k := cfg.Key(name)
+		if cfg.Pending(k) {
+			return nil, fmt.Errorf("key %q: %w", name, ErrPending)
+		}
 		chain, ok := chains[name]
 		if !ok {
 			var err error
@@ -180,10 +190,15 @@ func serverTLS(ctx context.Context, cfg *config.Config, t *config.TLS, served []
 	tc := &tls.Config{NextProtos: t.ALPN}
 	if withKeys {
 		chooser := &CertChooser{}
-		if err := chooser.swap(served, staplers); err != nil {
+		if len(served) == 0 {
+			// Every key awaits its first ACME issue: handshakes fail
+			// until the issue's reload swaps a certificate in.
+			tc.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return nil, ErrPending }
+		} else if err := chooser.swap(served, staplers); err != nil {
 			return nil, nil, err
+		} else {
+			tc.GetCertificate = chooser.GetCertificate
 		}
-		tc.GetCertificate = chooser.GetCertificate
 	}
 	tc.MinVersion, _ = config.Version(t.MinVersion)
 	tc.MaxVersion, _ = config.Version(t.MaxVersion)

@@ -26,6 +26,10 @@ type Metrics struct {
 	RevocationEvents *prometheus.CounterVec // listener, event
 	CertExpiry       *prometheus.GaugeVec   // key
 	CRLNextUpdate    *prometheus.GaugeVec   // ca
+	// ACMERenewals counts ACME issue and renewal attempts by key and
+	// result (success, tang_unreachable, ca_error, write_error,
+	// swap_error, error).
+	ACMERenewals *prometheus.CounterVec
 	// PoolRequests counts TLS pool requests by service and result ("ok"
 	// or a failure reason); requests naming no known service count under
 	// service "".
@@ -90,6 +94,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.BytesIn, m.BytesOut, m.BackendErrors, m.Closed, m.Reloads, m.SignSeconds,
 			m.RevocationEvents, m.CertExpiry, m.CRLNextUpdate)
 		reg.MustRegister(m.PoolRequests)
+	}
+	m.ACMERenewals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sealproxy_acme_renewals_total", Help: "ACME certificate issue and renewal attempts, by key and result.",
+	}, []string{"key", "result"})
+	if reg != nil {
+		reg.MustRegister(m.ACMERenewals)
 	}
 	return m
 }

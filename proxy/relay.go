@@ -265,6 +265,7 @@ const (
 	reasonHandshakeFailed    closeReason = "handshake_failed"
 	reasonConnectRefused     closeReason = "connect_refused"
 	reasonBackendUnavailable closeReason = "backend_unavailable"
+	reasonACMEChallenge      closeReason = "acme_challenge"
 )
 
 // Ended while relaying, or forced (connections_closed_total).

@@ -361,6 +361,10 @@ func (s *Server) setup(c *conn) (*relay, closeReason, error) {
 			_ = c.raw.Close()
 			return nil, reasonHandshakeFailed, err
 		}
+		if tc.ConnectionState().NegotiatedProtocol == ACMETLSALPN {
+			_ = tc.Close() // a CA's tls-alpn-01 validation: it got its answer
+			return nil, reasonACMEChallenge, nil
+		}
 		client = tlsEndpoint(tc, c.raw)
 	}
 

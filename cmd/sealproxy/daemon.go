@@ -135,6 +135,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 		return cli.WithHint(err, cli.ExitUsage, "")
 	}
 	r.ctl = ctl
+	acmeChallenges := proxy.NewChallenges()
 	load := func(ctx context.Context, c *config.Config) (*proxy.Plan, error) {
 		for _, w := range c.Warnings {
 			log.Warn("configuration weaker than the defaults", "err", w)
@@ -155,6 +156,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 			g.Discard()
 			return nil, err
 		}
+		proxy.AnswerACME(listeners, c, acmeChallenges)
 		pool, err := proxy.BuildPool(ctx, c, signers(g, c, metrics), log)
 		if err != nil {
 			g.Discard()
@@ -193,6 +195,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	r.gctx, r.stopGroup = context.WithCancel(ctx)
 	defer r.stopGroup()
 	defer r.closeAdmin()
+	defer r.startACME(keys, metrics, acmeChallenges)()
 	return r.loop(ctx)
 }
 

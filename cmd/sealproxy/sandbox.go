@@ -93,6 +93,7 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 		// sealproxy ctl replaces it: a temporary file renamed over it.
 		p.Write = append(p.Write, filepath.Dir(cfg.Resolve(cfg.Admin.StateFile)))
 	}
+	acmeSandbox(cfg, &p)
 	p.Clean()
 	return p
 }

@@ -242,5 +242,7 @@ func countUnlocks(cfg *config.Config) int {
 	if cfg.Tickets.Shared() { // sealed: only
 		n++
 	}
-	return n
+	// An ACME key holds its next key beside it during a swap, and its
+	// account key.
+	return n + 2*len(cfg.ACMEKeys())
 }

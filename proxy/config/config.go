@@ -140,6 +140,9 @@ type Key struct {
 	// responder (or OCSPResponder) and refreshed at half their validity.
 	OCSPFetch     bool   `toml:"ocsp_fetch"`
 	OCSPResponder string `toml:"ocsp_responder"`
+	// ACME, when set, has the certificate issued and renewed by an ACME
+	// CA, the key generated in custody and written only sealed.
+	ACME *ACME `toml:"acme"`
 }
 
 // Listener is one listening socket and what it does with connections.

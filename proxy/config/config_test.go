@@ -151,6 +151,9 @@ func TestFullConfig(t *testing.T) {
 	if !cfg.Admin.Reload {
 		t.Error("admin.reload not read")
 	}
+	if a := cfg.Key("acme").ACME; a == nil || a.Challenge != ChallengeHTTP || a.HTTPListen != "0.0.0.0:80" || a.SealPin != "sss" || a.EABKID != "kid-1" || len(a.Names) != 2 {
+		t.Errorf("key.acme = %+v", a)
+	}
 	if p := cfg.Pool; pool && (p.MaxConnections != 256 || p.FileMode != 0o660 || p.MaxLifetime != time.Hour || len(p.Services) != 2 || p.Services[1].ServerName != "api.example.com") {
 		t.Errorf("pool = %+v", p)
 	}

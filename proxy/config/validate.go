@@ -110,6 +110,7 @@ func (v *validator) validate(c *Config) {
 			// keyref's errors name attributes, never their values (a PIN).
 			v.errorf(p+".source", "%v", err)
 		}
+		v.acme(p, k)
 	}
 	if len(c.Listeners) == 0 && isZeroPool(&c.Pool) {
 		v.errs = append(v.errs, &Error{File: v.file, Msg: "no [[listener]]: nothing to do"})

@@ -129,7 +129,9 @@ func Used(cfg *config.Config) []*config.Key {
 	}
 	var out []*config.Key
 	for i := range cfg.Keys {
-		if used[cfg.Keys[i].Name] {
+		// An ACME key not issued yet has nothing to open: listeners
+		// serve without it until its first issue.
+		if used[cfg.Keys[i].Name] && !cfg.Pending(&cfg.Keys[i]) {
 			out = append(out, &cfg.Keys[i])
 		}
 	}
