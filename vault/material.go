@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"math/bits"
+	"runtime"
 
 	"github.com/sealproxy/sealproxy/internal/secmem"
 )
@@ -102,12 +104,56 @@ func wipeRSA(k *rsa.PrivateKey) {
 // library keeps derived copies (crypto/ecdsa's per-key cache, crypto/rsa's
 // precomputed FIPS key) that only the runtime can erase.
 func (s *keyShape) rebuild(secret []byte, f func(crypto.Signer) error) error {
-	switch pub := s.pub.(type) {
+	return s.rebuildIn(s.frame(), secret, f)
+}
+
+// A keyFrame is what rebuild fills in, allocated by frame before
+// secmem.Do: with GOEXPERIMENT=runtimesecret every object allocated inside
+// Do costs the runtime a record (a "special") in its span's sorted list,
+// and the walk of that list dominates a signature's cost (see
+// docs/benchmarks.md). The frame holds no secret until rebuildIn fills it,
+// and rebuildIn wipes what it put there before returning, as it wipes
+// the scratch buffer.
+type keyFrame struct {
+	ec *ecdsa.PrivateKey // public half set; D has room for the scalar
+}
+
+// frame allocates the frame for one rebuild. Call it outside secmem.Do.
+func (s *keyShape) frame() keyFrame {
+	pub, ok := s.pub.(*ecdsa.PublicKey)
+	if !ok {
+		return keyFrame{}
+	}
+	size := (pub.Curve.Params().N.BitLen() + 7) / 8
+	words := make([]big.Word, 0, (size+wordBytes-1)/wordBytes)
+	return keyFrame{ec: &ecdsa.PrivateKey{PublicKey: *pub, D: new(big.Int).SetBits(words)}}
+}
+
+const wordBytes = bits.UintSize / 8
+
+// wipeWords overwrites x's words up to their capacity (SetBytes reuses
+// them and trims the length to the significant words) and sets x to zero.
+func wipeWords(x *big.Int) {
+	w := x.Bits()
+	clear(w[:cap(w)])
+	runtime.KeepAlive(w)
+	x.SetInt64(0)
+}
+
+// rebuildIn is rebuild with a frame from frame.
+func (s *keyShape) rebuildIn(fr keyFrame, secret []byte, f func(crypto.Signer) error) error {
+	switch s.pub.(type) {
 	case *ecdsa.PublicKey:
-		k := &ecdsa.PrivateKey{PublicKey: *pub, D: new(big.Int).SetBytes(secret)}
-		defer secmem.BigInt(k.D)
+		k := fr.ec
+		if k == nil || len(secret) > cap(k.D.Bits())*wordBytes {
+			return errors.New("sealed ECDSA key has the wrong length")
+		}
+		// Fills the words frame allocated: nothing is allocated here.
+		k.D.SetBytes(secret)
+		defer wipeWords(k.D)
 		return f(k)
 	case *rsa.PublicKey:
+		pub := s.pub.(*rsa.PublicKey)
 		n := pub.Size()
 		if len(secret) != n+5*s.plen {
 			return errors.New("sealed RSA key has the wrong length")
