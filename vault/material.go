@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"math/bits"
 	"runtime"
+	"unsafe"
 
 	"github.com/sealproxy/sealproxy/internal/secmem"
 )
@@ -109,14 +110,34 @@ func (s *keyShape) rebuild(secret []byte, f func(crypto.Signer) error) error {
 
 // A keyFrame is what rebuild fills in, allocated by frame before
 // secmem.Do: with GOEXPERIMENT=runtimesecret every object allocated inside
-// Do costs the runtime a record (a "special") in its span's sorted list,
-// and the walk of that list dominates a signature's cost (see
+// Do costs the runtime a record (a "special") in the sorted list of its
+// span, and the walk of that list dominates a signature's cost (see
 // docs/benchmarks.md). The frame holds no secret until rebuildIn fills it,
 // and rebuildIn wipes what it put there before returning, as it wipes
 // the scratch buffer.
 type keyFrame struct {
-	ec *ecdsa.PrivateKey // public half set; D has room for the scalar
+	ec *ecFrame
 }
+
+// An ecFrame is an ECDSA key and the words of its scalar in one object,
+// padded to a size class of eight objects per span: crypto/ecdsa caches
+// its FIPS form of each *ecdsa.PrivateKey under a weak pointer with a
+// cleanup, two more specials on the key's span, and a span of small
+// objects holds hundreds of specials to walk.
+type ecFrame struct {
+	ecParts
+	_ [ecFrameSize - unsafe.Sizeof(ecParts{})]byte
+}
+
+type ecParts struct {
+	key   ecdsa.PrivateKey // first, so &f.key is the object's address
+	d     big.Int
+	words [(66 + wordBytes - 1) / wordBytes]big.Word // a P-521 scalar
+}
+
+// ecFrameSize plus the runtime's 8-byte header of objects over 512 bytes
+// is the 1024-byte size class.
+const ecFrameSize = 1024 - 8
 
 // frame allocates the frame for one rebuild. Call it outside secmem.Do.
 func (s *keyShape) frame() keyFrame {
@@ -124,9 +145,11 @@ func (s *keyShape) frame() keyFrame {
 	if !ok {
 		return keyFrame{}
 	}
-	size := (pub.Curve.Params().N.BitLen() + 7) / 8
-	words := make([]big.Word, 0, (size+wordBytes-1)/wordBytes)
-	return keyFrame{ec: &ecdsa.PrivateKey{PublicKey: *pub, D: new(big.Int).SetBits(words)}}
+	f := new(ecFrame)
+	f.key.PublicKey = *pub
+	f.d.SetBits(f.words[:0])
+	f.key.D = &f.d
+	return keyFrame{ec: f}
 }
 
 const wordBytes = bits.UintSize / 8
@@ -144,10 +167,10 @@ func wipeWords(x *big.Int) {
 func (s *keyShape) rebuildIn(fr keyFrame, secret []byte, f func(crypto.Signer) error) error {
 	switch s.pub.(type) {
 	case *ecdsa.PublicKey:
-		k := fr.ec
-		if k == nil || len(secret) > cap(k.D.Bits())*wordBytes {
+		if fr.ec == nil || len(secret) > len(fr.ec.words)*wordBytes {
 			return errors.New("sealed ECDSA key has the wrong length")
 		}
+		k := &fr.ec.key
 		// Fills the words frame allocated: nothing is allocated here.
 		k.D.SetBytes(secret)
 		defer wipeWords(k.D)
