@@ -116,16 +116,7 @@ func (s *keyShape) rebuild(secret []byte, f func(crypto.Signer) error) error {
 // and rebuildIn wipes what it put there before returning, as it wipes
 // the scratch buffer.
 type keyFrame struct {
-	ec  *ecFrame
-	rsa *rsaFrame
-}
-
-// An rsaFrame is an RSA key and its six numbers, whose words are one
-// slice allocated beside it.
-type rsaFrame struct {
-	key    rsa.PrivateKey
-	nums   [6]big.Int // d, p, q, dp, dq, qinv
-	primes [2]*big.Int
+	ec *ecFrame
 }
 
 // An ecFrame is an ECDSA key and the words of its scalar in one object,
@@ -150,9 +141,6 @@ const ecFrameSize = 1024 - 8
 
 // frame allocates the frame for one rebuild. Call it outside secmem.Do.
 func (s *keyShape) frame() keyFrame {
-	if pub, ok := s.pub.(*rsa.PublicKey); ok {
-		return keyFrame{rsa: s.rsaFrame(pub)}
-	}
 	pub, ok := s.pub.(*ecdsa.PublicKey)
 	if !ok {
 		return keyFrame{}
@@ -162,24 +150,6 @@ func (s *keyShape) frame() keyFrame {
 	f.d.SetBits(f.words[:0])
 	f.key.D = &f.d
 	return keyFrame{ec: f}
-}
-
-func (s *keyShape) rsaFrame(pub *rsa.PublicKey) *rsaFrame {
-	f := &rsaFrame{key: rsa.PrivateKey{PublicKey: *pub}}
-	nd := (pub.Size() + wordBytes - 1) / wordBytes
-	np := (s.plen + wordBytes - 1) / wordBytes
-	words := make([]big.Word, nd+5*np)
-	f.nums[0].SetBits(words[0:0:nd])
-	for i := 1; i < 6; i++ {
-		off := nd + (i-1)*np
-		// Capped, so that no number grows into the next one's words.
-		f.nums[i].SetBits(words[off : off : off+np])
-	}
-	f.primes = [2]*big.Int{&f.nums[1], &f.nums[2]}
-	f.key.D = &f.nums[0]
-	f.key.Primes = f.primes[:]
-	f.key.Precomputed = rsa.PrecomputedValues{Dp: &f.nums[3], Dq: &f.nums[4], Qinv: &f.nums[5]}
-	return f
 }
 
 const wordBytes = bits.UintSize / 8
@@ -211,23 +181,20 @@ func (s *keyShape) rebuildIn(fr keyFrame, secret []byte, f func(crypto.Signer) e
 		if len(secret) != n+5*s.plen {
 			return errors.New("sealed RSA key has the wrong length")
 		}
-		fr := fr.rsa
-		if fr == nil {
-			return errors.New("sealed RSA key has the wrong length")
-		}
-		// Fills the words rsaFrame allocated: nothing is allocated here.
-		fr.nums[0].SetBytes(secret[:n])
-		for i := 1; i < 6; i++ {
-			off := n + (i-1)*s.plen
-			fr.nums[i].SetBytes(secret[off : off+s.plen])
-		}
-		k := &fr.key
-		defer func() {
-			wipeRSA(k)
-			for i := range fr.nums {
-				wipeWords(&fr.nums[i])
+		num := func(i int) *big.Int {
+			if i == 0 {
+				return new(big.Int).SetBytes(secret[:n])
 			}
-		}()
+			off := n + (i-1)*s.plen
+			return new(big.Int).SetBytes(secret[off : off+s.plen])
+		}
+		k := &rsa.PrivateKey{
+			PublicKey:   *pub,
+			D:           num(0),
+			Primes:      []*big.Int{num(1), num(2)},
+			Precomputed: rsa.PrecomputedValues{Dp: num(3), Dq: num(4), Qinv: num(5)},
+		}
+		defer wipeRSA(k)
 		return f(k)
 	case ed25519.PublicKey:
 		// A heap copy, not the scratch buffer itself: crypto/ed25519 caches
