@@ -11,6 +11,9 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"math/bits"
+	"runtime"
+	"unsafe"
 
 	"github.com/sealproxy/sealproxy/internal/secmem"
 )
@@ -102,12 +105,78 @@ func wipeRSA(k *rsa.PrivateKey) {
 // library keeps derived copies (crypto/ecdsa's per-key cache, crypto/rsa's
 // precomputed FIPS key) that only the runtime can erase.
 func (s *keyShape) rebuild(secret []byte, f func(crypto.Signer) error) error {
-	switch pub := s.pub.(type) {
+	return s.rebuildIn(s.frame(), secret, f)
+}
+
+// A keyFrame is what rebuild fills in, allocated by frame before
+// secmem.Do: with GOEXPERIMENT=runtimesecret every object allocated inside
+// Do costs the runtime a record (a "special") in the sorted list of its
+// span, and the walk of that list dominates a signature's cost (see
+// docs/benchmarks.md). The frame holds no secret until rebuildIn fills it,
+// and rebuildIn wipes what it put there before returning, as it wipes
+// the scratch buffer.
+type keyFrame struct {
+	ec *ecFrame
+}
+
+// An ecFrame is an ECDSA key and the words of its scalar in one object,
+// padded to a size class of eight objects per span: crypto/ecdsa caches
+// its FIPS form of each *ecdsa.PrivateKey under a weak pointer with a
+// cleanup, two more specials on the key's span, and a span of small
+// objects holds hundreds of specials to walk.
+type ecFrame struct {
+	ecParts
+	_ [ecFrameSize - unsafe.Sizeof(ecParts{})]byte
+}
+
+type ecParts struct {
+	key   ecdsa.PrivateKey // first, so &f.key is the object's address
+	d     big.Int
+	words [(66 + wordBytes - 1) / wordBytes]big.Word // a P-521 scalar
+}
+
+// ecFrameSize plus the runtime's 8-byte header of objects over 512 bytes
+// is the 1024-byte size class.
+const ecFrameSize = 1024 - 8
+
+// frame allocates the frame for one rebuild. Call it outside secmem.Do.
+func (s *keyShape) frame() keyFrame {
+	pub, ok := s.pub.(*ecdsa.PublicKey)
+	if !ok {
+		return keyFrame{}
+	}
+	f := new(ecFrame)
+	f.key.PublicKey = *pub
+	f.d.SetBits(f.words[:0])
+	f.key.D = &f.d
+	return keyFrame{ec: f}
+}
+
+const wordBytes = bits.UintSize / 8
+
+// wipeWords overwrites x's words up to their capacity (SetBytes reuses
+// them and trims the length to the significant words) and sets x to zero.
+func wipeWords(x *big.Int) {
+	w := x.Bits()
+	clear(w[:cap(w)])
+	runtime.KeepAlive(w)
+	x.SetInt64(0)
+}
+
+// rebuildIn is rebuild with a frame from frame.
+func (s *keyShape) rebuildIn(fr keyFrame, secret []byte, f func(crypto.Signer) error) error {
+	switch s.pub.(type) {
 	case *ecdsa.PublicKey:
-		k := &ecdsa.PrivateKey{PublicKey: *pub, D: new(big.Int).SetBytes(secret)}
-		defer secmem.BigInt(k.D)
+		if fr.ec == nil || len(secret) > len(fr.ec.words)*wordBytes {
+			return errors.New("sealed ECDSA key has the wrong length")
+		}
+		k := &fr.ec.key
+		// Fills the words frame allocated: nothing is allocated here.
+		k.D.SetBytes(secret)
+		defer wipeWords(k.D)
 		return f(k)
 	case *rsa.PublicKey:
+		pub := s.pub.(*rsa.PublicKey)
 		n := pub.Size()
 		if len(secret) != n+5*s.plen {
 			return errors.New("sealed RSA key has the wrong length")

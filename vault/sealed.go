@@ -246,8 +246,9 @@ func (k *sealedKey) use(f func(crypto.Signer) error) error {
 	if k.custody == nil {
 		return ErrClosed
 	}
+	fr := k.shape.frame()
 	return k.custody.Open(func(secret []byte) error {
-		return k.shape.rebuild(secret, f)
+		return k.shape.rebuildIn(fr, secret, f)
 	})
 }
 
