@@ -493,3 +493,26 @@ func printTable(out io.Writer, terms []terminator, results map[string][]measurem
 			len(runs))
 	}
 }
+
+// bulkStreams streams n bytes over k connections at once, n/k each (the
+// first takes the remainder).
+func (c *client) bulkStreams(ctx context.Context, n int64, up bool, k int) error {
+	if k <= 1 {
+		return c.bulk(ctx, n, up)
+	}
+	errs := make(chan error, k)
+	for i := range k {
+		part := n / int64(k)
+		if i == 0 {
+			part += n % int64(k)
+		}
+		go func() { errs <- c.bulk(ctx, part, up) }()
+	}
+	var first error
+	for range k {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
