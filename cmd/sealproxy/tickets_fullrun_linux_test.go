@@ -31,7 +31,9 @@ import (
 // `seal ticket-secret` and recovered through Debian's tangd: a session
 // instance A issued resumes on instance B, with openssl s_client
 // (-sess_out on A, -sess_in on B: "Reused") over TLS 1.2 and 1.3, and
-// with Go's client sharing one ClientSessionCache. Then both processes'
+// with Go's client sharing one ClientSessionCache; and through the TLS
+// pool's server services, where a third instance without [tickets] does
+// not resume A's session, nor A its. Then both processes'
 // readable memory is searched for the ticket secret and for the epoch
 // keys derived from it: none may be found (the certificate, public and
 // certainly in memory, is the scan's control).
