@@ -211,8 +211,8 @@ type poolServed struct {
 // an echoed line each) and pool sessions that outlive the upgrade, two
 // upgrades (SIGUSR2) in a row. The sessions made before an upgrade go on
 // with the old process (the pid that made their plaintext socket) until
-// they end; the requests made once the old process stopped accepting are
-// all served by the successor; then an upgrade with a broken
+// they end; the old process closes the pool socket while it drains, and
+// the requests made after that are all served by the successor; then an upgrade with a broken
 // configuration leaves the pool serving on the same pid. No pool
 // request, exchange or session fails.
 func TestPoolUpgradeUnderLoad(t *testing.T) {
@@ -226,6 +226,7 @@ func TestPoolUpgradeUnderLoad(t *testing.T) {
 	path := f.write(base)
 	u := startUpgradeRun(t, bin, path)
 
+	listening := unixSocketInode(t, sock)
 	cc := &tls.Config{RootCAs: f.ca.Pool(), ServerName: "web.test"}
 	var mu sync.Mutex
 	var served []poolServed
@@ -291,6 +292,7 @@ func TestPoolUpgradeUnderLoad(t *testing.T) {
 		}
 		u.waitLog(time.Minute, fmt.Sprintf("upgrade %d", i), func(string) bool { return len(u.readyPids()) == i+1 })
 		now := u.readyPids()[i]
+		readyAt := time.Now()
 		u.waitLog(time.Minute, fmt.Sprintf("pid %d stopping", old), func(l string) bool {
 			return strings.Contains(l, fmt.Sprintf(`why="upgraded: pid %d serves"`, now))
 		})
@@ -301,9 +303,19 @@ func TestPoolUpgradeUnderLoad(t *testing.T) {
 			default:
 			}
 		}
-		// The old process stops accepting just after its log line says
-		// so; a second covers the listener's close under load.
-		stopped := time.Now().Add(time.Second)
+		// The old process has stopped accepting once it no longer holds
+		// the listening socket (the successor still does).
+		testenv.Eventually(t, 20*time.Second, fmt.Sprintf("pid %d closing the pool socket", old), func() bool {
+			return !holdsSocket(t, old, listening)
+		})
+		if !holdsSocket(t, now, listening) {
+			t.Fatalf("upgrade %d: the successor %d does not hold the pool socket", i, now)
+		}
+		stopped := time.Now()
+		if !alive(old) {
+			t.Fatalf("upgrade %d: the old process %d held the pool socket until it exited, not only until the handover", i, old)
+		}
+		t.Logf("upgrade %d: pid %d closed the pool socket %v after the successor's ready line was read", i, old, stopped.Sub(readyAt).Round(time.Millisecond))
 		testenv.Eventually(t, 20*time.Second, "requests after the handover", func() bool {
 			n := 0
 			for _, c := range servedBy(stopped, time.Now()) {
@@ -352,4 +364,39 @@ func TestPoolUpgradeUnderLoad(t *testing.T) {
 	}
 	t.Logf("pool through 2 upgrades and a failed one: %d requests and exchanges, %d sessions; failed: %d requests, %d exchanges, %d sessions",
 		load.reqs.Load(), load.streams.Load(), load.failedConns.Load(), load.failedReqs.Load(), load.failedStreams.Load())
+}
+
+// unixSocketInode is the inode of the unix socket listening at path
+// (/proc/net/unix), as /proc/PID/fd links name it.
+func unixSocketInode(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// Num RefCount Protocol Flags Type St Inode Path; Flags 00010000 is __SO_ACCEPTCON.
+		f := strings.Fields(line)
+		if len(f) == 8 && f[7] == path && f[3] == "00010000" {
+			return f[6]
+		}
+	}
+	t.Fatalf("no unix socket listens at %s", path)
+	return ""
+}
+
+// holdsSocket reports whether pid has a descriptor of the socket inode.
+func holdsSocket(t *testing.T, pid int, inode string) bool {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false // exited
+	}
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && l == "socket:["+inode+"]" {
+			return true
+		}
+	}
+	return false
 }
