@@ -31,7 +31,9 @@ import (
 // `seal ticket-secret` and recovered through Debian's tangd: a session
 // instance A issued resumes on instance B, with openssl s_client
 // (-sess_out on A, -sess_in on B: "Reused") over TLS 1.2 and 1.3, and
-// with Go's client sharing one ClientSessionCache. Then both processes'
+// with Go's client sharing one ClientSessionCache; and through the TLS
+// pool's server services, where a third instance without [tickets] does
+// not resume A's session, nor A its. Then both processes'
 // readable memory is searched for the ticket secret and for the epoch
 // keys derived from it: none may be found (the certificate, public and
 // certainly in memory, is the scan's control).
@@ -72,17 +74,23 @@ func TestSharedTicketsTwoInstances(t *testing.T) {
 	}
 	echo := testenv.StartEcho(t, nil).Addr
 	type instance struct {
-		name, listen, admin string
-		p                   *process
+		name, listen, admin, pool string
+		p                         *process
 	}
-	start := func(name string) *instance {
+	// start runs an instance; without tickets it has no [tickets] (its
+	// listener and pool service keep random per-process ticket keys).
+	start := func(name string, tickets bool) *instance {
 		dir := t.TempDir()
 		for file, data := range map[string][]byte{"web.crt": leaf.ChainPEM(), "web.key.jwe": keyJWE, "tickets.jwe": jwe} {
 			if err := os.WriteFile(filepath.Join(dir, file), data, 0o600); err != nil {
 				t.Fatal(err)
 			}
 		}
-		in := &instance{name: name, listen: testenv.FreeAddr(t), admin: testenv.FreeAddr(t)}
+		in := &instance{name: name, listen: testenv.FreeAddr(t), admin: testenv.FreeAddr(t), pool: filepath.Join(dir, "pool.sock")}
+		ticketsCfg := "[tickets]\nsource = \"sealed:tickets.jwe\"\nrotation = \"1h\"\naccept_past = 1\n"
+		if !tickets {
+			ticketsCfg = ""
+		}
 		cfg := filepath.Join(dir, "sealproxy.toml")
 		if err := os.WriteFile(cfg, fmt.Appendf(nil, `[[key]]
 name = "web"
@@ -98,14 +106,21 @@ backend = %q
 [listener.tls]
 min_version = "1.2"
 
-[tickets]
-source = "sealed:tickets.jwe"
-rotation = "1h"
-accept_past = 1
-
+%s
 [admin]
 listen = %q
-`, in.listen, echo, in.admin), 0o600); err != nil {
+
+[pool]
+listen = "unix:%s"
+mode = "0600"
+
+[[pool.service]]
+name = "web"
+role = "server"
+keys = ["web"]
+users = ["%d"]
+tls = { min_version = "1.2" }
+`, in.listen, echo, ticketsCfg, in.admin, in.pool, os.Getuid()), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		in.p = startProcess(t, exec.CommandContext(ctx, proxyBin, "run", "--config", cfg))
@@ -117,12 +132,12 @@ listen = %q
 			resp.Body.Close()
 			return resp.StatusCode == http.StatusOK
 		})
-		if !strings.Contains(in.p.logs.String(), `key=[tickets]`) {
+		if tickets && !strings.Contains(in.p.logs.String(), `key=[tickets]`) {
 			t.Errorf("%s: no log line for the ticket secret:\n%s", name, in.p.logs.String())
 		}
 		return in
 	}
-	a, b := start("A"), start("B")
+	a, b := start("A", true), start("B", true)
 
 	// openssl: a session from A, resumed on B.
 	for _, ver := range []string{"-tls1_2", "-tls1_3"} {
@@ -175,6 +190,19 @@ listen = %q
 	}
 	if _, err := aead.Open(nil, ticket[9:33], ticket[33:], ticket[:33]); err != nil {
 		t.Fatalf("the test's epoch key does not open the instances' ticket: %v", err)
+	}
+
+	// The pool's server service: a session A's pool issued resumes on
+	// B's, and neither on C's (no [tickets]) nor, from C, back on A.
+	c := start("C", false)
+	for _, ver := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		cc := &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost", MinVersion: ver, MaxVersion: ver,
+			ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+		for i, in := range []*instance{a, b, c, a} {
+			if resumed := poolRoundTrip(t, in.pool, cc); resumed != (i == 1) {
+				t.Errorf("pool, TLS %x, session %d on %s: resumed %v", ver, i, in.name, resumed)
+			}
+		}
 	}
 
 	needles := []testenv.Needle{{Name: "ticket secret", Bytes: secret}}
@@ -240,6 +268,38 @@ func goRoundTrip(t *testing.T, addr string, cc *tls.Config) bool {
 		t.Fatalf("echo %q: %v", got, err)
 	}
 	return c.ConnectionState().DidResume
+}
+
+// poolRoundTrip runs a session through the pool's service "web" (the
+// remote end a TLS client with cc), echoes a byte through the
+// application and reports whether the session resumed.
+func poolRoundTrip(t *testing.T, sock string, cc *tls.Config) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	plain, remote, _, err := poolSession(ctx, sock, "web", cc)
+	if err != nil {
+		t.Fatalf("pool session: %v", err)
+	}
+	defer plain.Close()
+	defer remote.Close()
+	remote.SetDeadline(time.Now().Add(10 * time.Second))
+	plain.SetDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, 1)
+	if _, err := io.WriteString(remote, "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(plain, got); err != nil || string(got) != "x" {
+		t.Fatalf("application read %q: %v", got, err)
+	}
+	if _, err := plain.Write(got); err != nil {
+		t.Fatal(err)
+	}
+	// Reading processes the TLS 1.3 ticket that follows the handshake.
+	if _, err := io.ReadFull(remote, got); err != nil || string(got) != "x" {
+		t.Fatalf("remote read %q: %v", got, err)
+	}
+	return remote.ConnectionState().DidResume
 }
 
 // slowEOF is a reader that ends after d.

@@ -125,6 +125,9 @@ func alive(pid int) bool {
 type upgradeLoad struct {
 	addr string
 	tls  *tls.Config
+	// dialer, when set, makes the connections instead of a TLS dial to
+	// addr (the pool's load: a session the pool secured).
+	dialer func() (net.Conn, error)
 
 	conns, reqs, failedConns, failedReqs atomic.Int64
 	streams, failedStreams               atomic.Int64
@@ -144,7 +147,10 @@ func (l *upgradeLoad) fail(n *atomic.Int64, format string, args ...any) {
 	l.mu.Unlock()
 }
 
-func (l *upgradeLoad) dial() (*tls.Conn, error) {
+func (l *upgradeLoad) dial() (net.Conn, error) {
+	if l.dialer != nil {
+		return l.dialer()
+	}
 	return tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", l.addr, l.tls)
 }
 
