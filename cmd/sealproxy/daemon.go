@@ -24,6 +24,7 @@ import (
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/proxy/control"
 	"github.com/sealproxy/sealproxy/vault"
+	"github.com/sealproxy/sealproxy/vault/acme"
 	"github.com/sealproxy/sealproxy/vault/keyring"
 )
 
@@ -181,6 +182,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 				return nil, outsideSandbox(r.confined.Load(), err)
 			}
 		}
+		acme.Recover(c, log.With("component", "acme")) // a pair a crash left half in place
 		plan, err := load(ctx, c)
 		return plan, outsideSandbox(r.confined.Load(), err)
 	}

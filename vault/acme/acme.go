@@ -17,7 +17,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -276,30 +275,6 @@ func (m *Manager) Renew(ctx context.Context, k *config.Key) error {
 		return fmt.Errorf("%w: %w", errSwap, err)
 	}
 	swapped = true
-	return nil
-}
-
-// writePair writes the sealed key, then the chain, each atomically. If
-// the chain cannot be written (disk full) the old sealed key is put
-// back, so the files on disk stay a matching pair.
-func writePair(keyPath string, jwe []byte, certPath string, chain [][]byte) error {
-	old, oldErr := os.ReadFile(keyPath)
-	if err := atomicfile.Write(keyPath, jwe, 0o600); err != nil {
-		return &writeError{fmt.Errorf("writing the sealed key: %w", err)}
-	}
-	var pemChain []byte
-	for _, der := range chain {
-		pemChain = append(pemChain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	if err := atomicfile.Write(certPath, pemChain, 0o644); err != nil {
-		switch {
-		case oldErr == nil:
-			_ = atomicfile.Write(keyPath, old, 0o600)
-		case errors.Is(oldErr, fs.ErrNotExist):
-			_ = os.Remove(keyPath)
-		}
-		return &writeError{fmt.Errorf("writing the certificate: %w", err)}
-	}
 	return nil
 }
 
