@@ -630,3 +630,34 @@ func TestACMECrashRecovery(t *testing.T) {
 	copyFile("acme-account.jwe", "web.key.jwe.next")
 	check("a staged key without its certificate")
 }
+
+// TestACMEReloadSettings: a name added to [key.acme] applies at a reload
+// (SIGHUP), without a restart: the running manager orders a certificate
+// covering it, which is then served for that name.
+func TestACMEReloadSettings(t *testing.T) {
+	e := newACMEEnv(t, "tls-alpn-01", 0)
+	p := e.start()
+	defer e.stop(p)
+	leaf := e.waitServed(p, 2*time.Minute, nil)
+	const added = "api.example"
+	if leaf.VerifyHostname(added) == nil {
+		t.Fatalf("the first certificate already covers %s", added)
+	}
+	cfg, err := os.ReadFile(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf("names = [%q]", acmeName)
+	if !bytes.Contains(cfg, []byte(old)) {
+		t.Fatalf("no %s line in the configuration", old)
+	}
+	cfg = bytes.Replace(cfg, []byte(old), fmt.Appendf(nil, "names = [%q, %q]", acmeName, added), 1)
+	if err := os.WriteFile(e.cfg, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	got := e.waitServed(p, 2*time.Minute, leaf)
+	if err := got.VerifyHostname(added); err != nil {
+		t.Errorf("after the reload: %v\n%s", err, p.logs.String())
+	}
+}
