@@ -247,3 +247,23 @@ func TestPairDigestLine(t *testing.T) {
 		t.Errorf("serial %d, %v; want the new pair (3)", got, err)
 	}
 }
+
+// FuzzStagedDigest: any staged certificate's first line is read without
+// panic, and a digest is found only from a line that spells it.
+func FuzzStagedDigest(f *testing.F) {
+	sum := sha256.Sum256([]byte("jwe"))
+	f.Add([]byte(pairDigestPrefix + fmt.Sprintf("%x", sum) + "\n-----BEGIN CERTIFICATE-----\n"))
+	f.Add([]byte(pairDigestPrefix + "zz\n"))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\n"))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		got, ok := stagedDigest(data)
+		if !ok {
+			return
+		}
+		want := pairDigestPrefix + fmt.Sprintf("%x", got)
+		if len(data) < len(want) || !strings.EqualFold(string(data[:len(want)]), want) {
+			t.Fatalf("digest %x from a line that does not spell it: %q", got, data)
+		}
+	})
+}
