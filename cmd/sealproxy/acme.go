@@ -27,6 +27,18 @@ func (r *runner) startACME(keys *keyring.Ring, m *proxy.Metrics, ch *proxy.Chall
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	mgr := acme.New(r.cfg, acme.Options{
+		Log: r.log, Challenges: ch,
+		Swap: func(ctx context.Context, k *config.Key, key vault.Key) error {
+			g := keys.Stage()
+			g.Adopt(r.cfg, k, key)
+			err := r.reload(ctx)
+			g.Discard() // closes key only if the reload did not take it
+			return err
+		},
+		Result: func(key, result string) { m.ACMERenewals.WithLabelValues(key, result).Inc() },
+	})
+	r.acmeManager.Store(mgr)
 	wg.Go(func() {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
@@ -50,19 +62,18 @@ func (r *runner) startACME(keys *keyring.Ring, m *proxy.Metrics, ch *proxy.Chall
 				}
 			})
 		}
-		acme.New(r.cfg, acme.Options{
-			Log: r.log, Challenges: ch,
-			Swap: func(ctx context.Context, k *config.Key, key vault.Key) error {
-				g := keys.Stage()
-				g.Adopt(r.cfg, k, key)
-				err := r.reload(ctx)
-				g.Discard() // closes key only if the reload did not take it
-				return err
-			},
-			Result: func(key, result string) { m.ACMERenewals.WithLabelValues(key, result).Inc() },
-		}).Run(ctx)
+		mgr.Run(ctx)
 	})
 	return func() { cancel(); wg.Wait() }
+}
+
+// acmeApplied hands an applied reload's configuration to the ACME
+// manager: [key.acme] changes apply from then on (http_listen and the
+// sandbox's directories stay those of start-up).
+func (r *runner) acmeApplied(c *config.Config) {
+	if m := r.acmeManager.Load(); m != nil {
+		m.Update(c)
+	}
 }
 
 // httpListens are the distinct http_listen addresses of http-01 keys.

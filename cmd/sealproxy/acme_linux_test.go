@@ -565,3 +565,99 @@ func scanHolder(t *testing.T, keyPEM []byte, ns []testenv.Needle) int {
 	counts, _ := testenv.ScanMemory(t, cmd.Process.Pid, ns, false)
 	return sum(counts)
 }
+
+// TestACMECrashRecovery lays out, with a real issued pair, the files
+// that a crash of a renewal leaves, and starts the real binary on them:
+// a committed pair (the staged certificate written) is put in place and
+// served without a new issue, even when what is in place is another
+// sealed key and no certificate; an uncommitted one (a staged key alone)
+// is removed and the pair in place serves. No staged file is left.
+func TestACMECrashRecovery(t *testing.T) {
+	e := newACMEEnv(t, "tls-alpn-01", 0)
+	p := e.start()
+	leaf := e.waitServed(p, 2*time.Minute, nil)
+	e.stop(p)
+	path := func(n string) string { return filepath.Join(e.dir, n) }
+	move := func(from, to string) {
+		t.Helper()
+		if err := os.Rename(path(from), path(to)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	copyFile := func(from, to string) {
+		t.Helper()
+		data, err := os.ReadFile(path(from))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path(to), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(what string) {
+		t.Helper()
+		p := e.start()
+		got := e.waitServed(p, time.Minute, nil)
+		if got.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+			t.Errorf("%s: serial %x served, want the issued %x", what, got.SerialNumber, leaf.SerialNumber)
+		}
+		if strings.Contains(p.logs.String(), "answering ACME challenge") {
+			t.Errorf("%s: issued again instead of recovering:\n%s", what, p.logs.String())
+		}
+		e.stop(p)
+		for _, n := range []string{"web.key.jwe.next", "web.crt.next"} {
+			if _, err := os.Stat(path(n)); !os.IsNotExist(err) {
+				t.Errorf("%s: %s left after start-up (%v)", what, n, err)
+			}
+		}
+		if keyPEM := e.recoverKey(); !leaf.PublicKey.(*ecdsa.PublicKey).Equal(mustParseKey(t, keyPEM).Public()) {
+			t.Errorf("%s: the sealed key in place does not match the certificate served", what)
+		}
+	}
+
+	// Crashed after the commit marker, at a first issue: the staged pair
+	// alone, another sealed key where the key goes, no certificate.
+	move("web.key.jwe", "web.key.jwe.next")
+	move("web.crt", "web.crt.next")
+	copyFile("acme-account.jwe", "web.key.jwe")
+	check("a committed staged pair")
+
+	// Crashed after the key was put in place, before the certificate.
+	copyFile("web.crt", "web.crt.next")
+	check("a staged certificate whose key is in place")
+
+	// Crashed before the commit marker: a staged key alone (another key).
+	copyFile("acme-account.jwe", "web.key.jwe.next")
+	check("a staged key without its certificate")
+}
+
+// TestACMEReloadSettings: a name added to [key.acme] applies at a reload
+// (SIGHUP), without a restart: the running manager orders a certificate
+// covering it, which is then served for that name.
+func TestACMEReloadSettings(t *testing.T) {
+	e := newACMEEnv(t, "tls-alpn-01", 0)
+	p := e.start()
+	defer e.stop(p)
+	leaf := e.waitServed(p, 2*time.Minute, nil)
+	const added = "api.example"
+	if leaf.VerifyHostname(added) == nil {
+		t.Fatalf("the first certificate already covers %s", added)
+	}
+	cfg, err := os.ReadFile(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := fmt.Sprintf("names = [%q]", acmeName)
+	if !bytes.Contains(cfg, []byte(old)) {
+		t.Fatalf("no %s line in the configuration", old)
+	}
+	cfg = bytes.Replace(cfg, []byte(old), fmt.Appendf(nil, "names = [%q, %q]", acmeName, added), 1)
+	if err := os.WriteFile(e.cfg, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p.signal(syscall.SIGHUP)
+	got := e.waitServed(p, 2*time.Minute, leaf)
+	if err := got.VerifyHostname(added); err != nil {
+		t.Errorf("after the reload: %v\n%s", err, p.logs.String())
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/proxy/control"
 	"github.com/sealproxy/sealproxy/vault"
+	"github.com/sealproxy/sealproxy/vault/acme"
 	"github.com/sealproxy/sealproxy/vault/keyring"
 )
 
@@ -167,7 +168,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 			return nil, err
 		}
 		return &proxy.Plan{Listeners: listeners, Pool: pool, MaxConns: c.MaxConnections,
-			Applied: func() { g.Commit(); ctl.Applied(c) }, Discarded: g.Discard}, nil
+			Applied: func() { g.Commit(); ctl.Applied(c); r.acmeApplied(c) }, Discarded: g.Discard}, nil
 	}
 	var initial atomic.Pointer[config.Config]
 	initial.Store(cfg)
@@ -181,6 +182,7 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 				return nil, outsideSandbox(r.confined.Load(), err)
 			}
 		}
+		acme.Recover(c, log.With("component", "acme")) // a pair a crash left half in place
 		plan, err := load(ctx, c)
 		return plan, outsideSandbox(r.confined.Load(), err)
 	}
@@ -243,6 +245,8 @@ type runner struct {
 	handedTo   int
 
 	state runState
+
+	acmeManager atomic.Pointer[acme.Manager] // set by startACME; reloads hand it their configuration
 }
 
 // status reports a progress line to systemd and the service hooks, and

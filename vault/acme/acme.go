@@ -17,7 +17,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -26,6 +25,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"os"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -79,12 +79,13 @@ type Options struct {
 
 // Manager keeps the ACME keys of one configuration certified.
 type Manager struct {
-	cfg *config.Config
 	o   Options
 	log *slog.Logger
 
 	mu       sync.Mutex
+	cfg      *config.Config           // the last applied; Update replaces it
 	accounts map[string]*xacme.Client // by account file
+	changed  chan struct{}            // Update wakes Run (coalesced)
 }
 
 // New returns a manager for cfg's [key.acme] keys.
@@ -107,18 +108,77 @@ func New(cfg *config.Config, o Options) *Manager {
 			log.Warn("waiting for approval of the ACME account key", "code", p.Code, "tang_url", p.URL)
 		}}
 	}
-	return &Manager{cfg: cfg, o: o, log: log, accounts: map[string]*xacme.Client{}}
+	return &Manager{cfg: cfg, o: o, log: log, accounts: map[string]*xacme.Client{}, changed: make(chan struct{}, 1)}
+}
+
+// Update hands the manager a reloaded configuration: a key whose
+// [[key]] entry (its [key.acme] table, cert or source) changed is
+// rescheduled with the new settings (an attempt under way for it is
+// abandoned first), a new ACME key starts, a removed one stops. It does
+// not block.
+func (m *Manager) Update(cfg *config.Config) {
+	m.mu.Lock()
+	m.cfg = cfg
+	m.mu.Unlock()
+	select {
+	case m.changed <- struct{}{}:
+	default: // a wake-up is pending: Run reads the latest
+	}
+}
+
+func (m *Manager) config() *config.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cfg
 }
 
 // Run keeps every ACME key certified until ctx ends: each is renewed
 // when due, and a failed attempt is retried with backoff while the old
 // pair keeps serving.
 func (m *Manager) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	for _, k := range m.cfg.ACMEKeys() {
-		wg.Go(func() { m.keep(ctx, k) })
+	type keeper struct {
+		key    config.Key
+		dir    string
+		cancel context.CancelFunc
+		done   chan struct{}
 	}
-	wg.Wait()
+	running := map[string]*keeper{}
+	stop := func(kp *keeper) { kp.cancel(); <-kp.done }
+	for {
+		cfg := m.config()
+		want := map[string]*config.Key{}
+		for _, k := range cfg.ACMEKeys() {
+			want[k.Name] = k
+		}
+		for name, kp := range running {
+			// Stopped before its successor starts: two attempts for one
+			// key never run at once.
+			if k := want[name]; k == nil || kp.dir != cfg.Dir || !sameACME(&kp.key, k) {
+				stop(kp)
+				delete(running, name)
+			}
+		}
+		for name, k := range want {
+			if running[name] != nil {
+				continue
+			}
+			kctx, cancel := context.WithCancel(ctx)
+			kp := &keeper{key: *k, dir: cfg.Dir, cancel: cancel, done: make(chan struct{})}
+			running[name] = kp
+			go func() {
+				defer close(kp.done)
+				m.keep(kctx, k)
+			}()
+		}
+		select {
+		case <-ctx.Done():
+			for _, kp := range running {
+				stop(kp)
+			}
+			return
+		case <-m.changed:
+		}
+	}
 }
 
 func (m *Manager) keep(ctx context.Context, k *config.Key) {
@@ -160,6 +220,12 @@ func (m *Manager) keep(ctx context.Context, k *config.Key) {
 	}
 }
 
+// sameACME reports whether a and b are the same ACME key to the
+// manager (OCSP settings do not matter to it).
+func sameACME(a, b *config.Key) bool {
+	return a.Cert == b.Cert && a.Source == b.Source && reflect.DeepEqual(a.ACME, b.ACME)
+}
+
 // backoffAfter doubles first for each failure, up to 64 times first.
 func backoffAfter(first time.Duration, failures int) time.Duration {
 	d := first << min(failures-1, 6)
@@ -197,18 +263,25 @@ func (e *writeError) Error() string { return e.err.Error() }
 func (e *writeError) Unwrap() error { return e.err }
 
 // schedule returns when k is due and the first backoff of a failed
-// attempt: now when k has no certificate; else two-thirds into its
+// attempt: now when k has no certificate or one that misses a
+// configured name; else two-thirds into its
 // lifetime, or within the CA's ARI window (RFC 9773) when it offers one.
 // The backoff scales with the lifetime (between a second and a minute),
 // so that a short-lived certificate is retried several times before it
 // expires.
 func (m *Manager) schedule(ctx context.Context, k *config.Key) (due time.Time, backoff time.Duration, by string) {
-	leaf, err := config.ReadLeaf(m.cfg.Resolve(k.Cert))
-	if err != nil || m.cfg.Pending(k) {
+	leaf, err := config.ReadLeaf(m.config().Resolve(k.Cert))
+	if err != nil || m.config().Pending(k) {
 		return time.Now(), 5 * time.Second, "first issue"
 	}
 	life := leaf.NotAfter.Sub(leaf.NotBefore)
 	backoff = min(max(life/100, time.Second), time.Minute)
+	for _, n := range k.ACME.Names {
+		if leaf.VerifyHostname(n) != nil {
+			// A name added to [key.acme]: the certificate does not cover it.
+			return time.Now(), backoff, "names changed"
+		}
+	}
 	if w, ok := m.renewalWindow(ctx, k, leaf); ok {
 		return w, backoff, "ari"
 	}
@@ -228,7 +301,7 @@ func (m *Manager) Renew(ctx context.Context, k *config.Key) error {
 	if err != nil || !ref.IsSealed() {
 		return fmt.Errorf("key %q: the source of an ACME key must be sealed:PATH", k.Name)
 	}
-	keyPath := m.cfg.Resolve(ref.Path)
+	keyPath := m.config().Resolve(ref.Path)
 
 	// Seal first: with Tang down nothing is ordered and nothing written.
 	var jwe []byte
@@ -263,7 +336,7 @@ func (m *Manager) Renew(ctx context.Context, k *config.Key) error {
 		m.mu.Unlock()
 		return err
 	}
-	certPath := m.cfg.Resolve(k.Cert)
+	certPath := m.config().Resolve(k.Cert)
 	if err := writePair(keyPath, jwe, certPath, chain); err != nil {
 		return err
 	}
@@ -276,30 +349,6 @@ func (m *Manager) Renew(ctx context.Context, k *config.Key) error {
 		return fmt.Errorf("%w: %w", errSwap, err)
 	}
 	swapped = true
-	return nil
-}
-
-// writePair writes the sealed key, then the chain, each atomically. If
-// the chain cannot be written (disk full) the old sealed key is put
-// back, so the files on disk stay a matching pair.
-func writePair(keyPath string, jwe []byte, certPath string, chain [][]byte) error {
-	old, oldErr := os.ReadFile(keyPath)
-	if err := atomicfile.Write(keyPath, jwe, 0o600); err != nil {
-		return &writeError{fmt.Errorf("writing the sealed key: %w", err)}
-	}
-	var pemChain []byte
-	for _, der := range chain {
-		pemChain = append(pemChain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
-	}
-	if err := atomicfile.Write(certPath, pemChain, 0o644); err != nil {
-		switch {
-		case oldErr == nil:
-			_ = atomicfile.Write(keyPath, old, 0o600)
-		case errors.Is(oldErr, fs.ErrNotExist):
-			_ = os.Remove(keyPath)
-		}
-		return &writeError{fmt.Errorf("writing the certificate: %w", err)}
-	}
 	return nil
 }
 
@@ -458,8 +507,9 @@ func (m *Manager) accountKey(ctx context.Context, a *config.ACME) (vault.Key, bo
 	if err != nil {
 		return nil, false, err
 	}
-	path := m.cfg.Resolve(ref.Path)
-	opts := &vault.Options{BaseDir: m.cfg.Dir, AllowUnprotectedMemory: m.cfg.AllowUnprotectedMemory,
+	cfg := m.config()
+	path := cfg.Resolve(ref.Path)
+	opts := &vault.Options{BaseDir: cfg.Dir, AllowUnprotectedMemory: cfg.AllowUnprotectedMemory,
 		Log: m.log, Unlock: m.o.Unlock}
 	if _, err := os.Stat(path); err == nil {
 		key, err := vault.Open(ctx, a.Account, opts)
@@ -494,7 +544,7 @@ func (m *Manager) eab(ctx context.Context, a *config.ACME) (*xacme.ExternalAccou
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(m.cfg.Resolve(ref.Path))
+	data, err := os.ReadFile(m.config().Resolve(ref.Path))
 	if err != nil {
 		return nil, fmt.Errorf("reading eab_key: %w", err)
 	}
@@ -522,7 +572,7 @@ const maxCA = 1 << 20
 func (m *Manager) httpClient(a *config.ACME) (*http.Client, error) {
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if a.CA != "" {
-		f, err := os.Open(m.cfg.Resolve(a.CA))
+		f, err := os.Open(m.config().Resolve(a.CA))
 		if err != nil {
 			return nil, fmt.Errorf("[key.acme] ca: %w", err)
 		}
