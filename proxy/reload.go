@@ -31,36 +31,11 @@ const maxReloadAnswer = 64 << 10
 // reason when the old one stays. It is what a service manager's reload
 // command runs, so that a failed reload fails the command too.
 func RequestReload(ctx context.Context, addr string) error {
-	b := ParseBackend(addr)
-	var d net.Dialer
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, b.Network, b.Address)
-		},
-		DisableKeepAlives: true,
-	}}
-	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://sealproxy/reload", nil)
+	b, status, msg, err := postAdmin(ctx, addr, "reload")
 	if err != nil {
 		return err
 	}
-	if b.Network == "tcp" {
-		req.Host = b.Address // a TCP admin listener refuses a Host that is not its own
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			err = ue.Err // the dial or read error, without the made-up URL
-		}
-		return fmt.Errorf("asking %s to reload: %w", b, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxReloadAnswer))
-	if err != nil {
-		return fmt.Errorf("asking %s to reload: reading the answer: %w", b, err)
-	}
-	msg := printable(strings.TrimSpace(string(body)))
-	switch resp.StatusCode {
+	switch status {
 	case http.StatusOK:
 		return nil
 	case http.StatusInternalServerError:
@@ -71,7 +46,7 @@ func RequestReload(ctx context.Context, addr string) error {
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		return fmt.Errorf("%s: %w", b, ErrReloadDisabled)
 	}
-	return fmt.Errorf("asking %s to reload: unexpected answer %s: %s", b, resp.Status, msg)
+	return fmt.Errorf("asking %s to reload: unexpected answer %d %s: %s", b, status, http.StatusText(status), msg)
 }
 
 // reloadError is the daemon's own reason for a failed reload, which
@@ -91,4 +66,39 @@ func printable(s string) string {
 		}
 	}
 	return s
+}
+
+// postAdmin is a POST of verb (reload, upgrade) to the admin listener at
+// addr (host:port or unix:PATH): the answer's status and its body,
+// bounded and made printable, or the failure to get one.
+func postAdmin(ctx context.Context, addr, verb string) (b Backend, status int, msg string, err error) {
+	b = ParseBackend(addr)
+	var d net.Dialer
+	client := &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, b.Network, b.Address)
+		},
+		DisableKeepAlives: true,
+	}}
+	defer client.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://sealproxy/"+verb, nil)
+	if err != nil {
+		return b, 0, "", err
+	}
+	if b.Network == "tcp" {
+		req.Host = b.Address // a TCP admin listener refuses a Host that is not its own
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		if ue, ok := errors.AsType[*url.Error](err); ok {
+			err = ue.Err // the dial or read error, without the made-up URL
+		}
+		return b, 0, "", fmt.Errorf("asking %s to %s: %w", b, verb, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxReloadAnswer))
+	if err != nil {
+		return b, 0, "", fmt.Errorf("asking %s to %s: reading the answer: %w", b, verb, err)
+	}
+	return b, resp.StatusCode, printable(strings.TrimSpace(string(body))), nil
 }

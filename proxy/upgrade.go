@@ -4,11 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"net/url"
-	"strings"
 )
 
 var (
@@ -53,36 +49,11 @@ func UpgradeHandler(upgrade func(context.Context) (int, error), busy error) http
 // successor's pid once it serves, ErrUpgradeFailed with the daemon's
 // reason otherwise.
 func RequestUpgrade(ctx context.Context, addr string) (string, error) {
-	b := ParseBackend(addr)
-	var d net.Dialer
-	client := &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, b.Network, b.Address)
-		},
-		DisableKeepAlives: true,
-	}}
-	defer client.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://sealproxy/upgrade", nil)
+	b, status, msg, err := postAdmin(ctx, addr, "upgrade")
 	if err != nil {
 		return "", err
 	}
-	if b.Network == "tcp" {
-		req.Host = b.Address // sameHostRequest wants the listener's own address
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		if ue, ok := errors.AsType[*url.Error](err); ok {
-			err = ue.Err
-		}
-		return "", fmt.Errorf("asking %s to upgrade: %w", b, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxReloadAnswer))
-	if err != nil {
-		return "", fmt.Errorf("asking %s to upgrade: reading the answer: %w", b, err)
-	}
-	msg := printable(strings.TrimSpace(string(body)))
-	switch resp.StatusCode {
+	switch status {
 	case http.StatusOK:
 		return msg, nil
 	case http.StatusInternalServerError, http.StatusConflict:
@@ -90,5 +61,5 @@ func RequestUpgrade(ctx context.Context, addr string) (string, error) {
 	case http.StatusNotFound, http.StatusMethodNotAllowed:
 		return "", fmt.Errorf("%s: %w", b, ErrUpgradeDisabled)
 	}
-	return "", fmt.Errorf("asking %s to upgrade: unexpected answer %s: %s", b, resp.Status, msg)
+	return "", fmt.Errorf("asking %s to upgrade: unexpected answer %d %s: %s", b, status, http.StatusText(status), msg)
 }
