@@ -63,6 +63,12 @@ type storm struct {
 	P50, P99 time.Duration  // per host, from the common start
 	CPU      time.Duration  // the gate's CPU time over the storm
 	Client   time.Duration  // the harness's own CPU time over the storm
+	// Abandoned are the recoveries whose client left before the gate
+	// answered (and the gate skipped or discarded the exchange).
+	Abandoned int
+	// Skipped are those of them that had claimed an approved point: the
+	// exchange the gate did not run.
+	Skipped int
 }
 
 type report struct {
@@ -81,8 +87,8 @@ func (r *report) print(w io.Writer) {
 		fmt.Fprintf(w, "sealgate/tangd recoveries per CPU-second: %.2f\n", r.Throughput[0].perCore()/r.Throughput[1].perCore())
 	}
 	s := r.Storm
-	fmt.Fprintf(w, "storm: %d hosts at once: all unlocked in %.2fs (p50 %.2fs, p99 %.2fs), gate CPU %.2fs (%.1f ms per host), harness CPU %.2fs, %d retried, %d failed\n",
-		s.Hosts, s.All.Seconds(), s.P50.Seconds(), s.P99.Seconds(), s.CPU.Seconds(), s.CPU.Seconds()*1000/float64(s.Hosts), s.Client.Seconds(), s.Retried, s.Failed)
+	fmt.Fprintf(w, "storm: %d hosts at once: all unlocked in %.2fs (p50 %.2fs, p99 %.2fs), gate CPU %.2fs (%.1f ms per host), harness CPU %.2fs, %d retried, %d failed, %d requests abandoned by their client (%d exchanges skipped)\n",
+		s.Hosts, s.All.Seconds(), s.P50.Seconds(), s.P99.Seconds(), s.CPU.Seconds(), s.CPU.Seconds()*1000/float64(s.Hosts), s.Client.Seconds(), s.Retried, s.Failed, s.Abandoned, s.Skipped)
 	for e, n := range s.Errors {
 		fmt.Fprintf(w, "  %d× %s\n", n, e)
 	}
@@ -148,12 +154,17 @@ func run(ctx context.Context, c config, log io.Writer) (*report, error) {
 	}
 	fmt.Fprintf(log, "storm: %d hosts\n", c.hosts)
 	r.Storm, err = startStorm(ctx, gateJWE, gatePID, c.hosts)
+	// A request whose client left before its exchange is logged with the
+	// gate's 503 "client gone ..." (docs/approval.md, Decisions).
+	logs := stop()
+	r.Storm.Abandoned = bytes.Count(logs, []byte(`err="client gone`))
+	r.Storm.Skipped = bytes.Count(logs, []byte(`err="client gone before the exchange`))
 	return r, err
 }
 
 // startGate runs `sealgate serve --approval required` over fresh keys,
 // with a policy that approves the loopback network.
-func startGate(ctx context.Context, c config, dir string) (url string, pid int, stop func(), err error) {
+func startGate(ctx context.Context, c config, dir string) (url string, pid int, stop func() []byte, err error) {
 	keys := filepath.Join(dir, "gate")
 	if err := os.Mkdir(keys, 0o700); err != nil {
 		return "", 0, nil, err
@@ -183,7 +194,16 @@ func startGate(ctx context.Context, c config, dir string) (url string, pid int, 
 	if err := cmd.Start(); err != nil {
 		return "", 0, nil, err
 	}
-	stop = func() { cmd.Process.Kill(); cmd.Wait() }
+	// stop returns the gate's log, read once it exited.
+	stopped := false
+	stop = func() []byte {
+		if !stopped {
+			stopped = true
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		return logs.Bytes()
+	}
 	if err := waitUp(ctx, addr); err != nil {
 		stop()
 		return "", 0, nil, fmt.Errorf("sealgate did not come up: %v\n%s", err, logs.Bytes())

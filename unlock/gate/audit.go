@@ -15,7 +15,8 @@ import (
 // its keys), "refuse" (a recovery refused before it could wait: too many
 // pending, a session conflict), "approve" and "deny" (an operator's
 // decision, or an attempt at one that failed, with the reason in outcome),
-// "release" (an approved recovery answered), "expire" (a pending request
+// "release" (an approved recovery answered), "abandon" (a recovery whose
+// client went away before it was answered), "expire" (a pending request
 // or an unused approval lapsed), "code" (a committed session's codes
 // agreed), "lock" (an operator's approvals locked after wrong codes),
 // "unauthorized" (an operator API call without a valid token), "forbidden"

@@ -221,6 +221,16 @@ type Gate struct {
 	heldAll  int
 
 	noisy noisyLimiter // audit lines of unauthenticated events, by source
+
+	test testHooks
+}
+
+// testHooks let tests hold an approved recovery between its claim and the
+// exchange, and count exchanges (export_test.go); nil in production.
+type testHooks struct {
+	received func(context.Context) // after a recovery was read, before it joins a request
+	claimed  func(context.Context) // after a point is claimed, before the exchange
+	exchange func()                // as the exchange starts
 }
 
 // hold counts a POST /rec about to be held open, if the bounds allow it;
@@ -268,9 +278,13 @@ type request struct {
 }
 
 type point struct {
-	kid  string
-	x    []byte // uncompressed encoding
-	used bool   // answered once; an approval answers each point once
+	kid string
+	x   []byte // uncompressed encoding
+	// used is set when a recovery claims the point, before its exchange;
+	// it goes back to false only if that recovery's client left before
+	// the answer was written (see answer), so an approval answers each
+	// point at most once.
+	used bool
 }
 
 // New returns a gate over cfg.Keys, or in front of cfg.Upstream.

@@ -302,8 +302,17 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 		return
 	}
 	attrs := []slog.Attr{slog.String("kid", kid)}
+	if g.test.received != nil {
+		g.test.received(r.Context())
+	}
 	held := false
 	for {
+		if r.Context().Err() != nil {
+			// The client gave up while its request waited for the CPU
+			// (a start-up storm): nothing to join, decide or answer.
+			g.abandon(w, r, Event{Event: "abandon", Host: rec.host, Source: rec.source, Kids: []string{kid}, Session: rec.session != "", Outcome: "client gone before the request was handled"}, attrs)
+			return
+		}
 		g.mu.Lock()
 		g.sweep()
 		req, ready, err := g.join(rec)
@@ -346,19 +355,16 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 				g.reply(w, r, http.StatusConflict, "application/json", jsonError("this recovery was already answered; start a new one"), attrs...)
 				return
 			}
-			ev := req.event("release")
-			ev.Kids, ev.Operator, ev.Outcome = []string{kid}, req.operator, "answered"
-			if err := g.audit(ev); err != nil {
-				g.mu.Unlock()
-				g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", fmt.Errorf("%w: not answered: %v", ErrAudit, err)))...)
-				return
-			}
+			// Claimed before the exchange: no other recovery of the
+			// point is answered meanwhile. A request with all its points
+			// claimed is gone, so the point asked again waits for a new
+			// decision (unclaim puts it back if nothing took its place).
 			p.used = true
 			if !slices.ContainsFunc(req.points, func(p *point) bool { return !p.used }) {
 				delete(g.requests, req.key)
 			}
 			g.mu.Unlock()
-			g.answer(w, r, rec, attrs)
+			g.answer(w, r, req, p, rec, attrs)
 			return
 		}
 		// Pending. A committed session waiting for the host's nonce is
@@ -391,33 +397,96 @@ func (g *Gate) handleRec(w http.ResponseWriter, r *http.Request, kid string) {
 	}
 }
 
-// answer does the exchange of an approved recovery, as tang.Server would,
-// or has the upstream do it.
-func (g *Gate) answer(w http.ResponseWriter, r *http.Request, rec *recovery, attrs []slog.Attr) {
-	if g.upstream != nil {
-		status, ctype, body, err := g.upstream.recover(r.Context(), rec.kid, rec.x)
-		if err != nil {
-			attrs = append(attrs, slog.Any("err", err))
-		}
-		g.reply(w, r, status, ctype, body, attrs...)
+// answer does the exchange of an approved recovery whose point p it
+// claimed, as tang.Server would, or has the upstream do it. A client that
+// is gone before the exchange (it timed out while the gate was busy) costs
+// no exchange; one gone before the answer is written gets none. Either
+// way p is given back, so the client's retry of the same point collects
+// the approval: no answer left the gate, and one never leaves twice.
+func (g *Gate) answer(w http.ResponseWriter, r *http.Request, req *request, p *point, rec *recovery, attrs []slog.Attr) {
+	if g.test.claimed != nil {
+		g.test.claimed(r.Context())
+	}
+	ev := req.event("abandon")
+	ev.Kids, ev.Operator = []string{rec.kid}, req.operator
+	if r.Context().Err() != nil {
+		g.mu.Lock()
+		ev.Outcome = "client gone before the exchange; " + g.unclaim(req, p)
+		g.mu.Unlock()
+		g.abandon(w, r, ev, attrs)
 		return
+	}
+	status, ctype, body, err := g.exchange(r, rec)
+	g.mu.Lock()
+	if r.Context().Err() != nil {
+		ev.Outcome = "client gone during the exchange, answer discarded; " + g.unclaim(req, p)
+		g.mu.Unlock()
+		g.abandon(w, r, ev, attrs)
+		return
+	}
+	ev = req.event("release")
+	ev.Kids, ev.Operator, ev.Outcome = []string{rec.kid}, req.operator, "answered"
+	if aerr := g.audit(ev); aerr != nil {
+		g.unclaim(req, p)
+		g.mu.Unlock()
+		g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", fmt.Errorf("%w: not answered: %v", ErrAudit, aerr)))...)
+		return
+	}
+	g.mu.Unlock()
+	if err != nil {
+		attrs = append(attrs, slog.Any("err", err))
+	}
+	g.reply(w, r, status, ctype, body, attrs...)
+}
+
+// unclaim gives back the point p of req, whose recovery was not
+// answered, and puts req back if its claim removed it, unless it expired
+// or the point was asked again meanwhile (a new request took its place).
+// It says which, for the audit log. Called with g.mu held.
+func (g *Gate) unclaim(req *request, p *point) string {
+	p.used = false
+	switch cur := g.requests[req.key]; {
+	case cur == req:
+	case cur == nil && g.cfg.Now().Before(req.expires):
+		g.requests[req.key] = req
+	case cur == nil:
+		return "the approval expired meanwhile"
+	default:
+		return "the approval is dropped: the point was asked again meanwhile"
+	}
+	return "the approval waits for a retry"
+}
+
+// abandon audits a recovery whose client went away (written as the
+// refused ones are: anyone who saw a point can cause it) and answers it,
+// though most likely nobody reads the answer.
+func (g *Gate) abandon(w http.ResponseWriter, r *http.Request, ev Event, attrs []slog.Attr) {
+	g.metrics.abandoned.Inc()
+	g.recordNoisy(ev)
+	g.reply(w, r, http.StatusServiceUnavailable, "application/json", jsonError("the client went away before its recovery was answered; ask again"), append(attrs, slog.String("err", ev.Outcome))...)
+}
+
+// exchange does the exchange for rec and returns the reply.
+func (g *Gate) exchange(r *http.Request, rec *recovery) (int, string, []byte, error) {
+	if g.test.exchange != nil {
+		g.test.exchange()
+	}
+	if g.upstream != nil {
+		return g.upstream.recover(r.Context(), rec.kid, rec.x)
 	}
 	keys, err := g.keys(r)
 	if err != nil {
-		g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", err))...)
-		return
+		return http.StatusInternalServerError, "", nil, err
 	}
 	y, err := keys.Recover(rec.kid, rec.x)
 	if err != nil {
-		g.reply(w, r, recoverStatus(err), "", nil, append(attrs, slog.Any("err", err))...)
-		return
+		return recoverStatus(err), "", nil, err
 	}
 	out, err := json.Marshal(y)
 	if err != nil {
-		g.reply(w, r, http.StatusInternalServerError, "", nil, append(attrs, slog.Any("err", err))...)
-		return
+		return http.StatusInternalServerError, "", nil, err
 	}
-	g.reply(w, r, http.StatusOK, "application/jwk+json", out, attrs...)
+	return http.StatusOK, "application/jwk+json", out, nil
 }
 
 // operator authenticates an operator API call by its bearer token. A

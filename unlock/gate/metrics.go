@@ -19,6 +19,8 @@ type metrics struct {
 	expired  *prometheus.CounterVec // state
 	refused  prometheus.Counter
 	unheld   prometheus.Counter
+	// abandoned counts recoveries whose client left before the exchange.
+	abandoned prometheus.Counter
 	// suppressed counts audit lines not written one by one (noisy.go).
 	suppressed prometheus.Counter
 	latency    *prometheus.HistogramVec // decision
@@ -42,6 +44,9 @@ func newMetrics(g *Gate) *metrics {
 		unheld: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sealgate_unheld_total", Help: "Pending recoveries answered 202 at once because too many requests were held open (per source, or in all).",
 		}),
+		abandoned: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sealgate_abandoned_total", Help: "Recoveries whose client went away before they were answered; the gate skipped or discarded their exchange.",
+		}),
 		suppressed: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sealgate_audit_suppressed_total", Help: "Unauthorized calls and refused recoveries past a source's burst, audited as one summary line per minute instead of one line each.",
 		}),
@@ -60,7 +65,7 @@ func newMetrics(g *Gate) *metrics {
 		defer g.mu.Unlock()
 		return float64(g.heldAll)
 	})
-	m.reg.MustRegister(m.requests, m.decided, m.expired, m.refused, m.unheld, m.suppressed, m.latency, pending, held)
+	m.reg.MustRegister(m.requests, m.decided, m.expired, m.refused, m.unheld, m.abandoned, m.suppressed, m.latency, pending, held)
 	return m
 }
 
