@@ -357,6 +357,16 @@ func (h *Handover) Upgrade(ctx context.Context, o Options) (int, error) {
 		}
 		return fail(exitReason(<-exited))
 	case err := <-exited:
+		// Its reason was written before it exited, but the exit may be
+		// seen first: read what it said (its end of the socket is
+		// closed now, so this does not wait long).
+		select {
+		case st := <-said:
+			if !st.ready && st.reason != "" {
+				return fail(st.reason)
+			}
+		case <-time.After(time.Second):
+		}
 		return fail(exitReason(err))
 	case <-timeout.C:
 		_ = proc.Kill()
