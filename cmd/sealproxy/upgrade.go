@@ -230,7 +230,12 @@ func (r *runner) adopted() {
 		return
 	}
 	r.log.Info("upgrade: the previous process has exited", "ppid", os.Getppid())
-	r.sd.notify(fmt.Sprintf("MAINPID=%d", os.Getpid()))
+	main := fmt.Sprintf("MAINPID=%d", os.Getpid())
+	r.sd.notify(main)
+	// systemd may read this before it has reaped the predecessor, and
+	// then still takes this process for another's child (CI's nspawn
+	// suite saw a stop SIGKILL it): say it again once that is surely over.
+	time.AfterFunc(time.Second, func() { r.sd.notify(main) })
 }
 
 // adoptWatchdog makes a successor the process the systemd watchdog
