@@ -230,12 +230,12 @@ func (r *runner) adopted() {
 		return
 	}
 	r.log.Info("upgrade: the previous process has exited", "ppid", os.Getppid())
-	main := fmt.Sprintf("MAINPID=%d", os.Getpid())
-	r.sd.notify(main)
+	msg := fmt.Sprintf("MAINPID=%d", os.Getpid())
+	r.sd.notify(msg)
 	// systemd may read this before it has reaped the predecessor, and
 	// then still takes this process for another's child (CI's nspawn
 	// suite saw a stop SIGKILL it): say it again once that is surely over.
-	time.AfterFunc(time.Second, func() { r.sd.notify(main) })
+	time.AfterFunc(time.Second, func() { r.sd.notify(msg) })
 }
 
 // adoptWatchdog makes a successor the process the systemd watchdog
