@@ -99,10 +99,17 @@ func (d *daemon) serve(ctx context.Context, args []string, stderr io.Writer, hoo
 	}
 
 	// A successor is silent towards systemd until it is the main process.
-	muted := new(atomic.Bool)
-	muted.Store(hand.Successor())
-	r := &runner{log: log, cfg: cfg, sd: notifier{log: log, muted: muted}, hooks: hooks, signals: d.signals, confine: d.confine,
-		reloads: make(chan chan error, 1), hand: hand, upgradable: d.upgrades,
+	voice := new(atomic.Int32)
+	if hand.Successor() {
+		voice.Store(voiceNone)
+	}
+	var pidFile string
+	if d.upgrades {
+		pidFile = systemdPidFile()
+	}
+	r := &runner{log: log, cfg: cfg, sd: notifier{log: log, voice: voice}, hooks: hooks, signals: d.signals, confine: d.confine,
+		reloads: make(chan chan error, 1), hand: hand, upgradable: d.upgrades, pidFile: pidFile,
+		predecessor: os.Getppid(), mainNow: make(chan struct{}, 1),
 		upgrades: make(chan upgradeRequest, 1), upgraded: make(chan upgradeResult, 1)}
 	adoptWatchdog(hand)
 	var stopWatchdog func()
@@ -243,6 +250,12 @@ type runner struct {
 	upgraded   chan upgradeResult
 	upgrading  bool
 	handedTo   int
+	pidFile    string // the unit's PIDFile=, rewritten by an upgrade; "" if none
+	// unadopted: a successor that wrote the PID file and waits for its
+	// predecessor, still systemd's main process, to exit.
+	unadopted   bool
+	predecessor int           // a successor's parent at start
+	mainNow     chan struct{} // the predecessor is reaped: systemd read the PID file
 
 	state runState
 
@@ -301,6 +314,8 @@ func (r *runner) loop(ctx context.Context) error {
 		case <-predecessorGone:
 			predecessorGone = nil
 			r.adopted()
+		case <-r.mainNow:
+			r.becameMain()
 		}
 	}
 }
@@ -351,13 +366,18 @@ func (r *runner) started(startErr error) (end bool, err error) {
 		if running == nil {
 			running = r.cfg
 		}
-		p, err := confine(r.log, running, r.upgradable)
+		p, err := confine(r.log, running, r.upgradable, r.pidFile)
 		if err != nil {
 			r.stop("sandbox not applied")
 			_ = r.group.Wait()
 			return true, err
 		}
 		r.confined.Store(p)
+	}
+	if err := r.claimPidFile(); err != nil {
+		r.stop("PID file not written")
+		_ = r.group.Wait()
+		return true, cli.WithHint(err, cli.ExitFailure, "the unit's PIDFile= must be in a directory this service may write (RuntimeDirectory=)")
 	}
 
 	r.state = serving

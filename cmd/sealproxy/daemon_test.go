@@ -99,7 +99,17 @@ func (f *fixture) roundTrip(addr, name, msg string) {
 // NOTIFY_SOCKET; it collects the messages the daemon sends.
 type notifySocket struct {
 	msgs chan string
+	// sent has every message with its sender's pid where the platform
+	// tells it (Linux: SO_PASSCRED), else 0; it drops what overflows.
+	sent chan notifyMsg
 }
+
+type notifyMsg struct {
+	pid  int
+	text string
+}
+
+func (m notifyMsg) String() string { return fmt.Sprintf("pid %d: %s", m.pid, m.text) }
 
 func listenNotify(t *testing.T) *notifySocket {
 	t.Helper()
@@ -118,16 +128,22 @@ func listenNotify(t *testing.T) *notifySocket {
 	}
 	t.Cleanup(func() { conn.Close() })
 	t.Setenv("NOTIFY_SOCKET", path)
-	n := &notifySocket{msgs: make(chan string, 1000)}
+	n := &notifySocket{msgs: make(chan string, 1000), sent: make(chan notifyMsg, 1000)}
+	passCred(t, conn)
 	go func() {
-		buf := make([]byte, 4096)
+		buf, oob := make([]byte, 4096), make([]byte, 256)
 		for {
-			k, err := conn.Read(buf)
+			k, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 			if err != nil {
 				close(n.msgs)
+				close(n.sent)
 				return
 			}
 			n.msgs <- string(buf[:k])
+			select {
+			case n.sent <- notifyMsg{pid: senderPid(oob[:oobn]), text: string(buf[:k])}:
+			default:
+			}
 		}
 	}()
 	return n

@@ -100,9 +100,9 @@ func sandboxPolicy(cfg *config.Config) sandbox.Policy {
 
 // confine applies the [sandbox] of cfg and logs what it did; reexec
 // keeps the executable and its libraries readable (and so executable),
-// for an upgrade's successor. It returns the policy applied, nil if none
-// was.
-func confine(log *slog.Logger, cfg *config.Config, reexec bool) (*sandbox.Policy, error) {
+// for an upgrade's successor, and pidFile's directory writable (an
+// upgrade rewrites it). It returns the policy applied, nil if none was.
+func confine(log *slog.Logger, cfg *config.Config, reexec bool, pidFile string) (*sandbox.Policy, error) {
 	mode, err := sandbox.ParseMode(cfg.Sandbox.Landlock)
 	if err != nil {
 		return nil, err
@@ -114,6 +114,9 @@ func confine(log *slog.Logger, cfg *config.Config, reexec bool) (*sandbox.Policy
 	p := sandboxPolicy(cfg)
 	if reexec {
 		p.Read = append(p.Read, sandbox.Reexec()...)
+		if pidFile != "" {
+			p.Write = append(p.Write, filepath.Dir(pidFile))
+		}
 		p.Clean()
 	}
 	res, err := sandbox.Apply(p, mode)

@@ -21,3 +21,7 @@ func isUpgrade(sig os.Signal) bool { return sig == syscall.SIGUSR2 }
 
 // isReload reports the signal that asks for a reload.
 func isReload(sig os.Signal) bool { return sig == syscall.SIGHUP }
+
+// reaped reports whether pid is gone and reaped: a zombie still answers
+// signal 0.
+func reaped(pid int) bool { return syscall.Kill(pid, 0) == syscall.ESRCH }

@@ -20,3 +20,6 @@ func isReload(os.Signal) bool { return false }
 // isUpgrade is false: Windows has no SIGUSR2, and no upgrade (POST
 // /upgrade answers why).
 func isUpgrade(os.Signal) bool { return false }
+
+// reaped is true: there is no upgrade, so no predecessor, on Windows.
+func reaped(int) bool { return true }

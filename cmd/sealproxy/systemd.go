@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/coreos/go-systemd/v22/activation"
 	sddaemon "github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/sealproxy/sealproxy/internal/atomicfile"
 	"github.com/sealproxy/sealproxy/proxy"
 	"github.com/sealproxy/sealproxy/proxy/config"
 	"github.com/sealproxy/sealproxy/vault/keyring"
@@ -27,22 +30,46 @@ import (
 // notifier sends sd_notify messages to NOTIFY_SOCKET.
 type notifier struct {
 	log *slog.Logger
-	// muted, when set and true, drops every message: a successor before
-	// it is the main process, and a predecessor after it handed over,
-	// must not speak for the unit (a STOPPING=1 would stop it).
-	muted *atomic.Bool
+	// voice, when set, says which messages reach systemd (an upgrade's
+	// two processes must not both speak for the unit: a STOPPING=1 from
+	// the main process would stop it).
+	voice *atomic.Int32
 }
+
+// What a process in an upgrade may say.
+const (
+	voiceAll   int32 = iota
+	voiceNone        // a successor before it is the main process; a predecessor that made it the main one
+	voiceAlive       // a predecessor that stays the main process while it drains: WATCHDOG=1 and STATUS= only
+)
 
 // notify sends the lines as one message.
 func (n notifier) notify(lines ...string) {
-	if n.muted != nil && n.muted.Load() {
-		return
+	if n.voice != nil {
+		switch n.voice.Load() {
+		case voiceNone:
+			return
+		case voiceAlive:
+			lines = slices.DeleteFunc(slices.Clone(lines), func(l string) bool {
+				return l != sddaemon.SdNotifyWatchdog && !strings.HasPrefix(l, "STATUS=")
+			})
+			if len(lines) == 0 {
+				return
+			}
+		}
 	}
 	msg := strings.Join(lines, "\n")
 	if ok, err := sddaemon.SdNotify(false, msg); err != nil {
 		n.log.Warn("telling systemd failed", "err", err, "message", strings.ReplaceAll(msg, "\n", " "))
 	} else if ok {
 		n.log.Debug("told systemd", "message", strings.ReplaceAll(msg, "\n", " "))
+	}
+}
+
+// setVoice changes what this process may say; a no-op without one.
+func (n notifier) setVoice(v int32) {
+	if n.voice != nil {
+		n.voice.Store(v)
 	}
 }
 
@@ -87,6 +114,26 @@ func (n notifier) watchdog() (<-chan time.Time, func()) {
 }
 
 func (n notifier) ping() { n.notify(sddaemon.SdNotifyWatchdog) }
+
+// systemdPidFile is the unit's PIDFile=, which systemd passes as
+// $PIDFILE; empty if none. With one, an upgrade's successor writes its
+// pid there and the old process stays the main one until it exits:
+// systemd then reads the file and takes the successor, by then its own
+// child, for the main process. A MAINPID= naming it while the old
+// process lives makes it a main process that is not systemd's child,
+// which systemd cannot wait for at stop (docs/upgrade.md).
+func systemdPidFile() string {
+	if p := os.Getenv("PIDFILE"); filepath.IsAbs(p) {
+		return p
+	}
+	return ""
+}
+
+// writePidFile puts this process's pid in path, replacing it whole:
+// systemd must never read half of it.
+func writePidFile(path string) error {
+	return atomicfile.Write(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+}
 
 // systemdSockets returns the sockets systemd passed (LISTEN_FDS), by
 // FileDescriptorName, and forgets the environment so that child

@@ -97,7 +97,13 @@ func checkReloadUnit(t *testing.T) {
 		t.Fatalf("the packaged example configuration: %v", err)
 	}
 	if !cfg.Admin.Upgrade || !strings.Contains(unit, "\nNotifyAccess=main\n") {
-		t.Errorf("the packaged example configuration: upgrade = %v; want true, with NotifyAccess=main in the unit (the old main process announces MAINPID=)", cfg.Admin.Upgrade)
+		t.Errorf("the packaged example configuration: upgrade = %v; want true, with NotifyAccess=main in the unit", cfg.Admin.Upgrade)
+	}
+	// An upgrade's successor becomes the main process through PIDFile=
+	// (read when the old one exits, by then its parent no more), in the
+	// directory the unit makes writable for it.
+	if !strings.Contains(unit, "\nPIDFile=/run/sealproxy/sealproxy.pid\n") || !strings.Contains(unit, "\nRuntimeDirectory=sealproxy\n") {
+		t.Errorf("sealproxy.service: want PIDFile=/run/sealproxy/sealproxy.pid with RuntimeDirectory=sealproxy")
 	}
 	if cfg.Admin.Listen != sock || !cfg.Admin.Reload {
 		t.Errorf("the packaged example configuration: [admin] listen = %q, reload = %v; the unit's ExecReload needs %q and true",

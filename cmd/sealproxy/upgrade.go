@@ -47,6 +47,9 @@ type upgradeResult struct {
 	pid  int
 	err  error
 	took time.Duration
+	// viaPidFile: the successor wrote its pid to the unit's PIDFile=,
+	// so this process stays systemd's main one until it exits.
+	viaPidFile bool
 }
 
 // processHandover is the daemon's handover: the process's own (a
@@ -133,6 +136,10 @@ func (r *runner) startUpgrade(req upgradeRequest) {
 		refuse = fmt.Errorf("this process already handed over to pid %d and drains; ask that one", r.handedTo)
 	case r.state == draining:
 		refuse = errors.New("this process is stopping")
+	case r.unadopted:
+		// A successor of this one would be made the main process while
+		// its parent lives: systemd could not wait for it.
+		refuse = errors.New("the previous process still drains (up to shutdown_timeout); upgrade once it has exited")
 	}
 	if refuse != nil {
 		err := fmt.Errorf("%w: %w", errUpgradeRefused, refuse)
@@ -150,21 +157,29 @@ func (r *runner) startUpgrade(req upgradeRequest) {
 	r.sd.status(fmt.Sprintf("serving %d listener(s); upgrading: waiting for the successor", len(r.group.Listeners())))
 	start := time.Now()
 	go func() {
+		viaPidFile := false
 		pid, err := r.hand.Upgrade(r.gctx, handover.Options{
 			Timeout: timeout,
 			Started: func(pid int) {
 				r.log.Info("upgrade: successor started; this process serves until it is ready", "pid", pid)
 			},
-			// This process is the main one: only its MAINPID= counts
-			// under NotifyAccess=main.
-			Main: func(pid int) { r.sd.notify(fmt.Sprintf("MAINPID=%d", pid)) },
+			Main: func(pid int) {
+				// With the unit's PIDFile= naming the successor, systemd
+				// takes it for the main process when this one exits.
+				// Otherwise (no PIDFile=, or a successor that does not
+				// write it) this process, the main one, names it: only
+				// its MAINPID= counts under NotifyAccess=main.
+				if viaPidFile = r.pidFile != "" && pidFileNames(r.pidFile, pid); !viaPidFile {
+					r.sd.notify(fmt.Sprintf("MAINPID=%d", pid))
+				}
+			},
 			// The successor's progress (the gate code it waits for) in
 			// this process's STATUS=, which systemd shows.
 			Progress: func(line string) {
 				r.sd.status(fmt.Sprintf("serving %d listener(s); upgrading: %s", len(r.group.Listeners()), line))
 			},
 		})
-		r.upgraded <- upgradeResult{req: req, pid: pid, err: err, took: time.Since(start)}
+		r.upgraded <- upgradeResult{req: req, pid: pid, err: err, took: time.Since(start), viaPidFile: viaPidFile}
 	}()
 }
 
@@ -181,13 +196,24 @@ func (r *runner) upgradeDone(res upgradeResult) {
 		if r.state == serving {
 			r.sd.status(fmt.Sprintf("serving %d listener(s); last upgrade failed: %s", len(r.group.Listeners()), reason))
 		}
+		// This process still serves: the PID file must name it, whatever
+		// a successor wrote before it failed.
+		if r.pidFile != "" && !pidFileNames(r.pidFile, os.Getpid()) {
+			if err := writePidFile(r.pidFile); err != nil {
+				r.log.Error("upgrade: cannot write this process's pid back to the unit's PIDFile=", "path", r.pidFile, "err", err)
+			}
+		}
 		reply(res.req, 0, res.err)
 		return
 	}
 	r.handedTo = res.pid
 	r.hand.Handed()
-	if r.sd.muted != nil {
-		r.sd.muted.Store(true) // the successor speaks for the unit now
+	if res.viaPidFile {
+		// Still the main process: it pings the watchdog while it
+		// drains, and never says STOPPING=1, which would stop the unit.
+		r.sd.setVoice(voiceAlive)
+	} else {
+		r.sd.setVoice(voiceNone) // the successor speaks for the unit now
 	}
 	r.log.Info("upgraded: the successor serves; this process stops accepting and drains",
 		"pid", res.pid, "took", res.took.Round(time.Millisecond))
@@ -201,11 +227,46 @@ func (r *runner) upgradeDone(res upgradeResult) {
 		}()
 	}
 	r.stop(fmt.Sprintf("upgraded: pid %d serves", res.pid))
+	r.sd.status(fmt.Sprintf("upgraded: pid %d serves; this process drains and exits", res.pid))
 }
 
-// tookOver finishes a successor's start: the predecessor is told, makes
-// this process systemd's main one, and stops accepting. It returns what
-// the READY=1 message adds: this process's MAINPID=.
+// claimPidFile writes this process's pid to the unit's PIDFile= as it
+// starts to serve. A successor that cannot gives up, so that its
+// predecessor keeps serving: that one's exit would otherwise end the
+// unit. A first process goes on without, and so do its successors
+// (upgrades then announce MAINPID=).
+func (r *runner) claimPidFile() error {
+	if r.pidFile == "" {
+		return nil
+	}
+	err := writePidFile(r.pidFile)
+	switch {
+	case err == nil:
+		return nil
+	case r.hand.Successor():
+		return fmt.Errorf("writing this process's pid to the unit's PIDFile= %s: %w", r.pidFile, err)
+	}
+	r.log.Warn("cannot write the unit's PIDFile=; upgrades will announce MAINPID= instead", "path", r.pidFile, "err", err)
+	r.pidFile = ""
+	os.Unsetenv("PIDFILE") // successors inherit the environment
+	return nil
+}
+
+// pidFileNames reports whether the PID file at path holds pid.
+func pidFileNames(path string, pid int) bool {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	return err == nil && n == pid
+}
+
+// tookOver finishes a successor's start: the predecessor is told and
+// stops accepting. Without a PID file it makes this process systemd's
+// main one at once, and tookOver returns what the READY=1 message adds:
+// this process's MAINPID=. With one, this process stays silent until
+// its predecessor has exited (adopted).
 func (r *runner) tookOver() []string {
 	if !r.hand.Successor() {
 		return nil
@@ -213,29 +274,56 @@ func (r *runner) tookOver() []string {
 	if err := r.hand.Ready(readyAnswerWait); err != nil {
 		r.log.Warn("upgrade: the previous process did not confirm the handover", "err", err)
 	}
-	if r.sd.muted != nil {
-		r.sd.muted.Store(false)
+	if r.pidFile != "" {
+		r.unadopted = true
+		r.log.Info("upgrade: this process took over the sockets; the previous one stays systemd's main process until it has drained",
+			"pid", os.Getpid(), "pid_file", r.pidFile)
+		return nil
 	}
+	r.sd.setVoice(voiceAll)
 	r.log.Info("upgrade: this process took over the sockets", "pid", os.Getpid())
 	return []string{fmt.Sprintf("MAINPID=%d", os.Getpid())}
 }
 
-// adopted runs once a successor's predecessor has exited: PID 1 (or a
-// subreaper) adopted this process, so a second MAINPID= makes systemd
-// take it for its own child: it then waits for it at stop and reads its
-// exit status (Restart=on-failure), which it cannot for a main process
-// that is another's child.
+// adopted runs once a successor's predecessor has exited. With a PID
+// file, systemd reads it when it reaps its main process and makes this
+// one, adopted by it, the main process; this process waits until the
+// predecessor is reaped (systemd has then made the change: it reaps
+// after it has handled the exit), for a message before that would be
+// dropped as not the main process's. Without a PID file nothing
+// changes: systemd ignores a MAINPID= that names its main process
+// already, so it keeps this one for another's child (docs/upgrade.md
+// says what that costs).
 func (r *runner) adopted() {
 	if r.handedTo != 0 || r.state != serving {
 		return
 	}
 	r.log.Info("upgrade: the previous process has exited", "ppid", os.Getppid())
-	msg := fmt.Sprintf("MAINPID=%d", os.Getpid())
-	r.sd.notify(msg)
-	// systemd may read this before it has reaped the predecessor, and
-	// then still takes this process for another's child (CI's nspawn
-	// suite saw a stop SIGKILL it): say it again once that is surely over.
-	time.AfterFunc(time.Second, func() { r.sd.notify(msg) })
+	if !r.unadopted {
+		return
+	}
+	pred := r.predecessor
+	go func() {
+		deadline := time.Now().Add(reapWait)
+		for !reaped(pred) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		r.mainNow <- struct{}{}
+	}()
+}
+
+// reapWait bounds how long a successor waits for its predecessor to be
+// reaped before it speaks for the unit anyway.
+const reapWait = 10 * time.Second
+
+// becameMain makes a successor that waited for its predecessor's exit
+// speak for the unit: systemd took it for the main process.
+func (r *runner) becameMain() {
+	r.unadopted = false
+	r.sd.setVoice(voiceAll)
+	if r.state == serving {
+		r.sd.ready(fmt.Sprintf("serving %d listener(s)", len(r.group.Listeners())))
+	}
 }
 
 // adoptWatchdog makes a successor the process the systemd watchdog

@@ -451,14 +451,27 @@ func postUpgrade(t *testing.T, sock string) (int, string) {
 }
 
 // TestUpgradeUnderSystemd: the successor is the binary now at the
-// running one's path (replaced by rename, as a package upgrade does),
-// it takes over a socket systemd passed (listen = "systemd:web", from
-// systemd-socket-activate), the TLS pool's and the admin unix sockets and, towards NOTIFY_SOCKET, the old process
-// announces MAINPID= of the successor, which then says MAINPID= and
-// READY=1 itself, and MAINPID= again once the old one has exited;
-// neither says STOPPING=1, which would stop the unit. A failed upgrade
-// leaves MAINPID alone.
+// running one's path (replaced by rename, as a package upgrade does), it
+// takes over a socket systemd passed (listen = "systemd:web", from
+// systemd-socket-activate) and the TLS pool's and the admin unix
+// sockets. Towards NOTIFY_SOCKET, which sees each sender's pid as
+// systemd does, nobody says STOPPING=1 (it would stop the unit), and a
+// failed upgrade leaves the main process alone:
+//   - with the unit's PIDFile= ($PIDFILE, as the shipped unit has), the
+//     successor writes its pid there and stays silent while the old
+//     process, still the main one, drains saying only STATUS= and
+//     WATCHDOG=1; once it has exited, the successor says READY=1.
+//     Nobody says MAINPID=. A second upgrade while the old process
+//     drains is refused; a failed one leaves the PID file naming the
+//     process that serves.
+//   - without, the old process names the successor in MAINPID= before
+//     the successor's READY=1, and then says nothing.
 func TestUpgradeUnderSystemd(t *testing.T) {
+	t.Run("pidfile", func(t *testing.T) { upgradeUnderSystemd(t, true) })
+	t.Run("mainpid", func(t *testing.T) { upgradeUnderSystemd(t, false) })
+}
+
+func upgradeUnderSystemd(t *testing.T, withPidFile bool) {
 	built := testenv.BuildCommand(t, "sealproxy")
 	activate := testenv.LookTool(t, "systemd-socket-activate", "systemd")
 	f := newFixture(t)
@@ -499,8 +512,14 @@ func TestUpgradeUnderSystemd(t *testing.T) {
 		fmt.Sprintf("[pool]\nlisten = \"unix:%s\"\nmode = \"0600\"\n\n[[pool.service]]\nname = \"web\"\nrole = \"server\"\nkeys = [\"web\"]\nusers = [\"%d\"]\n\n", poolSock, os.Getuid())
 	path := f.write(base)
 	n := listenNotify(t)
-	u := startUpgradeCommand(t, activate, "-l", addr, "--fdname=web", "-E", "NOTIFY_SOCKET="+os.Getenv("NOTIFY_SOCKET"),
-		bin, "run", "--config", path)
+	pidFile := filepath.Join(filepath.Dir(sock), "sealproxy.pid")
+	env := []string{"-E", "NOTIFY_SOCKET=" + os.Getenv("NOTIFY_SOCKET")}
+	if withPidFile {
+		env = append(env, "-E", "PIDFILE="+pidFile)
+	}
+	u := startUpgradeCommand(t, append(append([]string{activate, "-l", addr, "--fdname=web"}, env...),
+		bin, "run", "--config", path)...)
+	names := func(pid int) bool { return pidFileNames(pidFile, pid) }
 	// systemd-socket-activate starts sealproxy at the first connection.
 	testenv.Eventually(t, 30*time.Second, "systemd-socket-activate listening", func() bool {
 		c, err := net.Dial("tcp", addr)
@@ -515,6 +534,30 @@ func TestUpgradeUnderSystemd(t *testing.T) {
 	if exeInode(old) != first {
 		t.Fatalf("pid %d does not run %s", old, bin)
 	}
+	if withPidFile != names(old) {
+		t.Fatalf("with PIDFILE %v: the PID file names the first process: %v", withPidFile, names(old))
+	}
+	// A connection held open keeps the old process draining.
+	held, err := f.tlsTo(addr, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if _, err := io.WriteString(held, "held"); err != nil {
+		t.Fatal(err)
+	}
+	if b := make([]byte, 4); func() error { _, err := io.ReadFull(held, b); return err }() != nil || string(b) != "held" {
+		t.Fatalf("held connection: %q", b)
+	}
+	for len(n.sent) > 0 {
+		<-n.sent
+	}
+	var seen []notifyMsg // what each process says from the upgrade on
+	collect := func() {
+		for len(n.sent) > 0 {
+			seen = append(seen, <-n.sent)
+		}
+	}
 
 	second := install()
 	out, err := exec.Command(bin, "upgrade", "--admin", "unix:"+sock).CombinedOutput()
@@ -528,21 +571,31 @@ func TestUpgradeUnderSystemd(t *testing.T) {
 	if ino := exeInode(now); ino != second || second == first {
 		t.Fatalf("successor %d runs inode %d, want the replaced binary's %d (the first was %d)", now, ino, second, first)
 	}
-	seen := n.expect(t, fmt.Sprintf("MAINPID=%d", now), "READY=1")
-	mainpid := -1
-	for i, m := range seen {
-		if strings.Contains(m, "STOPPING=1") {
-			t.Fatalf("STOPPING=1 during the upgrade: %q", seen)
-		}
-		if mainpid < 0 && strings.Contains(m, fmt.Sprintf("MAINPID=%d", now)) {
-			mainpid = i
-		}
-	}
-	if mainpid < 0 || strings.Contains(seen[mainpid], "READY=1") {
-		t.Fatalf("the old process did not announce the successor's MAINPID before it said READY=1: %q", seen)
-	}
 	f.roundTrip(addr, "web", "served by the successor")
-	deadline := time.Now().Add(30 * time.Second)
+	if withPidFile {
+		if !names(now) {
+			t.Fatalf("the PID file does not name the successor %d once it serves", now)
+		}
+		if !alive(old) {
+			t.Fatal("the old process exited with a connection open")
+		}
+		// The successor is not systemd's main process yet: another
+		// upgrade would make its own successor a main process whose
+		// parent lives.
+		out, err := exec.Command(bin, "upgrade", "--admin", "unix:"+sock).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "the previous process still drains") {
+			t.Fatalf("an upgrade while the old process drains: %v\n%s", err, out)
+		}
+		time.Sleep(500 * time.Millisecond)
+		collect()
+		for _, m := range seen {
+			if m.pid == now {
+				t.Fatalf("the successor spoke while the old process, the main one, drained: %q", seen)
+			}
+		}
+	}
+	held.Close()
+	deadline := time.Now().Add(40 * time.Second)
 	for alive(old) {
 		if time.Now().After(deadline) {
 			t.Fatalf("old process %d still runs:\n%s", old, u.logs())
@@ -559,28 +612,66 @@ func TestUpgradeUnderSystemd(t *testing.T) {
 		}
 		c.Close()
 	}
-	// The old process drained and exited without a word to systemd; the
-	// successor, now adopted by PID 1, says MAINPID= again (systemd then
-	// takes it for its child: it waits for it at stop).
-	if m := <-n.msgs; m != fmt.Sprintf("MAINPID=%d", now) {
-		t.Fatalf("after the old process exited: %q, want the successor's MAINPID= alone", m)
+	// Up to the successor's READY=1 (with a PID file: once the old one
+	// has exited).
+	timeout := time.After(time.Minute)
+	for ready := false; !ready; {
+		select {
+		case m := <-n.sent:
+			seen = append(seen, m)
+			ready = m.pid == now && strings.Contains(m.text, "READY=1")
+		case <-timeout:
+			t.Fatalf("no READY=1 from the successor %d: %q\n%s", now, seen, u.logs())
+		}
 	}
-	select {
-	case m := <-n.msgs:
-		t.Fatalf("message after the handover: %q", m)
-	case <-time.After(300 * time.Millisecond):
+	time.Sleep(300 * time.Millisecond) // and whatever follows at once
+	collect()
+	mainpid, oldDone := false, false
+	for _, m := range seen {
+		switch {
+		case m.pid != old && m.pid != now:
+			t.Fatalf("a message from pid %d (old %d, successor %d): %q", m.pid, old, now, m.text)
+		case strings.Contains(m.text, "STOPPING=1"):
+			t.Fatalf("STOPPING=1 during the upgrade, from pid %d: %q", m.pid, seen)
+		case m.pid == old && strings.Contains(m.text, "READY=1"):
+			t.Fatalf("the old process said READY=1: %q", seen)
+		case withPidFile && strings.Contains(m.text, "MAINPID="):
+			t.Fatalf("MAINPID= with a PID file, from pid %d: %q", m.pid, seen)
+		case !withPidFile && m.pid == now && !mainpid:
+			t.Fatalf("the successor spoke before the old process named it in MAINPID=: %q", seen)
+		case m.pid == old && m.text == fmt.Sprintf("MAINPID=%d", now):
+			mainpid = true
+		case m.pid == old && withPidFile:
+			// Still the main process while it drains: only alive.
+			for _, line := range strings.Split(m.text, "\n") {
+				if line != "WATCHDOG=1" && !strings.HasPrefix(line, "STATUS=") {
+					t.Fatalf("the draining main process said %q", m.text)
+				}
+			}
+			oldDone = oldDone || strings.Contains(m.text, fmt.Sprintf("upgraded: pid %d serves", now))
+		case m.pid == old && mainpid:
+			t.Fatalf("the old process spoke after it named its successor: %q", seen)
+		}
+	}
+	if withPidFile && !oldDone || !withPidFile && !mainpid {
+		t.Fatalf("the old process's STATUS= or MAINPID= is missing: %q", seen)
 	}
 
 	// A failed upgrade: no MAINPID=, a STATUS= with the reason.
+	for len(n.msgs) > 0 {
+		<-n.msgs // seen through n.sent above
+	}
 	f.write(base + "bogus = 1\n")
 	if err := syscall.Kill(now, syscall.SIGUSR2); err != nil {
 		t.Fatal(err)
 	}
-	seen = n.expect(t, "STATUS=serving 1 listener(s); last upgrade failed: successor (pid ")
-	for _, m := range seen {
+	for _, m := range n.expect(t, "STATUS=serving 1 listener(s); last upgrade failed: successor (pid ") {
 		if strings.Contains(m, "MAINPID=") || strings.Contains(m, "STOPPING=1") {
 			t.Fatalf("a failed upgrade said %q", m)
 		}
+	}
+	if withPidFile && !names(now) {
+		t.Fatalf("after a failed upgrade the PID file does not name %d, which serves", now)
 	}
 	f.write(base)
 	f.roundTrip(addr, "web", "still served after the failed upgrade")

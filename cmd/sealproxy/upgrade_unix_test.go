@@ -17,7 +17,8 @@ import (
 
 // TestRunnerUpgradeRefused: an upgrade is refused, with the reason, by a
 // daemon inside another program, while starting, while another waits
-// for its successor, and after a handover.
+// for its successor, after a handover, and by a successor whose
+// predecessor is still systemd's main process.
 func TestRunnerUpgradeRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -29,6 +30,7 @@ func TestRunnerUpgradeRefused(t *testing.T) {
 		{"starting", func(r *runner) { r.state = starting }, errUpgradeRefused, "still starting"},
 		{"in flight", func(r *runner) { r.upgrading = true }, handover.ErrInProgress, "an upgrade is already in progress"},
 		{"handed over", func(r *runner) { r.state, r.handedTo = draining, 4242 }, errUpgradeRefused, "already handed over to pid 4242"},
+		{"predecessor drains", func(r *runner) { r.unadopted = true }, errUpgradeRefused, "the previous process still drains"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var logs bytes.Buffer

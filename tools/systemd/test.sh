@@ -304,7 +304,15 @@ until_true 30 old_gone || fail "upgrade: the old process $old_pid still runs"
 sleep 6
 [ "$(show sealproxy.service ActiveState)" = active ] && [ "$(show sealproxy.service NRestarts)" = 0 ] ||
 	fail "upgrade: the watchdog fired on the successor: $(show sealproxy.service ActiveState), $(show sealproxy.service Result)"
-ok "upgrade: successor held at the gate (code in STATUS, still serving), approved; active, MainPID $old_pid -> $(show sealproxy.service MainPID), old process gone, watchdog pinged by the successor"
+# systemd took the successor for its own child (read from PIDFile= when
+# the old main process exited), so that a stop waits for it: a main
+# process that is another's child is SIGKILLed at once on this legacy
+# cgroup hierarchy (CI saw it).
+inside journalctl --no-pager -u sealproxy.service | grep -F "which is not our child" &&
+	fail "upgrade: systemd supervises the successor as another's child"
+[ "$(inside cat /run/sealproxy/sealproxy.pid)" = "$(show sealproxy.service MainPID)" ] ||
+	fail "upgrade: PIDFile= holds $(inside cat /run/sealproxy/sealproxy.pid), MainPID is $(show sealproxy.service MainPID)"
+ok "upgrade: successor held at the gate (code in STATUS, still serving), approved; active, MainPID $old_pid -> $(show sealproxy.service MainPID) (from PIDFile=, systemd's own child), old process gone, watchdog pinged by the successor"
 
 # --- stop: drains and exits 0 (after the upgrade: systemd waits for the
 # successor it adopted, and reads its exit status)
