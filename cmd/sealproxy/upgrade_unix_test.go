@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,5 +95,27 @@ func TestRunnerUpgradeFailedEscapes(t *testing.T) {
 		if status := m[len(m)-1]; strings.ContainsAny(status, "\x1b\x07") || strings.Contains(status, "\nREADY=1") {
 			t.Fatalf("STATUS %q", status)
 		}
+	}
+}
+
+// TestRunnerUpgradeFailedRewritesPidFile: a successor that wrote its pid
+// to the unit's PIDFile= and then failed must not stay named there, or
+// systemd would take a dead process for the main one when this one
+// exits: the process that serves writes its own pid back.
+func TestRunnerUpgradeFailedRewritesPidFile(t *testing.T) {
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	pidFile := filepath.Join(t.TempDir(), "sealproxy.pid")
+	if err := os.WriteFile(pidFile, []byte("77\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{log: log, sd: notifier{log: log}, cfg: &config.Config{}, state: serving, upgrading: true,
+		group: proxy.NewGroup(nil, nil), pidFile: pidFile}
+	req := upgradeRequest{why: "test", reply: make(chan upgradeReply, 1)}
+	r.upgradeDone(upgradeResult{req: req, pid: 77, err: &handover.FailedError{Pid: 77, Reason: "crashed"}})
+	<-req.reply
+	if !pidFileNames(pidFile, os.Getpid()) {
+		b, _ := os.ReadFile(pidFile)
+		t.Fatalf("after a failed upgrade the PID file holds %q, want this process's pid %d\n%s", b, os.Getpid(), logs.String())
 	}
 }
